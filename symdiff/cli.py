@@ -1,0 +1,123 @@
+"""The `symdiff` command line: one subcommand per job, all thin over the library."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """Bad arguments or input: printed as one line, exit status 2."""
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from .melody import read_midi
+
+    found = read_midi(args.file)
+    report = {
+        "file": str(args.file),
+        "qpm": round(found.qpm, 3),
+        "time_signature": "%d/%d" % found.time_signature,
+        "tempo_changes": found.tempo_changes,
+        "time_signature_changes": found.time_signature_changes,
+        "default": found.chosen.index,
+        "candidates": [c.summary() for c in found.candidates],
+    }
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    print(f"{args.file}: {report['qpm']} qpm, {report['time_signature']}, "
+          f"{found.tempo_changes} tempo / {found.time_signature_changes} meter changes")
+    print(f"{'track':>5} {'program':>7} {'bars':>5} {'notes':>6} {'range':>9} {'poly':>5}  name")
+    for c in report["candidates"]:
+        rng = "%d-%d" % tuple(c["pitch_range"]) if c["pitch_range"] else "-"
+        mark = "*" if c["index"] == found.chosen.index else " "
+        print(f"{c['index']:>4}{mark} {c['program']:>7} {c['bars']:>5} {c['notes']:>6} {rng:>9} "
+              f"{c['polyphony']:>5.2f}  {c['name'].strip()}")
+    print("* = the melody used by default (--track K picks another)")
+
+
+def cmd_data_build(args: argparse.Namespace) -> None:
+    import time
+
+    from .dataset import save_stats
+
+    t0 = time.time()
+    if args.midi_dir:
+        from .midi_corpus import build_from_midi_folder
+
+        build_from_midi_folder(args.midi_dir, args.out, workers=args.workers, shard=args.shard)
+        return
+    from .corpus import build
+
+    lines, counts = build(Path(args.out), args.sources, args.workers, not args.no_halve, args.limit)
+    stats = lines.stats()
+    stats["_build"] = {**counts, "seconds": round(time.time() - t0, 1)}
+    save_stats(stats, Path(args.out).with_suffix(".stats.json"))
+    print(f"wrote {args.out}: {len(lines)} lines, {stats['all']['all']['bars']} bars, "
+          f"{counts['errors']} unreadable in {time.time() - t0:.0f} s")
+
+
+def cmd_data_stats(args: argparse.Namespace) -> None:
+    from .dataset import Lines
+
+    stats = Lines.load(args.path).stats()
+    if args.json:
+        print(json.dumps(stats, indent=1))
+        return
+    cols = ("pieces", "lines", "bars", "chunks", "lines_64_bars", "windows_64_bars")
+    print(f"{'source':<14} {'split':<6}" + "".join(f"{c:>16}" for c in cols))
+    for source, splits in stats.items():
+        for split, row in splits.items():
+            print(f"{source:<14} {split:<6}" + "".join(f"{row[c]:>16}" for c in cols))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .dataset import DEFAULT_PATH
+
+    p = argparse.ArgumentParser(prog="symdiff", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("inspect", help="list the candidate melodies in a MIDI file")
+    s.add_argument("file", type=Path)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_inspect)
+
+    data = sub.add_parser("data", help="build or describe the training dataset").add_subparsers(dest="data_command", required=True)
+    s = data.add_parser("build", help="build the dataset from music21's corpus or a MIDI folder")
+    s.add_argument("--out", type=Path, default=DEFAULT_PATH)
+    s.add_argument("--sources", nargs="*", help="music21 subcorpora (default: all of corpus.SUBCORPORA)")
+    s.add_argument("--midi-dir", type=Path, help="build from a folder of MIDI files instead")
+    s.add_argument("--shard", default="0/1", help="i/n: this worker's share of a MIDI folder")
+    s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--limit", type=int, help="read only the first N files (for a quick look)")
+    s.add_argument("--no-halve", action="store_true", help="keep Renaissance note values as notated")
+    s.set_defaults(func=cmd_data_build)
+    s = data.add_parser("stats", help="counts per subcorpus and split")
+    s.add_argument("--path", type=Path, default=DEFAULT_PATH)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_data_stats)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore")
+    args = build_parser().parse_args(argv)
+    if getattr(args, "workers", 0) is None:
+        import os
+
+        args.workers = os.cpu_count() or 1
+    from .melody import MelodyError
+
+    try:
+        args.func(args)
+    except (MelodyError, UsageError, FileNotFoundError) as e:
+        print(f"symdiff: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

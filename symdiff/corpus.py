@@ -1,0 +1,266 @@
+"""The training corpus built from the public-domain scores shipped inside the music21 wheel.
+
+Folk tunes (one line per tune, repeats expanded) and every voice of the vocal and chorale
+works become monophonic lines on the model grid (see `melody` for the grid's policies).
+Parsing is slow (music21 reads ABC, kern and MusicXML), so it runs in a process pool and the
+built dataset is committed: training and tests read `data/corpus.npz` and never re-parse.
+
+Repeats are expanded by our own rule (`expand_repeats`), because music21's `expandRepeats()`
+mangles many ABC tunes. Renaissance works notated with a half-note beat (3/2, 4/2) have about
+one note per model bar, so their note values are halved by default (`halve_long_meters`, see `part_notes`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from note_seq.protobuf import music_pb2
+from tqdm import tqdm
+
+from . import melody
+from .dataset import Lines
+
+log = logging.getLogger(__name__)
+
+# subcorpus -> (style, licence as its source states it)
+SUBCORPORA: dict[str, tuple[str, str]] = {
+    "essenFolksong": ("folk", "Essen Folksong Collection (ABC by S. Schlien): permission for "
+                      "non-commercial distribution and use only (E. Dahlig-Turek)"),
+    "oneills1850": ("folk", "O'Neill's Music of Ireland (1850), public domain; ABC transcription "
+                    "by N. Paap, distributed with music21 by permission"),
+    "ryansMammoth": ("folk", "Ryan's Mammoth Collection (1883), public domain; ABC by J. Chambers, "
+                     "distributed with music21 by permission"),
+    "airdsAirs": ("folk", "Aird's Selection of Airs (1782-97), public domain; ABC distributed with "
+                  "music21 by permission"),
+    "miscFolk": ("folk", "public-domain folk tunes (fife and Northumbrian collections); ABC "
+                 "distributed with music21 by permission"),
+    "bach": ("chorale", "J.S. Bach chorales, public domain; encodings distributed with music21 by "
+             "permission of their encoders"),
+    "palestrina": ("vocal", "Palestrina masses (CCARH/KernScores encodings), public domain works; "
+                   "encodings distributed with music21 by permission, non-commercial use"),
+    "monteverdi": ("vocal", "Monteverdi madrigals, public domain; encodings distributed with "
+                   "music21 by permission"),
+    "trecento": ("vocal", "Trecento works (PMFC), public domain; encodings distributed with "
+                 "music21 by permission"),
+    "josquin": ("vocal", "Josquin des Prez, ABC by L. E. Conrad, GPL-2.0-or-later"),
+    "ciconia": ("vocal", "Ciconia, public domain; encoding distributed with music21"),
+    "luca": ("vocal", "Gloria (Luca MS), public domain; encoding distributed with music21"),
+    "lusitano": ("vocal", "Lusitano, public domain; encoding distributed with music21"),
+}
+SCORE_SUFFIXES = {".abc", ".krn", ".mxl", ".xml", ".musicxml"}
+MAX_EXPANSION = 4  # a tune played more than 4x its notated length is a mis-read repeat
+
+
+@dataclass(frozen=True)
+class Bar:
+    """What repeat expansion needs to know of a measure."""
+
+    start_repeat: bool = False
+    end_repeat: int = 0  # times the section is played when a :| ends this bar, 0 for none
+    endings: frozenset[int] = frozenset()  # numbers of the 1st/2nd-ending bracket over it
+
+
+def expand_repeats(bars: list[Bar]) -> list[int] | None:
+    """Playback order of bar indices, or None where the marks do not make sense.
+
+    A `:|` returns to the last `|:`, or, where there is none, to the bar after the previous
+    finished repeat (the start of the piece for the first); ending brackets are played on
+    the passes they are numbered for.
+    """
+    order: list[int] = []
+    i, start, passno, jumped = 0, 0, 1, False
+    while i < len(bars):
+        bar = bars[i]
+        if bar.start_repeat and not jumped:
+            start, passno = i, 1
+        jumped = False
+        if bar.endings and passno not in bar.endings:
+            i += 1
+            continue
+        order.append(i)
+        if len(order) > MAX_EXPANSION * len(bars):
+            return None
+        if bar.end_repeat and passno < bar.end_repeat:
+            passno, i, jumped = passno + 1, start, True
+            continue
+        if bar.end_repeat or (bar.endings and (i + 1 == len(bars) or not bars[i + 1].endings)):
+            start, passno = i + 1, 1
+        i += 1
+    return order
+
+
+def _bar_marks(part, score) -> list[Bar]:
+    from music21 import bar as m21bar, spanner
+
+    measures = list(part.getElementsByClass("Measure"))
+    endings: dict[int, frozenset[int]] = {}
+    for bundle in (part.spannerBundle, score.spannerBundle):
+        for rb in bundle.getByClass(spanner.RepeatBracket):
+            numbers = frozenset(rb.getNumberList() or [])
+            for m in rb.getSpannedElements():
+                endings[id(m)] = numbers
+    marks = []
+    for m in measures:
+        left, right = m.leftBarline, m.rightBarline
+        start = isinstance(left, m21bar.Repeat) and left.direction == "start"
+        end = 0
+        if isinstance(right, m21bar.Repeat) and right.direction == "end":
+            end = int(right.times or 2)
+        marks.append(Bar(start, end, endings.get(id(m), frozenset())))
+    return marks
+
+
+def part_notes(part, score, halve_long_meters: bool = True) -> tuple[list[tuple[float, float, int]], dict]:
+    """(start, end, pitch) in quarter notes of one part as played, and its metadata.
+
+    With `halve_long_meters`, a part in a half-note-beat meter (x/2) with fewer than two
+    notes per whole note (Renaissance notation) gets its note values halved.
+    """
+    from music21 import meter
+
+    measures = list(part.getElementsByClass("Measure"))
+    ts = next(iter(part.recurse().getElementsByClass(meter.TimeSignature)), None)
+    ks = next(iter(part.recurse().getElementsByClass("KeySignature")), None)
+    info = {
+        "meter": ts.ratioString if ts else "",
+        "key": (ks.name if hasattr(ks, "name") else ks.asKey().name) if ks else "",
+        "halved": False,
+        "repeats": "none",
+    }
+    if not measures:  # some encodings come without measures: play the notes as they are
+        measures, order = [part], [0]
+    else:
+        order = expand_repeats(_bar_marks(part, score))
+        info["repeats"] = "expanded" if order and len(order) > len(measures) else "none"
+        if order is None:
+            order, info["repeats"] = list(range(len(measures))), "ignored"
+    bar_q = float(ts.barDuration.quarterLength) if ts else 4.0
+    notes, length = _play(measures, order, bar_q, 1.0)
+    if halve_long_meters and ts and ts.denominator == 2 and len(notes) < 2 * length / 4.0:
+        notes, _ = _play(measures, order, bar_q, 0.5)
+        info["halved"] = True
+    return notes, info
+
+
+def _play(measures, order: list[int], bar_q: float, scale: float) -> tuple[list[tuple[float, float, int]], float]:
+    """Notes of the measures in playback order, tied notes merged; and the total length."""
+    # Start so that the first full bar falls on a model-bar line (a pickup ends a bar of rest).
+    first = float(measures[order[0]].duration.quarterLength)
+    t = (-first * scale) % 4.0 if first < bar_q else 0.0
+    notes: list[list] = []
+    open_by_pitch: dict[int, list] = {}
+    for k in order:
+        m = measures[k]
+        for n in m.flatten().notes:
+            q = float(n.quarterLength) * scale
+            if q <= 0 or n.duration.isGrace:
+                continue
+            on = t + float(n.offset) * scale
+            tie = n.tie.type if n.tie is not None else None
+            for p in n.pitches:
+                prev = open_by_pitch.get(p.midi)
+                if tie in ("stop", "continue") and prev is not None and abs(prev[1] - on) < 1e-3:
+                    prev[1] = on + q
+                else:
+                    prev = [on, on + q, p.midi]
+                    notes.append(prev)
+                    open_by_pitch[p.midi] = prev
+        t += float(m.duration.quarterLength) * scale
+    return [tuple(n) for n in notes], t
+
+
+def notes_to_tokens(notes: list[tuple[float, float, int]]):
+    """Notes in quarter notes -> tokens, through note_seq's quantizer and melody extraction."""
+    ns = music_pb2.NoteSequence()
+    ns.tempos.add(time=0.0, qpm=60.0)  # one second per quarter note
+    ns.time_signatures.add(time=0.0, numerator=4, denominator=4)
+    for on, off, pitch in notes:
+        ns.notes.add(start_time=on, end_time=off, pitch=pitch, velocity=80, instrument=0)
+    ns.total_time = max((n[1] for n in notes), default=0.0)
+    lines = melody.sequence_lines(ns)
+    return lines[0].tokens if lines else None
+
+
+def score_files(root: Path | None = None, sources: list[str] | None = None) -> list[tuple[str, Path]]:
+    """(subcorpus, path) of every score file to read, largest first (balances the pool)."""
+    if root is None:
+        import music21
+
+        root = Path(music21.__file__).parent / "corpus"
+    files = []
+    for source in sources or list(SUBCORPORA):
+        for path in sorted((root / source).rglob("*")):
+            if path.suffix.lower() in SCORE_SUFFIXES:
+                files.append((source, path))
+    return sorted(files, key=lambda sp: -sp[1].stat().st_size)
+
+
+def read_score_file(source: str, path: Path, root: Path, halve_long_meters: bool = True) -> tuple[Lines, dict]:
+    """All lines of one file (an ABC file holds many tunes); errors are counted, not raised."""
+    import music21
+
+    warnings.filterwarnings("ignore")
+    lines, counts = Lines(), {"scores": 0, "parts": 0, "errors": 0, "expanded": 0, "repeats_ignored": 0, "halved": 0}
+    rel = path.relative_to(root).as_posix()
+    try:
+        parsed = music21.converter.parse(path)
+    except Exception as e:  # a file music21 cannot read is counted, never fatal
+        log.warning("%s: %s", rel, e)
+        counts["errors"] += 1
+        return lines, counts
+    scores = list(parsed.scores) if isinstance(parsed, music21.stream.Opus) else [parsed]
+    for s_idx, score in enumerate(scores):
+        counts["scores"] += 1
+        number = score.metadata.number if score.metadata and score.metadata.number else s_idx
+        # A folk-tune file holds many tunes; a vocal work's ABC file holds one voice per tune.
+        by_tune = len(scores) > 1 and SUBCORPORA[source][0] == "folk"
+        piece = f"{rel}#{number}" if by_tune else rel
+        for p_idx, part in enumerate(score.parts):
+            try:
+                notes, info = part_notes(part, score, halve_long_meters)
+                tokens = notes_to_tokens(notes) if notes else None
+            except Exception as e:
+                log.warning("%s part %d: %s", piece, p_idx, e)
+                counts["errors"] += 1
+                continue
+            if tokens is None or not (tokens >= 2).any():
+                continue
+            counts["parts"] += 1
+            counts["expanded"] += info["repeats"] == "expanded"
+            counts["repeats_ignored"] += info["repeats"] == "ignored"
+            counts["halved"] += info["halved"]
+            title = score.metadata.title if score.metadata and not by_tune else ""
+            voice = part.partName or title or f"part{p_idx}"
+            lines.add(tokens, source=source, piece=piece, voice=voice, meter=info["meter"], key=info["key"])
+    return lines, counts
+
+
+def build(
+    out: Path,
+    sources: list[str] | None = None,
+    workers: int = os.cpu_count() or 1,
+    halve_long_meters: bool = True,
+    limit: int | None = None,
+) -> tuple[Lines, dict]:
+    """Parse the music21 corpus into a dataset at `out`; returns the lines and the counts."""
+    import music21
+
+    root = Path(music21.__file__).parent / "corpus"
+    files = score_files(root, sources)[:limit] if limit else score_files(root, sources)
+    lines, counts = Lines(), {}
+    results: dict[Path, Lines] = {}
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(read_score_file, s, p, root, halve_long_meters): p for s, p in files}
+        for fut in tqdm(as_completed(futures), total=len(futures), desc="parsing scores", unit="file"):
+            part_lines, c = fut.result()
+            results[futures[fut]] = part_lines
+            for k, v in c.items():
+                counts[k] = counts.get(k, 0) + v
+    for _, path in sorted(files, key=lambda sp: str(sp[1])):  # file order, not finishing order
+        lines.extend(results[path])
+    lines.save(out)
+    return lines, counts
