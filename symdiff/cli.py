@@ -46,9 +46,15 @@ def cmd_data_build(args: argparse.Namespace) -> None:
 
     t0 = time.time()
     if args.midi_dir:
-        from .midi_corpus import build_from_midi_folder
+        from .midi_corpus import BuildError, build_from_midi_folder
 
-        build_from_midi_folder(args.midi_dir, args.out, workers=args.workers, shard=args.shard)
+        try:
+            report = build_from_midi_folder(args.midi_dir, args.out, workers=args.workers, shard=args.shard,
+                                            restart=args.restart, limit=args.limit)
+        except BuildError as e:
+            raise UsageError(str(e)) from None
+        if report["interrupted"]:
+            sys.exit(130)
         return
     from .corpus import build
 
@@ -58,6 +64,15 @@ def cmd_data_build(args: argparse.Namespace) -> None:
     save_stats(stats, Path(args.out).with_suffix(".stats.json"))
     print(f"wrote {args.out}: {len(lines)} lines, {stats['all']['all']['bars']} bars, "
           f"{counts['errors']} unreadable in {time.time() - t0:.0f} s")
+
+
+def cmd_data_merge(args: argparse.Namespace) -> None:
+    from .midi_corpus import BuildError, merge_shards
+
+    try:
+        merge_shards(args.shards, args.out)
+    except BuildError as e:
+        raise UsageError(str(e)) from None
 
 
 def cmd_data_stats(args: argparse.Namespace) -> None:
@@ -94,7 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None)
     s.add_argument("--limit", type=int, help="read only the first N files (for a quick look)")
     s.add_argument("--no-halve", action="store_true", help="keep Renaissance note values as notated")
+    s.add_argument("--restart", action="store_true",
+                   help="MIDI folder: discard an unfinished build's saved progress instead of resuming it")
     s.set_defaults(func=cmd_data_build)
+    s = data.add_parser("merge", help="join the shards of a MIDI folder build into one dataset")
+    s.add_argument("shards", nargs="+", type=Path)
+    s.add_argument("--out", type=Path, default=DEFAULT_PATH)
+    s.set_defaults(func=cmd_data_merge)
     s = data.add_parser("stats", help="counts per subcorpus and split")
     s.add_argument("--path", type=Path, default=DEFAULT_PATH)
     s.add_argument("--json", action="store_true")

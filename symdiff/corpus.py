@@ -100,7 +100,7 @@ def _bar_marks(part, score) -> list[Bar]:
     endings: dict[int, frozenset[int]] = {}
     for bundle in (part.spannerBundle, score.spannerBundle):
         for rb in bundle.getByClass(spanner.RepeatBracket):
-            numbers = frozenset(rb.getNumberList() or [])
+            numbers = frozenset(rb.numberRange or [])
             for m in rb.getSpannedElements():
                 endings[id(m)] = numbers
     marks = []
