@@ -22,7 +22,7 @@ Built for a long, unattended run:
   saved as a part file (`<out>.parts/part-000007.npz`, written to a temporary name and
   renamed) and then one JSON line naming the part and its files is appended to
   `<out>.parts/done.jsonl`. That line is the commit: on restart, parts without one are
-  deleted, a torn last line is dropped, and the files of committed parts are skipped. A
+  deleted, a torn line is dropped, and the files of committed parts are skipped. A
   kill at any moment thus loses at most the files since the last commit and never
   duplicates one. Ctrl-C and SIGTERM commit what is finished before stopping. The final
   dataset is written only when the shard is complete (again atomically), then the parts
@@ -183,14 +183,18 @@ def _deadline(seconds: float | None):
         yield
         return
 
+    armed = [True]
+
     def on_alarm(signum, frame):
-        raise _Timeout()
+        if armed[0]:  # an alarm handled after the block ended is ignored
+            raise _Timeout()
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
+        armed[0] = False
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
@@ -368,7 +372,7 @@ class _State:
                     if not line.endswith("\n") or "files" not in entry:
                         raise ValueError
                 except ValueError:
-                    break  # a torn last line: the kill came while it was being written
+                    continue  # a torn line: the kill came while it was being written
                 self.entries.append(entry)
                 good.append(line)
             _write_atomic(self.log, "".join(good))
@@ -386,8 +390,17 @@ class _State:
         return out
 
     def commit(self, results: list[FileResult]) -> None:
+        """Save a part and log it; Ctrl-C / SIGTERM wait until both are done."""
         if not results:
             return
+        blocked = {signal.SIGINT, signal.SIGTERM}
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
+            self._commit(results)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+    def _commit(self, results: list[FileResult]) -> None:
         lines = Lines()
         for r in results:
             for tokens, voice in r.lines:
