@@ -89,6 +89,39 @@ def cmd_data_stats(args: argparse.Namespace) -> None:
             print(f"{source:<14} {split:<6}" + "".join(f"{row[c]:>16}" for c in cols))
 
 
+def parse_overrides(pairs: list[str], cfg):
+    """--set key=value pairs -> a config with those fields replaced (types follow the field)."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    changes = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in fields:
+            raise UsageError(f"--set {pair}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        current = getattr(cfg, key)
+        if isinstance(current, tuple):
+            changes[key] = tuple(int(v) for v in value.split(","))
+        elif isinstance(current, bool):
+            changes[key] = value.lower() in ("1", "true", "yes")
+        else:
+            changes[key] = type(current)(value)
+    return dataclasses.replace(cfg, **changes)
+
+
+def cmd_train_vae(args: argparse.Namespace) -> None:
+    from .train_vae import train_vae
+    from .vae import CONFIGS
+
+    if args.config not in CONFIGS:
+        raise UsageError(f"unknown config {args.config!r}; choose from {', '.join(CONFIGS)}")
+    cfg = parse_overrides(args.set, CONFIGS[args.config])
+    state = train_vae(cfg, args.out, args.data, args.max_steps, args.minutes, args.eval_every,
+                      args.save_minutes, bf16=not args.no_bf16, seed=args.seed)
+    print(f"stopped at step {state['step']} after {state['seconds'] / 60:.1f} min; "
+          f"best held-out accuracy {state['best_accuracy']:.4f}; checkpoints in {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .dataset import DEFAULT_PATH
 
@@ -120,6 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--path", type=Path, default=DEFAULT_PATH)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_data_stats)
+    train = sub.add_parser("train", help="train a model").add_subparsers(dest="model", required=True)
+    s = train.add_parser("vae", help="train the 2-bar melody MusicVAE (resumes from OUT/last)")
+    s.add_argument("--config", default="cat-mel_2bar_small")
+    s.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    s.add_argument("--out", type=Path, default=Path("runs/vae-small"))
+    s.add_argument("--data", type=Path, default=DEFAULT_PATH)
+    s.add_argument("--max-steps", type=int, default=100_000)
+    s.add_argument("--minutes", type=float, help="stop (and save) after this much wall time")
+    s.add_argument("--eval-every", type=int, default=500)
+    s.add_argument("--save-minutes", type=float, default=5.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 autocast is the default)")
+    s.set_defaults(func=cmd_train_vae)
     return p
 
 

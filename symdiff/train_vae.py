@@ -1,0 +1,139 @@
+"""`symdiff train vae`: MusicVAE's recipe on the corpus' 2-bar chunks, resumable, DDP-ready.
+
+Recipe (magenta `music_vae/configs.py`, `base_model.py`): beta = (1 - rate^step) * max_beta,
+free bits, scheduled sampling with an inverse-sigmoid teacher-forcing probability
+k / (k + exp(step / k)), lr decayed by `decay_rate` per step to a floor, global-norm clip,
+random transposition in -5..+5 semitones done on the fly (kept in range).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .dataset import DEFAULT_PATH, Lines, transpose_chunks
+from .training import (
+    JsonLog, load_training_state, rank_batches, save_training_state, setup_runtime, unwrap, wrap_ddp,
+)
+from .vae import MusicVAE, VAEConfig, evaluate, kl_divergence
+
+
+def teacher_forcing_prob(step: int, rate: float) -> float:
+    if rate <= 0:
+        return 1.0
+    return rate / (rate + math.exp(min(step / rate, 700.0)))
+
+
+def beta_at(step: int, cfg: VAEConfig) -> float:
+    return (1.0 - cfg.beta_rate**step) * cfg.max_beta
+
+
+def lr_at(step: int, cfg: VAEConfig) -> float:
+    return (cfg.learning_rate - cfg.min_learning_rate) * cfg.decay_rate**step + cfg.min_learning_rate
+
+
+def vae_loss(logits, targets, mu, sigma, beta: float, cfg: VAEConfig) -> tuple[torch.Tensor, dict]:
+    """mean(reconstruction NLL summed over steps) + beta * mean(max(KL - free_bits*ln2, 0))."""
+    r_loss = F.cross_entropy(logits.float().transpose(1, 2), targets.long(), reduction="none").sum(-1)
+    kl = kl_divergence(mu.float(), sigma.float())
+    kl_cost = torch.clamp(kl - cfg.free_bits * math.log(2.0), min=0.0)
+    loss = r_loss.mean() + beta * kl_cost.mean()
+    return loss, {"r_loss": r_loss.mean().item(), "kl": kl.mean().item()}
+
+
+def train_vae(
+    cfg: VAEConfig,
+    out: Path,
+    data: Path = DEFAULT_PATH,
+    max_steps: int = 100_000,
+    minutes: float | None = None,
+    eval_every: int = 500,
+    save_minutes: float = 5.0,
+    eval_chunks: int = 4096,
+    bf16: bool = True,
+    seed: int = 0,
+) -> dict:
+    rt = setup_runtime()
+    torch.manual_seed(seed)
+    lines = Lines.load(data)
+    train = lines.select("train").vae_chunks()
+    held = lines.select("valid").vae_chunks()
+    rng_eval = np.random.default_rng(1234)
+    held = torch.from_numpy(held[rng_eval.permutation(len(held))[:eval_chunks]])
+
+    model = MusicVAE(cfg).to(rt.device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    state = {"step": 0, "epoch": 0, "best_accuracy": 0.0, "seconds": 0.0}
+    last = out / "last"
+    if (last / "state.json").is_file():
+        model.load_state_dict(MusicVAE.from_pretrained(last).state_dict())
+        state = load_training_state(last, opt)
+    ddp = wrap_ddp(model, rt)
+    log = JsonLog(out / "log.jsonl", rt.main)
+    if rt.main:
+        cfg.save(out / "config.json") if out.exists() else (out.mkdir(parents=True), cfg.save(out / "config.json"))
+        log.write(event="start", step=state["step"], train_chunks=len(train), held_chunks=len(held), world=rt.world)
+
+    def checkpoint() -> None:
+        if rt.main:
+            unwrap(ddp).save_pretrained(last)
+            save_training_state(last, opt, state)
+
+    rng = np.random.default_rng(seed * 7919 + rt.rank + state["step"])
+    gen = torch.Generator(device=rt.device).manual_seed(seed + rt.rank + state["step"])
+    t_start, t_saved = time.time(), time.time()
+    seconds_before = state["seconds"]
+    bar = tqdm(total=max_steps, initial=state["step"], desc="train vae", disable=not rt.main, unit="step")
+    stop = False
+    while not stop:
+        for idx in rank_batches(len(train), cfg.batch_size // rt.world, rt, seed, state["epoch"]):
+            step = state["step"]
+            x = torch.from_numpy(transpose_chunks(train[idx.numpy()], rng)).to(rt.device)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            beta, tf_prob = beta_at(step, cfg), teacher_forcing_prob(step, cfg.sampling_rate)
+            model.train()
+            with rt.autocast(bf16):
+                logits, mu, sigma = ddp(x, teacher_prob=tf_prob, generator=gen)
+            loss, parts = vae_loss(logits, x, mu, sigma, beta, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            state["step"] = step = step + 1
+            state["seconds"] = seconds_before + time.time() - t_start
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.2f}", kl=f"{parts['kl']:.1f}", tf=f"{tf_prob:.2f}")
+                log.write(step=step, loss=loss.item(), beta=beta, lr=lr_at(step, cfg), teacher_prob=tf_prob,
+                          grad_norm=grad_norm.item(), seconds=round(state["seconds"], 1), **parts)
+            if step % eval_every == 0 and rt.main:
+                with rt.autocast(bf16):
+                    metrics = evaluate(model, held.to(rt.device))
+                log.write(step=step, event="eval", seconds=round(state["seconds"], 1), **metrics)
+                tqdm.write(f"step {step}: held-out accuracy {metrics['accuracy']:.4f} "
+                           f"(teacher-forced {metrics['accuracy_teacher_forced']:.4f}), kl {metrics['kl']:.1f}, "
+                           f"active dims {metrics['active_dims']}")
+                if metrics["accuracy"] > state["best_accuracy"]:
+                    state["best_accuracy"] = metrics["accuracy"]
+                    state["best"] = {"step": step, **metrics}
+                    unwrap(ddp).save_pretrained(out / "best")
+            out_of_time = minutes is not None and time.time() - t_start > minutes * 60
+            if time.time() - t_saved > save_minutes * 60 or step >= max_steps or out_of_time:
+                checkpoint()
+                t_saved = time.time()
+            if step >= max_steps or out_of_time:
+                stop = True
+                break
+        else:
+            state["epoch"] += 1
+    bar.close()
+    if rt.world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return state
