@@ -122,8 +122,31 @@ def cmd_train_vae(args: argparse.Namespace) -> None:
           f"best held-out accuracy {state['best_accuracy']:.4f}; checkpoints in {args.out}")
 
 
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    import time
+
+    import numpy as np
+
+    from .melody import read_midi, tokens_to_midi
+    from .vae import MusicVAE, reconstruct
+
+    found = read_midi(args.file)
+    line = found.pick(args.track)
+    vae = MusicVAE.from_pretrained(args.checkpoint)
+    t0 = time.time()
+    out = reconstruct(vae, line.tokens)
+    seconds = time.time() - t0
+    tokens_to_midi(out, args.out, qpm=found.qpm, program=line.program)
+    notes = line.tokens >= 2
+    acc = float((out == line.tokens).mean())
+    onset_acc = float((out[notes] == line.tokens[notes]).mean()) if notes.any() else float("nan")
+    print(f"track {line.index} ({line.num_bars} bars, {line.num_notes} notes): token accuracy {acc:.4f}, "
+          f"note accuracy {onset_acc:.4f} in {seconds:.2f} s; wrote {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .dataset import DEFAULT_PATH
+    from .vae import DEFAULT_CHECKPOINT
 
     p = argparse.ArgumentParser(prog="symdiff", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -153,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--path", type=Path, default=DEFAULT_PATH)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_data_stats)
+    s = sub.add_parser("reconstruct", help="encode a melody with the VAE and decode it back")
+    s.add_argument("file", type=Path)
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--track", type=int, help="candidate index from `symdiff inspect` (default: the melody)")
+    s.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    s.set_defaults(func=cmd_reconstruct)
+
     train = sub.add_parser("train", help="train a model").add_subparsers(dest="model", required=True)
     s = train.add_parser("vae", help="train the 2-bar melody MusicVAE (resumes from OUT/last)")
     s.add_argument("--config", default="cat-mel_2bar_small")

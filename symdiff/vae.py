@@ -24,6 +24,8 @@ from torch import nn
 
 from . import melody
 
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "musicvae-mel2bar-small"
+
 
 @dataclass
 class VAEConfig:
@@ -230,3 +232,18 @@ def evaluate(model: MusicVAE, chunks: torch.Tensor, batch_size: int = 512) -> di
         "kl": kl / n,
         "active_dims": int((mean_sigma < 0.98).sum().item()),
     }
+
+
+@torch.no_grad()
+def reconstruct(model: MusicVAE, tokens: "np.ndarray", batch_size: int = 256) -> "np.ndarray":
+    """Encode a melody chunk by chunk (mu) and decode it back (argmax); silent chunks stay silent."""
+    import numpy as np
+
+    chunks = melody.to_chunks(tokens)
+    out = np.zeros_like(chunks)
+    live = np.flatnonzero(~melody.silent_chunks(chunks))
+    for i in range(0, len(live), batch_size):
+        idx = live[i : i + batch_size]
+        mu, _ = model.encode(torch.from_numpy(chunks[idx]).long())
+        out[idx] = model.decode(mu).numpy().astype(np.uint8)
+    return melody.from_chunks(out)[: len(tokens)]
