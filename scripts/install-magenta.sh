@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Install Magenta 2.1.4 (MusicVAE's reference data code) for the parity tests.
 # Idempotent: does nothing when the pinned versions are already importable.
-#   bash scripts/install-magenta.sh            # uses $PYTHON, else python3/python
+#   bash scripts/install-magenta.sh            # uses $PYTHON, else python (then python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
+PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 MAGENTA_VERSION=2.1.4
 
 installed() {
