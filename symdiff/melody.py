@@ -20,7 +20,7 @@ Policies (what a real file meets):
 - Time signatures: the grid is always 16 steps per model bar. Meters whose bar is not four
   quarters (3/4, 6/8, ...) are kept, their barlines then do not fall on model-bar lines; the
   first time signature is reported. Time-signature changes do not break the grid.
-- Notes outside 21..108 are moved by octaves into range (note_seq `Melody.squash`).
+- Notes outside 21..108 are dropped, as MusicVAE's data converter does.
 - Pickup bars: a melody starts at the model bar that contains its first note, so a pickup
   sits at the end of a bar of rest, as in MusicVAE.
 - Triplets and other off-grid notes snap to the nearest 16th (note_seq's quantizer); notes
@@ -144,7 +144,7 @@ def melody_to_tokens(melody: melodies_lib.Melody) -> np.ndarray:
     out[events == melodies_lib.MELODY_NOTE_OFF] = NOTE_OFF
     on = events >= 0
     if np.any(on & ((events < MIN_PITCH) | (events > MAX_PITCH))):
-        raise MelodyError("melody has pitches outside 21..108; squash it first")
+        raise MelodyError("melody has pitches outside 21..108")
     out[on] = events[on] - MIN_PITCH + 2
     return out
 
@@ -216,13 +216,23 @@ def silent_chunks(chunks: np.ndarray) -> np.ndarray:
 
 
 def windows(tokens: np.ndarray, bars: int = BARS_PER_CHUNK, hop_bars: int = 1) -> np.ndarray:
-    """All bar-aligned windows of `bars` bars at a hop of `hop_bars` (MusicVAE slices at 1)."""
+    """All bar-aligned windows of `bars` bars at a hop of `hop_bars` (MusicVAE slices at 1),
+    each as the VAE sees it (`as_vae_input`)."""
     size, hop = bars * STEPS_PER_BAR, hop_bars * STEPS_PER_BAR
     tokens = np.asarray(tokens, dtype=np.uint8)
     if len(tokens) < size:
         return np.zeros((0, size), dtype=np.uint8)
     starts = range(0, len(tokens) - size + 1, hop)
-    return np.stack([tokens[s : s + size] for s in starts])
+    return as_vae_input(np.stack([tokens[s : s + size] for s in starts]))
+
+
+def as_vae_input(chunks: np.ndarray) -> np.ndarray:
+    """Chunks as MusicVAE's converter slices them: a note-off before a chunk's first note
+    (the end of a note held over from the previous chunk) becomes "no event"."""
+    chunks = np.array(chunks, dtype=np.uint8)
+    before_first_note = np.cumsum(chunks >= 2, axis=-1) == 0
+    chunks[before_first_note & (chunks == NOTE_OFF)] = NO_EVENT
+    return chunks
 
 
 # --- note sequences -> candidate lines -----------------------------------------------------
@@ -280,6 +290,9 @@ def sequence_lines(ns: music_pb2.NoteSequence, max_bars: int = MAX_BARS) -> list
         return []
     quantized = sequences_lib.quantize_note_sequence(to_beat_time(ns), STEPS_PER_QUARTER)
     names = {i.instrument: i.name for i in ns.instrument_infos}
+    in_range = [n for n in quantized.notes if MIN_PITCH <= n.pitch <= MAX_PITCH]
+    del quantized.notes[:]
+    quantized.notes.extend(in_range)
     by_instrument: dict[int, list] = {}
     for n in quantized.notes:
         if not n.is_drum and n.velocity > 0:
@@ -293,7 +306,6 @@ def sequence_lines(ns: music_pb2.NoteSequence, max_bars: int = MAX_BARS) -> list
         )
         if len(melody) == 0:
             continue
-        melody.squash(MIN_PITCH, MAX_PITCH + 1)
         start_bar = melody.start_step // STEPS_PER_BAR
         tokens = np.zeros(start_bar * STEPS_PER_BAR + len(melody), dtype=np.uint8)
         tokens[start_bar * STEPS_PER_BAR :] = melody_to_tokens(melody)

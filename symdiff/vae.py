@@ -239,7 +239,7 @@ def reconstruct(model: MusicVAE, tokens: "np.ndarray", batch_size: int = 256) ->
     """Encode a melody chunk by chunk (mu) and decode it back (argmax); silent chunks stay silent."""
     import numpy as np
 
-    chunks = melody.to_chunks(tokens)
+    chunks = melody.as_vae_input(melody.to_chunks(tokens))
     out = np.zeros_like(chunks)
     live = np.flatnonzero(~melody.silent_chunks(chunks))
     for i in range(0, len(live), batch_size):
