@@ -62,6 +62,9 @@ def cmd_data_build(args: argparse.Namespace) -> None:
     stats = lines.stats()
     stats["_build"] = {**counts, "seconds": round(time.time() - t0, 1)}
     save_stats(stats, Path(args.out).with_suffix(".stats.json"))
+    from .corpus import dataset_card
+
+    Path(args.out).with_suffix(".md").write_text(dataset_card(stats, stats["_build"]))
     print(f"wrote {args.out}: {len(lines)} lines, {stats['all']['all']['bars']} bars, "
           f"{counts['errors']} unreadable in {time.time() - t0:.0f} s")
 
@@ -144,6 +147,20 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
           f"note accuracy {onset_acc:.4f} in {seconds:.2f} s; wrote {args.out}")
 
 
+def cmd_import_magenta(args: argparse.Namespace) -> None:
+    from .magenta_import import MagentaImportError, import_magenta
+
+    try:
+        model = import_magenta(args.checkpoint, args.config, args.out, ignore=args.ignore)
+    except (MagentaImportError, ImportError) as e:
+        raise UsageError(str(e)) from None
+    n = sum(p.numel() for p in model.parameters())
+    source = model.config.extra["imported_from"]
+    step = f", global step {source['global_step']}" if "global_step" in source else ""
+    print(f"imported {source['model_variables']} variables ({n / 1e6:.1f}M parameters{step}; "
+          f"{source['skipped_variables']} optimizer/counter variables skipped) as {args.config}; wrote {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .dataset import DEFAULT_PATH
     from .vae import DEFAULT_CHECKPOINT
@@ -196,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 autocast is the default)")
     s.set_defaults(func=cmd_train_vae)
+
+    s = sub.add_parser("import-magenta", help="convert a Magenta MusicVAE TF checkpoint to our format")
+    s.add_argument("checkpoint", help="checkpoint prefix (model.ckpt-N), its folder, or a .ckpt.tar bundle")
+    s.add_argument("--config", default="cat-mel_2bar_big", help="Magenta config the checkpoint was trained with")
+    s.add_argument("--out", type=Path, required=True, help="folder for model.safetensors + config.json")
+    s.add_argument("--ignore", action="append", default=[], metavar="REGEX",
+                   help="skip checkpoint variables matching REGEX (optimizer slots are always skipped)")
+    s.set_defaults(func=cmd_import_magenta)
     return p
 
 
