@@ -1,0 +1,129 @@
+"""Shared fixtures: where the real MIDI files and music21's corpus are, and bad MIDI files.
+
+Real MIDI files come from `tests/data/midi/` (a colleague's folder of real files; its `bad/`
+and `synthetic/` subfolders are not "real" and are left out here) and, always, from the
+files music21 ships for its own MIDI tests (`music21/midi/testPrimitive/*.mid`,
+`music21/omr/*.mid`). Tests that check exact values use the music21 files by name, so they
+do not depend on how the colleague's folder is named or filled.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import mido
+import pytest
+
+warnings.filterwarnings("ignore", message="Couldn't find ffmpeg")
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_MIDI = REPO / "tests" / "data" / "midi"
+TPB = 480  # ticks per beat of the files the tests write
+
+
+def _music21_dir() -> Path:
+    import music21
+
+    return Path(music21.__file__).resolve().parent
+
+
+@pytest.fixture(scope="session")
+def music21_dir() -> Path:
+    return _music21_dir()
+
+
+@pytest.fixture(scope="session")
+def corpus_root(music21_dir) -> Path:
+    return music21_dir / "corpus"
+
+
+@pytest.fixture(scope="session")
+def m21_midi(music21_dir):
+    """m21_midi("test13.mid") -> that real file inside the music21 wheel."""
+
+    def find(name: str) -> Path:
+        for folder in ("midi/testPrimitive", "omr"):
+            path = music21_dir / folder / name
+            if path.is_file():
+                return path
+        raise FileNotFoundError(f"{name} is not in the music21 wheel")
+
+    return find
+
+
+def real_midi_files() -> list[Path]:
+    """Every real MIDI file available: the colleague's folder (top level) + music21's."""
+    m21 = _music21_dir()
+    files = sorted((m21 / "midi" / "testPrimitive").glob("*.mid")) + sorted((m21 / "omr").glob("*.mid"))
+    if DATA_MIDI.is_dir():
+        files += sorted(p for p in DATA_MIDI.glob("*.mid") if p.is_file() and p.stat().st_size > 0)
+    return files
+
+
+@pytest.fixture(scope="session")
+def real_files() -> list[Path]:
+    files = real_midi_files()
+    assert len(files) >= 20, files
+    return files
+
+
+# --- files written with mido (a real library writing real files) -----------------------------
+
+def write_midi(path: Path, tracks: list[list], type_: int = 1) -> Path:
+    """tracks: lists of (tick, mido message) at absolute ticks -> a MIDI file."""
+    mid = mido.MidiFile(type=type_, ticks_per_beat=TPB)
+    for events in tracks:
+        track, now = mido.MidiTrack(), 0
+        # metas first, then note-offs before note-ons at the same tick
+        order = lambda e: (e[0], 0 if e[1].is_meta else 1 if e[1].type == "note_off" else 2)
+        for tick, msg in sorted(events, key=order):
+            track.append(msg.copy(time=tick - now))
+            now = tick
+        track.append(mido.MetaMessage("end_of_track", time=0))
+        mid.tracks.append(track)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mid.save(path)
+    return path
+
+
+def notes_track(notes, channel: int = 0, program: int | None = 0, name: str | None = None) -> list:
+    """notes: (start_step, length_steps, pitch) in 16ths -> absolute-tick events."""
+    step = TPB // 4
+    events = []
+    if name:
+        events.append((0, mido.MetaMessage("track_name", name=name)))
+    if program is not None:
+        events.append((0, mido.Message("program_change", channel=channel, program=program)))
+    for start, length, pitch in notes:
+        events.append((round(start * step), mido.Message("note_on", channel=channel, note=pitch, velocity=90)))
+        events.append((round((start + length) * step), mido.Message("note_off", channel=channel, note=pitch, velocity=0)))
+    return events
+
+
+def conductor(tempos=((0, 120.0),), sigs=((0, 4, 4),)) -> list:
+    """Tempo (bpm) and time-signature events at steps (16ths)."""
+    step = TPB // 4
+    events = [(round(s * step), mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(b))) for s, b in tempos]
+    events += [(round(s * step), mido.MetaMessage("time_signature", numerator=n, denominator=d)) for s, n, d in sigs]
+    return events
+
+
+@pytest.fixture(scope="session")
+def bad_midi(tmp_path_factory, m21_midi) -> dict[str, Path]:
+    """Bad inputs made from real files: kind -> path."""
+    root = tmp_path_factory.mktemp("bad_midi")
+    real = m21_midi("test07.mid").read_bytes()  # a real 3 kB type 0 melody
+    (root / "empty.mid").write_bytes(b"")
+    (root / "not_midi.mid").write_text("This is a text file, not a MIDI file.\n")
+    (root / "corrupt.mid").write_bytes(real[: len(real) // 2])
+    drums = [(b * 16 + q * 4, 1, 36 if q % 2 == 0 else 38) for b in range(4) for q in range(4)]
+    write_midi(root / "drums_only.mid", [conductor(), notes_track(drums, channel=9, program=None, name="Drums")])
+    write_midi(root / "no_notes.mid", [conductor() + [(0, mido.MetaMessage("track_name", name="nothing"))]])
+    return {p.stem: p for p in root.iterdir()}
+
+
+def colleague_bad_files() -> list[Path]:
+    """The bad files in tests/data/midi, where that folder has them."""
+    files = sorted((DATA_MIDI / "bad").glob("*.mid")) if (DATA_MIDI / "bad").is_dir() else []
+    drums = DATA_MIDI / "synthetic" / "syn_drums_only.mid"
+    return files + ([drums] if drums.is_file() else [])
