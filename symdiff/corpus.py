@@ -264,3 +264,53 @@ def build(
         lines.extend(results[path])
     lines.save(out)
     return lines, counts
+
+
+def dataset_card(stats: dict, build: dict) -> str:
+    """Markdown card of a built corpus: what is in it, per subcorpus and split, and licences."""
+    cols = ("pieces", "lines", "bars", "chunks", "lines_64_bars", "windows_64_bars")
+    head = "| subcorpus | style | split | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 3) + "\n"
+    rows = []
+    for source, splits in stats.items():
+        style = SUBCORPORA[source][0] if source in SUBCORPORA else ""
+        for split in ("train", "valid", "test", "all"):
+            if split in splits:
+                r = splits[split]
+                name = f"**{source}**" if split == "all" else source
+                rows.append(f"| {name} | {style} | {split} | " + " | ".join(f"{r[c]:,}" for c in cols) + " |")
+    styles: dict[str, int] = {}
+    for source, splits in stats.items():
+        if source in SUBCORPORA and "all" in splits:
+            styles[SUBCORPORA[source][0]] = styles.get(SUBCORPORA[source][0], 0) + splits["all"]["windows_64_bars"]
+    total_w = sum(styles.values()) or 1
+    mix = ", ".join(f"{k} {100 * v / total_w:.0f}%" for k, v in sorted(styles.items(), key=lambda kv: -kv[1]))
+    lic = "\n".join(f"- **{k}** ({v[0]}): {v[1]}" for k, v in SUBCORPORA.items())
+    return f"""# The symdiff corpus (`corpus.npz`)
+
+Monophonic lines from the scores shipped inside the music21 wheel ({music21_version()}): folk tunes
+(one line per tune, repeats expanded by `symdiff.corpus.expand_repeats`) and every voice of the
+chorales and vocal works, on MusicVAE's melody grid (16 steps per 4-quarter bar, 90 classes).
+Rebuild with `symdiff data build` ({build.get('seconds', 0) / 60:.0f} min on 2 cores); describe with
+`symdiff data stats`. The split is by piece (`dataset.split_of`, 90/5/5), never by window.
+
+Counts: *chunks* are non-silent, non-overlapping 2-bar chunks; *windows_64_bars* are 32-chunk
+windows at a stride of one chunk (what the diffusion model trains on); *lines_64_bars* are lines
+long enough for one. Style mix of the 64-bar windows: {mix}.
+
+{head}{chr(10).join(rows)}
+
+Build log: {build.get('scores', 0):,} scores read, {build.get('parts', 0):,} parts kept,
+{build.get('errors', 0)} unreadable, {build.get('expanded', 0):,} parts with repeats expanded,
+{build.get('repeats_ignored', 0)} with repeat marks that made no sense (played as written),
+{build.get('halved', 0):,} parts with halved note values (Renaissance x/2 notation).
+
+## Licences, as each source states them
+The corpus mixes licences: check them before you use the data or models trained on it.
+{lic}
+"""
+
+
+def music21_version() -> str:
+    import music21
+
+    return f"music21 {music21.__version__}"
