@@ -150,11 +150,18 @@ def _play(measures, order: list[int], bar_q: float, scale: float) -> tuple[list[
     """Notes of the measures in playback order, tied notes merged; and the total length."""
     # Start so that the first full bar falls on a model-bar line (a pickup ends a bar of rest).
     first = float(measures[order[0]].duration.quarterLength)
-    t = (-first * scale) % 4.0 if first < bar_q else 0.0
+    pickup = first < bar_q
+    t = (-first * scale) % 4.0 if pickup else 0.0
     notes: list[list] = []
     open_by_pitch: dict[int, list] = {}
-    for k in order:
+    prev_len = 0.0
+    for j, k in enumerate(order):
         m = measures[k]
+        if j > 0 and k == order[0] and pickup and prev_len + first > bar_q + 1e-6:
+            # A repeat back to the pickup after a bar written at full length: the pickup is
+            # played in that bar's closing rest, so the bar grid stays where it was.
+            t -= first * scale
+        prev_len = float(m.duration.quarterLength)
         for n in m.flatten().notes:
             q = float(n.quarterLength) * scale
             if q <= 0 or n.duration.isGrace:
@@ -207,7 +214,12 @@ def read_score_file(source: str, path: Path, root: Path, halve_long_meters: bool
     lines, counts = Lines(), {"scores": 0, "parts": 0, "errors": 0, "expanded": 0, "repeats_ignored": 0, "halved": 0}
     rel = path.relative_to(root).as_posix()
     try:
-        parsed = music21.converter.parse(path)
+        if path.suffix.lower() == ".abc":
+            # music21 reads `:|:` (end and start a repeat) as a part without measures; `::` is
+            # the same mark in a spelling it understands.
+            parsed = music21.converter.parseData(path.read_text(errors="replace").replace(":|:", "::"), format="abc")
+        else:
+            parsed = music21.converter.parse(path)
     except Exception as e:  # a file music21 cannot read is counted, never fatal
         log.warning("%s: %s", rel, e)
         counts["errors"] += 1

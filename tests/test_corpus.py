@@ -155,10 +155,6 @@ def bar_aligned(tokens, pattern) -> list[int]:
     return [k for k in range(0, len(tokens) - n + 1, 16) if np.array_equal(tokens[k:k + n], pattern)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "corpus._play: a lone :| back to a pickup measure replays the pickup after a full last "
-    "bar, so the rest of the tune sits an eighth off the model-bar grid (about 5% of the "
-    "sampled ryansMammoth tunes: 8 of 150)"))
 def test_real_reel_repeat_of_a_pickup_keeps_the_bar_grid(corpus_root):
     # The A part's last bar is written full (...g2 z2 :|), so the pickup d played again
     # belongs in its closing rest; played after it, every later bar starts an eighth late.
