@@ -120,7 +120,7 @@ def cmd_train_vae(args: argparse.Namespace) -> None:
         raise UsageError(f"unknown config {args.config!r}; choose from {', '.join(CONFIGS)}")
     cfg = parse_overrides(args.set, CONFIGS[args.config])
     state = train_vae(cfg, args.out, args.data, args.max_steps, args.minutes, args.eval_every,
-                      args.save_minutes, bf16=not args.no_bf16, seed=args.seed)
+                      args.save_minutes, bf16=not args.no_bf16, seed=args.seed, init_from=args.init_from)
     print(f"stopped at step {state['step']} after {state['seconds'] / 60:.1f} min; "
           f"best held-out accuracy {state['best_accuracy']:.4f}; checkpoints in {args.out}")
 
@@ -212,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--save-minutes", type=float, default=5.0)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 autocast is the default)")
+    s.add_argument("--init-from", type=Path, help="start from a shipped checkpoint and its step count")
     s.set_defaults(func=cmd_train_vae)
 
     s = sub.add_parser("import-magenta", help="convert a Magenta MusicVAE TF checkpoint to our format")

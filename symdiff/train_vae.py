@@ -57,6 +57,7 @@ def train_vae(
     eval_chunks: int = 4096,
     bf16: bool = True,
     seed: int = 0,
+    init_from: Path | None = None,
 ) -> dict:
     rt = setup_runtime()
     torch.manual_seed(seed)
@@ -73,6 +74,13 @@ def train_vae(
     if (last / "state.json").is_file():
         model.load_state_dict(MusicVAE.from_pretrained(last).state_dict())
         state = load_training_state(last, opt)
+    elif init_from is not None:
+        # Continue a shipped checkpoint (weights and step count are committed; Adam's moments
+        # are not, they re-warm within a few hundred steps).
+        shipped = MusicVAE.from_pretrained(init_from)
+        model.load_state_dict(shipped.state_dict())
+        state["step"] = int(shipped.config.extra.get("train_step", 0))
+        state["seconds"] = float(shipped.config.extra.get("train_seconds", 0.0))
     ddp = wrap_ddp(model, rt)
     log = JsonLog(out / "log.jsonl", rt.main)
     if rt.main:
@@ -122,7 +130,9 @@ def train_vae(
                 if metrics["accuracy"] > state["best_accuracy"]:
                     state["best_accuracy"] = metrics["accuracy"]
                     state["best"] = {"step": step, **metrics}
-                    unwrap(ddp).save_pretrained(out / "best")
+                    best = unwrap(ddp)
+                    best.config.extra.update(train_step=step, train_seconds=round(state["seconds"], 1))
+                    best.save_pretrained(out / "best")
             out_of_time = minutes is not None and time.time() - t_start > minutes * 60
             if time.time() - t_saved > save_minutes * 60 or step >= max_steps or out_of_time:
                 checkpoint()
