@@ -1,0 +1,379 @@
+"""The paper's TransformerDDPM (Mittal et al. 2021, sec. 3.1) and its latent preprocessing.
+
+Network (the official `models/ncsn.py` TransformerDDPM, input (B, k = 32, d = 42)):
+
+    h = Dense(128)(x) + sinusoidal_position(k, 128)                      # paper eq. 8
+    L x: h = h + SelfAttention(LN(h), 8 heads)                          # pre-LN, bidirectional
+         h = h + Dense(128)(gelu(Dense(2048)(LN(h))))
+    h = Dense(2048)(LN(h))
+    K x: scale, shift = FiLM(noise_encoding(sqrt(alpha_bar))); h = DenseResBlock(h, scale, shift)
+    eps = Dense(d)(LN(h))
+
+The transformer trunk never sees the noise level; only the K FiLM-modulated residual blocks do.
+A key-padding mask lets one batch hold windows of different lengths (<= seq_len chunks); the
+trunk is the only place positions mix, so masking the attention keys is enough for padding to
+leave real positions untouched. Initialisation follows flax's defaults (lecun-normal kernels,
+zero biases, LayerNorm eps 1e-6) as the official code used them.
+
+`LatentScaler` is the paper's preprocessing of MusicVAE latents: keep the active dims, scale
+them to [-1, 1] with one global min/max fitted on the training set, and invert (rebuilding a full
+z with N(0, 1) noise in the collapsed dims). It is saved inside the diffusion checkpoint so a
+model is never used with a transform it was not trained with.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .schedulers import NoiseSchedule
+
+LN_EPS = 1e-6  # flax LayerNorm default
+
+
+@dataclass
+class DiffusionConfig:
+    """Architecture (paper sec. 3.1), noise schedule and training recipe (REFERENCE sec. 4)."""
+
+    name: str = "paper"
+    data_dim: int = 42  # set from the VAE's active dims (LatentScaler.dim)
+    seq_len: int = 32  # k latents = 64 bars; the model runs on any length up to this
+    width: int = 128  # transformer embedding
+    layers: int = 6
+    heads: int = 8
+    mlp: int = 2048  # transformer feed-forward
+    dense: int = 2048  # FiLM'd residual blocks
+    res_blocks: int = 2
+    film: int = 512
+    noise_dim: int = 128  # sinusoidal noise-level encoding
+    noise_scale: float = 5000.0
+    # schedule
+    beta_start: float = 1e-6
+    beta_end: float = 0.01
+    num_steps: int = 1000
+    # training recipe: Adam lr * decay^(step // decay_every), global-norm clip, no EMA
+    learning_rate: float = 1e-3
+    lr_decay: float = 0.98
+    lr_decay_every: int = 10_000  # the official code; the paper's text says 4000
+    grad_clip: float = 1.0
+    batch_size: int = 64
+    max_steps: int = 500_000
+    extra: dict = field(default_factory=dict)  # provenance: VAE checkpoint, data, ...
+
+    def schedule(self) -> NoiseSchedule:
+        return NoiseSchedule(self.beta_start, self.beta_end, self.num_steps)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DiffusionConfig":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+CONFIGS = {
+    # 25,579,946 parameters at d = 42 (the paper: 25.58M)
+    "paper": DiffusionConfig(),
+    # the same code, small enough to train on CPU: 1,306,026 parameters at d = 42, a bf16
+    # training step of batch 64 x 32 x 42 in ~0.14 s on one busy core (mlp = dense = 512: ~0.23 s)
+    "cpu": DiffusionConfig(name="cpu", layers=4, mlp=256, dense=256, film=256),
+}
+
+
+def sinusoid(values: torch.Tensor, channels: int) -> torch.Tensor:
+    """[sin(v w), cos(v w)] with w_k = exp(-k log(10000) / (channels/2 - 1)), k = 0..channels/2-1
+    (paper eq. 8; WaveGrad's noise encoding with v = 5000 sqrt(alpha_bar)). Always float32."""
+    half = channels // 2
+    freqs = torch.exp(torch.arange(half, device=values.device, dtype=torch.float32) * (-math.log(10000.0) / (half - 1)))
+    arg = values.float().unsqueeze(-1) * freqs
+    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
+
+
+def _flax_init(module: nn.Module) -> None:
+    """flax defaults: lecun-normal (truncated) kernels, zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            std = math.sqrt(1.0 / m.in_features) / 0.87962566103423978
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            nn.init.zeros_(m.bias)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head bidirectional self-attention (fused q, k, v projection, with biases)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, h: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, k, w = h.shape
+        q, key, v = self.qkv(h).view(b, k, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        if h.device.type == "cpu" and q.dtype != torch.float32:
+            # On CPU the fused kernel's bf16 backward is ~4x slower than the plain math path for
+            # these tiny heads (32 x 16); fp32 and GPUs keep the default choice.
+            with sdpa_kernel(SDPBackend.MATH):
+                o = F.scaled_dot_product_attention(q, key, v, attn_mask=attn_mask)
+        else:
+            o = F.scaled_dot_product_attention(q, key, v, attn_mask=attn_mask)
+        return self.out(o.transpose(1, 2).reshape(b, k, w))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LN transformer layer: h + Attn(LN(h)), then h + Dense(gelu(Dense(LN(h))))."""
+
+    def __init__(self, width: int, heads: int, mlp: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width, eps=LN_EPS)
+        self.attn = SelfAttention(width, heads)
+        self.ln2 = nn.LayerNorm(width, eps=LN_EPS)
+        self.fc1 = nn.Linear(width, mlp)
+        self.fc2 = nn.Linear(mlp, width)
+
+    def forward(self, h: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = h + self.attn(self.ln1(h), attn_mask)
+        return h + self.fc2(F.gelu(self.fc1(self.ln2(h)), approximate="tanh"))  # flax gelu is the tanh form
+
+
+class DenseFiLM(nn.Module):
+    """Noise encoding -> Dense(film) -> swish -> Dense(film) -> (scale, shift) = Dense(dense) each."""
+
+    def __init__(self, noise_dim: int, film: int, dense: int):
+        super().__init__()
+        self.fc1 = nn.Linear(noise_dim, film)
+        self.fc2 = nn.Linear(film, film)
+        self.scale = nn.Linear(film, dense)
+        self.shift = nn.Linear(film, dense)
+
+    def forward(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = self.fc2(F.silu(self.fc1(enc))).unsqueeze(1)  # (B, 1, film): the same for every position
+        return self.scale(e), self.shift(e)
+
+
+class DenseResBlock(nn.Module):
+    """LN -> scale*h+shift -> swish -> Dense -> LN -> scale*h+shift -> swish -> Dense, + shortcut.
+    The raw FiLM scale multiplies (not 1 + scale), as in the official code."""
+
+    def __init__(self, dense: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dense, eps=LN_EPS)
+        self.fc1 = nn.Linear(dense, dense)
+        self.ln2 = nn.LayerNorm(dense, eps=LN_EPS)
+        self.fc2 = nn.Linear(dense, dense)
+
+    def forward(self, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        out = self.fc1(F.silu(scale * self.ln1(h) + shift))
+        out = self.fc2(F.silu(scale * self.ln2(out) + shift))
+        return h + out
+
+
+class TransformerDDPM(nn.Module):
+    """eps_theta(x_t, sqrt(alpha_bar)): (B, k, d) x (B,) -> (B, k, d).
+
+    `model(x, noise_level, mask)` is directly an `eps_fn` for `symdiff.schedulers` samplers
+    (use `functools.partial(model, mask=...)` for a padded batch). `scaler` is the
+    `LatentScaler` the model was trained with, carried by the checkpoint (None until set).
+    """
+
+    def __init__(self, cfg: DiffusionConfig):
+        super().__init__()
+        self.config = cfg
+        self.scaler: LatentScaler | None = None
+        self.input = nn.Linear(cfg.data_dim, cfg.width)
+        self.layers = nn.ModuleList(EncoderLayer(cfg.width, cfg.heads, cfg.mlp) for _ in range(cfg.layers))
+        self.ln_trunk = nn.LayerNorm(cfg.width, eps=LN_EPS)
+        self.to_dense = nn.Linear(cfg.width, cfg.dense)
+        self.films = nn.ModuleList(DenseFiLM(cfg.noise_dim, cfg.film, cfg.dense) for _ in range(cfg.res_blocks))
+        self.blocks = nn.ModuleList(DenseResBlock(cfg.dense) for _ in range(cfg.res_blocks))
+        self.ln_out = nn.LayerNorm(cfg.dense, eps=LN_EPS)
+        self.output = nn.Linear(cfg.dense, cfg.data_dim)
+        _flax_init(self)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, x: torch.Tensor, noise_level: torch.Tensor | float, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, k, d); noise_level sqrt(alpha_bar), (B,) or a scalar; mask (B, k) bool, True at
+        real positions (each row needs at least one). Returns eps; zero at padded positions."""
+        b, k, _ = x.shape
+        # The encoding multiplies by 5000: keep the level in float32 whatever the input dtype.
+        level = torch.as_tensor(noise_level, device=x.device).float().reshape(-1)
+        level = level.expand(b) if level.numel() == 1 else level
+        pos = sinusoid(torch.arange(k, device=x.device), self.config.width)
+        h = self.input(x) + pos.to(x.dtype)
+        attn_mask = None
+        if mask is not None:
+            mask = mask.to(device=x.device, dtype=torch.bool)
+            attn_mask = mask[:, None, None, :]  # (B, 1, 1, k): queries see real keys only
+        for layer in self.layers:
+            h = layer(h, attn_mask)
+        h = self.to_dense(self.ln_trunk(h))
+        enc = sinusoid(self.config.noise_scale * level, self.config.noise_dim).to(x.dtype)
+        for film, block in zip(self.films, self.blocks):
+            scale, shift = film(enc)
+            h = block(h, scale, shift)
+        eps = self.output(self.ln_out(h))
+        if mask is not None:
+            eps = eps.masked_fill(~mask.unsqueeze(-1), 0.0)
+        return eps
+
+    # --- storage ---
+    def save_pretrained(self, directory: str | Path, scaler: "LatentScaler | None" = None,
+                        extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+        """directory/ model.safetensors + config.json, scaler.safetensors (the `scaler` argument,
+        else `self.scaler`, if any) and extra.safetensors (`extra_tensors`, if any). Never pickles;
+        every file is written to a temporary name and renamed, so a kill leaves the old one."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()}
+        _save_atomic(state, directory / "model.safetensors", "symdiff-diffusion")
+        scaler = scaler if scaler is not None else self.scaler
+        if scaler is not None:
+            scaler.save(directory / "scaler.safetensors")
+        if extra_tensors:
+            extra = {k: v.detach().contiguous().cpu() for k, v in extra_tensors.items()}
+            _save_atomic(extra, directory / "extra.safetensors", "symdiff-diffusion-extra")
+        tmp = directory / "config.json.tmp"
+        self.config.save(tmp)
+        tmp.replace(directory / "config.json")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "TransformerDDPM":
+        """The model in eval mode, with `.scaler` loaded when the checkpoint has one."""
+        directory = Path(directory)
+        if not (directory / "config.json").is_file():
+            raise FileNotFoundError(f"{directory}: no config.json (not a symdiff diffusion checkpoint)")
+        model = cls(DiffusionConfig.load(directory / "config.json"))
+        model.load_state_dict(load_file(str(directory / "model.safetensors")))
+        if (directory / "scaler.safetensors").is_file():
+            model.scaler = LatentScaler.load(directory / "scaler.safetensors")
+        return model.eval()
+
+
+def load_extra_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The `extra_tensors` a checkpoint was saved with ({} when none)."""
+    path = Path(directory) / "extra.safetensors"
+    return load_file(str(path)) if path.is_file() else {}
+
+
+def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, fmt: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": fmt})
+    tmp.replace(path)
+
+
+class LatentScaler:
+    """MusicVAE z (..., z_size) <-> model space (..., d) in [-1, 1] (REFERENCE sec. 3).
+
+    transform: keep the active dims (mean posterior sigma < 0.98), then
+    x -> 2 (x - min) / (max - min) - 1 with ONE global scalar min and max over the sliced training
+    set. inverse: undo the scaling and rebuild a full z with N(0, 1) in the collapsed dims (the
+    decoder ignores them). The official code fits a second min/max on the eval split ("a hack");
+    here there is one transform, fitted on training data and stored with the checkpoint.
+    """
+
+    def __init__(self, dims: torch.Tensor | Iterable[int], z_size: int, min: float, max: float):
+        self.dims = torch.as_tensor(list(dims) if not torch.is_tensor(dims) else dims, dtype=torch.long).reshape(-1)
+        self.z_size, self.min, self.max = int(z_size), float(min), float(max)
+        if not self.max > self.min:
+            raise ValueError(f"degenerate range [{self.min}, {self.max}]")
+        if len(self.dims) and (int(self.dims.min()) < 0 or int(self.dims.max()) >= self.z_size):
+            raise ValueError("active dims out of range")
+
+    @property
+    def dim(self) -> int:
+        """d, the diffusion model's data_dim."""
+        return len(self.dims)
+
+    def __repr__(self) -> str:
+        return f"LatentScaler(dim={self.dim}, z_size={self.z_size}, min={self.min:.4f}, max={self.max:.4f})"
+
+    @staticmethod
+    def active_dims(sigma: torch.Tensor | np.ndarray, threshold: float = 0.98) -> torch.Tensor:
+        """Indices whose posterior sigma, averaged over the data, is below `threshold`.
+        sigma: (N, z_size) per-example sigmas or (z_size,) already averaged."""
+        s = torch.as_tensor(np.asarray(sigma) if not torch.is_tensor(sigma) else sigma).double()
+        if s.dim() > 1:
+            s = s.reshape(-1, s.shape[-1]).mean(0)
+        return torch.nonzero(s < threshold).reshape(-1)
+
+    @classmethod
+    def fit(cls, latents: torch.Tensor | np.ndarray | Iterable, sigma: torch.Tensor | np.ndarray,
+            threshold: float = 0.98) -> "LatentScaler":
+        """Fit on training z's: (..., z_size) array, or an iterable of such batches (streams a
+        corpus too large for memory). `sigma` chooses the dims (see `active_dims`)."""
+        sig = torch.as_tensor(np.asarray(sigma) if not torch.is_tensor(sigma) else sigma)
+        z_size = sig.shape[-1]
+        dims = cls.active_dims(sig, threshold)
+        if len(dims) == 0:
+            raise ValueError(f"no dim has mean sigma < {threshold}: the VAE has collapsed")
+        batches = [latents] if torch.is_tensor(latents) or isinstance(latents, np.ndarray) else latents
+        lo, hi = math.inf, -math.inf
+        for z in batches:
+            z = torch.as_tensor(np.asarray(z) if not torch.is_tensor(z) else z)
+            if z.shape[-1] != z_size:
+                raise ValueError(f"latents have {z.shape[-1]} dims, sigma {z_size}")
+            if z.numel() == 0:
+                continue
+            part = z[..., dims]
+            lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+        return cls(dims, z_size, lo, hi)
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        return 2.0 * (x - self.min) / (self.max - self.min) - 1.0
+
+    def unscale(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + 1.0) * 0.5 * (self.max - self.min) + self.min
+
+    def transform(self, z: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """(..., z_size) -> (..., d) in [-1, 1] on the training set."""
+        z = torch.as_tensor(z)
+        return self.scale(z[..., self.dims.to(z.device)])
+
+    def inverse(self, x: torch.Tensor, generator: torch.Generator | None = None, seed: int | None = None) -> torch.Tensor:
+        """(..., d) -> full (..., z_size): unscaled values at the active dims, N(0, 1) elsewhere
+        (seeded by `generator` or `seed`)."""
+        if generator is None:
+            generator = torch.Generator()
+            generator.manual_seed(seed) if seed is not None else generator.seed()
+        shape = (*x.shape[:-1], self.z_size)
+        z = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(x.device, x.dtype)
+        z[..., self.dims.to(x.device)] = self.unscale(x)
+        return z
+
+    # --- storage: plain tensors, for safetensors ---
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            "dims": self.dims.clone(),
+            "z_size": torch.tensor([self.z_size], dtype=torch.long),
+            "range": torch.tensor([self.min, self.max], dtype=torch.float64),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, torch.Tensor]) -> "LatentScaler":
+        return cls(d["dims"], int(d["z_size"].reshape(-1)[0]), float(d["range"][0]), float(d["range"][1]))
+
+    def save(self, path: str | Path) -> None:
+        _save_atomic(self.to_dict(), Path(path), "symdiff-latent-scaler")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatentScaler":
+        return cls.from_dict(load_file(str(path)))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "LatentScaler":
+        """The scaler stored in a diffusion checkpoint directory."""
+        return cls.load(Path(directory) / "scaler.safetensors")

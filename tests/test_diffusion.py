@@ -1,0 +1,239 @@
+"""TransformerDDPM and LatentScaler: size, shapes, encodings, masks, storage, a little training."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from symdiff.diffusion import (
+    CONFIGS, DiffusionConfig, LatentScaler, TransformerDDPM, load_extra_tensors, sinusoid,
+)
+from symdiff.schedulers import DDIM, diffusion_loss
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def cpu_model() -> TransformerDDPM:
+    torch.manual_seed(0)
+    return TransformerDDPM(CONFIGS["cpu"]).eval()
+
+
+def test_paper_config_has_the_papers_size():
+    model = TransformerDDPM(CONFIGS["paper"])
+    n = model.num_parameters()
+    print(f"paper config: {n:,} parameters; cpu config: {TransformerDDPM(CONFIGS['cpu']).num_parameters():,}")
+    assert n == 25_579_946  # the paper: "25.58M trainable parameters"
+    assert abs(n - 25.58e6) < 0.01e6
+    by_part = {
+        "trunk": sum(p.numel() for p in model.layers.parameters()),
+        "res": sum(p.numel() for p in model.blocks.parameters()) + sum(p.numel() for p in model.films.parameters()),
+    }
+    assert by_part["res"] > 0.8 * n  # most are in the 2048-wide dense layers
+    assert len(model.layers) == 6 and len(model.blocks) == 2 and model.layers[0].attn.heads == 8
+
+
+def test_cpu_config_is_the_same_code_smaller():
+    cfg = CONFIGS["cpu"]
+    assert (cfg.data_dim, cfg.seq_len, cfg.width, cfg.heads, cfg.res_blocks) == (42, 32, 128, 8, 2)
+    assert cfg.beta_start == 1e-6 and cfg.beta_end == 0.01 and cfg.num_steps == 1000
+    assert TransformerDDPM(cfg).num_parameters() < 2e6
+
+
+@pytest.mark.parametrize("k", [32, 7, 1])
+def test_shapes_and_noise_level_forms(cpu_model, k):
+    x = torch.randn(3, k, 42)
+    level = torch.tensor([0.1, 0.5, 0.99])
+    with torch.no_grad():
+        eps = cpu_model(x, level)
+        assert eps.shape == (3, k, 42) and eps.dtype == torch.float32 and torch.isfinite(eps).all()
+        same = cpu_model(x, torch.full((3,), 0.5))
+        torch.testing.assert_close(same, cpu_model(x, 0.5))  # a scalar level broadcasts
+        torch.testing.assert_close(same[1], eps[1])
+        assert not torch.allclose(eps[0], cpu_model(x, 0.5)[0])  # the level matters
+
+
+def test_data_dim_follows_the_config():
+    model = TransformerDDPM(replace(CONFIGS["cpu"], data_dim=17, layers=1))
+    assert model(torch.randn(2, 5, 17), 0.3).shape == (2, 5, 17)
+
+
+def test_sinusoids_match_the_paper():
+    """Positions (eq. 8): w_k = 10^(-4k/63) j; noise: the same with 5000 sqrt(alpha_bar)."""
+    j = np.arange(32, dtype=np.float64)
+    w = 10.0 ** (-4.0 * np.arange(64) / 63.0)
+    ref = np.concatenate([np.sin(j[:, None] * w), np.cos(j[:, None] * w)], axis=1)
+    np.testing.assert_allclose(sinusoid(torch.arange(32), 128).numpy(), ref, atol=2e-5)
+    level = torch.tensor([0.0812, 0.5, 0.9999995], dtype=torch.float32)
+    arg = 5000.0 * level.double().numpy()[:, None] * w
+    ref = np.concatenate([np.sin(arg), np.cos(arg)], axis=1)
+    np.testing.assert_allclose(sinusoid(5000.0 * level, 128).numpy(), ref, atol=2e-3)  # float32 args up to 5000 rad
+
+
+def test_attention_is_bidirectional(cpu_model):
+    x = torch.randn(1, 10, 42)
+    y = x.clone()
+    y[0, -1] += 1.0
+    with torch.no_grad():
+        a, b = cpu_model(x, 0.7), cpu_model(y, 0.7)
+    assert (a[0, 0] - b[0, 0]).abs().max() > 1e-4  # the first position sees the last one
+
+
+def test_padding_leaves_real_positions_untouched(cpu_model):
+    """Two windows of 32 and 13 chunks in one batch: each real output equals the model run on
+    that window alone; whatever sits in the padding changes nothing; padded eps is zero."""
+    g = torch.Generator().manual_seed(0)
+    long, short = torch.randn(1, 32, 42, generator=g), torch.randn(1, 13, 42, generator=g)
+    batch = torch.zeros(2, 32, 42)
+    batch[0], batch[1, :13] = long[0], short[0]
+    mask = torch.zeros(2, 32, dtype=torch.bool)
+    mask[0], mask[1, :13] = True, True
+    level = torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        out = cpu_model(batch, level, mask)
+        torch.testing.assert_close(out[0], cpu_model(long, level[:1])[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out[1, :13], cpu_model(short, level[1:])[0], atol=1e-5, rtol=1e-5)
+        assert torch.all(out[1, 13:] == 0)
+        batch[1, 13:] = 100 * torch.randn(19, 42, generator=g)
+        torch.testing.assert_close(cpu_model(batch, level, mask)[1, :13], out[1, :13], atol=1e-5, rtol=1e-5)
+
+
+def test_model_is_a_sampler_eps_fn(cpu_model):
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    x = DDIM(steps=4).sample(partial(cpu_model, mask=mask), (2, 6, 42), seed=0)
+    assert x.shape == (2, 6, 42) and x.abs().max() <= 1.0 + 1e-6
+
+
+def test_bf16_autocast_forward(cpu_model):
+    x = torch.randn(4, 32, 42)
+    with torch.no_grad():
+        ref = cpu_model(x, 0.6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = cpu_model(x, 0.6, torch.ones(4, 32, dtype=torch.bool))
+    assert out.shape == ref.shape
+    assert (out.float() - ref).abs().mean() < 0.05 * ref.abs().mean()
+
+
+def test_save_load_round_trip(tmp_path, cpu_model):
+    scaler = LatentScaler([3, 7, 11], z_size=16, min=-2.5, max=3.0)
+    extra = {"train_mean": torch.arange(4.0)}
+    cpu_model.save_pretrained(tmp_path / "ckpt", scaler=scaler, extra_tensors=extra)
+    files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert files == ["config.json", "extra.safetensors", "model.safetensors", "scaler.safetensors"]
+    loaded = TransformerDDPM.from_pretrained(tmp_path / "ckpt")
+    assert loaded.config == cpu_model.config and not loaded.training
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["name"] == "cpu"
+    x = torch.randn(2, 9, 42)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, 0.4), cpu_model(x, 0.4))
+    assert loaded.scaler is not None and torch.equal(loaded.scaler.dims, scaler.dims)
+    assert (loaded.scaler.min, loaded.scaler.max, loaded.scaler.z_size) == (-2.5, 3.0, 16)
+    assert torch.equal(load_extra_tensors(tmp_path / "ckpt")["train_mean"], extra["train_mean"])
+    assert set(load_file(str(tmp_path / "ckpt" / "model.safetensors"))) == set(cpu_model.state_dict())
+    with pytest.raises(FileNotFoundError):
+        TransformerDDPM.from_pretrained(tmp_path / "nothing")
+
+
+def test_config_json_round_trip(tmp_path):
+    cfg = replace(CONFIGS["paper"], data_dim=40, extra={"vae": "checkpoints/x"})
+    cfg.save(tmp_path / "c.json")
+    assert DiffusionConfig.load(tmp_path / "c.json") == cfg
+
+
+# --- latent scaler ------------------------------------------------------------------------
+
+def _vae_like(n=5000, z=64, seed=0):
+    """z's and sigmas shaped like a VAE's: 10 informative dims, the rest collapsed to the prior."""
+    rng = np.random.default_rng(seed)
+    active = np.sort(rng.choice(z, 10, replace=False))
+    sigma = np.full((n, z), 1.0) + 0.01 * rng.standard_normal((n, z))
+    sigma[:, active] = rng.uniform(0.05, 0.5, (n, 10))
+    mu = np.zeros((n, z))
+    mu[:, active] = 2.0 * rng.standard_normal((n, 10)) + 0.5
+    zs = mu + sigma * rng.standard_normal((n, z))
+    return zs.astype(np.float32), sigma.astype(np.float32), active
+
+
+def test_scaler_fit_transform_inverse():
+    zs, sigma, active = _vae_like()
+    sc = LatentScaler.fit(zs, sigma)
+    assert sc.dims.tolist() == active.tolist() and sc.dim == 10 and sc.z_size == 64
+    assert LatentScaler.active_dims(sigma.mean(0)).tolist() == active.tolist()  # averaged sigma too
+    sliced = zs[:, active]
+    assert (sc.min, sc.max) == (float(sliced.min()), float(sliced.max()))  # one global min and max
+    x = sc.transform(torch.from_numpy(zs))
+    assert x.shape == (5000, 10) and x.min().item() == pytest.approx(-1.0) and x.max().item() == pytest.approx(1.0)
+    z = sc.inverse(x, seed=3)
+    assert z.shape == (5000, 64)
+    torch.testing.assert_close(z[:, sc.dims], torch.from_numpy(sliced), atol=1e-5, rtol=1e-5)
+    unused = np.setdiff1d(np.arange(64), active)
+    noise = z[:, unused]
+    assert noise.mean().abs().item() < 0.02 and noise.std().item() == pytest.approx(1.0, abs=0.02)
+    assert torch.equal(sc.inverse(x, seed=3), z) and not torch.equal(sc.inverse(x, seed=4), z)
+    assert sc.inverse(x[:7].reshape(7, 1, 10), seed=0).shape == (7, 1, 64)  # any leading shape
+
+
+def test_scaler_streams_and_stores(tmp_path):
+    zs, sigma, _ = _vae_like(seed=1)
+    whole = LatentScaler.fit(zs, sigma)
+    streamed = LatentScaler.fit((zs[i : i + 777] for i in range(0, len(zs), 777)), sigma)
+    assert torch.equal(whole.dims, streamed.dims) and (whole.min, whole.max) == (streamed.min, streamed.max)
+    d = whole.to_dict()
+    assert all(torch.is_tensor(v) for v in d.values())
+    back = LatentScaler.from_dict(d)
+    assert torch.equal(back.dims, whole.dims) and (back.min, back.max, back.z_size) == (whole.min, whole.max, 64)
+    whole.save(tmp_path / "s.safetensors")
+    x = torch.rand(5, 10) * 2 - 1
+    torch.testing.assert_close(LatentScaler.load(tmp_path / "s.safetensors").unscale(x), whole.unscale(x))
+    with pytest.raises(ValueError):
+        LatentScaler.fit(zs, np.ones_like(sigma))  # everything collapsed
+
+
+# --- training -----------------------------------------------------------------------------
+
+def _smooth(n: int, k: int, d: int, g: torch.Generator) -> torch.Tensor:
+    """Sequences of sinusoids along the chunk axis, random frequency/phase/amplitude per dim."""
+    j = torch.arange(k).float()[None, :, None]
+    f = 0.05 + 0.2 * torch.rand(n, 1, d, generator=g)
+    phase = 2 * math.pi * torch.rand(n, 1, d, generator=g)
+    amp = 0.3 + 0.5 * torch.rand(n, 1, d, generator=g)
+    return amp * torch.sin(2 * math.pi * f * j + phase)
+
+
+def test_a_few_training_steps_reduce_the_loss():
+    """The cpu config, bf16 autocast, the paper's objective and clipping, 40 steps on smooth
+    windows of variable length (padding mask): held-out loss drops below predicting eps = 0 (1.0)."""
+    torch.manual_seed(0)
+    cfg = CONFIGS["cpu"]
+    model = TransformerDDPM(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    sch = cfg.schedule()
+    g = torch.Generator().manual_seed(0)
+    k = 16
+    held = sch.training_noise(_smooth(64, k, 42, g), torch.Generator().manual_seed(9))
+
+    def held_loss() -> float:
+        with torch.no_grad():
+            return diffusion_loss(model(held.x_t, held.noise_level), held.eps).item()
+
+    before = held_loss()
+    for _ in range(40):
+        n = sch.training_noise(_smooth(32, k, 42, g), g)
+        mask = torch.arange(k)[None, :] < torch.randint(4, k + 1, (32, 1), generator=g)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            pred = model(n.x_t, n.noise_level, mask)
+        loss = diffusion_loss(pred, n.eps, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+    after = held_loss()
+    print(f"held-out loss {before:.3f} -> {after:.3f}")
+    assert after < 0.75 and after < 0.5 * before
