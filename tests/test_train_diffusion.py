@@ -1,0 +1,143 @@
+"""`symdiff train diffusion` end to end, tiny: a tiny random VAE, real corpus lines (a subset of
+the valid split re-split among themselves), a 1-layer TransformerDDPM, a handful of steps.
+
+It runs `symdiff.cli.main` in this process (the same code the console script runs), one
+process: the DDP code path is the same `training.py` helpers as `train vae`, with world 1.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from symdiff import latents as L
+from symdiff.cli import main
+from symdiff.dataset import DEFAULT_PATH, Lines
+from symdiff.diffusion import DiffusionConfig, LatentScaler, TransformerDDPM
+from symdiff.schedulers import DDIM
+from symdiff.train_diffusion import epoch_batches, lr_at
+from symdiff.training import Runtime
+from symdiff.vae import MusicVAE, VAEConfig
+
+torch.set_num_threads(1)
+
+TINY = ["width=32", "layers=1", "heads=4", "mlp=64", "dense=64", "film=32", "batch_size=8"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_diffusion")
+    v = Lines.load(DEFAULT_PATH).select("valid")
+    lines = Lines(v.tokens[600:660], [dict(m) for m in v.meta[600:660]])  # Monteverdi voices and folk tunes
+    for i, m in enumerate(lines.meta):
+        m["split"] = "valid" if i % 6 == 0 else "train"
+    lines.save(root / "corpus.npz")
+    torch.manual_seed(0)
+    vae = MusicVAE(VAEConfig(enc_size=16, dec_sizes=(16,), z_size=8))
+    vae.save_pretrained(root / "vae")
+    return root
+
+
+def argv(root, out, steps, *more):
+    return ["train", "diffusion", "--config", "cpu", "--vae", str(root / "vae"), "--data", str(root / "corpus.npz"),
+            "--out", str(out), "--set", *TINY, "--max-steps", str(steps), "--eval-every", "2",
+            "--transpositions", "2", "--log-every", "1", *more]
+
+
+def read_log(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_train_save_resume(setup, capsys):
+    root, out = setup, setup / "run"
+    assert main(argv(root, out, 5)) == 0
+    assert "stopped at step 5" in capsys.readouterr().out
+    for name in ("model.safetensors", "config.json", "scaler.safetensors", "optimizer.safetensors", "state.json"):
+        assert (out / "last" / name).is_file(), name
+    for name in ("model.safetensors", "config.json", "scaler.safetensors"):
+        assert (out / "best" / name).is_file(), name
+    rows = read_log(out)
+    assert rows[0]["event"] == "start" and rows[0]["train_windows"] > 100
+    assert [r["step"] for r in rows if r.get("event") == "eval"] == [2, 4, 5]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5]
+    assert all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
+    state = json.loads((out / "last" / "state.json").read_text())
+    assert state["step"] == 5 and state["best"]["valid_loss"] == state["best_loss"]
+
+    # the checkpoint: scaler of the latent dataset, pointer to its VAE, silence rule
+    model = TransformerDDPM.from_pretrained(out / "best")
+    ds = L.LatentDataset.load(model.config.extra["latents"]["path"])
+    assert model.config.data_dim == ds.dim == model.scaler.dim
+    assert model.scaler.to_dict()["range"].tolist() == list(ds.range)
+    vae_info = model.config.extra["vae"]
+    assert vae_info["sha256"] == L.vae_hash(root / "vae") and vae_info["path"] == str((root / "vae").resolve())
+    assert model.config.extra["silence"]["rule"] == "token"
+    assert model.config.extra["train_step"] == state["best"]["step"]
+    # one object: tokens -> model space -> a sample -> tokens
+    codec = L.LatentCodec.from_pretrained(out / "best")
+    x = DDIM(model.config.schedule(), steps=5).sample(model, (1, 4, model.config.data_dim), seed=0)
+    tokens = codec.decode(x[0])
+    assert tokens.shape == (4 * 32,) and tokens.dtype == np.uint8
+    line = Lines.load(root / "corpus.npz").tokens[0]
+    assert codec.encode(line).shape == (-(-len(line) // 32), ds.dim)
+
+    # resume with a higher --max-steps: continues from step 5 with its Adam moments
+    before = load_file(str(out / "last" / "model.safetensors"))
+    assert main(argv(root, out, 8)) == 0
+    rows = read_log(out)
+    starts = [r for r in rows if r.get("event") == "start"]
+    assert [s["step"] for s in starts] == [0, 5]
+    assert [r["step"] for r in rows if "loss" in r][-3:] == [6, 7, 8]
+    assert json.loads((out / "last" / "state.json").read_text())["step"] == 8
+    adam = load_file(str(out / "last" / "optimizer.safetensors"))
+    assert float(adam["0.step"]) == 8.0  # 5 + 3: the moments were resumed, not restarted
+    after = load_file(str(out / "last" / "model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # a run at its max-steps does nothing more
+    assert main(argv(root, out, 8)) == 0
+    assert json.loads((out / "last" / "state.json").read_text())["step"] == 8
+
+    # resuming on another VAE's latents is refused, as one error line
+    torch.manual_seed(1)
+    MusicVAE(VAEConfig(enc_size=16, dec_sizes=(16,), z_size=8)).save_pretrained(root / "vae2")
+    bad = argv(root, out, 9)
+    bad[bad.index(str(root / "vae"))] = str(root / "vae2")
+    capsys.readouterr()
+    assert main(bad) == 2
+    assert "another VAE" in capsys.readouterr().err
+
+
+def test_paper_rule_and_ema(setup):
+    out = setup / "run_drop"
+    assert main(argv(setup, out, 3, "--silence", "drop", "--ema", "0.9", "--bucket")) == 0
+    start = read_log(out)[0]
+    cfg = DiffusionConfig.load(out / "last" / "config.json")
+    ds = L.LatentDataset.load(cfg.extra["latents"]["path"])
+    assert start["train_windows"] == len(ds.windows("train", drop_silent=True)) < len(ds.windows("train"))
+    assert cfg.extra["silence"]["rule"] == "drop" and cfg.extra["ema"] == 0.9
+    ema = load_file(str(out / "last" / "extra.safetensors"))
+    raw = load_file(str(out / "last" / "model.safetensors"))
+    assert set(ema) == {f"ema.{k}" for k in raw}
+    assert any(not torch.equal(ema[f"ema.{k}"], raw[k]) for k in raw)
+    assert isinstance(LatentScaler.from_pretrained(out / "best"), LatentScaler)
+
+
+def test_lr_and_batches():
+    cfg = DiffusionConfig(lr_decay_every=4000)
+    assert lr_at(0, cfg) == lr_at(3999, cfg) == 1e-3 and lr_at(4000, cfg) == pytest.approx(0.98e-3)
+    assert lr_at(8000, cfg) == pytest.approx(1e-3 * 0.98**2)
+    lengths = np.random.default_rng(0).integers(1, 33, 1003)
+    for bucket in (False, True):
+        # two ranks always get the same number of batches (DDP steps together), disjoint windows
+        per_rank = [list(epoch_batches(lengths, 10, Runtime(torch.device("cpu"), r, 2), 0, 0, bucket, pool=4))
+                    for r in range(2)]
+        assert len(per_rank[0]) == len(per_rank[1]) == 50
+        seen = np.concatenate([b for batches in per_rank for b in batches])
+        assert len(set(seen.tolist())) == len(seen) == 1000
+    spread = lambda batches: np.mean([np.ptp(lengths[b]) for b in batches])
+    plain = list(epoch_batches(lengths, 10, Runtime(torch.device("cpu"), 0, 1), 0, 0, False))
+    bucketed = list(epoch_batches(lengths, 10, Runtime(torch.device("cpu"), 0, 1), 0, 0, True))
+    assert spread(bucketed) < spread(plain) / 3
