@@ -23,7 +23,6 @@ EMA weights. Under `torchrun`, rank 0 builds the latent cache while the others w
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from .latents import (
 )
 from .schedulers import NoiseSchedule, diffusion_loss
 from .training import (
-    JsonLog, Runtime, load_training_state, rank_batches, save_training_state, setup_runtime, unwrap, wrap_ddp,
+    JsonLog, Runtime, load_training_state, rank_batches, save_training_state, setup_runtime, time_is_up, unwrap, wrap_ddp,
 )
 
 
@@ -52,11 +51,9 @@ def lr_at(step: int, cfg: DiffusionConfig) -> float:
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, rt: Runtime, seed: int, epoch: int,
                   bucket: bool = False, pool: int = 32):
-    """This rank's batches (window indices) of one epoch: `rank_batches`' shared permutation,
-    cut to the same number of batches on every rank (DDP steps together); with `bucket`, each
-    pool of batches is re-cut by window length and the batches reshuffled."""
-    n_batches = (len(lengths) // rt.world) // batch_size
-    batches = [b.numpy() for b in itertools.islice(rank_batches(len(lengths), batch_size, rt, seed, epoch), n_batches)]
+    """This rank's batches (window indices) of one epoch, from `rank_batches`; with `bucket`,
+    each pool of batches is re-cut by window length and the batches reshuffled."""
+    batches = [b.numpy() for b in rank_batches(len(lengths), batch_size, rt, seed, epoch)]
     if not bucket:
         yield from batches
         return
@@ -229,11 +226,7 @@ def train_diffusion(
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_at(step, cfg):.2e}")
                 log.write(step=step, loss=loss.item(), lr=lr_at(step, cfg), grad_norm=grad_norm.item(),
                           length=float(mask.sum(1).float().mean()), seconds=round(state["seconds"], 1))
-            out_of_time = minutes is not None and time.time() - t_start > minutes * 60
-            if rt.world > 1 and minutes is not None:  # rank 0's clock decides: ranks stop together
-                flag = torch.tensor([float(out_of_time)], device=rt.device)
-                torch.distributed.broadcast(flag, 0)
-                out_of_time = bool(flag.item())
+            out_of_time = time_is_up(t_start, minutes, rt)
             stop = step >= max_steps or out_of_time
             if step % eval_every == 0 or (stop and evaluated != step):
                 evaluate(step)

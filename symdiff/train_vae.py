@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .dataset import DEFAULT_PATH, Lines, transpose_chunks
 from .training import (
-    JsonLog, load_training_state, rank_batches, save_training_state, setup_runtime, unwrap, wrap_ddp,
+    JsonLog, load_training_state, rank_batches, save_training_state, setup_runtime, time_is_up, unwrap, wrap_ddp,
 )
 from .vae import MusicVAE, VAEConfig, evaluate, kl_divergence
 
@@ -133,7 +133,7 @@ def train_vae(
                     best = unwrap(ddp)
                     best.config.extra.update(train_step=step, train_seconds=round(state["seconds"], 1))
                     best.save_pretrained(out / "best")
-            out_of_time = minutes is not None and time.time() - t_start > minutes * 60
+            out_of_time = time_is_up(t_start, minutes, rt)
             if time.time() - t_saved > save_minutes * 60 or step >= max_steps or out_of_time:
                 checkpoint()
                 t_saved = time.time()

@@ -108,8 +108,22 @@ class JsonLog:
 
 
 def rank_batches(n: int, batch_size: int, rt: Runtime, seed: int, epoch: int):
-    """This rank's batches of one epoch: a shared permutation, dealt out round-robin."""
+    """This rank's batches of one epoch: a shared permutation, dealt out round-robin. Every
+    rank gets the same number of batches (DDP would hang on an extra one)."""
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
-    perm = torch.randperm(n, generator=g)[rt.rank :: rt.world]
-    for i in range(0, len(perm) - batch_size + 1, batch_size):
+    per_rank = n // rt.world
+    perm = torch.randperm(n, generator=g)[rt.rank :: rt.world][:per_rank]
+    for i in range(0, per_rank - batch_size + 1, batch_size):
         yield perm[i : i + batch_size]
+
+
+def time_is_up(t_start: float, minutes: float | None, rt: Runtime) -> bool:
+    """Whether a --minutes budget is spent; rank 0's clock decides, so all ranks stop together."""
+    if minutes is None:
+        return False
+    up = time.time() - t_start > minutes * 60
+    if rt.world > 1:
+        flag = torch.tensor([float(up)], device=rt.device)
+        dist.broadcast(flag, 0)
+        up = bool(flag.item())
+    return up
