@@ -319,7 +319,14 @@ def test_kill_9_then_resume(lakh, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists()
     # What a kill in the middle of a commit leaves: a part saved but not logged, a torn line.
-    Lines.load(next(parts.glob("part-*.npz"))).save(parts / "part-999999.npz")
+    # (Copy a committed part: the kill may have left a half-written part-*.npz.tmp.npz.)
+    committed = []
+    for line in (parts / "done.jsonl").read_text().splitlines():
+        try:
+            committed.append(json.loads(line)["part"])
+        except ValueError:  # the kill tore this line
+            pass
+    Lines.load(parts / next(p for p in committed if p)).save(parts / "part-999999.npz")
     with open(parts / "done.jsonl", "a") as f:
         f.write('{"part": "part-999999.npz", "files": [["0/corr')
     r = build_from_midi_folder(lakh["root"], out, workers=0, progress=False, verbose=False)
@@ -412,7 +419,9 @@ def test_ctrl_c_with_a_worker_process_then_resume(lakh, tmp_path):
     assert stdout.strip() == "INTERRUPTED"
     assert not out.exists()
     assert progress.read_text() == str(n)  # nothing was taken after the signal
-    assert _committed_files(parts) == files[:n]  # in order, each once; the held file not
+    # each of the n files the worker finished once (results come in finishing order, which
+    # for files done together is any order), and not the held one
+    assert sorted(_committed_files(parts)) == files[:n]
     assert len((parts / "done.jsonl").read_text().splitlines()) == (n - 1) // 2 + 1  # + the last one
     r = build_from_midi_folder(lakh["root"], out, workers=1, progress=False, verbose=False)
     assert r["complete"] and r["files_resumed"] == n and r["files_read_now"] == len(files) - n
@@ -436,7 +445,8 @@ def test_ctrl_c_during_a_commit_commits_each_file_once(lakh, tmp_path, workers):
     assert stdout.strip() == "INTERRUPTED"
     assert not out.exists()
     committed = _committed_files(parts)
-    assert committed == list_midi_files(lakh["root"])[: len(committed)]
+    assert committed and set(committed) <= set(list_midi_files(lakh["root"]))
+    assert len(set(committed)) == len(committed)  # no file twice: fails while the bug is there
     r = build_from_midi_folder(lakh["root"], out, workers=0, progress=False, verbose=False)
     assert r["complete"] and same_lines(Lines.load(out), lakh["lines"])
     assert r["files_resumed"] == len(committed)  # fails while a file is logged twice
