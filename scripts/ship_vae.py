@@ -37,8 +37,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model = MusicVAE.from_pretrained(args.run / "best")
     best_seconds = max((r["seconds"] for r in evals if r["step"] == best.get("step")), default=state["seconds"])
-    model.config.extra.update(train_step=best.get("step", state["step"]), train_seconds=best_seconds)
-    model.save_pretrained(args.out)  # the step count lets `train vae --init-from` continue it
+    # the step count lets `train vae --init-from` continue it
+    model.save_pretrained(args.out, extra={"train_step": best.get("step", state["step"]), "train_seconds": best_seconds})
 
     chunks = Lines.load().select("test").vae_chunks()
     rng = np.random.default_rng(0)

@@ -119,8 +119,11 @@ def cmd_train_vae(args: argparse.Namespace) -> None:
     if args.config not in CONFIGS:
         raise UsageError(f"unknown config {args.config!r}; choose from {', '.join(CONFIGS)}")
     cfg = parse_overrides(args.set, CONFIGS[args.config])
-    state = train_vae(cfg, args.out, args.data, args.max_steps, args.minutes, args.eval_every,
-                      args.save_minutes, bf16=not args.no_bf16, seed=args.seed, init_from=args.init_from)
+    try:
+        state = train_vae(cfg, args.out, args.data, args.max_steps, args.minutes, args.eval_every,
+                          args.save_minutes, bf16=not args.no_bf16, seed=args.seed, init_from=args.init_from)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     print(f"stopped at step {state['step']} after {state['seconds'] / 60:.1f} min; "
           f"best held-out accuracy {state['best_accuracy']:.4f}; checkpoints in {args.out}")
 

@@ -390,15 +390,14 @@ class _State:
         return out
 
     def commit(self, results: list[FileResult]) -> None:
-        """Save a part and log it; Ctrl-C / SIGTERM wait until both are done."""
+        """Save a part and log it, then empty `results` (they are committed); Ctrl-C /
+        SIGTERM wait until all of that is done, so a caller that commits `results` again
+        on the way out finds nothing left to commit twice."""
         if not results:
             return
-        blocked = {signal.SIGINT, signal.SIGTERM}
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-        try:
+        with _signals_held():
             self._commit(results)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            results.clear()
 
     def _commit(self, results: list[FileResult]) -> None:
         lines = Lines()
@@ -428,6 +427,30 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+@contextmanager
+def _signals_held():
+    """SIGINT / SIGTERM that arrive in the block are handled when it ends.
+
+    A handler that only records the signal, not a thread signal mask: the kernel hands a
+    process-directed signal to any thread that does not block it (the process pool's
+    threads, OpenBLAS's), and Python then raises in the main thread at once. Handlers run
+    in the main thread only, so recording there defers the signal wherever it landed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if got:
+            signal.raise_signal(got[0])  # now, with the handler the caller had
 
 
 @contextmanager

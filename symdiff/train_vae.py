@@ -64,6 +64,11 @@ def train_vae(
     lines = Lines.load(data)
     train = lines.select("train").vae_chunks()
     held = lines.select("valid").vae_chunks()
+    per_rank = cfg.batch_size // rt.world
+    if per_rank < 1 or len(train) // rt.world < per_rank:
+        raise ValueError(f"{len(train)} training chunks give no batch of {cfg.batch_size}"
+                         + (f" over {rt.world} ranks" if rt.world > 1 else "")
+                         + "; use a smaller batch_size or more data")
     rng_eval = np.random.default_rng(1234)
     held = torch.from_numpy(held[rng_eval.permutation(len(held))[:eval_chunks]])
 
@@ -97,7 +102,7 @@ def train_vae(
     t_start, t_saved = time.time(), time.time()
     seconds_before = state["seconds"]
     bar = tqdm(total=max_steps, initial=state["step"], desc="train vae", disable=not rt.main, unit="step")
-    stop = False
+    stop = state["step"] >= max_steps  # a finished run started again trains nothing
     while not stop:
         for idx in rank_batches(len(train), cfg.batch_size // rt.world, rt, seed, state["epoch"]):
             step = state["step"]
@@ -130,9 +135,8 @@ def train_vae(
                 if metrics["accuracy"] > state["best_accuracy"]:
                     state["best_accuracy"] = metrics["accuracy"]
                     state["best"] = {"step": step, **metrics}
-                    best = unwrap(ddp)
-                    best.config.extra.update(train_step=step, train_seconds=round(state["seconds"], 1))
-                    best.save_pretrained(out / "best")
+                    unwrap(ddp).save_pretrained(
+                        out / "best", extra={"train_step": step, "train_seconds": round(state["seconds"], 1)})
             out_of_time = time_is_up(t_start, minutes, rt)
             if time.time() - t_saved > save_minutes * 60 or step >= max_steps or out_of_time:
                 checkpoint()

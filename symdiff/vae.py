@@ -14,7 +14,7 @@ which keeps the loop cheap on a CPU.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -179,14 +179,16 @@ class MusicVAE(nn.Module):
         return self.decoder.run(z, temperature=temperature, generator=generator)[1]
 
     # --- storage ---
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
+        """Weights (safetensors) and config.json; `extra` adds provenance (e.g. the training
+        step) to the saved config without touching this model's own."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().float().contiguous() for k, v in self.state_dict().items()}
         tmp = directory / "model.safetensors.tmp"
         save_file(state, str(tmp), metadata={"format": "symdiff-musicvae"})
         tmp.replace(directory / "model.safetensors")
-        self.config.save(directory / "config.json")
+        replace(self.config, extra={**self.config.extra, **(extra or {})}).save(directory / "config.json")
         return directory
 
     @classmethod
@@ -239,8 +241,10 @@ def reconstruct(model: MusicVAE, tokens: "np.ndarray", batch_size: int = 256) ->
     """Encode a melody chunk by chunk (mu) and decode it back (argmax); silent chunks stay silent."""
     import numpy as np
 
-    chunks = melody.as_vae_input(melody.to_chunks(tokens))
-    out = np.zeros_like(chunks)
+    raw = melody.to_chunks(tokens)
+    chunks = melody.as_vae_input(raw)
+    # silent chunks as they were: a note-off there ends the note sounding before them
+    out = np.where(melody.silent_chunks(chunks)[:, None], raw, 0).astype(np.uint8)
     live = np.flatnonzero(~melody.silent_chunks(chunks))
     for i in range(0, len(live), batch_size):
         idx = live[i : i + batch_size]

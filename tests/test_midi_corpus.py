@@ -429,9 +429,6 @@ def test_ctrl_c_with_a_worker_process_then_resume(lakh, tmp_path):
     assert read_errors(side_path(out, ".errors.tsv")) == read_errors(side_path(lakh["out"], ".errors.tsv"))
 
 
-@pytest.mark.xfail(strict=True, reason="midi_corpus bug: a SIGINT/SIGTERM that lands during an in-loop "
-                   "commit makes the build commit the same files again on the way out (the thread "
-                   "signal mask does not hold it off, and `pending` is only cleared after commit returns)")
 @pytest.mark.parametrize("workers", [0, 1])
 def test_ctrl_c_during_a_commit_commits_each_file_once(lakh, tmp_path, workers):
     """Ctrl-C that arrives while a commit is being written (the race the old version of the

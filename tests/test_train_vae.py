@@ -241,8 +241,6 @@ def test_resume_continues_and_restores_the_optimizer_exactly(six_steps, small_da
     assert fitted_lr == pytest.approx(lr, rel=2e-5)  # lr_at(7) would be 1e-4 off
 
 
-@pytest.mark.xfail(strict=True, reason="train_vae bug: the stop check comes after the step, so a run "
-                   "that already reached --max-steps trains one more step each time it is started")
 def test_rerun_at_max_steps_trains_nothing(six_steps, small_data, tmp_path):
     out = copy_run(six_steps, tmp_path / "run")
     weights = load_file(str(out / "last" / "model.safetensors"))
@@ -252,9 +250,6 @@ def test_rerun_at_max_steps_trains_nothing(six_steps, small_data, tmp_path):
     assert all(torch.equal(after[k], v) for k, v in weights.items())
 
 
-@pytest.mark.xfail(strict=True, reason="train_vae bug: saving best/ writes train_step/train_seconds into "
-                   "model.config.extra in place, a dict shared (dataclasses.replace copies shallowly) with "
-                   "the global CONFIGS entry; last/config.json then also carries the best's step")
 def test_a_run_leaves_the_global_configs_alone(six_steps):
     assert read_state(six_steps)["best"]  # a best/ was saved in this process
     assert CONFIGS["cat-mel_2bar_small"].extra == {}
@@ -336,8 +331,6 @@ def test_torchrun_two_ranks(small_data, tmp_path):
         assert torch.equal(ranks[0][str(i)], value) and torch.equal(ranks[1][str(i)], value), i
 
 
-@pytest.mark.xfail(strict=True, reason="train_vae bug: with fewer training chunks than a batch "
-                   "(per rank) no batch is ever drawn and the loop spins forever without a word")
 def test_fewer_chunks_than_a_batch_is_an_error_not_a_hang(small_data, tmp_path):
     out = tmp_path / "run"
     args = train_args(out, small_data, 2, 2)

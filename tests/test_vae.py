@@ -371,8 +371,6 @@ def test_reconstruct_keeps_silent_chunks_silent_and_the_length():
     assert not reconstruct(model, np.zeros(48, np.uint8)).any()
 
 
-@pytest.mark.xfail(strict=True, reason="vae.reconstruct bug: a silent chunk comes back as zeros, which "
-                   "drops its note-off, so the previous chunk's note sounds on through the silence")
 def test_reconstruct_silent_chunk_ends_the_note_before_it():
     tokens = line_with_silences()
     out = reconstruct(tiny_model(TINY, seed=19), tokens)
