@@ -37,7 +37,7 @@ from .latents import (
 )
 from .schedulers import NoiseSchedule, diffusion_loss
 from .training import (
-    JsonLog, Runtime, load_training_state, rank_batches, save_training_state, setup_runtime, time_is_up, unwrap, wrap_ddp,
+    JsonLog, Runtime, load_training_state, rank_batches, save_training_state, setup_runtime, shutdown, time_is_up, unwrap, wrap_ddp,
 )
 
 
@@ -239,7 +239,5 @@ def train_diffusion(
         else:
             state["epoch"] += 1
     bar.close()
-    if rt.world > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    shutdown(rt)
     return state

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .dataset import DEFAULT_PATH, Lines, transpose_chunks
 from .training import (
-    JsonLog, load_training_state, rank_batches, save_training_state, setup_runtime, time_is_up, unwrap, wrap_ddp,
+    JsonLog, load_training_state, rank_batches, save_training_state, setup_runtime, shutdown, time_is_up, unwrap, wrap_ddp,
 )
 from .vae import MusicVAE, VAEConfig, evaluate, kl_divergence
 
@@ -125,7 +125,8 @@ def train_vae(
                 bar.set_postfix(loss=f"{loss.item():.2f}", kl=f"{parts['kl']:.1f}", tf=f"{tf_prob:.2f}")
                 log.write(step=step, loss=loss.item(), beta=beta, lr=lr_at(step, cfg), teacher_prob=tf_prob,
                           grad_norm=grad_norm.item(), seconds=round(state["seconds"], 1), **parts)
-            if step % eval_every == 0 and rt.main:
+            stop = step >= max_steps or time_is_up(t_start, minutes, rt)
+            if rt.main and (step % eval_every == 0 or stop):  # the last weights are judged too
                 with rt.autocast(bf16):
                     metrics = evaluate(model, held.to(rt.device))
                 log.write(step=step, event="eval", seconds=round(state["seconds"], 1), **metrics)
@@ -137,17 +138,13 @@ def train_vae(
                     state["best"] = {"step": step, **metrics}
                     unwrap(ddp).save_pretrained(
                         out / "best", extra={"train_step": step, "train_seconds": round(state["seconds"], 1)})
-            out_of_time = time_is_up(t_start, minutes, rt)
-            if time.time() - t_saved > save_minutes * 60 or step >= max_steps or out_of_time:
+            if time.time() - t_saved > save_minutes * 60 or stop:
                 checkpoint()
                 t_saved = time.time()
-            if step >= max_steps or out_of_time:
-                stop = True
+            if stop:
                 break
         else:
             state["epoch"] += 1
     bar.close()
-    if rt.world > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    shutdown(rt)
     return state

@@ -52,6 +52,13 @@ def setup_runtime() -> Runtime:
     return Runtime(device, rank, world)
 
 
+def shutdown(rt: Runtime) -> None:
+    """End a torchrun job cleanly: every rank reaches here before the group goes."""
+    if rt.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def wrap_ddp(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
     if rt.world == 1:
         return model
