@@ -31,10 +31,11 @@ from typing import Iterable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .atomic import save_tensors, write_text
 from .schedulers import NoiseSchedule
 
 LN_EPS = 1e-6  # flax LayerNorm default
@@ -72,8 +73,11 @@ class DiffusionConfig:
     def schedule(self) -> NoiseSchedule:
         return NoiseSchedule(self.beta_start, self.beta_end, self.num_steps)
 
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1) + "\n"
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=1) + "\n")
+        write_text(Path(path), self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> "DiffusionConfig":
@@ -238,16 +242,14 @@ class TransformerDDPM(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()}
-        _save_atomic(state, directory / "model.safetensors", "symdiff-diffusion")
+        save_tensors(state, directory / "model.safetensors", "symdiff-diffusion")
         scaler = scaler if scaler is not None else self.scaler
         if scaler is not None:
             scaler.save(directory / "scaler.safetensors")
         if extra_tensors:
             extra = {k: v.detach().contiguous().cpu() for k, v in extra_tensors.items()}
-            _save_atomic(extra, directory / "extra.safetensors", "symdiff-diffusion-extra")
-        tmp = directory / "config.json.tmp"
-        self.config.save(tmp)
-        tmp.replace(directory / "config.json")
+            save_tensors(extra, directory / "extra.safetensors", "symdiff-diffusion-extra")
+        write_text(directory / "config.json", self.config.to_json())
         return directory
 
     @classmethod
@@ -267,12 +269,6 @@ def load_extra_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
     """The `extra_tensors` a checkpoint was saved with ({} when none)."""
     path = Path(directory) / "extra.safetensors"
     return load_file(str(path)) if path.is_file() else {}
-
-
-def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, fmt: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": fmt})
-    tmp.replace(path)
 
 
 class LatentScaler:
@@ -367,7 +363,7 @@ class LatentScaler:
         return cls(d["dims"], int(d["z_size"].reshape(-1)[0]), float(d["range"][0]), float(d["range"][1]))
 
     def save(self, path: str | Path) -> None:
-        _save_atomic(self.to_dict(), Path(path), "symdiff-latent-scaler")
+        save_tensors(self.to_dict(), Path(path), "symdiff-latent-scaler")
 
     @classmethod
     def load(cls, path: str | Path) -> "LatentScaler":

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from .atomic import save_tensors, write_text
 
 
 @dataclass
@@ -81,12 +83,8 @@ def save_training_state(directory: Path, optimizer: torch.optim.Optimizer, state
         if torch.is_tensor(value)
     }
     groups = [{k: v for k, v in g.items()} for g in sd["param_groups"]]
-    tmp = directory / "optimizer.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(directory / "optimizer.safetensors")
-    tmp = directory / "state.json.tmp"
-    tmp.write_text(json.dumps({**state, "param_groups": groups}, indent=1))
-    tmp.replace(directory / "state.json")
+    save_tensors(tensors, directory / "optimizer.safetensors")
+    write_text(directory / "state.json", json.dumps({**state, "param_groups": groups}, indent=1))
 
 
 def load_training_state(directory: Path, optimizer: torch.optim.Optimizer) -> dict:

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from . import melody
+from .atomic import save_tensors, write_text
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "musicvae-mel2bar-small"
 
@@ -48,8 +49,11 @@ class VAEConfig:
     sampling_rate: float = 1000.0  # inverse-sigmoid scheduled sampling; 0 = always teacher forcing
     extra: dict = field(default_factory=dict)  # provenance, e.g. the import source
 
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1) + "\n"
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=1) + "\n")
+        write_text(Path(path), self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> "VAEConfig":
@@ -185,10 +189,8 @@ class MusicVAE(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().float().contiguous() for k, v in self.state_dict().items()}
-        tmp = directory / "model.safetensors.tmp"
-        save_file(state, str(tmp), metadata={"format": "symdiff-musicvae"})
-        tmp.replace(directory / "model.safetensors")
-        replace(self.config, extra={**self.config.extra, **(extra or {})}).save(directory / "config.json")
+        save_tensors(state, directory / "model.safetensors", "symdiff-musicvae")
+        write_text(directory / "config.json", replace(self.config, extra={**self.config.extra, **(extra or {})}).to_json())
         return directory
 
     @classmethod
