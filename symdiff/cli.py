@@ -188,6 +188,69 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
           f"note accuracy {onset_acc:.4f} in {seconds:.2f} s; wrote {args.out}")
 
 
+def _pipeline(args: argparse.Namespace):
+    from .generate import MelodyDiffusion
+
+    return MelodyDiffusion.from_pretrained(args.checkpoint, args.vae)
+
+
+def _check_seed(args: argparse.Namespace) -> None:
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise UsageError(f"--seed must be a non-negative integer below 2^63, got {args.seed}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from .melody import tokens_to_midi
+
+    _check_seed(args)
+    pipe = _pipeline(args)
+    result = pipe.generate(args.num, args.bars, args.sampler, args.steps, args.seed, callback=_bar(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    width = len(str(args.num - 1))
+    paths = [tokens_to_midi(t, args.out / f"sample_{i:0{width}d}.mid", qpm=args.qpm) for i, t in enumerate(result.tokens)]
+    print(f"wrote {len(paths)} melodies of {args.bars} bars to {args.out} in {result.seconds:.2f} s "
+          f"({args.sampler}, {pipe.sampler(args.sampler, args.steps).num_steps} steps)")
+
+
+def cmd_infill(args: argparse.Namespace) -> None:
+    from .generate import parse_bar_range
+    from .melody import read_midi, tokens_to_midi
+
+    _check_seed(args)
+    found = read_midi(args.file)
+    line = found.pick(args.track)
+    pipe = _pipeline(args)
+    if args.command == "extend":
+        result = pipe.extend(line.tokens, args.bars, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                             callback=_bar(args))
+        what = f"added bars {line.num_bars + 1}-{line.num_bars + args.bars}"
+    else:
+        result = pipe.infill(line.tokens, parse_bar_range(args.bars), args.sampler, args.steps, args.seed,
+                             callback=_bar(args))
+        a, b = result.plan.bars
+        c, d = result.plan.snapped_bars
+        snapped = "" if (a, b) == (c, d) else f" (the model regenerated bars {c + 1}-{d}; notes outside {a + 1}-{b} are kept)"
+        what = f"infilled bars {a + 1}-{b}{snapped}"
+    tokens_to_midi(result.tokens[0], args.out, qpm=found.qpm, program=line.program)
+    print(f"track {line.index}: {what} in {result.seconds:.2f} s; wrote {args.out}")
+
+
+def _bar(args: argparse.Namespace):
+    """A tqdm bar over the reverse steps, as a sampler callback."""
+    from tqdm import tqdm
+
+    state: dict = {}
+
+    def callback(i: int, total: int, x_t, x0) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc=args.command, unit="step", leave=False, disable=args.quiet)
+        state["bar"].update(1)
+        if i == total - 1:
+            state.pop("bar").close()
+
+    return callback
+
+
 def cmd_import_magenta(args: argparse.Namespace) -> None:
     from .magenta_import import MagentaImportError, import_magenta
 
@@ -251,6 +314,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     s.set_defaults(func=cmd_reconstruct)
 
+    from .generate import DEFAULT_DIFFUSION, DEFAULT_SAMPLER
+    from .schedulers import SAMPLERS
+
+    def generation_args(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--steps", type=int, help="reverse steps (default: 50 for ddim, 1000 for ddpm)")
+        s.add_argument("--sampler", choices=tuple(SAMPLERS), default=DEFAULT_SAMPLER,
+                       help="ddim (fast, deterministic) or ddpm (the paper's ancestral sampler, respaced below 1000 steps)")
+        s.add_argument("--seed", type=int, help="repeatable results (default: fresh randomness)")
+        s.add_argument("--checkpoint", type=Path, default=DEFAULT_DIFFUSION, help="diffusion checkpoint")
+        s.add_argument("--vae", type=Path, help="its VAE (default: the one named in the checkpoint)")
+        s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("sample", help="generate new melodies (MIDI files)")
+    s.add_argument("--num", type=int, default=1)
+    s.add_argument("--bars", type=int, default=64, help="length, up to 64 bars")
+    s.add_argument("--qpm", type=float, default=120.0, help="tempo of the MIDI files")
+    s.add_argument("--out", type=Path, default=Path("samples"), help="folder for sample_*.mid")
+    generation_args(s)
+    s.set_defaults(func=cmd_sample)
+    s = sub.add_parser("infill", help="regenerate a bar range of a melody (paper Algorithm 1)")
+    s.add_argument("file", type=Path)
+    s.add_argument("--bars", required=True, help="FIRST-LAST, counted from 1, e.g. 17-48")
+    s.add_argument("--track", type=int, help="candidate index from `symdiff inspect` (default: the melody)")
+    s.add_argument("--out", type=Path, required=True)
+    generation_args(s)
+    s.set_defaults(func=cmd_infill)
+    s = sub.add_parser("extend", help="continue a melody by some bars")
+    s.add_argument("file", type=Path)
+    s.add_argument("--bars", type=int, required=True, help="bars to add (up to 64)")
+    s.add_argument("--track", type=int, help="candidate index from `symdiff inspect` (default: the melody)")
+    s.add_argument("--out", type=Path, required=True)
+    generation_args(s)
+    s.set_defaults(func=cmd_infill)
+
     train = sub.add_parser("train", help="train a model").add_subparsers(dest="model", required=True)
     s = train.add_parser("vae", help="train the 2-bar melody MusicVAE (resumes from OUT/last)")
     s.add_argument("--config", default="cat-mel_2bar_small")
@@ -305,11 +402,12 @@ def main(argv: list[str] | None = None) -> int:
         import os
 
         args.workers = os.cpu_count() or 1
+    from .generate import GenerateError
     from .melody import MelodyError
 
     try:
         args.func(args)
-    except (MelodyError, UsageError, FileNotFoundError) as e:
+    except (MelodyError, GenerateError, UsageError, FileNotFoundError) as e:
         print(f"symdiff: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -424,7 +424,12 @@ class LatentCodec:
         diffusion_dir = Path(diffusion_dir)
         extra = DiffusionConfig.load(diffusion_dir / "config.json").extra
         info = extra.get("vae", {})
-        vae_dir = Path(vae_dir if vae_dir is not None else info.get("path", ""))
+        if vae_dir is None:
+            # The path recorded at training time, else a checkpoint of that name beside this one
+            # (shipped checkpoints live side by side in checkpoints/).
+            recorded = Path(info.get("path", ""))
+            vae_dir = recorded if (recorded / "model.safetensors").is_file() else diffusion_dir.parent / recorded.name
+        vae_dir = Path(vae_dir)
         if check_hash and info.get("sha256") and vae_hash(vae_dir) != info["sha256"]:
             raise ValueError(f"{vae_dir} is not the VAE {diffusion_dir} was trained with (sha256 differs)")
         silence = extra.get("silence", {})

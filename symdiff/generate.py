@@ -1,0 +1,201 @@
+"""Generation with a trained TransformerDDPM: unconditional melodies, infilling, continuation.
+
+`MelodyDiffusion` joins a diffusion model, the `LatentCodec` it was trained with (VAE + scaler
++ silence rule) and a sampler from `symdiff.schedulers`; the CLI, the evaluation and the app
+all go through it.
+
+Bars and chunks. The model works on 2-bar chunks (one latent each). A user's bar range
+(1-indexed, inclusive, as a musician counts) is snapped *outward* to whole chunks: every chunk
+that holds a bar of the range is generated (`InfillPlan.chunk_range`; `snapped_bars` says which
+bars that is). Only the bars the user asked for are taken from the result: the melody's tokens
+outside the range are copied back exactly, so the user's notes outside it are untouched (not
+their VAE reconstruction) and the generated notes inside the range are spliced in at the bar
+lines. A note that sounds across a splice point lasts until the next event, as in the tokens.
+
+Windows. The model sees at most `seq_len` chunks (32 = 64 bars). A longer melody is infilled in
+a window of 32 chunks centred on the range (clamped to the melody); a shorter one is used as
+it is. Continuation appends the new bars as masked chunks after the melody and infills them
+(the window then ends at the melody's new end).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import melody
+from .diffusion import TransformerDDPM
+from .latents import LatentCodec
+from .schedulers import SAMPLERS, Callback, Sampler
+
+DEFAULT_DIFFUSION = Path(__file__).resolve().parent.parent / "checkpoints" / "diffusion-cpu"
+DEFAULT_SAMPLER = "ddim"
+DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50}
+
+
+class GenerateError(ValueError):
+    """A request that cannot be served (bad range, too many bars, ...); the message is for the user."""
+
+
+def parse_bar_range(text: str) -> tuple[int, int]:
+    """'17-48' (1-indexed, inclusive) -> (16, 48): 0-indexed first bar, end bar exclusive."""
+    first, sep, last = text.replace(" ", "").partition("-")
+    try:
+        a, b = int(first), int(last) if sep else int(first)
+    except ValueError:
+        raise GenerateError(f"bar range {text!r}: expected FIRST-LAST, e.g. 17-48 (bars count from 1)") from None
+    if a < 1 or b < a:
+        raise GenerateError(f"bar range {text!r}: bars count from 1 and LAST must not be before FIRST")
+    return a - 1, b
+
+
+@dataclass
+class InfillPlan:
+    """Where a bar range lands on the model's chunks."""
+
+    bars: tuple[int, int]  # the user's range, 0-indexed, end exclusive
+    chunk_range: tuple[int, int]  # chunks generated (end exclusive), in the whole melody
+    window: tuple[int, int]  # chunks the model sees (end exclusive), in the whole melody
+    num_chunks: int  # chunks of the melody (after any extension)
+
+    @property
+    def snapped_bars(self) -> tuple[int, int]:
+        """The bars the generated chunks cover (the range snapped outward to 2-bar chunks)."""
+        return self.chunk_range[0] * melody.BARS_PER_CHUNK, self.chunk_range[1] * melody.BARS_PER_CHUNK
+
+    def mask(self) -> np.ndarray:
+        """(window length,) bool over the window's chunks, True = generate."""
+        pos = np.arange(*self.window)
+        return (pos >= self.chunk_range[0]) & (pos < self.chunk_range[1])
+
+
+def plan_infill(num_bars: int, bars: tuple[int, int], seq_len: int = 32) -> InfillPlan:
+    """Check a 0-indexed, end-exclusive bar range against a melody of `num_bars` bars and place
+    the model's window (see the module docstring)."""
+    first, end = bars
+    if not 0 <= first < end:
+        raise GenerateError(f"bar range {first + 1}-{end} is empty")
+    if end > num_bars:
+        raise GenerateError(f"bar range {first + 1}-{end} lies outside the melody, which has {num_bars} bars")
+    per = melody.BARS_PER_CHUNK
+    n = -(-num_bars // per)
+    c0, c1 = first // per, -(-end // per)
+    if c1 - c0 > seq_len:
+        raise GenerateError(f"at most {seq_len * per} bars can be generated at once; "
+                            f"bars {first + 1}-{end} span {(c1 - c0) * per}")
+    if n <= seq_len:
+        window = (0, n)
+    else:
+        start = min(max(0, (c0 + c1 - seq_len) // 2), n - seq_len)
+        window = (start, start + seq_len)
+    return InfillPlan((first, end), (c0, c1), window, n)
+
+
+@dataclass
+class Result:
+    """What a generation returns: tokens of each melody, and its model-space latents."""
+
+    tokens: list[np.ndarray]
+    latents: torch.Tensor  # (B, k, d) model space
+    seconds: float
+    plan: InfillPlan | None = None
+
+
+class MelodyDiffusion:
+    """Model + codec + sampler: the one way to generate in symdiff."""
+
+    def __init__(self, model: TransformerDDPM, codec: LatentCodec, bf16: bool = False):
+        self.model, self.codec, self.bf16 = model.eval(), codec, bf16
+        if model.config.data_dim != codec.scaler.dim:
+            raise ValueError(f"the model has {model.config.data_dim} dims, the codec {codec.scaler.dim}")
+
+    @classmethod
+    def from_pretrained(cls, diffusion_dir: str | Path = DEFAULT_DIFFUSION, vae_dir: str | Path | None = None,
+                        bf16: bool = False) -> "MelodyDiffusion":
+        diffusion_dir = Path(diffusion_dir)
+        if not (diffusion_dir / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{diffusion_dir}: no diffusion checkpoint (model.safetensors) there")
+        return cls(TransformerDDPM.from_pretrained(diffusion_dir), LatentCodec.from_pretrained(diffusion_dir, vae_dir),
+                   bf16)
+
+    @property
+    def seq_len(self) -> int:
+        return self.model.config.seq_len
+
+    def sampler(self, name: str = DEFAULT_SAMPLER, steps: int | None = None) -> Sampler:
+        if name not in SAMPLERS:
+            raise GenerateError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+        cls = SAMPLERS[name]
+        steps = DEFAULT_STEPS.get(name, cls.default_steps) if steps is None else steps
+        n = self.model.config.num_steps
+        if not 1 <= steps <= n:
+            raise GenerateError(f"steps must be between 1 and {n}, got {steps}")
+        return cls(self.model.config.schedule(), steps)
+
+    @torch.no_grad()
+    def eps(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """The noise prediction the samplers call (bf16 autocast when asked)."""
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16 and x.device.type == "cpu"):
+            return self.model(x, level).float()
+
+    def sample_latents(self, num: int, chunks: int, sampler: Sampler, seed: int | None = None,
+                       callback: Callback | None = None, mask: torch.Tensor | None = None,
+                       known: torch.Tensor | None = None) -> torch.Tensor:
+        """(num, chunks, d) model-space latents from the reverse chain (infilling with mask/known)."""
+        if not 1 <= chunks <= self.seq_len:
+            raise GenerateError(f"the model generates 1 to {self.seq_len} chunks at once, got {chunks}")
+        return sampler.sample(self.eps, (num, chunks, self.codec.scaler.dim), seed=seed, callback=callback,
+                              mask=mask, known=known)
+
+    def decode(self, latents: torch.Tensor, seed: int | None = 0) -> list[np.ndarray]:
+        """(B, k, d) model space -> B token arrays of 2k bars (argmax decoding)."""
+        return [self.codec.decode(x, seed=seed) for x in latents]
+
+    def generate(self, num: int = 1, bars: int = 64, sampler: str = DEFAULT_SAMPLER, steps: int | None = None,
+                 seed: int | None = None, callback: Callback | None = None) -> Result:
+        """`num` new melodies of `bars` bars (up to 2 * seq_len)."""
+        max_bars = self.seq_len * melody.BARS_PER_CHUNK
+        if not 1 <= bars <= max_bars:
+            raise GenerateError(f"bars must be between 1 and {max_bars}, got {bars}")
+        if not 1 <= num <= 4096:
+            raise GenerateError(f"num must be between 1 and 4096, got {num}")
+        t0 = time.perf_counter()
+        x = self.sample_latents(num, -(-bars // melody.BARS_PER_CHUNK), self.sampler(sampler, steps), seed, callback)
+        tokens = [t[: bars * melody.STEPS_PER_BAR] for t in self.decode(x)]
+        return Result(tokens, x, time.perf_counter() - t0)
+
+    def infill(self, tokens: np.ndarray, bars: tuple[int, int], sampler: str = DEFAULT_SAMPLER,
+               steps: int | None = None, seed: int | None = None, callback: Callback | None = None,
+               extend_bars: int = 0) -> Result:
+        """Regenerate the 0-indexed, end-exclusive `bars` of a melody (paper Algorithm 1); with
+        `extend_bars`, the melody first gets that many empty bars appended (continuation)."""
+        tokens = np.asarray(tokens, dtype=np.uint8)
+        melody.check_tokens(tokens)
+        if len(tokens) % melody.STEPS_PER_BAR:
+            raise GenerateError("the melody's length must be whole bars")
+        if not 0 <= extend_bars <= self.seq_len * melody.BARS_PER_CHUNK:
+            raise GenerateError(f"a melody can be extended by 0 to {self.seq_len * melody.BARS_PER_CHUNK} bars")
+        t0 = time.perf_counter()
+        full = np.concatenate([tokens, np.zeros(extend_bars * melody.STEPS_PER_BAR, dtype=np.uint8)])
+        num_bars = len(full) // melody.STEPS_PER_BAR
+        plan = plan_infill(num_bars, bars, self.seq_len)
+        known = self.codec.encode(full)[plan.window[0] : plan.window[1]]
+        mask = torch.from_numpy(plan.mask())
+        x = self.sample_latents(1, len(known), self.sampler(sampler, steps), seed, callback, mask, known[None])
+        made = self.decode(x)[0]
+        out = full.copy()
+        s0 = plan.window[0] * melody.CHUNK_STEPS
+        lo, hi = (b * melody.STEPS_PER_BAR for b in plan.bars)
+        out[lo:hi] = made[lo - s0 : hi - s0]
+        return Result([out], x, time.perf_counter() - t0, plan)
+
+    def extend(self, tokens: np.ndarray, bars: int, **kwargs) -> Result:
+        """Continue a melody by `bars` new bars."""
+        if bars < 1:
+            raise GenerateError(f"bars to add must be at least 1, got {bars}")
+        n = len(tokens) // melody.STEPS_PER_BAR
+        return self.infill(tokens, (n, n + bars), extend_bars=bars, **kwargs)
+

@@ -1,0 +1,161 @@
+"""Generation with the shipped diffusion checkpoint: unconditional sampling, infilling of real
+MIDI files (short, long, multi-track, ranges off the 2-bar grid), continuation, and the
+`symdiff sample / infill / extend` commands with good and bad input."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from symdiff import melody
+from symdiff.cli import main
+from symdiff.generate import DEFAULT_DIFFUSION, GenerateError, MelodyDiffusion, parse_bar_range, plan_infill
+
+torch.set_num_threads(1)
+MIDI = Path(__file__).parent / "data" / "midi"
+BARS = melody.STEPS_PER_BAR
+
+
+@pytest.fixture(scope="module")
+def pipe() -> MelodyDiffusion:
+    return MelodyDiffusion.from_pretrained(DEFAULT_DIFFUSION)
+
+
+def test_parse_bar_range():
+    assert parse_bar_range("17-48") == (16, 48)
+    assert parse_bar_range(" 5 ") == (4, 5)
+    for bad in ("0-4", "9-3", "a-b", "3-", ""):
+        with pytest.raises(GenerateError):
+            parse_bar_range(bad)
+
+
+def test_plan_snaps_outward_and_centres_the_window():
+    p = plan_infill(64, (16, 48))  # the paper's task: chunks 8..23 of 32
+    assert p.chunk_range == (8, 24) and p.window == (0, 32) and p.snapped_bars == (16, 48)
+    assert p.mask().sum() == 16 and not p.mask()[:8].any() and not p.mask()[24:].any()
+    p = plan_infill(9, (3, 6))  # bars 4-6 of a 9-bar melody: chunks 1..2 cover bars 3-6
+    assert p.chunk_range == (1, 3) and p.snapped_bars == (2, 6) and p.window == (0, 5)
+    p = plan_infill(200, (100, 110))  # long melody: a 32-chunk window around chunks 50..55
+    assert p.window[1] - p.window[0] == 32 and p.window[0] <= 50 and p.window[1] >= 55
+    assert abs((p.window[0] + p.window[1]) - (50 + 55)) <= 1
+    assert plan_infill(200, (190, 200)).window == (68, 100)  # clamped at the end
+    assert plan_infill(200, (0, 4)).window == (0, 32)
+    with pytest.raises(GenerateError, match="outside the melody"):
+        plan_infill(9, (5, 12))
+    with pytest.raises(GenerateError, match="at most 64 bars"):
+        plan_infill(200, (1, 67))
+
+
+def test_generate_lengths_seed_and_notes(pipe):
+    a = pipe.generate(num=2, bars=24, steps=20, seed=7)
+    b = pipe.generate(num=2, bars=24, steps=20, seed=7)
+    c = pipe.generate(num=2, bars=24, steps=20, seed=8)
+    assert [len(t) for t in a.tokens] == [24 * BARS] * 2
+    assert a.latents.shape == (2, 12, pipe.codec.scaler.dim)
+    assert all(np.array_equal(x, y) for x, y in zip(a.tokens, b.tokens))
+    assert not torch.equal(a.latents, c.latents)
+    assert all((t >= 2).sum() > 0 for t in a.tokens)  # real melodies, not silence
+    odd = pipe.generate(bars=5, steps=5, seed=0)
+    assert len(odd.tokens[0]) == 5 * BARS
+
+
+def test_generate_reports_every_step(pipe):
+    seen = []
+    pipe.generate(bars=8, steps=12, seed=0, callback=lambda i, n, x, x0: seen.append((i, n, tuple(x0.shape))))
+    assert [s[0] for s in seen] == list(range(12)) and all(s[1] == 12 for s in seen)
+    assert seen[0][2] == (1, 4, pipe.codec.scaler.dim)
+
+
+@pytest.mark.parametrize("name, bars", [
+    ("nottingham_cuckoos_nest_reel.mid", (16, 32)),  # on the 2-bar grid
+    ("oneills_003_4-4_melody.mid", (4, 9)),  # bars 5-9: off the grid at both ends
+    ("foster_brown_hair_lead_sheet.mid", (40, 65)),  # 65 bars: window, odd last bar
+])
+def test_infill_keeps_the_users_notes_outside_the_range(pipe, name, bars):
+    line = melody.read_midi(MIDI / name).chosen
+    res = pipe.infill(line.tokens, bars, steps=20, seed=3)
+    out, src = res.tokens[0], line.tokens
+    assert len(out) == len(src)
+    lo, hi = bars[0] * BARS, bars[1] * BARS
+    assert np.array_equal(out[:lo], src[:lo]) and np.array_equal(out[hi:], src[hi:])
+    assert (out[lo:hi] >= 2).any()  # something was generated in the range
+    assert not np.array_equal(out[lo:hi], src[lo:hi])
+
+
+def test_infill_a_long_multitrack_file_in_a_window(pipe):
+    found = melody.read_midi(MIDI / "m21_test04_orchestra_2-4_tempo_map.mid")  # 21 tracks, 122 bars
+    line = found.pick(found.chosen.index)
+    res = pipe.infill(line.tokens, (80, 90), steps=10, seed=0)
+    assert res.plan.window[1] - res.plan.window[0] == 32
+    assert res.latents.shape[1] == 32
+    out = res.tokens[0]
+    assert np.array_equal(out[: 80 * BARS], line.tokens[: 80 * BARS])
+    assert np.array_equal(out[90 * BARS :], line.tokens[90 * BARS :])
+
+
+def test_infill_with_the_paper_sampler_keeps_known_latents_exactly(pipe):
+    line = melody.read_midi(MIDI / "oneills_003_4-4_melody.mid").chosen
+    res = pipe.infill(line.tokens, (4, 12), sampler="ddpm", steps=1000, seed=1)
+    known = pipe.codec.encode(line.tokens)
+    keep = ~torch.from_numpy(res.plan.mask())
+    assert torch.allclose(res.latents[0][keep], known[keep])
+
+
+def test_extend(pipe):
+    line = melody.read_midi(MIDI / "oneills_003_4-4_melody.mid").chosen
+    res = pipe.extend(line.tokens, 8, steps=20, seed=2)
+    out = res.tokens[0]
+    assert len(out) == len(line.tokens) + 8 * BARS
+    assert np.array_equal(out[: len(line.tokens)], line.tokens)
+    assert (out[len(line.tokens) :] >= 2).any()
+    with pytest.raises(GenerateError):
+        pipe.extend(line.tokens, 0)
+
+
+def test_cli_sample_and_infill(tmp_path, capsys):
+    assert main(["sample", "--num", "3", "--bars", "16", "--steps", "10", "--seed", "1", "--out",
+                 str(tmp_path / "s"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 3 melodies of 16 bars" in out and " s " in out
+    files = sorted((tmp_path / "s").glob("*.mid"))
+    assert [f.name for f in files] == ["sample_0.mid", "sample_1.mid", "sample_2.mid"]
+    assert melody.read_midi(files[0]).chosen.num_bars == 16
+
+    src = MIDI / "liliuokalani_aloha_oe_voice_piano.mid"  # 7 tracks
+    found = melody.read_midi(src)
+    track = [c.index for c in found.candidates if c.index != found.chosen.index][0]
+    assert main(["infill", str(src), "--bars", "5-12", "--track", str(track), "--steps", "10", "--seed", "4",
+                 "--out", str(tmp_path / "i.mid"), "--quiet"]) == 0
+    assert "infilled bars 5-12" in capsys.readouterr().out
+    back = melody.read_midi(tmp_path / "i.mid").chosen.tokens
+    orig = found.pick(track).tokens
+    assert np.array_equal(back[: 4 * BARS], orig[: 4 * BARS])
+    assert np.array_equal(back[12 * BARS :], orig[12 * BARS : len(back)])
+
+    assert main(["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "4-7", "--steps", "5",
+                 "--out", str(tmp_path / "j.mid"), "--quiet"]) == 0
+    assert "regenerated bars 3-8" in capsys.readouterr().out
+    assert main(["extend", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "4", "--steps", "5",
+                 "--out", str(tmp_path / "e.mid"), "--quiet"]) == 0
+    assert "added bars 17-20" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sample", "--bars", "65"], "bars must be between 1 and 64"),
+    (["sample", "--num", "0"], "num must be between"),
+    (["sample", "--steps", "0"], "steps must be between 1 and 1000"),
+    (["sample", "--seed", "-1"], "--seed must be"),
+    (["sample", "--checkpoint", "/nonexistent"], "no diffusion checkpoint"),
+    (["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "10-40"], "outside the melody"),
+    (["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "x"], "expected FIRST-LAST"),
+    (["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "1-2", "--track", "9"], "no melody track 9"),
+    (["infill", str(MIDI / "bad" / "not_midi.mid"), "--bars", "1-2"], ""),
+    (["infill", str(MIDI / "missing.mid"), "--bars", "1-2"], ""),
+])
+def test_cli_bad_input_gives_one_line(tmp_path, capsys, args, message):
+    assert main([*args, "--out", str(tmp_path / "o.mid" if args[0] != "sample" else tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("symdiff: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "o.mid").exists()
