@@ -1,0 +1,319 @@
+"""Piano rolls of token melodies, drawn like the paper's Figure 2 (Mittal et al. 2021).
+
+Notes are horizontal bars, pitch against time in model bars (16 steps each, numbered from 0 as
+`box_bars` and the rest of the package count them), with a line at every bar and a labelled tick
+every `bars_per_tick` bars. The pitch axis spans the melody's range and a small margin. An
+infilled region is a dashed red box over the full pitch range.
+
+Everything is drawn on bare `matplotlib.figure.Figure` objects with the Agg canvas, never through
+pyplot: no global state, nothing to close, safe to call from a web server's worker threads.
+`figure_png` and `figure_rgb` turn a figure into PNG bytes or an RGB array; Gradio's `gr.Plot`
+takes the Figure itself.
+
+Figure size is given in pixels at `dpi` (defaults: 1000 px wide at 100 dpi, what the app shows).
+"""
+from __future__ import annotations
+
+import io
+import math
+from typing import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection, PolyCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.transforms import blended_transform_factory
+from matplotlib.axes import Axes
+
+from .melody import MIN_PITCH, NO_EVENT, STEPS_PER_BAR, check_tokens
+
+NOTE_COLOR = "#1f4e8c"
+NOTE_EDGE = "#0b2447"
+BOX_COLOR = "#d62728"
+PITCH_MARGIN = 2  # semitones of air above and below the melody
+EMPTY_RANGE = (60, 72)  # pitch range shown for a melody without notes
+MAX_MAJOR_TICKS = 32
+MAX_BAR_LINES = 256
+NOTE_GID = "notes"
+BOX_GID = "infill-box"
+PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+Tokens = Sequence[int] | np.ndarray
+
+
+# --- notes ------------------------------------------------------------------------------
+
+def note_spans(tokens: Tokens) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start_step, end_step, pitch) arrays of the notes in a token melody.
+
+    A note-on sounds until the next note-on or note-off, or to the end of the tokens, the same
+    reading as `melody.tokens_to_note_sequence`.
+    """
+    tokens = np.asarray(tokens)
+    check_tokens(tokens)
+    events = np.flatnonzero(tokens != NO_EVENT)
+    starts = events[tokens[events] >= 2]
+    nxt = np.searchsorted(events, starts, side="right")
+    ends = np.where(nxt < len(events), events[np.minimum(nxt, len(events) - 1)], len(tokens))
+    pitches = tokens[starts].astype(np.int64) - 2 + MIN_PITCH
+    return starts.astype(np.int64), ends.astype(np.int64), pitches
+
+
+def pitch_name(pitch: int) -> str:
+    """MIDI pitch -> name with octave, middle C (60) = C4."""
+    return f"{PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+def pitch_range(*melodies: Tokens) -> tuple[int, int]:
+    """Lowest and highest pitch over the melodies (EMPTY_RANGE when none has a note)."""
+    pitches = [note_spans(m)[2] for m in melodies]
+    pitches = np.concatenate(pitches) if pitches else np.zeros(0, np.int64)
+    if len(pitches) == 0:
+        return EMPTY_RANGE
+    return int(pitches.min()), int(pitches.max())
+
+
+def num_bars(tokens: Tokens) -> int:
+    return max(1, math.ceil(len(tokens) / STEPS_PER_BAR))
+
+
+# --- drawing ----------------------------------------------------------------------------
+
+def draw_pianoroll(
+    ax: Axes,
+    tokens: Tokens,
+    *,
+    box_bars: tuple[int, int] | None = None,
+    bars_per_tick: int = 4,
+    pitches: tuple[int, int] | None = None,
+    bars: int | None = None,
+    label: str | None = None,
+    color: str = NOTE_COLOR,
+    show_xlabel: bool = True,
+    fontsize: float = 9.0,
+) -> Axes:
+    """Draw one melody into `ax`: note bars, bar grid, pitch labels, optional infill box.
+
+    `pitches` fixes the (low, high) pitch shown (default: the melody's range); `bars` fixes the
+    x extent (default: the melody's length), so rows of different lengths can line up.
+    """
+    tokens = np.asarray(tokens)
+    starts, ends, note_pitches = note_spans(tokens)
+    lo, hi = pitches if pitches is not None else pitch_range(tokens)
+    y0, y1 = lo - PITCH_MARGIN - 0.5, hi + PITCH_MARGIN + 0.5
+    n_bars = bars if bars is not None else num_bars(tokens)
+
+    # Notes: one rectangle each, all in one collection (fast to build and to draw).
+    x0, x1 = starts / STEPS_PER_BAR, ends / STEPS_PER_BAR
+    h = 0.42
+    verts = np.stack([
+        np.stack([x0, note_pitches - h], -1), np.stack([x0, note_pitches + h], -1),
+        np.stack([x1, note_pitches + h], -1), np.stack([x1, note_pitches - h], -1),
+    ], axis=1) if len(starts) else np.zeros((0, 4, 2))
+    notes = PolyCollection(
+        verts, facecolors=color, edgecolors=NOTE_EDGE, linewidths=0.4, zorder=2, gid=NOTE_GID
+    )
+    ax.add_collection(notes, autolim=False)
+    ax.set_xlim(0, n_bars)
+    ax.set_ylim(y0, y1)
+
+    # Time axis: a labelled tick every `bars_per_tick` bars, a faint line at every bar.
+    step = max(1, int(bars_per_tick))
+    while n_bars / step > MAX_MAJOR_TICKS:
+        step *= 2
+    # (The lines are one LineCollection each, not minor ticks: matplotlib Tick objects cost
+    # about 3 ms apiece, which made a 4-row figure take most of a second.)
+    majors = np.arange(0, n_bars + 1, step)
+    ax.set_xticks(majors)
+    minors = [b for b in range(n_bars + 1) if b % step] if n_bars <= MAX_BAR_LINES else []
+    across = blended_transform_factory(ax.transData, ax.transAxes)
+    for xs, color, width in ((minors, "#dedede", 0.5), (majors, "#9a9a9a", 0.8)):
+        if len(xs):
+            ax.add_collection(LineCollection(
+                [[(x, 0.0), (x, 1.0)] for x in xs], colors=color, linewidths=width,
+                transform=across, zorder=0.5,
+            ), autolim=False)
+
+    # Pitch axis: C's labelled (C, E, G in a range without two C's), a faint line at each.
+    ticks = [p for p in range(lo - PITCH_MARGIN, hi + PITCH_MARGIN + 1) if p % 12 == 0]
+    if len(ticks) < 2:
+        ticks = [p for p in range(lo - PITCH_MARGIN, hi + PITCH_MARGIN + 1) if p % 12 in (0, 4, 7)]
+    ax.set_yticks(ticks, [pitch_name(p) for p in ticks])
+    ax.grid(True, axis="y", which="major", color="#e6e6e6", linewidth=0.6, zorder=0)
+    ax.tick_params(labelsize=fontsize - 1, length=2, pad=2)
+    ax.set_axisbelow(True)
+
+    if len(starts) == 0:
+        ax.text(0.5, 0.5, "(no notes)", transform=ax.transAxes, ha="center", va="center",
+                color="#888888", fontsize=fontsize)
+    if box_bars is not None:
+        draw_box(ax, box_bars, y0, y1)
+    if label:
+        ax.set_title(label, loc="left", fontsize=fontsize, pad=3)
+    if show_xlabel:
+        ax.set_xlabel("bar", fontsize=fontsize - 1, labelpad=1)
+    return ax
+
+
+def draw_box(ax: Axes, box_bars: tuple[int, int], y0: float, y1: float) -> Rectangle:
+    """Dashed red rectangle over bars [first, last) and the whole pitch range shown."""
+    first, last = box_bars
+    if not 0 <= first < last:
+        raise ValueError(f"box_bars must be (first, last) with 0 <= first < last, got {box_bars}")
+    box = Rectangle(
+        (first, y0), last - first, y1 - y0, fill=False, edgecolor=BOX_COLOR, linestyle="--",
+        linewidth=1.6, zorder=4, clip_on=False, gid=BOX_GID,
+    )
+    ax.add_patch(box)
+    return box
+
+
+def new_figure(width_px: int, height_px: int, dpi: int) -> Figure:
+    fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi, facecolor="white")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _margins(fig: Figure, left=58, right=14, top=10, bottom=30, hspace_px=0, wspace_px=0,
+             nrows=1, ncols=1) -> None:
+    """subplots_adjust in pixels (constrained layout costs more time than the whole drawing)."""
+    w, h = fig.get_size_inches() * fig.dpi
+    ax_h = (h - top - bottom - hspace_px * (nrows - 1)) / nrows
+    ax_w = (w - left - right - wspace_px * (ncols - 1)) / ncols
+    fig.subplots_adjust(
+        left=left / w, right=1 - right / w, top=1 - top / h, bottom=bottom / h,
+        hspace=hspace_px / ax_h if nrows > 1 else 0.2, wspace=wspace_px / ax_w if ncols > 1 else 0.2,
+    )
+
+
+def plot_pianoroll(
+    tokens: Tokens,
+    ax: Axes | None = None,
+    title: str | None = None,
+    box_bars: tuple[int, int] | None = None,
+    bars_per_tick: int = 4,
+    *,
+    pitches: tuple[int, int] | None = None,
+    width_px: int = 1000,
+    height_px: int = 240,
+    dpi: int = 100,
+    color: str = NOTE_COLOR,
+) -> Figure:
+    """One melody as a piano roll; draws into `ax` when given, else into a new figure.
+
+    box_bars=(first_bar, last_bar_exclusive) marks an infilled region with a dashed red box.
+    Returns the Figure.
+    """
+    if ax is not None:
+        draw_pianoroll(ax, tokens, box_bars=box_bars, bars_per_tick=bars_per_tick,
+                       pitches=pitches, label=title, color=color)
+        return ax.figure
+    fig = new_figure(width_px, height_px, dpi)
+    ax = fig.add_subplot(1, 1, 1)
+    _margins(fig, top=24 if title else 10)
+    draw_pianoroll(ax, tokens, box_bars=box_bars, bars_per_tick=bars_per_tick,
+                   pitches=pitches, label=title, color=color)
+    return fig
+
+
+def plot_rows(
+    rows: Sequence[tuple[str, Tokens]],
+    box_bars: tuple[int, int] | None = None,
+    bars_per_tick: int = 4,
+    *,
+    title: str | None = None,
+    share_pitch: bool = False,
+    width_px: int = 1000,
+    row_height_px: int = 150,
+    dpi: int = 100,
+) -> Figure:
+    """Several melodies stacked as labelled rows on one time axis, like Figure 2
+    (original / diffusion / interpolation / prior). Each row shows its own pitch range
+    unless `share_pitch`; the box, when given, is drawn on every row."""
+    if not rows:
+        raise ValueError("plot_rows needs at least one (label, tokens) row")
+    n = len(rows)
+    bars = max(num_bars(t) for _, t in rows)
+    shared = pitch_range(*(t for _, t in rows)) if share_pitch else None
+    top = 40 if title else 22
+    fig = new_figure(width_px, top + 30 + n * row_height_px + (n - 1) * 18, dpi)
+    axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
+    _margins(fig, top=top, hspace_px=18 + 4, nrows=n)
+    for i, (ax, (label, tokens)) in enumerate(zip(axes, rows)):
+        draw_pianoroll(ax, tokens, box_bars=box_bars, bars_per_tick=bars_per_tick,
+                       pitches=shared, bars=bars, label=label, show_xlabel=i == n - 1)
+        if i < n - 1:
+            ax.tick_params(labelbottom=False)
+    if title:
+        fig.suptitle(title, fontsize=11, y=1 - 6 / (fig.get_size_inches()[1] * dpi), va="top")
+    return fig
+
+
+def plot_stages(
+    stages: Sequence[tuple[str, Tokens]],
+    ncols: int = 2,
+    box_bars: tuple[int, int] | None = None,
+    bars_per_tick: int = 8,
+    *,
+    title: str | None = None,
+    width_px: int = 1000,
+    panel_height_px: int = 120,
+    dpi: int = 100,
+) -> Figure:
+    """Small multiples of a few refinement stages ("step 0/100", ...), read left to right,
+    top to bottom, all on the same pitch and time axes so they compare at a glance."""
+    if not stages:
+        raise ValueError("plot_stages needs at least one (label, tokens) stage")
+    n = len(stages)
+    ncols = max(1, min(int(ncols), n))
+    nrows = math.ceil(n / ncols)
+    bars = max(num_bars(t) for _, t in stages)
+    shared = pitch_range(*(t for _, t in stages))
+    top = 40 if title else 22
+    fig = new_figure(width_px, top + 30 + nrows * panel_height_px + (nrows - 1) * 18, dpi)
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    _margins(fig, top=top, hspace_px=22, wspace_px=14, nrows=nrows, ncols=ncols)
+    for k, ax in enumerate(axes.flat):
+        if k >= n:
+            ax.set_visible(False)
+            continue
+        label, tokens = stages[k]
+        last_row = k + ncols >= n
+        draw_pianoroll(ax, tokens, box_bars=box_bars, bars_per_tick=bars_per_tick,
+                       pitches=shared, bars=bars, label=label, show_xlabel=last_row, fontsize=8.5)
+        # sharex hides the tick labels of all but the bottom row of the grid; a panel with
+        # none below it (a short last row) needs them back.
+        ax.tick_params(labelbottom=last_row)
+        if k % ncols:
+            ax.tick_params(labelleft=False)
+    if title:
+        fig.suptitle(title, fontsize=11, y=1 - 6 / (fig.get_size_inches()[1] * dpi), va="top")
+    return fig
+
+
+# --- output -----------------------------------------------------------------------------
+
+def figure_png(fig: Figure, dpi: int | None = None) -> bytes:
+    """PNG bytes of a figure (at its own dpi unless given)."""
+    buf = io.BytesIO()
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    fig.savefig(buf, format="png", dpi=dpi or fig.dpi, facecolor=fig.get_facecolor())
+    return buf.getvalue()
+
+
+def figure_rgb(fig: Figure) -> np.ndarray:
+    """The rendered figure as an (height, width, 3) uint8 RGB array."""
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def save_png(fig: Figure, path, dpi: int | None = None):
+    """Write a figure as PNG; returns the path."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.write_bytes(figure_png(fig, dpi))
+    return path
