@@ -13,7 +13,9 @@ The transformer trunk never sees the noise level; only the K FiLM-modulated resi
 A key-padding mask lets one batch hold windows of different lengths (<= seq_len chunks); the
 trunk is the only place positions mix, so masking the attention keys is enough for padding to
 leave real positions untouched. Initialisation follows flax's defaults (lecun-normal kernels,
-zero biases, LayerNorm eps 1e-6) as the official code used them.
+zero biases, LayerNorm eps 1e-6) as the official code used them. The trunk (`LatentTransformer`:
+input projection, positions, encoder layers, Dense(2048)(LN(h))) and the checkpoint storage are
+shared with the autoregressive TransformerMDN baseline (`symdiff.baselines`).
 
 `LatentScaler` is the paper's preprocessing of MusicVAE latents: keep the active dims, scale
 them to [-1, 1] with one global min/max fitted on the training set, and invert (rebuilding a full
@@ -41,8 +43,22 @@ from .schedulers import NoiseSchedule
 LN_EPS = 1e-6  # flax LayerNorm default
 
 
+class ConfigIO:
+    """JSON storage shared by the latent models' config dataclasses."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        write_text(Path(path), self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path):
+        return cls(**json.loads(Path(path).read_text()))
+
+
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(ConfigIO):
     """Architecture (paper sec. 3.1), noise schedule and training recipe (REFERENCE sec. 4)."""
 
     name: str = "paper"
@@ -73,16 +89,6 @@ class DiffusionConfig:
     def schedule(self) -> NoiseSchedule:
         return NoiseSchedule(self.beta_start, self.beta_end, self.num_steps)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1) + "\n"
-
-    def save(self, path: str | Path) -> None:
-        write_text(Path(path), self.to_json())
-
-    @classmethod
-    def load(cls, path: str | Path) -> "DiffusionConfig":
-        return cls(**json.loads(Path(path).read_text()))
-
 
 CONFIGS = {
     # 25,579,946 parameters at d = 42 (the paper: 25.58M)
@@ -112,7 +118,7 @@ def _flax_init(module: nn.Module) -> None:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head bidirectional self-attention (fused q, k, v projection, with biases)."""
+    """Multi-head self-attention (fused q, k, v projection, with biases), bidirectional or causal."""
 
     def __init__(self, width: int, heads: int):
         super().__init__()
@@ -122,16 +128,16 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)
 
-    def forward(self, h: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, attn_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
         b, k, w = h.shape
         q, key, v = self.qkv(h).view(b, k, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
         if h.device.type == "cpu" and q.dtype != torch.float32:
             # On CPU the fused kernel's bf16 backward is ~4x slower than the plain math path for
             # these tiny heads (32 x 16); fp32 and GPUs keep the default choice.
             with sdpa_kernel(SDPBackend.MATH):
-                o = F.scaled_dot_product_attention(q, key, v, attn_mask=attn_mask)
+                o = F.scaled_dot_product_attention(q, key, v, attn_mask=attn_mask, is_causal=causal)
         else:
-            o = F.scaled_dot_product_attention(q, key, v, attn_mask=attn_mask)
+            o = F.scaled_dot_product_attention(q, key, v, attn_mask=attn_mask, is_causal=causal)
         return self.out(o.transpose(1, 2).reshape(b, k, w))
 
 
@@ -146,8 +152,8 @@ class EncoderLayer(nn.Module):
         self.fc1 = nn.Linear(width, mlp)
         self.fc2 = nn.Linear(mlp, width)
 
-    def forward(self, h: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        h = h + self.attn(self.ln1(h), attn_mask)
+    def forward(self, h: torch.Tensor, attn_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        h = h + self.attn(self.ln1(h), attn_mask, causal)
         return h + self.fc2(F.gelu(self.fc1(self.ln2(h)), approximate="tanh"))  # flax gelu is the tanh form
 
 
@@ -168,7 +174,8 @@ class DenseFiLM(nn.Module):
 
 class DenseResBlock(nn.Module):
     """LN -> scale*h+shift -> swish -> Dense -> LN -> scale*h+shift -> swish -> Dense, + shortcut.
-    The raw FiLM scale multiplies (not 1 + scale), as in the official code."""
+    The raw FiLM scale multiplies (not 1 + scale), as in the official code; without FiLM (the
+    MDN baseline's blocks) scale = 1 and shift = 0, the official defaults."""
 
     def __init__(self, dense: int):
         super().__init__()
@@ -177,21 +184,30 @@ class DenseResBlock(nn.Module):
         self.ln2 = nn.LayerNorm(dense, eps=LN_EPS)
         self.fc2 = nn.Linear(dense, dense)
 
-    def forward(self, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, scale: torch.Tensor | float = 1.0, shift: torch.Tensor | float = 0.0) -> torch.Tensor:
         out = self.fc1(F.silu(scale * self.ln1(h) + shift))
         out = self.fc2(F.silu(scale * self.ln2(out) + shift))
         return h + out
 
 
-class TransformerDDPM(nn.Module):
-    """eps_theta(x_t, sqrt(alpha_bar)): (B, k, d) x (B,) -> (B, k, d).
+class LatentTransformer(nn.Module):
+    """The trunk both latent-sequence models share (TransformerDDPM here, TransformerMDN in
+    `symdiff.baselines`), and their storage:
 
-    `model(x, noise_level, mask)` is directly an `eps_fn` for `symdiff.schedulers` samplers
-    (use `functools.partial(model, mask=...)` for a padded batch). `scaler` is the
-    `LatentScaler` the model was trained with, carried by the checkpoint (None until set).
+        h = Dense(width)(x) + sinusoidal_position(k, width)
+        L x pre-LN EncoderLayer (bidirectional, or causal for the autoregressive MDN)
+        h = Dense(dense)(LN(h))
+
+    A subclass builds its head after calling this `__init__` and then `_flax_init(self)`; the
+    attribute names are the state-dict keys. `config_class` loads its config, `kind` names the
+    checkpoint format. `scaler` is the `LatentScaler` the model was trained with, carried by
+    the checkpoint (None until set).
     """
 
-    def __init__(self, cfg: DiffusionConfig):
+    config_class: type = None  # set by subclasses
+    kind: str = ""
+
+    def __init__(self, cfg):
         super().__init__()
         self.config = cfg
         self.scaler: LatentScaler | None = None
@@ -199,39 +215,24 @@ class TransformerDDPM(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(cfg.width, cfg.heads, cfg.mlp) for _ in range(cfg.layers))
         self.ln_trunk = nn.LayerNorm(cfg.width, eps=LN_EPS)
         self.to_dense = nn.Linear(cfg.width, cfg.dense)
-        self.films = nn.ModuleList(DenseFiLM(cfg.noise_dim, cfg.film, cfg.dense) for _ in range(cfg.res_blocks))
-        self.blocks = nn.ModuleList(DenseResBlock(cfg.dense) for _ in range(cfg.res_blocks))
-        self.ln_out = nn.LayerNorm(cfg.dense, eps=LN_EPS)
-        self.output = nn.Linear(cfg.dense, cfg.data_dim)
-        _flax_init(self)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, x: torch.Tensor, noise_level: torch.Tensor | float, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, k, d); noise_level sqrt(alpha_bar), (B,) or a scalar; mask (B, k) bool, True at
-        real positions (each row needs at least one). Returns eps; zero at padded positions."""
-        b, k, _ = x.shape
-        # The encoding multiplies by 5000: keep the level in float32 whatever the input dtype.
-        level = torch.as_tensor(noise_level, device=x.device).float().reshape(-1)
-        level = level.expand(b) if level.numel() == 1 else level
+    def trunk(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        """(B, k, d) -> (B, k, dense). Bidirectional: `mask` (B, k) bool, True at real positions,
+        masks the attention keys, so padding never reaches a real position. Causal: position i
+        sees positions <= i only; padding must follow the real positions (as `gather_windows`
+        builds batches), so a real position never sees it and `mask` is not needed."""
+        k = x.shape[1]
         pos = sinusoid(torch.arange(k, device=x.device), self.config.width)
         h = self.input(x) + pos.to(x.dtype)
         attn_mask = None
-        if mask is not None:
-            mask = mask.to(device=x.device, dtype=torch.bool)
-            attn_mask = mask[:, None, None, :]  # (B, 1, 1, k): queries see real keys only
+        if mask is not None and not causal:
+            attn_mask = mask.to(device=x.device, dtype=torch.bool)[:, None, None, :]  # (B, 1, 1, k): real keys only
         for layer in self.layers:
-            h = layer(h, attn_mask)
-        h = self.to_dense(self.ln_trunk(h))
-        enc = sinusoid(self.config.noise_scale * level, self.config.noise_dim).to(x.dtype)
-        for film, block in zip(self.films, self.blocks):
-            scale, shift = film(enc)
-            h = block(h, scale, shift)
-        eps = self.output(self.ln_out(h))
-        if mask is not None:
-            eps = eps.masked_fill(~mask.unsqueeze(-1), 0.0)
-        return eps
+            h = layer(h, attn_mask, causal)
+        return self.to_dense(self.ln_trunk(h))
 
     # --- storage ---
     def save_pretrained(self, directory: str | Path, scaler: "LatentScaler | None" = None,
@@ -242,27 +243,66 @@ class TransformerDDPM(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_tensors(state, directory / "model.safetensors", "symdiff-diffusion")
+        save_tensors(state, directory / "model.safetensors", f"symdiff-{self.kind}")
         scaler = scaler if scaler is not None else self.scaler
         if scaler is not None:
             scaler.save(directory / "scaler.safetensors")
         if extra_tensors:
             extra = {k: v.detach().contiguous().cpu() for k, v in extra_tensors.items()}
-            save_tensors(extra, directory / "extra.safetensors", "symdiff-diffusion-extra")
+            save_tensors(extra, directory / "extra.safetensors", f"symdiff-{self.kind}-extra")
         write_text(directory / "config.json", self.config.to_json())
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "TransformerDDPM":
+    def from_pretrained(cls, directory: str | Path):
         """The model in eval mode, with `.scaler` loaded when the checkpoint has one."""
         directory = Path(directory)
         if not (directory / "config.json").is_file():
-            raise FileNotFoundError(f"{directory}: no config.json (not a symdiff diffusion checkpoint)")
-        model = cls(DiffusionConfig.load(directory / "config.json"))
+            raise FileNotFoundError(f"{directory}: no config.json (not a symdiff {cls.kind} checkpoint)")
+        model = cls(cls.config_class.load(directory / "config.json"))
         model.load_state_dict(load_file(str(directory / "model.safetensors")))
         if (directory / "scaler.safetensors").is_file():
             model.scaler = LatentScaler.load(directory / "scaler.safetensors")
         return model.eval()
+
+
+class TransformerDDPM(LatentTransformer):
+    """eps_theta(x_t, sqrt(alpha_bar)): (B, k, d) x (B,) -> (B, k, d).
+
+    `model(x, noise_level, mask)` is directly an `eps_fn` for `symdiff.schedulers` samplers
+    (use `functools.partial(model, mask=...)` for a padded batch). `scaler` is the
+    `LatentScaler` the model was trained with, carried by the checkpoint (None until set).
+    """
+
+    config_class = DiffusionConfig
+    kind = "diffusion"
+
+    def __init__(self, cfg: DiffusionConfig):
+        super().__init__(cfg)
+        self.films = nn.ModuleList(DenseFiLM(cfg.noise_dim, cfg.film, cfg.dense) for _ in range(cfg.res_blocks))
+        self.blocks = nn.ModuleList(DenseResBlock(cfg.dense) for _ in range(cfg.res_blocks))
+        self.ln_out = nn.LayerNorm(cfg.dense, eps=LN_EPS)
+        self.output = nn.Linear(cfg.dense, cfg.data_dim)
+        _flax_init(self)
+
+    def forward(self, x: torch.Tensor, noise_level: torch.Tensor | float, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, k, d); noise_level sqrt(alpha_bar), (B,) or a scalar; mask (B, k) bool, True at
+        real positions (each row needs at least one). Returns eps; zero at padded positions."""
+        b = x.shape[0]
+        # The encoding multiplies by 5000: keep the level in float32 whatever the input dtype.
+        level = torch.as_tensor(noise_level, device=x.device).float().reshape(-1)
+        level = level.expand(b) if level.numel() == 1 else level
+        if mask is not None:
+            mask = mask.to(device=x.device, dtype=torch.bool)
+        h = self.trunk(x, mask)
+        enc = sinusoid(self.config.noise_scale * level, self.config.noise_dim).to(x.dtype)
+        for film, block in zip(self.films, self.blocks):
+            scale, shift = film(enc)
+            h = block(h, scale, shift)
+        eps = self.output(self.ln_out(h))
+        if mask is not None:
+            eps = eps.masked_fill(~mask.unsqueeze(-1), 0.0)
+        return eps
 
 
 def load_extra_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
