@@ -19,11 +19,15 @@ config.extra naming the VAE (path + sha256 of its weights), the corpus, the late
 silence rule, so `latents.LatentCodec.from_pretrained(OUT/best)` rebuilds tokens <-> model space.
 With EMA, `last/` holds the raw weights (EMA in extra.safetensors, for resuming) and `best/` the
 EMA weights. Under `torchrun`, rank 0 builds the latent cache while the others wait for it.
+
+The data (`load_latent_windows`), the provenance, the resume check and the step loop
+(`training.train_loop`) are shared with `symdiff.train_mdn`.
 """
 from __future__ import annotations
 
 import dataclasses
-import time
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +37,24 @@ from tqdm import tqdm
 from .dataset import DEFAULT_PATH
 from .diffusion import DiffusionConfig, TransformerDDPM, load_extra_tensors
 from .latents import (
-    SILENCE_VALUE, LatentSettings, ensure_latents, gather_windows, wait_for_latents,
+    SILENCE_VALUE, LatentDataset, LatentSettings, ensure_latents, gather_windows, wait_for_latents,
 )
 from .schedulers import NoiseSchedule, diffusion_loss
 from .training import (
-    JsonLog, Runtime, load_training_state, rank_batches, save_training_state, setup_runtime, shutdown, time_is_up, unwrap, wrap_ddp,
+    JsonLog, Runtime, load_training_state, rank_batches, save_training_state, setup_runtime, shutdown, train_loop,
+    unwrap, wrap_ddp,
 )
 
 
-class TrainDiffusionError(ValueError):
-    """A run that cannot start as asked (e.g. resuming with another VAE)."""
+class TrainLatentsError(ValueError):
+    """A run on latent windows that cannot start as asked (e.g. resuming with another VAE)."""
 
 
-def lr_at(step: int, cfg: DiffusionConfig) -> float:
+TrainDiffusionError = TrainLatentsError
+
+
+def lr_at(step: int, cfg) -> float:
+    """learning_rate * lr_decay^(step // lr_decay_every) (any config with those fields)."""
     return cfg.learning_rate * cfg.lr_decay ** (step // cfg.lr_decay_every)
 
 
@@ -66,17 +75,81 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, rt: Runtime, seed: int, 
         yield out[k]
 
 
+# --- what every model trained on latent windows shares -----------------------------------------
+
+@dataclass
+class LatentWindows:
+    """The latent dataset in model space and its training and held-out windows."""
+
+    ds: LatentDataset
+    x: np.ndarray  # (N, d) model space
+    train: np.ndarray  # (W, 2) rows of (first chunk, length)
+    held: np.ndarray
+    silence: str
+
+    def provenance(self, vae: Path, data: Path) -> dict:
+        """config.extra entries naming the VAE, the corpus, the latent cache and the silence rule,
+        so `latents.LatentCodec.from_pretrained(checkpoint)` rebuilds tokens <-> model space."""
+        ds = self.ds
+        return dict(
+            vae={"path": str(Path(vae).resolve()), "sha256": ds.key["vae_sha256"], "z_size": ds.z_size},
+            data={"path": str(Path(data).resolve()), "sha256": ds.key["data_sha256"]},
+            latents={"path": str(ds.path.resolve()) if ds.path else None, "settings": ds.key},
+            silence={"rule": self.silence, "value": SILENCE_VALUE, "threshold": ds.silence_threshold},
+        )
+
+    def held_out_batches(self, batch_size: int = 256):
+        """The held-out windows as padded batches (x0, mask), similar lengths together."""
+        order = np.argsort(self.held[:, 1], kind="stable")
+        for i in range(0, len(order), batch_size):
+            yield gather_windows(self.x, self.held[order[i : i + batch_size]])
+
+
+def load_latent_windows(vae: Path, data: Path, cache_dir: Path | None, settings: LatentSettings | None,
+                        seq_len: int, batch_size: int, rt: Runtime, silence: str = "token",
+                        eval_windows: int = 2048, encode_batch: int = 512) -> LatentWindows:
+    """The latents cached per (VAE, corpus, settings), rank 0 building them while the other
+    ranks wait; windows of up to `seq_len` chunks (`silence="drop"`: the paper's rule, windows
+    with a silent chunk left out); a fixed sample of `eval_windows` valid windows held out."""
+    if silence not in ("token", "drop"):
+        raise TrainLatentsError(f"silence must be 'token' (a silence latent) or 'drop' (the paper's rule), not {silence!r}")
+    data = Path(data)
+    cache_dir = Path(cache_dir) if cache_dir is not None else data.parent / "cache" / "latents"
+    settings = settings or LatentSettings()
+    if rt.main:
+        ds = ensure_latents(vae, data, cache_dir, settings, encode_batch, rt.device)
+    else:
+        ds = wait_for_latents(vae, data, cache_dir, settings)
+    drop = silence == "drop"
+    train_w = ds.windows("train", seq_len, drop_silent=drop)
+    held_w = ds.windows("valid", seq_len, drop_silent=drop)
+    held_w = held_w[np.sort(np.random.default_rng(1234).permutation(len(held_w))[:eval_windows])]
+    if len(train_w) < batch_size:
+        raise TrainLatentsError(f"{len(train_w)} training windows: fewer than one batch of {batch_size}")
+    return LatentWindows(ds, ds.model_space(), train_w, held_w, silence)
+
+
+def resumable(last: Path, vae_sha: str) -> bool:
+    """Whether `last/` holds a run to resume; a run on another VAE's latents is refused."""
+    if not (last / "state.json").is_file():
+        return False
+    saved = json.loads((last / "config.json").read_text()).get("extra", {})
+    if saved.get("vae", {}).get("sha256") != vae_sha:
+        raise TrainLatentsError(f"{last} was trained on another VAE's latents; use a new --out")
+    return True
+
+
+# --- the diffusion model -------------------------------------------------------------------------
+
 @torch.no_grad()
-def held_out_loss(model: TransformerDDPM, x: np.ndarray, windows: np.ndarray, schedule: NoiseSchedule,
+def held_out_loss(model: TransformerDDPM, windows: LatentWindows, schedule: NoiseSchedule,
                   rt: Runtime, bf16: bool, batch_size: int = 256, seed: int = 1234) -> float:
     """The training loss on fixed windows with fixed noise (a CPU generator: the same numbers on
     any device), averaged over all real positions."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    order = np.argsort(windows[:, 1], kind="stable")  # similar lengths together: little padding
     total = count = 0.0
-    for i in range(0, len(order), batch_size):
-        x0, mask = gather_windows(x, windows[order[i : i + batch_size]])
+    for x0, mask in windows.held_out_batches(batch_size):
         noise = schedule.training_noise(x0, gen)
         mask = mask.to(rt.device)
         with rt.autocast(bf16):
@@ -108,38 +181,16 @@ def train_diffusion(
     log_every: int = 50,
     encode_batch: int = 512,
 ) -> dict:
-    if silence not in ("token", "drop"):
-        raise TrainDiffusionError(f"silence must be 'token' (a silence latent) or 'drop' (the paper's rule), not {silence!r}")
     rt = setup_runtime()
     torch.manual_seed(seed)
     out, vae, data = Path(out), Path(vae), Path(data)
-    cache_dir = Path(cache_dir) if cache_dir is not None else data.parent / "cache" / "latents"
-    settings = latent_settings or LatentSettings()
     max_steps = cfg.max_steps if max_steps is None else max_steps
-
-    # --- data: latents cached per (VAE, corpus, settings); rank 0 builds, the others wait ---
-    if rt.main:
-        ds = ensure_latents(vae, data, cache_dir, settings, encode_batch, rt.device)
-    else:
-        ds = wait_for_latents(vae, data, cache_dir, settings)
-    x_all = ds.model_space()
-    drop = silence == "drop"
-    train_w = ds.windows("train", cfg.seq_len, drop_silent=drop)
-    held_w = ds.windows("valid", cfg.seq_len, drop_silent=drop)
-    held_w = held_w[np.sort(np.random.default_rng(1234).permutation(len(held_w))[:eval_windows])]
-    if len(train_w) < cfg.batch_size:
-        raise TrainDiffusionError(f"{len(train_w)} training windows: fewer than one batch of {cfg.batch_size}")
-    scaler = ds.scaler()
-    vae_sha = ds.key["vae_sha256"]
+    lw = load_latent_windows(vae, data, cache_dir, latent_settings, cfg.seq_len, cfg.batch_size, rt, silence,
+                             eval_windows, encode_batch)
+    ds, scaler = lw.ds, lw.ds.scaler()
 
     cfg = dataclasses.replace(cfg, data_dim=ds.dim, extra=dict(cfg.extra))
-    cfg.extra.update(
-        vae={"path": str(vae.resolve()), "sha256": vae_sha, "z_size": ds.z_size},
-        data={"path": str(data.resolve()), "sha256": ds.key["data_sha256"]},
-        latents={"path": str(ds.path.resolve()) if ds.path else None, "settings": ds.key},
-        silence={"rule": silence, "value": SILENCE_VALUE, "threshold": ds.silence_threshold},
-        ema=ema,
-    )
+    cfg.extra.update(lw.provenance(vae, data), ema=ema)
     model = TransformerDDPM(cfg).to(rt.device)
     model.scaler = scaler
     schedule = cfg.schedule()
@@ -147,10 +198,7 @@ def train_diffusion(
     ema_state = ({k: v.detach().clone().float() for k, v in model.state_dict().items()} if ema > 0 else None)
     state = {"step": 0, "epoch": 0, "best_loss": None, "seconds": 0.0}
     last = out / "last"
-    if (last / "state.json").is_file():
-        saved = DiffusionConfig.load(last / "config.json")
-        if saved.extra.get("vae", {}).get("sha256") != vae_sha:
-            raise TrainDiffusionError(f"{last} was trained on another VAE's latents; use a new --out")
+    if resumable(last, ds.key["vae_sha256"]):
         model.load_state_dict(TransformerDDPM.from_pretrained(last).state_dict())
         state = load_training_state(last, opt)
         if ema_state is not None:
@@ -161,7 +209,7 @@ def train_diffusion(
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.json")
-        log.write(event="start", step=state["step"], train_windows=len(train_w), held_windows=len(held_w),
+        log.write(event="start", step=state["step"], train_windows=len(lw.train), held_windows=len(lw.held),
                   data_dim=ds.dim, parameters=model.num_parameters(), world=rt.world, silence=silence,
                   latents=str(ds.path))
 
@@ -180,9 +228,9 @@ def train_diffusion(
             save_training_state(last, opt, state)
 
     def evaluate(step: int) -> None:
-        if not rt.main or not len(held_w):
+        if not rt.main or not len(lw.held):
             return
-        loss = held_out_loss(ema_model(), x_all, held_w, schedule, rt, bf16)
+        loss = held_out_loss(ema_model(), lw, schedule, rt, bf16)
         log.write(step=step, event="eval", valid_loss=loss, seconds=round(state["seconds"], 1))
         tqdm.write(f"step {step}: held-out loss {loss:.5f}")
         if state["best_loss"] is None or loss < state["best_loss"]:
@@ -191,53 +239,33 @@ def train_diffusion(
             cfg.extra.update(train_step=step, train_seconds=round(state["seconds"], 1), valid_loss=loss)
             ema_model().save_pretrained(out / "best", scaler=scaler)
 
-    lengths = train_w[:, 1]
+    lengths = lw.train[:, 1]
     gen = torch.Generator(device=rt.device).manual_seed(seed + rt.rank + state["step"])
-    t_start, t_saved = time.time(), time.time()
-    seconds_before = state["seconds"]
-    bar = tqdm(total=max_steps, initial=state["step"], desc="train diffusion", disable=not rt.main, unit="step")
-    stop = state["step"] >= max_steps
-    evaluated = None
+
+    def train_step(idx: np.ndarray, step: int) -> dict:
+        x0, mask = gather_windows(lw.x, lw.train[idx])
+        x0, mask = x0.to(rt.device), mask.to(rt.device)
+        lr = lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        noise = schedule.training_noise(x0, gen)
+        with rt.autocast(bf16):
+            pred = ddp(noise.x_t, noise.noise_level, mask)
+        loss = diffusion_loss(pred, noise.eps, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        if ema_state is not None:
+            with torch.no_grad():
+                for k, v in model.state_dict().items():
+                    if v.dtype.is_floating_point:
+                        ema_state[k].mul_(ema).add_(v.float(), alpha=1.0 - ema)
+        return {"loss": loss.detach(), "lr": lr, "grad_norm": grad_norm, "length": mask.sum(1).float().mean()}
+
     model.train()
-    while not stop:
-        for idx in epoch_batches(lengths, cfg.batch_size // rt.world, rt, seed, state["epoch"], bucket):
-            step = state["step"]
-            x0, mask = gather_windows(x_all, train_w[idx])
-            x0, mask = x0.to(rt.device), mask.to(rt.device)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
-            noise = schedule.training_noise(x0, gen)
-            with rt.autocast(bf16):
-                pred = ddp(noise.x_t, noise.noise_level, mask)
-            loss = diffusion_loss(pred, noise.eps, mask)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            if ema_state is not None:
-                with torch.no_grad():
-                    for k, v in model.state_dict().items():
-                        if v.dtype.is_floating_point:
-                            ema_state[k].mul_(ema).add_(v.float(), alpha=1.0 - ema)
-            state["step"] = step = step + 1
-            state["seconds"] = seconds_before + time.time() - t_start
-            bar.update(1)
-            if step % log_every == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_at(step, cfg):.2e}")
-                log.write(step=step, loss=loss.item(), lr=lr_at(step, cfg), grad_norm=grad_norm.item(),
-                          length=float(mask.sum(1).float().mean()), seconds=round(state["seconds"], 1))
-            out_of_time = time_is_up(t_start, minutes, rt)
-            stop = step >= max_steps or out_of_time
-            if step % eval_every == 0 or (stop and evaluated != step):
-                evaluate(step)
-                evaluated = step
-            if time.time() - t_saved > save_minutes * 60 or stop:
-                checkpoint()
-                t_saved = time.time()
-            if stop:
-                break
-        else:
-            state["epoch"] += 1
-    bar.close()
+    train_loop(state, rt, lambda epoch: epoch_batches(lengths, cfg.batch_size // rt.world, rt, seed, epoch, bucket),
+               train_step, evaluate, checkpoint, log, max_steps, minutes, eval_every, save_minutes, log_every,
+               desc="train diffusion")
     shutdown(rt)
     return state

@@ -13,10 +13,12 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
+from tqdm import tqdm
 
 from .atomic import save_tensors, write_text
 
@@ -132,3 +134,41 @@ def time_is_up(t_start: float, minutes: float | None, rt: Runtime) -> bool:
         dist.broadcast(flag, 0)
         up = bool(flag.item())
     return up
+
+
+def train_loop(state: dict, rt: Runtime, batches: Callable[[int], Iterable], train_step: Callable[[object, int], dict],
+               evaluate: Callable[[int], None], checkpoint: Callable[[], None], log: JsonLog, max_steps: int,
+               minutes: float | None = None, eval_every: int = 1000, save_minutes: float = 5.0,
+               log_every: int = 50, desc: str = "train") -> None:
+    """The step loop the latent-model trainers share. Runs epochs of `batches(epoch)` until
+    `max_steps` or a `minutes` budget, keeping state["step"], state["epoch"] and
+    state["seconds"] (wall time over all runs). `train_step(batch, step)` does one optimizer
+    step and returns the numbers to log (tensors are read only at log steps, every `log_every`);
+    `evaluate(step)` runs every `eval_every` steps and at the stop (the last weights are judged
+    too); `checkpoint()` every `save_minutes` and at the stop. A run already at max_steps does
+    nothing."""
+    t_start = t_saved = time.time()
+    seconds_before = state["seconds"]
+    bar = tqdm(total=max_steps, initial=state["step"], desc=desc, disable=not rt.main, unit="step")
+    stop = state["step"] >= max_steps
+    while not stop:
+        for batch in batches(state["epoch"]):
+            row = train_step(batch, state["step"])
+            state["step"] = step = state["step"] + 1
+            state["seconds"] = seconds_before + time.time() - t_start
+            bar.update(1)
+            if step % log_every == 0:
+                row = {k: float(v) for k, v in row.items()}
+                bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "lr") if k in row})
+                log.write(step=step, **row, seconds=round(state["seconds"], 1))
+            stop = step >= max_steps or time_is_up(t_start, minutes, rt)
+            if step % eval_every == 0 or stop:
+                evaluate(step)
+            if time.time() - t_saved > save_minutes * 60 or stop:
+                checkpoint()
+                t_saved = time.time()
+            if stop:
+                break
+        else:
+            state["epoch"] += 1
+    bar.close()
