@@ -251,6 +251,30 @@ def _bar(args: argparse.Namespace):
     return callback
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .baselines import TransformerMDN
+    from .evaluate import evaluate, write_outputs
+    from .generate import MelodyDiffusion
+
+    _check_seed(args)
+    if args.num < 2:
+        raise UsageError("--num must be at least 2 (the metrics compare sets)")
+    pipe = MelodyDiffusion.from_pretrained(args.checkpoint, args.vae, bf16=args.bf16)
+    mdn = None
+    if args.mdn is not None and "unconditional" in args.task:
+        if not (args.mdn / "model.safetensors").is_file():
+            raise UsageError(f"{args.mdn}: no TransformerMDN checkpoint there (use --mdn none to leave it out)")
+        mdn = TransformerMDN.from_pretrained(args.mdn)
+    vae_dir = pipe.codec.vae_dir
+    results = [evaluate(task, args.num, pipe, mdn, args.sampler, args.steps, args.seed or 0, args.data, vae_dir,
+                        None if args.no_cache else args.cache, args.figure_points, not args.quiet)
+               for task in args.task]
+    paths = write_outputs(results, args.out)
+    for ev in results:
+        print(ev.markdown())
+    print("wrote " + ", ".join(str(p) for p in paths))
+
+
 def cmd_import_magenta(args: argparse.Namespace) -> None:
     from .magenta_import import MagentaImportError, import_magenta
 
@@ -348,6 +372,22 @@ def build_parser() -> argparse.ArgumentParser:
     generation_args(s)
     s.set_defaults(func=cmd_infill)
 
+    from .evaluate import CACHE, TASKS
+
+    s = sub.add_parser("evaluate", help="the paper's Table 1 and Figure 3: diffusion vs baselines on held-out data")
+    s.add_argument("--task", nargs="+", choices=TASKS, default=list(TASKS))
+    s.add_argument("--num", type=int, default=1000, help="melodies of 64 bars per row")
+    s.add_argument("--mdn", type=lambda v: None if v == "none" else Path(v), default=Path("checkpoints/mdn-cpu"),
+                   help="TransformerMDN checkpoint, or none")
+    s.add_argument("--data", type=Path, default=DEFAULT_PATH)
+    s.add_argument("--cache", type=Path, default=CACHE, help="where encoded reference windows are kept")
+    s.add_argument("--no-cache", action="store_true")
+    s.add_argument("--figure-points", type=int, default=12, help="refinement steps measured for Figure 3 (0 = none)")
+    s.add_argument("--bf16", action="store_true", help="bf16 autocast for the diffusion model")
+    s.add_argument("--out", type=Path, default=Path("eval"))
+    generation_args(s)
+    s.set_defaults(func=cmd_evaluate, sampler="ddpm")
+
     train = sub.add_parser("train", help="train a model").add_subparsers(dest="model", required=True)
     s = train.add_parser("vae", help="train the 2-bar melody MusicVAE (resumes from OUT/last)")
     s.add_argument("--config", default="cat-mel_2bar_small")
@@ -384,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 autocast is the default)")
     s.set_defaults(func=cmd_train_diffusion)
+    from .train_mdn import add_cli as add_train_mdn
+
+    add_train_mdn(train, DEFAULT_CHECKPOINT, DEFAULT_PATH)
 
     s = sub.add_parser("import-magenta", help="convert a Magenta MusicVAE TF checkpoint to our format")
     s.add_argument("checkpoint", help="checkpoint prefix (model.ckpt-N), its folder, or a .ckpt.tar bundle")

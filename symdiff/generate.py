@@ -151,8 +151,11 @@ class MelodyDiffusion:
                               mask=mask, known=known)
 
     def decode(self, latents: torch.Tensor, seed: int | None = 0) -> list[np.ndarray]:
-        """(B, k, d) model space -> B token arrays of 2k bars (argmax decoding)."""
-        return [self.codec.decode(x, seed=seed) for x in latents]
+        """(B, k, d) model space -> B token arrays of 2k bars (argmax decoding), all chunks in
+        one batched pass."""
+        b, k, _ = latents.shape
+        flat = self.codec.decode(latents.reshape(b * k, -1), seed=seed)
+        return list(flat.reshape(b, k * melody.CHUNK_STEPS))
 
     def generate(self, num: int = 1, bars: int = 64, sampler: str = DEFAULT_SAMPLER, steps: int | None = None,
                  seed: int | None = None, callback: Callback | None = None) -> Result:

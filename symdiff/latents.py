@@ -410,8 +410,8 @@ class LatentCodec:
     melody tokens -> model-space sequences (n, d) -> tokens."""
 
     def __init__(self, vae: MusicVAE, scaler: LatentScaler, silence_threshold: float,
-                 silence_value: float = SILENCE_VALUE):
-        self.vae, self.scaler = vae.eval(), scaler
+                 silence_value: float = SILENCE_VALUE, vae_dir: Path | None = None):
+        self.vae, self.scaler, self.vae_dir = vae.eval(), scaler, vae_dir  # vae_dir names the VAE in caches
         self.silence_threshold, self.silence_value = float(silence_threshold), float(silence_value)
 
     @classmethod
@@ -434,7 +434,7 @@ class LatentCodec:
             raise ValueError(f"{vae_dir} is not the VAE {diffusion_dir} was trained with (sha256 differs)")
         silence = extra.get("silence", {})
         return cls(MusicVAE.from_pretrained(vae_dir), LatentScaler.from_pretrained(diffusion_dir),
-                   silence.get("threshold", 0.5 * SILENCE_VALUE), silence.get("value", SILENCE_VALUE))
+                   silence.get("threshold", 0.5 * SILENCE_VALUE), silence.get("value", SILENCE_VALUE), vae_dir)
 
     def is_silent(self, x: torch.Tensor) -> torch.Tensor:
         """(..., d) model-space latents -> (...) bool: decoded as a rest."""
@@ -456,7 +456,8 @@ class LatentCodec:
         return x
 
     @torch.no_grad()
-    def decode(self, x: torch.Tensor, seed: int | None = 0, temperature: float = 0.0) -> np.ndarray:
+    def decode(self, x: torch.Tensor, seed: int | None = 0, temperature: float = 0.0,
+               batch_size: int = 4096) -> np.ndarray:
         """(n, d) model space -> tokens (n * 32,) uint8; silent latents become 2-bar rests; the
         collapsed z dims get seeded N(0, 1) noise (`LatentScaler.inverse`)."""
         x = torch.as_tensor(x).float().reshape(-1, self.scaler.dim)
@@ -466,5 +467,8 @@ class LatentCodec:
         if len(live):
             z = self.scaler.inverse(x[live], seed=seed)
             g = torch.Generator().manual_seed(seed) if seed is not None else None
-            out[live.numpy()] = self.vae.decode(z, temperature=temperature, generator=g).numpy().astype(np.uint8)
+            idx = live.numpy()
+            for i in range(0, len(z), batch_size):  # bounded memory for thousands of chunks
+                out[idx[i : i + batch_size]] = self.vae.decode(z[i : i + batch_size], temperature=temperature,
+                                                               generator=g).numpy().astype(np.uint8)
         return melody.from_chunks(out)

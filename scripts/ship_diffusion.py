@@ -1,0 +1,127 @@
+"""Ship a trained latent model (TransformerDDPM or TransformerMDN): copy a run's best weights to
+checkpoints/ with portable provenance, plot its loss curves, and write the model card, with the
+evaluation tables (`symdiff evaluate --out EVAL`) and the sampling bench output when given.
+
+    python scripts/ship_diffusion.py runs/diffusion-cpu --out checkpoints/diffusion-cpu \
+        --command "symdiff train diffusion ..." [--eval eval] [--bench bench.txt]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def portable(extra: dict) -> dict:
+    """Paths in config.extra relative to the repository (the VAE is found beside the checkpoint)."""
+    out = json.loads(json.dumps(extra))
+    for key in ("vae", "data", "latents"):
+        path = out.get(key, {}).get("path")
+        if path:
+            p = Path(path)
+            out[key]["path"] = str(p.relative_to(ROOT)) if p.is_absolute() and p.is_relative_to(ROOT) else p.name
+    return out
+
+
+def plot_losses(rows: list[dict], out: Path, label: str) -> None:
+    train = [r for r in rows if "loss" in r and r.get("event") is None]
+    evals = [r for r in rows if r.get("event") == "eval"]
+    key = "valid_loss" if evals and "valid_loss" in evals[0] else "valid_nll"
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.6, alpha=0.6, label=f"training {label}")
+    ax.plot([r["step"] for r in evals], [r[key] for r in evals], marker="o", ms=3, label=f"held-out {label} (valid split)")
+    ax.set_xlabel("step")
+    if all(r["loss"] > 0 for r in train):
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "training.png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--command", required=True, help="the command that trained the run")
+    ap.add_argument("--eval", type=Path, help="a `symdiff evaluate --out` folder to quote")
+    ap.add_argument("--bench", type=Path, help="saved output of bench/bench_sampling.py to quote")
+    ap.add_argument("--title", default="TransformerDDPM on MusicVAE latents")
+    args = ap.parse_args()
+
+    best = args.run / "best"
+    cfg = json.loads((best / "config.json").read_text())
+    cfg["extra"] = portable(cfg["extra"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "scaler.safetensors"):
+        shutil.copyfile(best / name, args.out / name)
+    (args.out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+
+    rows = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
+    state = json.loads((args.run / "last" / "state.json").read_text())
+    start = next(r for r in rows if r.get("event") == "start")
+    is_mdn = "mixtures" in cfg
+    plot_losses(rows, args.out, "NLL" if is_mdn else "eps MSE")
+
+    e = cfg["extra"]
+    params = start.get("parameters")
+    evals = ""
+    if args.eval:
+        for task in ("unconditional", "infill"):
+            md = args.eval / f"{task}.md"
+            if md.is_file():
+                evals += f"\n### {task}\n\n" + md.read_text()
+        if (args.eval / "figure3.png").is_file():
+            shutil.copyfile(args.eval / "figure3.png", args.out / "figure3.png")
+            evals += "\n![Figure 3: metrics across the refinement](figure3.png)\n"
+    bench = f"\n## Speed (bench/bench_sampling.py)\n```\n{args.bench.read_text().strip()}\n```\n" if args.bench else ""
+    card = f"""# {args.title} ({cfg['name']} config)
+
+Trained by symdiff on a 2-core CPU. {params:,} parameters; data dim {cfg['data_dim']} (the active dims of
+the VAE below), sequences of up to {cfg['seq_len']} latents (64 bars).
+
+Load: `symdiff.generate.MelodyDiffusion.from_pretrained("{args.out.relative_to(ROOT) if args.out.resolve().is_relative_to(ROOT) else args.out}")`
+(the VAE is found beside this folder and checked by the sha256 of its weights).
+
+## Data
+- VAE: `{e.get('vae', {}).get('path')}` (sha256 `{e.get('vae', {}).get('sha256', '')[:16]}...`).
+- Corpus: `data/corpus.npz` (see data/corpus.md), train split; every line cut into 2-bar chunks and
+  encoded with the VAE (sampled z, as the paper), plus random transpositions
+  (settings: {json.dumps({k: v for k, v in e.get('latents', {}).get('settings', {}).items() if k in ('transpositions', 'max_shift', 'threshold', 'seed')})}).
+- Windows of up to 32 chunks at a stride of one chunk: {start.get('train_windows'):,} training windows,
+  {start.get('held_windows'):,} held-out (valid split) windows for the loss.
+- Silent chunks: {e.get('silence', {}).get('rule')} (see symdiff/latents.py: a fixed silence latent at -1 in
+  every dim, decoded as a rest; the paper drops such windows instead, which would discard two
+  thirds of our 64-bar material).
+
+## Training
+```
+{args.command}
+```
+{state['step']:,} steps in {state['seconds'] / 3600:.2f} h of wall time (batch {cfg['batch_size']}, Adam lr
+{cfg['learning_rate']:g}, bf16 autocast). These weights: step {state.get('best', {}).get('step', '?')}, the lowest held-out loss
+({json.dumps(state.get('best', {}))}).
+
+![loss curves](training.png)
+
+## Sample quality (held-out data; `symdiff evaluate`)
+Framewise overlapping-area Consistency/Variance relative to training windows, as the paper's
+Table 1 (its figures in brackets), latent Frechet distance and MMD to training latents, and the
+longest span of bars copied verbatim from the training data.
+{evals or 'Not measured yet.'}
+{bench}"""
+    (args.out / "README.md").write_text(card)
+    print(f"shipped {best} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""The paper's evaluation (Table 1, Figure 3) for our models and the baselines, one call.
+
+Protocol (paper sec. 4, REFERENCE sec. 6-7):
+- Reference: N 64-bar windows (32 chunks, chunk-aligned, drawn at random without replacement
+  where the split has enough) of the *training* split; the framewise OA Consistency/Variance of
+  every row is relative to them, as in the paper's Table 1. Two more real sets give the floor:
+  "train data" (another N training windows) and "test data" (N test-split windows).
+- Unconditional: N melodies of 64 bars from the diffusion model; the TransformerMDN sampled
+  autoregressively at temperature 1; spherical interpolation from latent 0 to latent 31 of real
+  test windows; independent N(0, I) latents (the prior).
+- Infilling: the N test windows with latents 0-7 and 24-31 kept and 8-23 (bars 17-48)
+  generated: diffusion (Algorithm 1, known latents = the VAE's mu), interpolation between the
+  real latents 7 and 24, and the prior. The user's notes outside bars 17-48 are kept exactly,
+  as `symdiff infill` does, so every row shares the real outer bars.
+- Latent metrics: Frechet distance and polynomial-kernel MMD between each row's model-space
+  latents and the reference windows' latents (sampled z, as the model was trained on; silent
+  chunks at the silence latent), all latents of a window as rows (N * 32 vectors).
+- Originality: the longest bar span each melody copies verbatim from the training lines, and
+  the share of melodies that copy 8 bars or more (`metrics.CopyIndex`).
+- Figure 3: during the diffusion run, at `figure_points` steps, the x0 estimate's latent FD and
+  MMD and (decoded) framewise C/V; mean and standard deviation over 5 disjoint subsets.
+
+What is expensive and reused is cached in `data/cache/eval/`: the encoded reference and test
+windows, keyed by the sha256 of the VAE weights and of the corpus, N and the seed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import melody
+from .atomic import write_text
+from .baselines import PAPER_INFILL_MASK, TransformerMDN, interpolate_infill, prior_latents
+from .dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines
+from .generate import MelodyDiffusion
+from .latents import sha256_file, vae_hash
+from .metrics import CopyIndex, consistency_variance, copy_report, frechet_distance, mmd_polynomial, overlap_stats
+
+TASKS = ("unconditional", "infill")
+CACHE = DEFAULT_PATH.parent / "cache" / "eval"
+FIGURE_GROUPS = 5
+# The paper's Table 1 (REFERENCE sec. 7): pitch C, pitch Var, duration C, duration Var.
+PAPER = {
+    "unconditional": {"test data": (1.00, 0.96, 1.00, 0.91), "diffusion": (0.99, 0.90, 0.96, 0.92),
+                      "TransformerMDN": (0.93, 0.68, 0.93, 0.76), "interpolation": (0.85, 0.23, 0.91, 0.34),
+                      "N(0,I) prior": (0.84, 0.19, 0.90, 0.67)},
+    "infill": {"diffusion": (0.97, 0.87, 0.97, 0.80), "interpolation": (0.94, 0.78, 0.96, 0.80),
+               "N(0,I) prior": (0.89, 0.19, 0.94, 0.54)},
+}
+
+
+def corpus_windows(lines: Lines, split: str, num: int, seed: int) -> list[np.ndarray]:
+    """`num` random chunk-aligned 64-bar token windows of a split's lines (without replacement
+    while there are enough windows; with replacement beyond)."""
+    sel = lines.select(split)
+    cands = [(i, s) for i, t in enumerate(sel.tokens)
+             for s in range(0, len(t) // melody.CHUNK_STEPS - WINDOW_CHUNKS + 1)]
+    if not cands:
+        raise ValueError(f"no 64-bar window in the {split} split")
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(cands), num, replace=num > len(cands))
+    size = WINDOW_CHUNKS * melody.CHUNK_STEPS
+    return [sel.tokens[cands[j][0]][cands[j][1] * melody.CHUNK_STEPS :][:size].copy() for j in pick]
+
+
+def held_out_melodies(num: int, seed: int = 0, split: str = "test", data: str | Path = DEFAULT_PATH) -> list[np.ndarray]:
+    return corpus_windows(Lines.load(data), split, num, seed)
+
+
+@dataclass
+class RealSet:
+    tokens: list[np.ndarray]
+    latents: torch.Tensor  # (N, 32, d) sampled z in model space
+    mu: torch.Tensor  # (N, 32, d) mu in model space (the known latents for infilling)
+
+
+def encode_windows(pipe: MelodyDiffusion, tokens: list[np.ndarray], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model-space latents of 64-bar windows: sampled z (seeded per window) and mu."""
+    z = torch.stack([pipe.codec.encode(t, sample=True, seed=seed + i) for i, t in enumerate(tokens)])
+    mu = torch.stack([pipe.codec.encode(t) for t in tokens])
+    return z, mu
+
+
+def real_set(pipe: MelodyDiffusion, lines: Lines, split: str, num: int, seed: int, data: Path,
+             vae_dir: Path | None, cache: Path | None) -> RealSet:
+    tokens = corpus_windows(lines, split, num, seed)
+    path = None
+    if cache is not None and vae_dir is not None:
+        key = json.dumps({"vae": vae_hash(vae_dir), "data": sha256_file(data), "split": split, "num": num,
+                          "seed": seed, "dims": pipe.codec.scaler.dims.tolist(), "range": [pipe.codec.scaler.min,
+                          pipe.codec.scaler.max], "format": 1}, sort_keys=True)
+        path = Path(cache) / f"{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as f:
+                if str(f["key"]) == key:
+                    return RealSet(tokens, torch.from_numpy(f["z"]), torch.from_numpy(f["mu"]))
+    z, mu = encode_windows(pipe, tokens, seed)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{time.time_ns()}.tmp.npz")
+        np.savez(tmp, z=z.numpy(), mu=mu.numpy(), key=np.array(key))
+        tmp.replace(path)  # never a half-written cache under the real name
+    return RealSet(tokens, z, mu)
+
+
+@dataclass
+class Row:
+    name: str
+    tokens: list[np.ndarray]
+    latents: torch.Tensor
+    seconds: float = 0.0
+
+
+@dataclass
+class Evaluation:
+    task: str
+    num: int
+    settings: dict
+    rows: dict[str, dict] = field(default_factory=dict)
+    figure: dict | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"task": self.task, "num": self.num, "settings": self.settings, "rows": self.rows,
+                           "figure3": self.figure, "paper": PAPER[self.task]}, indent=1)
+
+    def markdown(self) -> str:
+        """Table 1's layout, our figures, the paper's beside them in brackets where it has them."""
+        paper = PAPER[self.task]
+        head = ("| setting | pitch C | pitch Var | duration C | duration Var | latent FD | latent MMD "
+                "| longest copy (bars) | copies >= 8 bars |")
+        lines = [head, "|" + "---|" * 9]
+        for name, r in self.rows.items():
+            p = paper.get(name)
+            vals = [r["pitch"]["consistency"], r["pitch"]["variance"], r["duration"]["consistency"],
+                    r["duration"]["variance"]]
+            cells = [f"{v:.2f}" + (f" ({p[i]:.2f})" if p else "") for i, v in enumerate(vals)]
+            lines.append(f"| {self.task}: {name} | " + " | ".join(cells) + f" | {r['fd']:.3f} | {r['mmd']:.4f} | "
+                         f"{r['copy']['longest_mean']:.1f} (max {r['copy']['longest_max']}) | "
+                         f"{r['copy']['share_copying']:.1%} |")
+        s = self.settings
+        lines.append("")
+        lines.append(f"N = {self.num} melodies of 64 bars per row; framewise OA relative to {self.num} training "
+                     f"windows; diffusion: {s['sampler']} sampler, {s['steps']} steps; paper's figures in brackets; "
+                     f"{s['seconds']:.0f} s in all.")
+        return "\n".join(lines) + "\n"
+
+
+def row_metrics(row: Row, gt_stats: dict, ref_latents: torch.Tensor, index: CopyIndex) -> dict:
+    cv = consistency_variance(overlap_stats(row.tokens), gt_stats)
+    return {**cv, "fd": frechet_distance(row.latents.numpy(), ref_latents.numpy()),
+            "mmd": mmd_polynomial(row.latents.numpy(), ref_latents.numpy()),
+            "copy": copy_report(row.tokens, index), "seconds": round(row.seconds, 2)}
+
+
+def figure_steps(total: int, points: int) -> set[int]:
+    return {int(round(v)) for v in np.linspace(0, total - 1, points)}
+
+
+def evaluate(task: str, num: int, pipe: MelodyDiffusion, mdn: TransformerMDN | None = None,
+             sampler: str = "ddpm", steps: int | None = None, seed: int = 0, data: Path = DEFAULT_PATH,
+             vae_dir: Path | None = None, cache: Path | None = CACHE, figure_points: int = 0,
+             progress: bool = True, log: Callable[[str], None] = print) -> Evaluation:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+    t_start = time.perf_counter()
+    data = Path(data)
+    lines = Lines.load(data)
+    log(f"encoding reference windows (cached in {cache})" if cache else "encoding reference windows")
+    ref = real_set(pipe, lines, "train", num, seed, data, vae_dir, cache)
+    train = real_set(pipe, lines, "train", num, seed + 1, data, vae_dir, cache)
+    test = real_set(pipe, lines, "test", num, seed + 2, data, vae_dir, cache)
+    gt_stats = overlap_stats(ref.tokens)
+    index = CopyIndex(lines.select("train").tokens)
+    smp = pipe.sampler(sampler, steps)
+    gen = torch.Generator().manual_seed(seed)
+    k, d = WINDOW_CHUNKS, pipe.codec.scaler.dim
+
+    rows: list[Row] = [Row("train data", train.tokens, train.latents), Row("test data", test.tokens, test.latents)]
+    figure: dict | None = None
+    bar = tqdm(total=smp.num_steps, desc=f"diffusion ({task})", unit="step", disable=not progress)
+    marks = figure_steps(smp.num_steps, figure_points) if figure_points else set()
+    trace: list[dict] = []
+
+    def callback(i: int, total: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
+        bar.update(1)
+        if i in marks:
+            trace.append(figure_point(pipe, i, total, x0, gt_stats, ref.latents))
+
+    t0 = time.perf_counter()
+    if task == "unconditional":
+        x = pipe.sample_latents(num, k, smp, seed=seed, callback=callback)
+        bar.close()
+        rows.append(Row("diffusion", pipe.decode(x), x, time.perf_counter() - t0))
+        if mdn is not None:
+            t0 = time.perf_counter()
+            x = mdn.sample(num, k, generator=gen)
+            rows.append(Row("TransformerMDN", pipe.decode(x), x, time.perf_counter() - t0))
+        ends = torch.zeros(k, dtype=torch.bool)
+        ends[1:-1] = True  # generate 1..30 between the real latents 0 and 31
+        x = interpolate_infill(test.mu, ends, pipe.codec.scaler)
+        rows.append(Row("interpolation", pipe.decode(x), x))
+        x = prior_latents(num, k, pipe.codec.scaler, gen)
+        rows.append(Row("N(0,I) prior", pipe.decode(x), x))
+    else:
+        mask = PAPER_INFILL_MASK
+        x = smp.sample(pipe.eps, (num, k, d), seed=seed, callback=callback, mask=mask, known=test.mu)
+        bar.close()
+        rows.append(Row("diffusion", splice(test.tokens, pipe.decode(x), mask), x, time.perf_counter() - t0))
+        x = interpolate_infill(test.mu, mask, pipe.codec.scaler)
+        rows.append(Row("interpolation", splice(test.tokens, pipe.decode(x), mask), x))
+        x = torch.where(mask[None, :, None], prior_latents(num, k, pipe.codec.scaler, gen), test.mu)
+        rows.append(Row("N(0,I) prior", splice(test.tokens, pipe.decode(x), mask), x))
+    if trace:
+        figure = {"steps": [t["step"] for t in trace], "total": smp.num_steps,
+                  **{key: {"mean": [t[key][0] for t in trace], "std": [t[key][1] for t in trace]}
+                     for key in trace[0] if key != "step"}}
+
+    result = Evaluation(task, num, {"sampler": sampler, "steps": smp.num_steps, "seed": seed,
+                                    "model": pipe.model.config.name, "data": str(data)})
+    for row in tqdm(rows, desc="metrics", disable=not progress):
+        result.rows[row.name] = row_metrics(row, gt_stats, ref.latents, index)
+    result.figure = figure
+    result.settings["seconds"] = round(time.perf_counter() - t_start, 1)
+    return result
+
+
+def splice(real: list[np.ndarray], made: list[np.ndarray], mask: torch.Tensor) -> list[np.ndarray]:
+    """The generated chunks (mask True) into the real melodies, the real tokens elsewhere."""
+    m = np.repeat(mask.numpy(), melody.CHUNK_STEPS)
+    return [np.where(m, b, a).astype(np.uint8) for a, b in zip(real, made)]
+
+
+def figure_point(pipe: MelodyDiffusion, i: int, total: int, x0: torch.Tensor, gt_stats: dict,
+                 ref_latents: torch.Tensor) -> dict:
+    """Figure 3 at step i: metrics of the x0 estimate, mean and std over disjoint subsets."""
+    groups = np.array_split(np.arange(len(x0)), min(FIGURE_GROUPS, len(x0)))
+    tokens = pipe.decode(x0)
+    vals: dict[str, list[float]] = {}
+    for g in groups:
+        cv = consistency_variance(overlap_stats([tokens[j] for j in g]), gt_stats)
+        for feat in ("pitch", "duration"):
+            for kind in ("consistency", "variance"):
+                vals.setdefault(f"{feat} {kind}", []).append(cv[feat][kind])
+        vals.setdefault("latent FD", []).append(frechet_distance(x0[g].numpy(), ref_latents.numpy()))
+        vals.setdefault("latent MMD", []).append(mmd_polynomial(x0[g].numpy(), ref_latents.numpy()))
+    return {"step": i + 1, **{key: (float(np.mean(v)), float(np.std(v))) for key, v in vals.items()}}
+
+
+def plot_figure3(evaluations: list[Evaluation], path: Path) -> Path:
+    """Latent FD/MMD and framewise C/V of the x0 estimate across the refinement steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("latent FD", "latent FD"), ("latent MMD", "latent MMD"),
+              ("consistency", ("pitch consistency", "duration consistency")),
+              ("variance", ("pitch variance", "duration variance"))]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    for ev in evaluations:
+        f = ev.figure
+        if not f:
+            continue
+        steps = np.array(f["steps"])
+        for ax, (title, keys) in zip(axes, panels):
+            for key in (keys if isinstance(keys, tuple) else (keys,)):
+                mean, std = np.array(f[key]["mean"]), np.array(f[key]["std"])
+                label = f"{ev.task}" + (f", {key.split()[0]}" if isinstance(keys, tuple) else "")
+                ax.plot(steps, mean, marker="o", ms=3, label=label)
+                ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+            ax.set_title(title)
+            ax.set_xlabel("refinement step")
+            ax.grid(alpha=0.3)
+    for ax in axes[2:]:
+        ax.set_ylim(0, 1.05)
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(evaluations: list[Evaluation], out: Path) -> list[Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ev in evaluations:
+        for path, text in ((out / f"{ev.task}.json", ev.to_json()), (out / f"{ev.task}.md", ev.markdown())):
+            write_text(path, text)
+            paths.append(path)
+    if any(ev.figure for ev in evaluations):
+        paths.append(plot_figure3(evaluations, out / "figure3.png"))
+    return paths
