@@ -265,6 +265,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if not (args.mdn / "model.safetensors").is_file():
             raise UsageError(f"{args.mdn}: no TransformerMDN checkpoint there (use --mdn none to leave it out)")
         mdn = TransformerMDN.from_pretrained(args.mdn)
+        if mdn.config.extra.get("vae", {}).get("sha256") != pipe.model.config.extra.get("vae", {}).get("sha256"):
+            raise UsageError(f"{args.mdn} models another VAE's latents than {args.checkpoint}")
     vae_dir = pipe.codec.vae_dir
     results = [evaluate(task, args.num, pipe, mdn, args.sampler, args.steps, args.seed or 0, args.data, vae_dir,
                         None if args.no_cache else args.cache, args.figure_points, not args.quiet)

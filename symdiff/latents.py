@@ -419,10 +419,8 @@ class LatentCodec:
                         check_hash: bool = True) -> "LatentCodec":
         """From a diffusion checkpoint: its scaler, its silence rule, and the VAE its config
         points to (or `vae_dir`), which must be the same weights (sha256) unless told otherwise."""
-        from .diffusion import DiffusionConfig
-
         diffusion_dir = Path(diffusion_dir)
-        extra = DiffusionConfig.load(diffusion_dir / "config.json").extra
+        extra = json.loads((diffusion_dir / "config.json").read_text()).get("extra", {})  # DDPM or MDN
         info = extra.get("vae", {})
         if vae_dir is None:
             # The path recorded at training time, else a checkpoint of that name beside this one
