@@ -20,13 +20,11 @@ import dataclasses
 import math
 import time
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from symdiff.diffusion import CONFIGS, TransformerDDPM
 from symdiff.generate import DEFAULT_DIFFUSION, MelodyDiffusion
-from symdiff.schedulers import DDIM, DDPMAncestral
 
 CHUNKS = 32
 

@@ -16,7 +16,7 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from symdiff.dataset import DEFAULT_PATH, Lines  # noqa: E402
+from symdiff.dataset import Lines  # noqa: E402
 from symdiff.vae import DEFAULT_CHECKPOINT, MusicVAE, evaluate  # noqa: E402
 
 

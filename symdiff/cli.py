@@ -128,29 +128,38 @@ def cmd_train_vae(args: argparse.Namespace) -> None:
           f"best held-out accuracy {state['best_accuracy']:.4f}; checkpoints in {args.out}")
 
 
-def cmd_train_diffusion(args: argparse.Namespace) -> None:
+def cmd_train_latent(args: argparse.Namespace) -> None:
+    """`train diffusion` and `train mdn`: the same data, options and report."""
     import os
 
-    from .diffusion import CONFIGS
     from .latents import LatentSettings
-    from .train_diffusion import TrainDiffusionError, train_diffusion
+    from .train_diffusion import TrainLatentsError
 
+    if args.model == "diffusion":
+        from .diffusion import CONFIGS
+        from .train_diffusion import train_diffusion as train
+        extra = {"ema": args.ema}
+    else:
+        from .baselines import MDN_CONFIGS as CONFIGS
+        from .train_mdn import train_mdn as train
+        extra = {}
     if args.config not in CONFIGS:
         raise UsageError(f"unknown config {args.config!r}; choose from {', '.join(CONFIGS)}")
     cfg = parse_overrides(args.set, CONFIGS[args.config])
     settings = LatentSettings(transpositions=args.transpositions)  # latents' own seed: --seed does not re-encode
     try:
-        state = train_diffusion(
+        state = train(
             cfg, args.vae, args.out, args.data, args.latents, settings, args.max_steps, args.minutes,
             args.eval_every, args.save_minutes, args.eval_windows, bf16=not args.no_bf16, seed=args.seed,
-            ema=args.ema, silence=args.silence, bucket=args.bucket, log_every=args.log_every,
+            silence=args.silence, bucket=args.bucket, log_every=args.log_every, **extra,
         )
-    except TrainDiffusionError as e:
+    except TrainLatentsError as e:
         raise UsageError(str(e)) from None
     best = state["best_loss"]
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 evaluates and reports
         return
-    print(f"stopped at step {state['step']} after {state['seconds'] / 60:.1f} min; best held-out loss "
+    what = "loss" if args.model == "diffusion" else "NLL"
+    print(f"stopped at step {state['step']} after {state['seconds'] / 60:.1f} min; best held-out {what} "
           f"{'-' if best is None else f'{best:.5f}'}; checkpoints in {args.out}")
 
 
@@ -168,8 +177,6 @@ def cmd_data_latents(args: argparse.Namespace) -> None:
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     import time
-
-    import numpy as np
 
     from .melody import read_midi, tokens_to_midi
     from .vae import MusicVAE, reconstruct
@@ -405,30 +412,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init-from", type=Path, help="start from a shipped checkpoint and its step count")
     s.set_defaults(func=cmd_train_vae)
 
-    s = train.add_parser("diffusion", help="train the TransformerDDPM on the VAE's latents (resumes from OUT/last)")
-    s.add_argument("--config", default="cpu", help="paper (25.6M parameters) or cpu (1.3M)")
-    s.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
-    s.add_argument("--vae", type=Path, default=DEFAULT_CHECKPOINT, help="the MusicVAE checkpoint whose latents to model")
-    s.add_argument("--out", type=Path, default=Path("runs/diffusion-cpu"))
-    s.add_argument("--data", type=Path, default=DEFAULT_PATH)
-    s.add_argument("--latents", type=Path, help="latent cache folder (default: DATA's folder/cache/latents)")
-    s.add_argument("--transpositions", type=int, default=4, help="versions of each training line (1 = untransposed only)")
-    s.add_argument("--silence", choices=("token", "drop"), default="token",
-                   help="silent chunks as a silence latent (default) or drop windows holding one (the paper)")
-    s.add_argument("--max-steps", type=int, help="default: the config's max_steps")
-    s.add_argument("--minutes", type=float, help="stop (and save) after this much wall time")
-    s.add_argument("--eval-every", type=int, default=1000)
-    s.add_argument("--eval-windows", type=int, default=2048, help="valid windows in the held-out loss")
-    s.add_argument("--save-minutes", type=float, default=5.0)
-    s.add_argument("--log-every", type=int, default=50)
-    s.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights (0 = off, as the paper)")
-    s.add_argument("--bucket", action="store_true", help="batch windows of similar length (less padding)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 autocast is the default)")
-    s.set_defaults(func=cmd_train_diffusion)
-    from .train_mdn import add_cli as add_train_mdn
-
-    add_train_mdn(train, DEFAULT_CHECKPOINT, DEFAULT_PATH)
+    for model, help_, configs in (
+        ("diffusion", "train the TransformerDDPM on the VAE's latents", "paper (25.6M parameters) or cpu (1.3M)"),
+        ("mdn", "train the TransformerMDN baseline on the VAE's latents", "paper (38M parameters at d = 42) or cpu"),
+    ):
+        s = train.add_parser(model, help=help_ + " (resumes from OUT/last)")
+        s.add_argument("--config", default="cpu", help=configs)
+        s.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+        s.add_argument("--vae", type=Path, default=DEFAULT_CHECKPOINT, help="the MusicVAE checkpoint whose latents to model")
+        s.add_argument("--out", type=Path, default=Path(f"runs/{model}-cpu"))
+        s.add_argument("--data", type=Path, default=DEFAULT_PATH)
+        s.add_argument("--latents", type=Path, help="latent cache folder (default: DATA's folder/cache/latents)")
+        s.add_argument("--transpositions", type=int, default=4, help="versions of each training line (1 = untransposed only)")
+        s.add_argument("--silence", choices=("token", "drop"), default="token",
+                       help="silent chunks as a silence latent (default) or drop windows holding one (the paper)")
+        s.add_argument("--max-steps", type=int, help="default: the config's max_steps")
+        s.add_argument("--minutes", type=float, help="stop (and save) after this much wall time")
+        s.add_argument("--eval-every", type=int, default=1000)
+        s.add_argument("--eval-windows", type=int, default=2048, help="valid windows in the held-out loss")
+        s.add_argument("--save-minutes", type=float, default=5.0)
+        s.add_argument("--log-every", type=int, default=50)
+        if model == "diffusion":
+            s.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights (0 = off, as the paper)")
+        s.add_argument("--bucket", action="store_true", help="batch windows of similar length (less padding)")
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 autocast is the default)")
+        s.set_defaults(func=cmd_train_latent)
 
     s = sub.add_parser("import-magenta", help="convert a Magenta MusicVAE TF checkpoint to our format")
     s.add_argument("checkpoint", help="checkpoint prefix (model.ckpt-N), its folder, or a .ckpt.tar bundle")

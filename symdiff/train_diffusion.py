@@ -50,7 +50,6 @@ class TrainLatentsError(ValueError):
     """A run on latent windows that cannot start as asked (e.g. resuming with another VAE)."""
 
 
-TrainDiffusionError = TrainLatentsError
 
 
 def lr_at(step: int, cfg) -> float:

@@ -14,7 +14,6 @@ over the d dims). Adam, lr = 3e-4 * 0.98^(step // 4000), global-norm clip 1.0, b
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
@@ -22,17 +21,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .baselines import MDN_CONFIGS, MDNConfig, TransformerMDN, mdn_loss
+from .baselines import MDNConfig, TransformerMDN, mdn_loss
 from .dataset import DEFAULT_PATH
 from .latents import LatentSettings, gather_windows
 from .train_diffusion import (
-    LatentWindows, TrainLatentsError, epoch_batches, load_latent_windows, lr_at, resumable,
+    LatentWindows, epoch_batches, load_latent_windows, lr_at, resumable,
 )
 from .training import (
     JsonLog, Runtime, load_training_state, save_training_state, setup_runtime, shutdown, train_loop, unwrap, wrap_ddp,
 )
 
-TrainMDNError = TrainLatentsError
 
 
 @torch.no_grad()
@@ -137,54 +135,3 @@ def train_mdn(
                desc="train mdn")
     shutdown(rt)
     return state
-
-
-# --- command line: `symdiff train mdn` ----------------------------------------------------------
-
-def add_cli(train_subparsers, default_vae: Path, default_data: Path = DEFAULT_PATH) -> argparse.ArgumentParser:
-    """Register `symdiff train mdn` on the `train` sub-parsers (arguments as `train diffusion`)."""
-    s = train_subparsers.add_parser("mdn", help="train the TransformerMDN baseline on the VAE's latents (resumes from OUT/last)")
-    s.add_argument("--config", default="cpu", help="paper (38M parameters at d = 42) or cpu (2.2M at d = 256)")
-    s.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
-    s.add_argument("--vae", type=Path, default=default_vae, help="the MusicVAE checkpoint whose latents to model")
-    s.add_argument("--out", type=Path, default=Path("runs/mdn-cpu"))
-    s.add_argument("--data", type=Path, default=default_data)
-    s.add_argument("--latents", type=Path, help="latent cache folder (default: DATA's folder/cache/latents)")
-    s.add_argument("--transpositions", type=int, default=4, help="versions of each training line (1 = untransposed only)")
-    s.add_argument("--silence", choices=("token", "drop"), default="token",
-                   help="silent chunks as a silence latent (default) or drop windows holding one (the paper)")
-    s.add_argument("--max-steps", type=int, help="default: the config's max_steps")
-    s.add_argument("--minutes", type=float, help="stop (and save) after this much wall time")
-    s.add_argument("--eval-every", type=int, default=1000)
-    s.add_argument("--eval-windows", type=int, default=2048, help="valid windows in the held-out NLL")
-    s.add_argument("--save-minutes", type=float, default=5.0)
-    s.add_argument("--log-every", type=int, default=50)
-    s.add_argument("--bucket", action="store_true", help="batch windows of similar length (less padding)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 autocast is the default)")
-    s.set_defaults(func=cmd_train_mdn)
-    return s
-
-
-def cmd_train_mdn(args: argparse.Namespace) -> None:
-    import os
-
-    from .cli import UsageError, parse_overrides
-
-    if args.config not in MDN_CONFIGS:
-        raise UsageError(f"unknown config {args.config!r}; choose from {', '.join(MDN_CONFIGS)}")
-    cfg = parse_overrides(args.set, MDN_CONFIGS[args.config])
-    settings = LatentSettings(transpositions=args.transpositions)  # latents' own seed: --seed does not re-encode
-    try:
-        state = train_mdn(
-            cfg, args.vae, args.out, args.data, args.latents, settings, args.max_steps, args.minutes,
-            args.eval_every, args.save_minutes, args.eval_windows, bf16=not args.no_bf16, seed=args.seed,
-            silence=args.silence, bucket=args.bucket, log_every=args.log_every,
-        )
-    except TrainMDNError as e:
-        raise UsageError(str(e)) from None
-    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 evaluates and reports
-        return
-    best = state["best_loss"]
-    print(f"stopped at step {state['step']} after {state['seconds'] / 60:.1f} min; best held-out NLL "
-          f"{'-' if best is None else f'{best:.3f}'}; checkpoints in {args.out}")

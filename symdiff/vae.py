@@ -17,6 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -239,10 +240,8 @@ def evaluate(model: MusicVAE, chunks: torch.Tensor, batch_size: int = 512) -> di
 
 
 @torch.no_grad()
-def reconstruct(model: MusicVAE, tokens: "np.ndarray", batch_size: int = 256) -> "np.ndarray":
+def reconstruct(model: MusicVAE, tokens: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Encode a melody chunk by chunk (mu) and decode it back (argmax); silent chunks stay silent."""
-    import numpy as np
-
     raw = melody.to_chunks(tokens)
     chunks = melody.as_vae_input(raw)
     # silent chunks as they were: a note-off there ends the note sounding before them

@@ -2,7 +2,6 @@
 slerp interpolation and the N(0, I) prior."""
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import replace
@@ -20,7 +19,7 @@ from symdiff.baselines import (
 )
 from symdiff.dataset import DEFAULT_PATH, Lines
 from symdiff.diffusion import LatentScaler
-from symdiff.train_mdn import add_cli
+from symdiff.cli import main
 from symdiff.vae import MusicVAE, VAEConfig
 
 torch.set_num_threads(1)
@@ -245,15 +244,11 @@ def tiny_data(tmp_path_factory):
 
 
 def run_cli(root, out, steps, *more) -> int:
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="model", required=True), root / "vae")
-    args = parser.parse_args(
-        ["mdn", "--vae", str(root / "vae"), "--data", str(root / "corpus.npz"), "--out", str(out),
+    return main(
+        ["train", "mdn", "--vae", str(root / "vae"), "--data", str(root / "corpus.npz"), "--out", str(out),
          "--set", "width=32", "layers=1", "heads=4", "mlp=64", "dense=64", "mixtures=4", "batch_size=16",
          "learning_rate=0.003", "--max-steps", str(steps), "--eval-every", "5", "--transpositions", "2",
          "--log-every", "1", *more])
-    args.func(args)
-    return 0
 
 
 def read_log(out):
