@@ -1,0 +1,358 @@
+"""What the Gradio app (`app.py`) computes, kept free of Gradio so that it can be tested and reused.
+
+- Reading a user's MIDI file (`load_melody`) and snapping a bar range to the model's 2-bar chunks
+  (`snap_range`).
+- The infilling baselines of the paper's Figure 2 on the same window and splice as
+  `MelodyDiffusion.infill`: interpolation between the known latents and latents from the VAE
+  prior (`baseline_infills`).
+- Reference statistics, computed once at start-up from training windows of the corpus
+  (`reference_stats`), and `RefinementTrace`, a sampler callback that measures the x0 estimate
+  every few steps while a chain runs: framewise Consistency/Variance of the decoded melody
+  against the reference (pitch and duration, `metrics.consistency_variance`) and the polynomial
+  MMD of its latents to the reference latents (`metrics.mmd_polynomial`), plus the decoded
+  melody at a few refinement stages.
+- The "Learn" tab: the forward process applied to a melody at any noise step (`forward_noise`,
+  `noise_caption`) and a reverse run traced step by step (`reverse_trace`).
+
+Bars in this module are 0-indexed with an exclusive end, as in `symdiff.generate`, unless a name
+says otherwise; what users see counts bars from 1.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import melody, metrics
+from .baselines import interpolate_infill, prior_latents
+from .generate import GenerateError, InfillPlan, MelodyDiffusion, plan_infill
+from .schedulers import SAMPLERS
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = REPO / "assets" / "examples"
+LEARN_BARS = 16  # the Learn tab works on the first 16 bars of a melody: quick to decode and hear
+METRIC_NAMES = ("pitch consistency", "pitch variance", "duration consistency", "duration variance")
+LATENT_METRIC = "latent MMD"
+
+
+# --- melodies from files -----------------------------------------------------------------------
+
+def list_examples(folder: str | Path = EXAMPLES_DIR) -> list[Path]:
+    """The example MIDI files shipped in assets/examples, sorted by name."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob("*.mid") if p.is_file()) if folder.is_dir() else []
+
+
+def load_melody(source: str | Path | bytes, track: int | None = None,
+                max_bytes: int = melody.MAX_FILE_BYTES) -> tuple[melody.MidiMelodies, melody.Candidate]:
+    """Read a MIDI file (a path or its bytes; nothing is written anywhere) and pick a track
+    (None = the most melodic). Raises `melody.MelodyError` with a message for the user."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise melody.MelodyError("no file was given")
+        if path.stat().st_size > max_bytes:
+            raise melody.MelodyError(f"the file is larger than {max_bytes / 2**20:.0f} MB")
+        source = path.read_bytes()
+    if len(source) > max_bytes:
+        raise melody.MelodyError(f"the file is larger than {max_bytes / 2**20:.0f} MB")
+    try:
+        found = melody.read_midi(bytes(source))
+    except melody.MelodyError as e:
+        if str(e).startswith("no melody found") and _all_outside_range(bytes(source)):
+            raise melody.MelodyError(
+                f"no melody found: every pitched note lies outside the range the model knows "
+                f"(MIDI {melody.MIN_PITCH}-{melody.MAX_PITCH}, A0 to C8)") from None
+        raise
+    return found, found.pick(track)
+
+
+def _all_outside_range(data: bytes) -> bool:
+    ns = melody.load_note_sequence(data)
+    pitched = [n.pitch for n in ns.notes if not n.is_drum]
+    return bool(pitched) and all(not melody.MIN_PITCH <= p <= melody.MAX_PITCH for p in pitched)
+
+
+def track_label(c: melody.Candidate) -> str:
+    """One line per candidate track, for a dropdown."""
+    lo_hi = c.pitch_range
+    rng = f", pitch {lo_hi[0]}-{lo_hi[1]}" if lo_hi else ""
+    name = f" {c.name.strip()}" if c.name.strip() else ""
+    return f"{c.index}:{name} (program {c.program}), {c.num_bars} bars, {c.num_notes} notes{rng}"
+
+
+def snap_range(num_bars: int, first_bar: int, last_bar: int, seq_len: int = 32) -> tuple[InfillPlan, tuple[int, int]]:
+    """A range as a musician gives it (1-indexed, inclusive) -> the plan for it and the range
+    snapped outward to whole 2-bar chunks (0-indexed, end exclusive, cut at the melody's end):
+    what the model regenerates. Raises `GenerateError` for a range outside the melody."""
+    for name, v in (("first bar", first_bar), ("last bar", last_bar)):
+        if v is None or not float(v).is_integer():
+            raise GenerateError(f"the {name} must be a whole number, got {v!r}")
+    first_bar, last_bar = int(first_bar), int(last_bar)
+    if first_bar < 1:
+        raise GenerateError(f"bars count from 1; the first bar was {first_bar}")
+    if last_bar < first_bar:
+        raise GenerateError(f"the last bar ({last_bar}) comes before the first bar ({first_bar})")
+    plan = plan_infill(num_bars, (first_bar - 1, last_bar), seq_len)
+    s0, s1 = plan.snapped_bars
+    snapped = (s0, min(s1, num_bars))
+    return plan_infill(num_bars, snapped, seq_len), snapped
+
+
+def splice(full: np.ndarray, made: np.ndarray, plan: InfillPlan) -> np.ndarray:
+    """The melody `full` with the plan's bars replaced by those of `made`, the decoded tokens of
+    the plan's window (exactly as `MelodyDiffusion.infill` splices)."""
+    out = np.array(full, dtype=np.uint8, copy=True)
+    s0 = plan.window[0] * melody.CHUNK_STEPS
+    lo, hi = (b * melody.STEPS_PER_BAR for b in plan.bars)
+    out[lo:hi] = made[lo - s0 : hi - s0]
+    return out
+
+
+def baseline_infills(pipe: MelodyDiffusion, tokens: np.ndarray, plan: InfillPlan,
+                     seed: int | None = 0) -> dict[str, np.ndarray | None]:
+    """The paper's two baselines for the same infilling task, spliced like the diffusion result:
+    'interpolation' (slerp between the known latents on either side; None when no bar of the
+    window is known) and 'prior' (independent N(0, I) latents from the VAE prior)."""
+    tokens = np.asarray(tokens, dtype=np.uint8)
+    full = np.zeros(plan.num_chunks * melody.CHUNK_STEPS, dtype=np.uint8)
+    full[: len(tokens)] = tokens
+    known = pipe.codec.encode(full)[plan.window[0] : plan.window[1]]
+    mask = torch.from_numpy(plan.mask())
+    out: dict[str, np.ndarray | None] = {}
+    if bool((~mask).any()):
+        x = interpolate_infill(known, mask, pipe.codec.scaler)
+        out["interpolation"] = splice(tokens, pipe.decode(x[None])[0], plan)
+    else:
+        out["interpolation"] = None
+    g = torch.Generator().manual_seed(seed if seed is not None else 0)
+    prior = prior_latents(1, len(known), pipe.codec.scaler, generator=g)[0]
+    x = torch.where(mask[:, None], prior.float(), known)
+    out["prior"] = splice(tokens, pipe.decode(x[None])[0], plan)
+    return out
+
+
+# --- reference statistics and the refinement trace ---------------------------------------------
+
+@dataclass
+class Reference:
+    """What samples are compared with: `metrics.overlap_stats` of real 64-bar windows and
+    model-space latents of real chunks (sampled z, as the diffusion model was trained on)."""
+
+    oa: dict[str, tuple[float, float]]
+    latents: np.ndarray  # (M, d)
+    num_windows: int
+
+
+def training_windows(lines, num: int = 300, bars: int = 64, seed: int = 0, split: str = "train") -> list[np.ndarray]:
+    """`num` random bar-aligned windows of `bars` bars (starting on a chunk) from lines of the
+    split that are at least that long (with replacement across lines)."""
+    size = bars * melody.STEPS_PER_BAR
+    pool = [t for t, m in zip(lines.tokens, lines.meta) if m.get("split") == split and len(t) >= size]
+    if not pool:
+        raise ValueError(f"no {split} line has {bars} bars")
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in rng.integers(0, len(pool), num):
+        t = pool[i]
+        s = int(rng.integers(0, (len(t) - size) // melody.CHUNK_STEPS + 1)) * melody.CHUNK_STEPS
+        out.append(np.asarray(t[s : s + size], dtype=np.uint8))
+    return out
+
+
+def reference_stats(pipe: MelodyDiffusion, lines=None, num_windows: int = 300, latent_windows: int = 32,
+                    seed: int = 0) -> Reference:
+    """Reference statistics from `num_windows` 64-bar training windows (`lines` defaults to the
+    shipped corpus); the latents come from the first `latent_windows` of them, encoded in one
+    batch (32 chunks each)."""
+    if lines is None:
+        from .dataset import Lines
+
+        lines = Lines.load()
+    wins = training_windows(lines, num_windows, seed=seed)
+    oa = metrics.overlap_stats(wins)
+    take = wins[: max(1, min(latent_windows, len(wins)))]
+    lat = pipe.codec.encode(np.concatenate(take), sample=True, seed=seed)
+    return Reference(oa, lat.numpy().astype(np.float64), len(wins))
+
+
+def sample_metrics(tokens: np.ndarray, latents: torch.Tensor | np.ndarray, ref: Reference) -> dict[str, float]:
+    """The app's metrics of one melody and its (k, d) latents; the framewise ones are NaN when the
+    melody is too short for two frames (6 bars)."""
+    out = {name: float("nan") for name in METRIC_NAMES}
+    try:
+        cv = metrics.consistency_variance(metrics.overlap_stats([tokens]), ref.oa)
+    except ValueError:
+        cv = None
+    if cv is not None:
+        for feat in metrics.FEATURES:
+            out[f"{feat} consistency"] = cv[feat]["consistency"]
+            out[f"{feat} variance"] = cv[feat]["variance"]
+    out[LATENT_METRIC] = metrics.mmd_polynomial(np.asarray(latents, dtype=np.float64), ref.latents)
+    return out
+
+
+def checkpoints(total: int, count: int) -> list[int]:
+    """`count` step indices spread evenly over 0..total-1, always including the last one."""
+    count = max(1, min(count, total))
+    return sorted({int(round(total * (j + 1) / count)) - 1 for j in range(count)})
+
+
+class Cancelled(Exception):
+    """Raised inside a sampler callback to stop a chain that nobody waits for any more."""
+
+
+@dataclass
+class TracePoint:
+    step: int  # 1-based: after this many reverse steps
+    total: int
+    values: dict[str, float]
+
+
+@dataclass
+class RefinementTrace:
+    """Sampler callback: every few steps decodes the x0 estimate of the first melody and measures
+    it (`sample_metrics`); keeps the decoded melody at `stages` of those points. `on_point`
+    (optional) is called with each new point, e.g. to stream it to a UI; `stop` (a
+    threading.Event) cancels the chain at the next step."""
+
+    pipe: MelodyDiffusion
+    reference: Reference
+    bars: int
+    points: int = 8
+    stages: int = 4
+    on_point: Callable[[TracePoint], None] | None = None
+    stop: threading.Event | None = None
+    trace: list[TracePoint] = field(default_factory=list)
+    stage_tokens: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    _when: set[int] | None = None
+    _stage_at: set[int] | None = None
+
+    def __call__(self, i: int, total: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise Cancelled()
+        if self._when is None:
+            self._stage_at = {0} | (set(checkpoints(total, self.stages - 1)) if self.stages > 1 else set())
+            self._when = set(checkpoints(total, self.points)) | self._stage_at
+        if i not in self._when:
+            return
+        x0 = x0_hat[:1]
+        tokens = self.pipe.decode(x0)[0][: self.bars * melody.STEPS_PER_BAR]
+        point = TracePoint(i + 1, total, sample_metrics(tokens, x0[0], self.reference))
+        self.trace.append(point)
+        if i in self._stage_at:
+            self.stage_tokens.append((f"x0 estimate after step {i + 1}/{total}", tokens))
+        if self.on_point is not None:
+            self.on_point(point)
+
+    def rows(self) -> list[dict]:
+        """Long-format rows (step, metric, value) for a line plot; NaN values left out."""
+        return [{"step": p.step, "metric": k, "value": v}
+                for p in self.trace for k, v in p.values.items() if not math.isnan(v)]
+
+
+# --- learn: the forward and the reverse process ------------------------------------------------
+
+def learn_melody(tokens: np.ndarray, bars: int = LEARN_BARS) -> np.ndarray:
+    """The first `bars` bars of a melody (padded with rests when shorter)."""
+    size = bars * melody.STEPS_PER_BAR
+    out = np.zeros(size, dtype=np.uint8)
+    tokens = np.asarray(tokens, dtype=np.uint8)[:size]
+    out[: len(tokens)] = tokens
+    return out
+
+
+def noise_level(pipe: MelodyDiffusion, t: int) -> float:
+    """sqrt(alpha_bar_t) of the model's schedule for a step t in 0..N (0 = clean)."""
+    schedule = pipe.model.config.schedule()
+    if not 0 <= t <= schedule.num_steps:
+        raise GenerateError(f"the noise step must be between 0 and {schedule.num_steps}, got {t}")
+    return schedule.noise_level(t)
+
+
+def forward_noise(pipe: MelodyDiffusion, tokens: np.ndarray, t: int, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
+    """The forward process q(x_t | x_0) on a melody's latents at step t (the same noise for every
+    t with one seed, so a slider over t shows one path) -> (decoded tokens, x_t)."""
+    t = int(t)
+    level = noise_level(pipe, t)
+    x0 = pipe.codec.encode(tokens)
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(seed)))
+    x_t = pipe.model.config.schedule().q_sample(x0, level, eps)
+    return pipe.decode(x_t[None])[0][: len(tokens)], x_t
+
+
+def noise_caption(pipe: MelodyDiffusion, t: int) -> str:
+    """Plain words for a noise step."""
+    n = pipe.model.config.schedule().num_steps
+    a = noise_level(pipe, t)
+    signal, noise = a * a, 1.0 - a * a
+    if t == 0:
+        return (f"**Step 0 of {n}: the melody itself.** Each 2-bar phrase is a point in the "
+                "VAE's latent space; nothing has been added yet.")
+    mood = ("still almost the original" if signal > 0.9 else "recognisable but wandering" if signal > 0.5
+            else "mostly noise: only hints of the tune remain" if signal > 0.1 else "practically pure noise")
+    return (f"**Step {t} of {n}:** the latents are {math.sqrt(signal):.2f} x melody + "
+            f"{math.sqrt(noise):.2f} x random noise ({100 * signal:.0f}% of the variance is melody). "
+            f"Decoded back to notes it is {mood}. Training teaches the model to predict the noise "
+            "that was added at every such step.")
+
+
+@dataclass
+class ReverseFrame:
+    t: int  # the noise step the sample is at after this frame
+    x_t: np.ndarray  # decoded tokens of the noisy sample
+    x0: np.ndarray | None  # decoded tokens of the model's x0 estimate (None for the start)
+
+
+def reverse_trace(pipe: MelodyDiffusion, tokens: np.ndarray, start_t: int, steps: int, seed: int = 0,
+                  sampler: str = "ddim") -> list[ReverseFrame]:
+    """A reverse run from `tokens` noised to step `start_t` (1000 = from almost pure noise: a new
+    melody; smaller = the model restores a melody close to the given one), on `steps` evenly
+    spaced steps down to 0, every frame decoded (all in one batch)."""
+    schedule = pipe.model.config.schedule()
+    n = schedule.num_steps
+    start_t, steps = int(start_t), int(steps)
+    if not 1 <= start_t <= n:
+        raise GenerateError(f"the start step must be between 1 and {n}, got {start_t}")
+    if not 1 <= steps <= start_t:
+        raise GenerateError(f"the number of steps must be between 1 and the start step ({start_t}), got {steps}")
+    if sampler not in SAMPLERS:
+        raise GenerateError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    ts = sorted({int(round(v)) for v in np.linspace(1, start_t, steps)} | {start_t})
+    chain = SAMPLERS[sampler](schedule, ts)
+    g = torch.Generator().manual_seed(int(seed))
+    x0 = pipe.codec.encode(tokens)[None]
+    eps = torch.randn(x0.shape, generator=g)
+    x = schedule.q_sample(x0, schedule.noise_level(start_t), eps)
+    xs, x0s, levels = [x], [], [start_t]
+    with torch.no_grad():
+        for i in range(chain.num_steps):
+            out = chain.step(pipe.eps(x, chain.noise_levels(i, 1)), i, x, g)
+            x = out.prev_sample
+            xs.append(x)
+            x0s.append(out.pred_original_sample)
+            levels.append(chain.timesteps[i + 1] if i + 1 < chain.num_steps else 0)
+    decoded = pipe.decode(torch.cat(xs + x0s))
+    size = len(tokens)
+    k = len(xs)
+    frames = [ReverseFrame(levels[0], decoded[0][:size], None)]
+    for j in range(1, k):
+        frames.append(ReverseFrame(levels[j], decoded[j][:size], decoded[k + j - 1][:size]))
+    return frames
+
+
+def reverse_caption(frame: ReverseFrame, index: int, count: int) -> str:
+    if index == 0:
+        return (f"**Start (step {frame.t}):** the noisy latents the reverse process starts from. "
+                "Move the slider to run the model one step at a time.")
+    if frame.t == 0:
+        return (f"**Done ({index}/{count - 1}):** all noise removed; this is the model's melody. "
+                "With a trained model it sounds like the music it learnt from.")
+    return (f"**Step {index} of {count - 1} (noise step {frame.t}):** the model looks at the noisy "
+            "latents, predicts the noise in them and removes part of it. Top: the noisy sample now; "
+            "bottom: the model's current guess of the finished melody.")

@@ -1,0 +1,206 @@
+"""symdiff.demo, what the app computes: reading uploads, snapping ranges, the infilling baselines
+spliced like the diffusion result, reference statistics, the refinement trace (metrics of the x0
+estimate every few steps, stages, cancelling), and the Learn tab's forward and reverse process.
+With the shipped diffusion checkpoint, as tests/test_generate.py."""
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+import torch
+
+from symdiff import demo, melody, metrics
+from symdiff.dataset import Lines
+from symdiff.generate import DEFAULT_DIFFUSION, GenerateError, MelodyDiffusion
+
+torch.set_num_threads(1)
+MIDI = Path(__file__).parent / "data" / "midi"
+BAR = melody.STEPS_PER_BAR
+
+
+@pytest.fixture(scope="module")
+def pipe() -> MelodyDiffusion:
+    return MelodyDiffusion.from_pretrained(DEFAULT_DIFFUSION)
+
+
+@pytest.fixture(scope="module")
+def reference(pipe) -> demo.Reference:
+    return demo.reference_stats(pipe, num_windows=40, latent_windows=2)
+
+
+def test_examples_are_real_midi_files_with_melodies():
+    names = [p.name for p in demo.list_examples()]
+    assert len(names) >= 3 and "liliuokalani_aloha_oe_voice_piano.mid" in names
+    for p in demo.list_examples():
+        found, cand = demo.load_melody(p)
+        assert cand.num_notes > 0
+        assert p.read_bytes() == (MIDI / p.name).read_bytes()  # copies of the test files
+
+
+def test_load_melody_from_bytes_and_path_and_track():
+    path = MIDI / "liliuokalani_aloha_oe_voice_piano.mid"
+    found, cand = demo.load_melody(path.read_bytes())
+    assert len(found.candidates) == 7 and cand.index == found.default
+    _, solo = demo.load_melody(path, 4)
+    assert solo.name == "Solo Voice" and "4: Solo Voice (program 53), 12 bars" in demo.track_label(solo)
+    with pytest.raises(melody.MelodyError, match="no melody track 9"):
+        demo.load_melody(path, 9)
+    with pytest.raises(melody.MelodyError, match="larger than"):
+        demo.load_melody(path, max_bytes=1000)
+    with pytest.raises(melody.MelodyError, match="no file"):
+        demo.load_melody(MIDI / "no_such_file.mid")
+
+
+def test_notes_outside_the_models_range_are_explained(tmp_path):
+    mid = mido.MidiFile(ticks_per_beat=480)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    for p in (12, 15, 115, 120):
+        tr += [mido.Message("note_on", note=p, velocity=90, time=0), mido.Message("note_off", note=p, time=480)]
+    mid.save(tmp_path / "low_high.mid")
+    with pytest.raises(melody.MelodyError, match="outside the range the model knows"):
+        demo.load_melody(tmp_path / "low_high.mid")
+    with pytest.raises(melody.MelodyError, match="only drums"):  # other errors pass through unchanged
+        demo.load_melody(MIDI / "synthetic" / "syn_drums_only.mid")
+
+
+def test_snap_range():
+    plan, snapped = demo.snap_range(20, 4, 7)  # bars 4-7 -> chunks of bars 3-4 .. 7-8
+    assert snapped == (2, 8) and plan.bars == (2, 8) and plan.snapped_bars == (2, 8)
+    assert demo.snap_range(20, 5, 8)[1] == (4, 8)  # already on the grid
+    assert demo.snap_range(65, 57, 65)[1] == (56, 65)  # the last chunk is cut at the melody's end
+    assert demo.snap_range(65, 65, 65)[1] == (64, 65)
+    for first, last, match in [(0, 4, "count from 1"), (5, 4, "comes before"), (3, 30, "outside the melody"),
+                               (2.5, 4, "whole number"), (None, 4, "whole number")]:
+        with pytest.raises(GenerateError, match=match):
+            demo.snap_range(20, first, last)
+
+
+def test_baselines_keep_the_melody_outside_the_range(pipe):
+    found, cand = demo.load_melody(MIDI / "nottingham_cuckoos_nest_reel.mid")
+    plan, snapped = demo.snap_range(cand.num_bars, 17, 32)
+    base = demo.baseline_infills(pipe, cand.tokens, plan, seed=1)
+    lo, hi = snapped[0] * BAR, snapped[1] * BAR
+    for name in ("interpolation", "prior"):
+        out = base[name]
+        assert len(out) == len(cand.tokens) and out.dtype == np.uint8
+        assert np.array_equal(out[:lo], cand.tokens[:lo]) and np.array_equal(out[hi:], cand.tokens[hi:])
+    assert not np.array_equal(base["interpolation"][lo:hi], base["prior"][lo:hi])
+    again = demo.baseline_infills(pipe, cand.tokens, plan, seed=1)
+    assert np.array_equal(again["prior"], base["prior"])  # seeded
+    # the interpolation inside the range is the decoded slerp of the known neighbours
+    from symdiff.baselines import interpolate_infill
+
+    known = pipe.codec.encode(cand.tokens)
+    x = interpolate_infill(known, torch.from_numpy(plan.mask()), pipe.codec.scaler)
+    assert np.array_equal(base["interpolation"][lo:hi], pipe.decode(x[None])[0][lo:hi])
+
+
+def test_baselines_of_a_whole_window(pipe):
+    tokens = demo.load_melody(MIDI / "oneills_003_4-4_melody.mid")[1].tokens[: 4 * BAR]
+    plan, _ = demo.snap_range(4, 1, 4)
+    base = demo.baseline_infills(pipe, tokens, plan, seed=0)
+    assert base["interpolation"] is None  # nothing known to interpolate from
+    assert len(base["prior"]) == len(tokens)
+
+
+def test_long_melody_baselines_use_the_window(pipe):
+    cand = demo.load_melody(MIDI / "foster_brown_hair_lead_sheet.mid")[1]
+    assert cand.num_bars == 65
+    plan, snapped = demo.snap_range(65, 60, 65)
+    assert plan.window[1] - plan.window[0] == 32
+    base = demo.baseline_infills(pipe, cand.tokens, plan, seed=0)
+    lo = snapped[0] * BAR
+    assert np.array_equal(base["prior"][:lo], cand.tokens[:lo]) and len(base["prior"]) == len(cand.tokens)
+
+
+def test_training_windows_and_reference(pipe, reference):
+    lines = Lines.load()
+    wins = demo.training_windows(lines, 10, seed=3)
+    assert len(wins) == 10 and all(len(w) == 64 * BAR for w in wins)
+    assert all(np.array_equal(w, demo.training_windows(lines, 10, seed=3)[i]) for i, w in enumerate(wins))
+    assert set(reference.oa) == set(metrics.FEATURES) and reference.num_windows == 40
+    assert reference.latents.shape == (64, pipe.codec.scaler.dim)
+
+
+def test_sample_metrics(reference):
+    window = demo.training_windows(Lines.load(), 1, seed=5)[0]
+    lat = np.zeros((32, reference.latents.shape[1]))
+    m = demo.sample_metrics(window, lat, reference)
+    assert set(m) == set(demo.METRIC_NAMES) | {demo.LATENT_METRIC}
+    assert all(0.0 <= m[k] <= 1.0 for k in demo.METRIC_NAMES)
+    assert m[demo.LATENT_METRIC] == pytest.approx(metrics.mmd_polynomial(lat, reference.latents))
+    short = demo.sample_metrics(window[: 4 * BAR], lat[:2], reference)  # too short for two frames
+    assert all(math.isnan(short[k]) for k in demo.METRIC_NAMES) and not math.isnan(short[demo.LATENT_METRIC])
+
+
+def test_checkpoints():
+    assert demo.checkpoints(50, 8)[-1] == 49 and len(demo.checkpoints(50, 8)) == 8
+    assert demo.checkpoints(3, 8) == [0, 1, 2]
+    assert demo.checkpoints(1, 4) == [0]
+
+
+def test_refinement_trace_measures_the_x0_estimate(pipe, reference):
+    seen = []
+    trace = demo.RefinementTrace(pipe, reference, bars=8, points=4, stages=3, on_point=seen.append)
+    res = pipe.generate(1, 8, "ddim", 10, seed=2, callback=trace)
+    assert [p.step for p in trace.trace] == [1, 2, 5, 8, 10] and seen == trace.trace
+    assert [label for label, _ in trace.stage_tokens] == [
+        "x0 estimate after step 1/10", "x0 estimate after step 5/10", "x0 estimate after step 10/10"]
+    last = trace.stage_tokens[-1][1]
+    assert np.array_equal(last, res.tokens[0])  # the last x0 estimate is the result
+    assert trace.trace[-1].values == demo.sample_metrics(res.tokens[0], res.latents[0], reference)
+    rows = trace.rows()
+    assert {r["metric"] for r in rows} == set(demo.METRIC_NAMES) | {demo.LATENT_METRIC}
+
+
+def test_refinement_trace_can_be_cancelled(pipe, reference):
+    stop = threading.Event()
+    trace = demo.RefinementTrace(pipe, reference, bars=4, stop=stop,
+                                 on_point=lambda p: stop.set())  # stop after the first point
+    with pytest.raises(demo.Cancelled):
+        pipe.generate(1, 4, "ddim", 20, seed=0, callback=trace)
+    assert len(trace.trace) == 1
+
+
+def test_forward_noise(pipe):
+    tokens = demo.learn_melody(demo.load_melody(MIDI / "oneills_003_4-4_melody.mid")[1].tokens)
+    assert len(tokens) == demo.LEARN_BARS * BAR
+    x0 = pipe.codec.encode(tokens)
+    clean, x = demo.forward_noise(pipe, tokens, 0, seed=1)
+    assert torch.allclose(x, x0) and np.array_equal(clean, pipe.decode(x0[None])[0])
+    a, xa = demo.forward_noise(pipe, tokens, 500, seed=1)
+    b, xb = demo.forward_noise(pipe, tokens, 500, seed=1)
+    assert torch.equal(xa, xb) and np.array_equal(a, b) and len(a) == len(tokens)
+    _, x_end = demo.forward_noise(pipe, tokens, 1000, seed=1)
+    level = demo.noise_level(pipe, 1000)
+    assert level < 0.1
+    eps = (x_end - level * x0) / math.sqrt(1 - level**2)  # the same noise at every t with one seed
+    assert torch.allclose(eps, (xa - demo.noise_level(pipe, 500) * x0) / math.sqrt(1 - demo.noise_level(pipe, 500) ** 2),
+                          atol=1e-4)
+    assert "melody itself" in demo.noise_caption(pipe, 0)
+    assert "pure noise" in demo.noise_caption(pipe, 1000)
+    with pytest.raises(GenerateError, match="between 0 and 1000"):
+        demo.forward_noise(pipe, tokens, 1001)
+
+
+def test_reverse_trace(pipe):
+    tokens = demo.learn_melody(demo.load_melody(MIDI / "oneills_003_4-4_melody.mid")[1].tokens, 8)
+    frames = demo.reverse_trace(pipe, tokens, 1000, 5, seed=0)
+    assert len(frames) == 6 and frames[0].t == 1000 and frames[0].x0 is None and frames[-1].t == 0
+    assert [f.t for f in frames] == sorted((f.t for f in frames), reverse=True)
+    assert all(len(f.x_t) == len(tokens) and (f.x0 is None or len(f.x0) == len(tokens)) for f in frames)
+    assert np.array_equal(frames[-1].x_t, frames[-1].x0)  # the last step lands on its x0 estimate
+    again = demo.reverse_trace(pipe, tokens, 1000, 5, seed=0)
+    assert all(np.array_equal(f.x_t, g.x_t) for f, g in zip(frames, again))
+    short = demo.reverse_trace(pipe, tokens, 20, 20, seed=0)  # every step from t = 20
+    assert [f.t for f in short] == list(range(20, -1, -1))
+    assert "Start" in demo.reverse_caption(frames[0], 0, 6) and "Done" in demo.reverse_caption(frames[-1], 5, 6)
+    for args, match in [((0, 5), "start step"), ((1001, 5), "start step"), ((10, 11), "number of steps"),
+                        ((10, 0), "number of steps")]:
+        with pytest.raises(GenerateError, match=match):
+            demo.reverse_trace(pipe, tokens, *args)
