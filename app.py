@@ -1,0 +1,549 @@
+"""symdiff's Gradio app (the Hugging Face Space entry point): generate melodies, infill a MIDI
+file, and learn how diffusion works. Thin wiring over the library: the generation core is
+`symdiff.generate`, everything else the app computes is in `symdiff.demo`, the drawings in
+`symdiff.pianoroll` and the sound in `symdiff.audio`.
+
+    python app.py                      # http://127.0.0.1:7860
+    python app.py --host 0.0.0.0 --port 7860 --diffusion checkpoints/diffusion-cpu
+
+Files: uploads and outputs live only in a temporary folder made at start-up (gradio's cache is
+pointed there); outputs are written to a fresh folder per request; gradio's cache is swept every
+few minutes and the whole folder is removed when the app exits. An uploaded file is read into
+memory and parsed from there; nothing a user uploads is written anywhere else.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import functools
+import inspect
+import logging
+import os
+import queue
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+# Everything gradio stores (uploads, outputs) goes under one private temporary folder, set
+# before gradio is imported.
+TMP_ROOT = Path(tempfile.mkdtemp(prefix="symdiff-app-"))
+atexit.register(shutil.rmtree, TMP_ROOT, True)
+os.environ.setdefault("GRADIO_TEMP_DIR", str(TMP_ROOT / "gradio"))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from symdiff import audio, demo, melody, pianoroll  # noqa: E402
+from symdiff.generate import DEFAULT_DIFFUSION, GenerateError, MelodyDiffusion  # noqa: E402
+
+log = logging.getLogger("symdiff.app")
+
+MAX_BARS = 64
+MAX_STEPS = 1000
+MAX_SEED = 2**31 - 1
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # MIDI files are small; 2 MB is generous
+CONCURRENCY = 2  # model runs at once (the Space has 2 vCPUs)
+QUEUE_SIZE = 64  # requests waiting beyond that are told the app is busy
+REQUEST_MAX_AGE_S = 15 * 60  # per-request output folders older than this are swept
+SAMPLERS = ("ddim", "ddpm")
+WIDTH_PX = 1000
+
+
+class _UserError(Exception):
+    pass
+
+
+def user_errors(fn):
+    """Every failure of a handler becomes a `gr.Error` with a message for the user, never a
+    traceback in the UI: our own errors (bad file, bad range, ...) say what is wrong, anything
+    else is logged here and reported briefly."""
+
+    def convert(e: BaseException) -> gr.Error:
+        if isinstance(e, gr.Error):
+            return e
+        if isinstance(e, (melody.MelodyError, GenerateError, audio.AudioError, _UserError)):
+            return gr.Error(str(e), print_exception=False)
+        log.exception("internal error in %s", fn.__name__)
+        return gr.Error(f"Sorry, something went wrong on our side ({type(e).__name__}). Please try again.",
+                        print_exception=False)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except GeneratorExit:
+                raise
+            except Exception as e:
+                raise convert(e) from None
+        return gen
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            raise convert(e) from None
+    return call
+
+
+def whole(name: str, value, lo: int, hi: int) -> int:
+    """A whole number in lo..hi, or a clear error."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise _UserError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(v) or not v.is_integer():
+        raise _UserError(f"{name} must be a whole number, got {value!r}")
+    if not lo <= v <= hi:
+        raise _UserError(f"{name} must be between {lo} and {hi}, got {int(v)}")
+    return int(v)
+
+
+def request_dir() -> Path:
+    """A fresh folder for one request's output files; old ones are swept on the way."""
+    root = TMP_ROOT / "requests"
+    root.mkdir(exist_ok=True)
+    now = time.time()
+    for d in root.iterdir():
+        try:
+            if now - d.stat().st_mtime > REQUEST_MAX_AGE_S:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(dir=root))
+
+
+def image(fig) -> np.ndarray:
+    return pianoroll.figure_rgb(fig)
+
+
+def sound(tokens: np.ndarray, qpm: float) -> tuple[int, np.ndarray]:
+    sr, a = audio.render(tokens, qpm=qpm)
+    return sr, audio.to_int16(a)
+
+
+def upload_path(midi_file) -> str | None:
+    """The path gradio gives for a gr.File value (a str, or a dict from some clients)."""
+    if midi_file is None:
+        return None
+    if isinstance(midi_file, dict):
+        return midi_file.get("path")
+    return str(midi_file)
+
+
+def parse_track(track) -> int | None:
+    """Dropdown value -> candidate index (None = the most melodic); accepts 'auto', 3, '3' or
+    '3: Piano ...'."""
+    if track is None or str(track).strip().lower() in ("", "auto"):
+        return None
+    head = str(track).split(":", 1)[0].strip()
+    try:
+        return int(float(head))
+    except ValueError:
+        raise _UserError(f"track must be 'auto' or a track number, got {track!r}") from None
+
+
+class SymdiffApp:
+    """The model, the reference statistics and the handlers of every action."""
+
+    def __init__(self, pipe: MelodyDiffusion, reference: demo.Reference):
+        self.pipe, self.reference = pipe, reference
+        self.examples = demo.list_examples()
+
+    # --- generate ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _plots(trace: demo.RefinementTrace, steps: int):
+        rows = trace.rows()
+        df = pd.DataFrame(rows, columns=["step", "metric", "value"])
+        cv = df[df.metric != demo.LATENT_METRIC]
+        mmd = df[df.metric == demo.LATENT_METRIC]
+        return (gr.LinePlot(value=cv, x_lim=[0, steps]), gr.LinePlot(value=mmd, x_lim=[0, steps]))
+
+    @user_errors
+    def generate(self, bars, sampler, steps, seed):
+        bars = whole("bars", bars, 1, MAX_BARS)
+        steps = whole("steps", steps, 1, MAX_STEPS)
+        seed = whole("seed", seed, 0, MAX_SEED)
+        if sampler not in SAMPLERS:
+            raise _UserError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        t0 = time.perf_counter()
+        stop, points = threading.Event(), queue.Queue()
+        trace = demo.RefinementTrace(self.pipe, self.reference, bars, points=8, stages=4,
+                                     on_point=points.put, stop=stop)
+        out: dict = {}
+
+        def work():
+            try:
+                out["result"] = self.pipe.generate(1, bars, sampler, steps, seed, callback=trace)
+            except BaseException as e:  # noqa: BLE001 (handed to the request's thread)
+                out["error"] = e
+            finally:
+                points.put(None)
+
+        worker = threading.Thread(target=work, name="symdiff-generate", daemon=True)
+        worker.start()
+        try:
+            yield (f"Sampling {bars} bars with {sampler.upper()}, {steps} steps ...", *self._plots(trace, steps),
+                   None, None, None, None)
+            while (p := points.get()) is not None:
+                while not points.empty():  # skip to the newest point when drawing lags behind
+                    nxt = points.get()
+                    if nxt is None:
+                        points.put(None)
+                        break
+                    p = nxt
+                yield (f"Sampling: step {p.step} of {p.total} ...", *self._plots(trace, steps),
+                       gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        finally:
+            stop.set()  # a cancelled request stops the chain at its next step
+        worker.join()
+        if "error" in out:
+            raise out["error"]
+        tokens = out["result"].tokens[0]
+        sampled = time.perf_counter() - t0
+        roll = image(pianoroll.plot_pianoroll(tokens, title=f"{bars} bars, {sampler.upper()} {steps} steps, seed {seed}",
+                                              width_px=WIDTH_PX, height_px=260))
+        stages = image(pianoroll.plot_stages(trace.stage_tokens, ncols=2, width_px=WIDTH_PX))
+        wav = sound(tokens, melody.DEFAULT_QPM)
+        midi_path = request_dir() / f"symdiff_{bars}bars_seed{seed}.mid"
+        midi_path.write_bytes(melody.tokens_to_midi_bytes(tokens, melody.DEFAULT_QPM))
+        notes = int((tokens >= 2).sum())
+        yield (f"Done in {time.perf_counter() - t0:.1f} s (sampling {sampled:.1f} s): {bars} bars, "
+               f"{notes} notes.", *self._plots(trace, steps), roll, stages, wav, str(midi_path))
+
+    # --- infill -----------------------------------------------------------------------------
+
+    def _load(self, midi_file, track=None):
+        path = upload_path(midi_file)
+        if not path:
+            raise _UserError("Upload a MIDI file first (or pick one of the examples).")
+        return demo.load_melody(path, parse_track(track), max_bytes=MAX_UPLOAD_BYTES)
+
+    @staticmethod
+    def _range_text(first: int, last: int, snapped: tuple[int, int]) -> str:
+        s0, s1 = snapped[0] + 1, snapped[1]
+        if (s0, s1) == (first, last):
+            return f"Bars **{s0}-{s1}** will be regenerated (they fill whole 2-bar chunks)."
+        return (f"You picked bars {first}-{last}. The model changes whole 2-bar chunks, so bars "
+                f"**{s0}-{s1}** (the dashed red box) will be regenerated.")
+
+    @user_errors
+    def load_midi(self, midi_file):
+        """A new file: its tracks, the bar sliders fitted to the default melody, and a preview."""
+        if upload_path(midi_file) is None:
+            return (gr.Dropdown(choices=[("auto: the most melodic track", "auto")], value="auto"), 1, 1,
+                    None, "Upload a MIDI file or pick an example.", None)
+        found, cand = self._load(midi_file)
+        choices = [("auto: the most melodic track", "auto")] + [(demo.track_label(c), str(c.index)) for c in found.candidates]
+        n = cand.num_bars
+        first, last = self.default_range(n)
+        img, text, geo = self._preview(cand, first, last)
+        return gr.Dropdown(choices=choices, value="auto"), first, last, img, text, geo
+
+    @staticmethod
+    def default_range(n: int) -> tuple[int, int]:
+        """A 2-bar-aligned range in the middle of an n-bar melody (1-indexed, inclusive)."""
+        if n <= 2:
+            return 1, n
+        first = 2 * (n // 8) + 1
+        return first, min(n, first + max(2, 2 * (n // 8)) - 1)
+
+    def _preview(self, cand: melody.Candidate, first: int, last: int):
+        _, snapped = demo.snap_range(cand.num_bars, first, last, self.pipe.seq_len)
+        fig = pianoroll.plot_pianoroll(cand.tokens, box_bars=snapped, width_px=WIDTH_PX, height_px=240,
+                                       title=f"Track {cand.index}: {cand.num_bars} bars. Click the roll to pick "
+                                             "the first and then the last bar.")
+        ax = fig.axes[0]
+        pos = ax.get_position()
+        geo = {"x0": pos.x0, "x1": pos.x1, "bars": pianoroll.num_bars(cand.tokens), "clicks": 0}
+        return image(fig), self._range_text(first, last, snapped), geo
+
+    @user_errors
+    def preview(self, midi_file, track, first_bar, last_bar):
+        _, cand = self._load(midi_file, track)
+        first = whole("first bar", first_bar, 1, melody.MAX_BARS)
+        last = whole("last bar", last_bar, 1, melody.MAX_BARS)
+        return self._preview(cand, first, last)
+
+    @user_errors
+    def pick_bar(self, geo, first_bar, last_bar, evt: gr.SelectData):
+        """A click on the preview: the first click sets the first bar, the next the last bar."""
+        if not geo or evt is None or not isinstance(evt.index, (list, tuple)):
+            return gr.skip(), gr.skip(), gr.skip()
+        x = float(evt.index[0]) / WIDTH_PX
+        frac = (x - geo["x0"]) / max(1e-9, geo["x1"] - geo["x0"])
+        bar = int(min(max(frac, 0.0), 0.999999) * geo["bars"]) + 1
+        geo = dict(geo, clicks=geo.get("clicks", 0) + 1)
+        if geo["clicks"] % 2:
+            return bar, max(bar, int(last_bar or bar)), geo
+        first = int(first_bar or bar)
+        return min(first, bar), max(first, bar), geo
+
+    @user_errors
+    def infill(self, midi_file, track, first_bar, last_bar, sampler, steps, seed, progress=gr.Progress()):
+        steps = whole("steps", steps, 1, MAX_STEPS)
+        seed = whole("seed", seed, 0, MAX_SEED)
+        if sampler not in SAMPLERS:
+            raise _UserError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        found, cand = self._load(midi_file, track)
+        t0 = time.perf_counter()
+        _, snapped = demo.snap_range(cand.num_bars, first_bar, last_bar, self.pipe.seq_len)
+
+        def tick(i, total, x_t, x0_hat):
+            progress((i + 1) / total, desc=f"diffusion step {i + 1}/{total}")
+
+        res = self.pipe.infill(cand.tokens, snapped, sampler, steps, seed, callback=tick)
+        plan, result = res.plan, res.tokens[0]
+        base = demo.baseline_infills(self.pipe, cand.tokens, plan, seed)
+        # Show the model's window (all of a melody up to 64 bars).
+        v0 = plan.window[0] * melody.BARS_PER_CHUNK
+        v1 = min(plan.window[1] * melody.BARS_PER_CHUNK, cand.num_bars)
+        crop = slice(v0 * melody.STEPS_PER_BAR, v1 * melody.STEPS_PER_BAR)
+        box = (snapped[0] - v0, snapped[1] - v0)
+        rows = [("original", cand.tokens[crop]), ("diffusion", result[crop])]
+        if base["interpolation"] is not None:
+            rows.append(("interpolation", base["interpolation"][crop]))
+        rows.append(("prior", base["prior"][crop]))
+        shown = f"bars {v0 + 1}-{v1}" + (" (bar numbers on the axis count from the first bar shown)" if v0 else "")
+        fig = pianoroll.plot_rows(rows, box_bars=box, width_px=WIDTH_PX, row_height_px=130,
+                                  title=f"Bars {snapped[0] + 1}-{snapped[1]} infilled ({shown})")
+        qpm = found.qpm
+        out = request_dir() / f"infilled_bars{snapped[0] + 1}-{snapped[1]}_seed{seed}.mid"
+        out.write_bytes(melody.tokens_to_midi_bytes(result, qpm, program=cand.program))
+        text = (f"Done in {time.perf_counter() - t0:.1f} s. Track {cand.index}, bars {snapped[0] + 1}-{snapped[1]} "
+                f"regenerated by diffusion ({sampler.upper()}, {steps} steps); the rows below show the same "
+                "bars filled by interpolation between the neighbouring latents and by random latents from "
+                "the VAE prior. Everything outside the box is your melody, unchanged.")
+        return (text, image(fig), sound(cand.tokens[crop], qpm), sound(result[crop], qpm), str(out))
+
+    # --- learn ------------------------------------------------------------------------------
+
+    def _learn_tokens(self, example):
+        names = {p.name: p for p in self.examples}
+        if example not in names:
+            raise _UserError(f"unknown example {example!r}; choose from {', '.join(names)}")
+        _, cand = demo.load_melody(names[example])
+        return demo.learn_melody(cand.tokens)
+
+    @user_errors
+    def learn_noise(self, example, t, seed):
+        n = self.pipe.model.config.num_steps
+        t = whole("noise step", t, 0, n)
+        seed = whole("seed", seed, 0, MAX_SEED)
+        tokens = self._learn_tokens(example)
+        noisy, _ = demo.forward_noise(self.pipe, tokens, t, seed)
+        fig = pianoroll.plot_rows([("the melody", tokens), (f"noised to step {t} of {n}, decoded", noisy)],
+                                  width_px=WIDTH_PX, row_height_px=130)
+        return image(fig), sound(noisy, melody.DEFAULT_QPM), demo.noise_caption(self.pipe, t)
+
+    def _frame(self, frames, i):
+        f = frames[i]
+        rows = [(f"the noisy sample (noise step {f.t})", f.x_t)]
+        if f.x0 is not None:
+            rows.append(("the model's guess of the clean melody", f.x0))
+        fig = pianoroll.plot_rows(rows, width_px=WIDTH_PX, row_height_px=130)
+        return image(fig), sound(f.x_t, melody.DEFAULT_QPM), demo.reverse_caption(f, i, len(frames))
+
+    @user_errors
+    def learn_reverse(self, example, start_t, steps, seed):
+        n = self.pipe.model.config.num_steps
+        start_t = whole("start step", start_t, 1, n)
+        steps = whole("steps", steps, 1, 100)
+        seed = whole("seed", seed, 0, MAX_SEED)
+        tokens = self._learn_tokens(example)
+        frames = demo.reverse_trace(self.pipe, tokens, start_t, min(steps, start_t), seed)
+        return (frames, gr.Slider(minimum=0, maximum=len(frames) - 1, value=0, step=1), *self._frame(frames, 0))
+
+    @user_errors
+    def learn_step(self, frames, i):
+        if not frames:
+            raise _UserError("Run the reverse process first.")
+        i = whole("step", i, 0, len(frames) - 1)
+        return self._frame(frames, i)
+
+
+INTRO = """# symdiff: melodies from a diffusion model
+A [MusicVAE](https://magenta.tensorflow.org/music-vae) turns every 2-bar phrase into a point in
+a latent space; a transformer diffusion model learnt sequences of 32 such points (64 bars), after
+Mittal et al., *Symbolic Music Generation with Diffusion Models* (ISMIR 2021).
+"""
+
+
+def build(app: SymdiffApp) -> gr.Blocks:
+    n_steps = app.pipe.model.config.num_steps
+    example_names = [p.name for p in app.examples]
+    with gr.Blocks(title="symdiff: symbolic music diffusion", analytics_enabled=False,
+                   delete_cache=(300, REQUEST_MAX_AGE_S)) as ui:
+        gr.Markdown(INTRO)
+        with gr.Tabs():
+            # --- Generate ---
+            with gr.Tab("Generate", id="generate"):
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=260):
+                        g_bars = gr.Slider(1, MAX_BARS, value=MAX_BARS, step=1, label="Bars")
+                        g_sampler = gr.Radio(list(SAMPLERS), value="ddim", label="Sampler",
+                                             info="DDIM: 50 steps are enough. DDPM (the paper's) wants 1000.")
+                        g_steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="Diffusion steps")
+                        g_seed = gr.Number(0, precision=0, label="Seed")
+                        with gr.Row():
+                            g_run = gr.Button("Generate", variant="primary", elem_id="generate-button")
+                            g_stop = gr.Button("Stop", variant="secondary")
+                        g_status = gr.Markdown("Press **Generate**.", label="Status", elem_id="generate-status")
+                    with gr.Column(scale=3):
+                        g_roll = gr.Image(label="Piano roll", type="numpy", format="png", interactive=False,
+                                          elem_id="generate-roll")
+                        with gr.Row():
+                            g_audio = gr.Audio(label="Listen", type="numpy", interactive=False)
+                            g_midi = gr.File(label="MIDI", interactive=False)
+                gr.Markdown("**While it samples:** the model's estimate of the finished melody (x0), measured every "
+                            "few steps against real music from the training data: framewise *Consistency* and "
+                            "*Variance* of pitch and duration (1 = like the data), and the distance of its "
+                            "latents to real latents (polynomial MMD, lower is closer).")
+                with gr.Row():
+                    g_cv = gr.LinePlot(pd.DataFrame(columns=["step", "metric", "value"]), x="step", y="value",
+                                       color="metric", y_lim=[0, 1], title="Consistency / Variance of x0",
+                                       height=260, label="Consistency / Variance")
+                    g_mmd = gr.LinePlot(pd.DataFrame(columns=["step", "metric", "value"]), x="step", y="value",
+                                        color="metric", title="Latent distance to the data (MMD)", height=260,
+                                        label="Latent MMD")
+                g_stages = gr.Image(label="Refinement stages: the x0 estimate as sampling goes on", type="numpy",
+                                    format="png", interactive=False)
+                gen_event = g_run.click(app.generate, [g_bars, g_sampler, g_steps, g_seed],
+                                        [g_status, g_cv, g_mmd, g_roll, g_stages, g_audio, g_midi],
+                                        api_name="generate", concurrency_id="model")
+                g_stop.click(None, None, None, cancels=[gen_event], api_visibility="private")
+
+            # --- Infill ---
+            with gr.Tab("Infill", id="infill"):
+                geo = gr.State(None)
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=260):
+                        i_file = gr.File(label="MIDI file", file_types=[".mid", ".midi"], type="filepath",
+                                         elem_id="infill-file")
+                        if app.examples:
+                            gr.Examples([[str(p)] for p in app.examples], inputs=[i_file], label="Examples")
+                        i_track = gr.Dropdown([("auto: the most melodic track", "auto")], value="auto",
+                                              label="Track", allow_custom_value=True)
+                        with gr.Row():  # numbers, not sliders: an API session may infill files of any length
+                            i_first = gr.Number(1, precision=0, minimum=1, label="First bar", elem_id="infill-first")
+                            i_last = gr.Number(1, precision=0, minimum=1, label="Last bar", elem_id="infill-last")
+                        i_sampler = gr.Radio(list(SAMPLERS), value="ddim", label="Sampler")
+                        i_steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="Diffusion steps")
+                        i_seed = gr.Number(0, precision=0, label="Seed")
+                        i_run = gr.Button("Infill", variant="primary", elem_id="infill-button")
+                    with gr.Column(scale=3):
+                        i_range = gr.Markdown("Upload a MIDI file or pick an example.", label="Range", elem_id="infill-range")
+                        i_preview = gr.Image(label="Your melody: pick the bars to regenerate", type="numpy",
+                                             format="png", interactive=False, elem_id="infill-preview")
+                        i_status = gr.Markdown(label="Status", elem_id="infill-status")
+                        i_rows = gr.Image(label="Original / diffusion / interpolation / prior", type="numpy",
+                                          format="png", interactive=False, elem_id="infill-rows")
+                        with gr.Row():
+                            i_audio_orig = gr.Audio(label="Original", type="numpy", interactive=False)
+                            i_audio_new = gr.Audio(label="Infilled", type="numpy", interactive=False)
+                            i_midi = gr.File(label="Infilled MIDI", interactive=False)
+                i_file.change(app.load_midi, [i_file], [i_track, i_first, i_last, i_preview, i_range, geo],
+                              api_name="load_midi", concurrency_id="light")
+                preview_args = dict(fn=app.preview, inputs=[i_file, i_track, i_first, i_last],
+                                    outputs=[i_preview, i_range, geo], concurrency_id="light")
+                i_track.input(api_name="preview", **preview_args)
+                i_first.input(api_visibility="private", trigger_mode="always_last", **preview_args)
+                i_last.input(api_visibility="private", trigger_mode="always_last", **preview_args)
+                i_preview.select(app.pick_bar, [geo, i_first, i_last], [i_first, i_last, geo],
+                                 api_visibility="private").then(api_visibility="private", **preview_args)
+                i_run.click(app.infill, [i_file, i_track, i_first, i_last, i_sampler, i_steps, i_seed],
+                            [i_status, i_rows, i_audio_orig, i_audio_new, i_midi], api_name="infill",
+                            concurrency_id="model")
+
+            # --- Learn ---
+            with gr.Tab("Learn", id="learn") as learn_tab:
+                gr.Markdown("## How a diffusion model makes music\n"
+                            "**1. The forward process** adds noise to a melody, a little at every step, until "
+                            "nothing of it is left. (The noise is added to the melody's latents, the VAE's "
+                            "points for each 2-bar phrase, and decoded back to notes so that you can see and "
+                            "hear it.) Move the slider.")
+                with gr.Row():
+                    l_example = gr.Dropdown(example_names, value=(example_names[-1] if example_names else None),
+                                            label="Melody (its first 16 bars)", scale=2)
+                    l_seed = gr.Number(0, precision=0, label="Seed", scale=1)
+                l_t = gr.Slider(0, n_steps, value=300, step=10, label="Noise step t")
+                l_caption = gr.Markdown(label="Explanation")
+                l_roll = gr.Image(type="numpy", format="png", interactive=False, label="Noised piano roll", show_label=False)
+                l_audio = gr.Audio(label="Listen to the noised melody", type="numpy", interactive=False)
+                gr.Markdown("**2. The reverse process** is what the model learnt: start from noise and remove "
+                            "a little of it at every step. Start at step 1000 for a brand-new melody, or lower "
+                            "to let the model restore the melody above from its noised version. Then move the "
+                            "step slider and watch the melody emerge.")
+                with gr.Row():
+                    r_start = gr.Slider(1, n_steps, value=n_steps, step=1, label="Start from noise step")
+                    r_steps = gr.Slider(1, 100, value=20, step=1, label="Steps of the reverse run")
+                    r_run = gr.Button("Run the reverse process", variant="primary")
+                frames = gr.State(None)
+                r_step = gr.Slider(0, 1, value=0, step=1, label="Step of the reverse run")
+                r_caption = gr.Markdown(label="Explanation")
+                r_roll = gr.Image(type="numpy", format="png", interactive=False, label="Reverse piano roll", show_label=False)
+                r_audio = gr.Audio(label="Listen to the sample at this step", type="numpy", interactive=False)
+                noise_args = dict(fn=app.learn_noise, inputs=[l_example, l_t, l_seed],
+                                  outputs=[l_roll, l_audio, l_caption], concurrency_id="light")
+                l_t.release(api_name="learn_noise", **noise_args)
+                l_example.input(api_visibility="private", **noise_args)
+                l_seed.submit(api_visibility="private", **noise_args)
+                learn_tab.select(api_visibility="private", **noise_args)
+                r_run.click(app.learn_reverse, [l_example, r_start, r_steps, l_seed],
+                            [frames, r_step, r_roll, r_audio, r_caption], api_name="learn_reverse",
+                            concurrency_id="model")
+                r_step.release(app.learn_step, [frames, r_step], [r_roll, r_audio, r_caption],
+                               api_name="learn_step", concurrency_id="light")
+        gr.Markdown("Code, model cards and licences: see the repository's README. Uploaded files are only "
+                    "read in memory and temporary outputs are deleted.")
+    return ui
+
+
+def load(diffusion: str | Path = DEFAULT_DIFFUSION, reference_windows: int = 300, latent_windows: int = 32) -> SymdiffApp:
+    """The model, the reference statistics and a warm-up run (so the first visitor waits less)."""
+    t0 = time.perf_counter()
+    pipe = MelodyDiffusion.from_pretrained(diffusion)
+    ref = demo.reference_stats(pipe, num_windows=reference_windows, latent_windows=latent_windows)
+    app = SymdiffApp(pipe, ref)
+    warm = pipe.generate(1, 8, "ddim", 2, seed=0).tokens[0]
+    image(pianoroll.plot_pianoroll(warm))
+    sound(warm, melody.DEFAULT_QPM)
+    log.info("model, reference (%d windows) and warm-up ready in %.1f s", ref.num_windows, time.perf_counter() - t0)
+    return app
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt  # gradio's launch() closes the server on it; atexit then cleans up
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument("--diffusion", default=str(DEFAULT_DIFFUSION), help="diffusion checkpoint folder")
+    p.add_argument("--reference-windows", type=int, default=300, help="training windows for the reference statistics")
+    p.add_argument("--concurrency", type=int, default=CONCURRENCY, help="model runs at once")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per model run")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log.info("temporary files (uploads, outputs) live in %s, removed at exit", TMP_ROOT)
+    signal.signal(signal.SIGTERM, _stop)  # a stopped Space/container: close cleanly, remove TMP_ROOT
+    torch.set_num_threads(max(1, args.threads))
+    app = load(args.diffusion, args.reference_windows)
+    ui = build(app)
+    ui.queue(default_concurrency_limit=args.concurrency, max_size=QUEUE_SIZE)
+    ui.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD_BYTES, show_error=True,
+              ssr_mode=False, allowed_paths=[str(demo.EXAMPLES_DIR)])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
