@@ -121,13 +121,41 @@ def request_dir() -> Path:
     return Path(tempfile.mkdtemp(dir=root))
 
 
-def image(fig) -> np.ndarray:
+def image(fig, first_bar: int = 1) -> np.ndarray:
+    """The figure as RGB; the bar axis says how its numbers relate to the bars users count
+    (the axis marks bar lines from 0, so bar 1 lies between 0 and 1)."""
+    for ax in fig.axes:
+        if ax.get_xlabel():
+            ax.set_xlabel(f"bar lines (bar {first_bar} starts at 0)")
     return pianoroll.figure_rgb(fig)
 
 
 def sound(tokens: np.ndarray, qpm: float) -> tuple[int, np.ndarray]:
     sr, a = audio.render(tokens, qpm=qpm)
     return sr, audio.to_int16(a)
+
+
+METRIC_COLORS = {"pitch consistency": "#1f4e8c", "pitch variance": "#7fb2e5", "duration consistency": "#b45309",
+                 "duration variance": "#f6b26b", demo.LATENT_METRIC: "#6b21a8"}
+
+
+def legend(names) -> str:
+    """An HTML legend (gradio's LinePlot draws none when it starts empty)."""
+    return "".join(f'<span style="margin-right:1.2em;white-space:nowrap"><span style="color:{METRIC_COLORS[n]};'
+                   f'font-size:1.3em">&#9644;</span> {n}</span>' for n in names)
+
+
+def metric_frame(rows: list[dict] | None = None) -> pd.DataFrame:
+    """Long-format metric rows with numeric step/value columns (an untyped empty frame would
+    make the plot's axes categorical)."""
+    df = pd.DataFrame(rows or [], columns=["step", "metric", "value"])
+    return df.astype({"step": "int64", "metric": "object", "value": "float64"})
+
+
+def roll_image(label: str, **kwargs) -> gr.Image:
+    """A piano roll output (the figure carries its own title, so no label badge over it)."""
+    return gr.Image(label=label, show_label=False, type="numpy", format="png", interactive=False,
+                    buttons=["download", "fullscreen"], **kwargs)
 
 
 def upload_path(midi_file) -> str | None:
@@ -162,11 +190,13 @@ class SymdiffApp:
 
     @staticmethod
     def _plots(trace: demo.RefinementTrace, steps: int):
-        rows = trace.rows()
-        df = pd.DataFrame(rows, columns=["step", "metric", "value"])
+        df = metric_frame(trace.rows())
         cv = df[df.metric != demo.LATENT_METRIC]
         mmd = df[df.metric == demo.LATENT_METRIC]
-        return (gr.LinePlot(value=cv, x_lim=[0, steps]), gr.LinePlot(value=mmd, x_lim=[0, steps]))
+        # (x_lim and color_map are repeated: gradio's LinePlot loses them on some updates; an empty
+        # frame is sent as None: after an empty frame the plot draws no lines any more)
+        return (gr.LinePlot(value=cv if len(cv) else None, x_lim=[0, steps], color_map=METRIC_COLORS),
+                gr.LinePlot(value=mmd if len(mmd) else None, x_lim=[0, steps], color_map=METRIC_COLORS))
 
     @user_errors
     def generate(self, bars, sampler, steps, seed):
@@ -264,7 +294,7 @@ class SymdiffApp:
                                              "the first and then the last bar.")
         ax = fig.axes[0]
         pos = ax.get_position()
-        geo = {"x0": pos.x0, "x1": pos.x1, "bars": pianoroll.num_bars(cand.tokens), "clicks": 0}
+        geo = {"x0": pos.x0, "x1": pos.x1, "bars": pianoroll.num_bars(cand.tokens)}
         return image(fig), self._range_text(first, last, snapped), geo
 
     @user_errors
@@ -275,18 +305,18 @@ class SymdiffApp:
         return self._preview(cand, first, last)
 
     @user_errors
-    def pick_bar(self, geo, first_bar, last_bar, evt: gr.SelectData):
+    def pick_bar(self, geo, first_bar, last_bar, clicks, evt: gr.SelectData):
         """A click on the preview: the first click sets the first bar, the next the last bar."""
         if not geo or evt is None or not isinstance(evt.index, (list, tuple)):
             return gr.skip(), gr.skip(), gr.skip()
         x = float(evt.index[0]) / WIDTH_PX
         frac = (x - geo["x0"]) / max(1e-9, geo["x1"] - geo["x0"])
         bar = int(min(max(frac, 0.0), 0.999999) * geo["bars"]) + 1
-        geo = dict(geo, clicks=geo.get("clicks", 0) + 1)
-        if geo["clicks"] % 2:
-            return bar, max(bar, int(last_bar or bar)), geo
+        clicks = int(clicks or 0) + 1
+        if clicks % 2:
+            return bar, max(bar, int(last_bar or bar)), clicks
         first = int(first_bar or bar)
-        return min(first, bar), max(first, bar), geo
+        return min(first, bar), max(first, bar), clicks
 
     @user_errors
     def infill(self, midi_file, track, first_bar, last_bar, sampler, steps, seed, progress=gr.Progress()):
@@ -313,7 +343,7 @@ class SymdiffApp:
         if base["interpolation"] is not None:
             rows.append(("interpolation", base["interpolation"][crop]))
         rows.append(("prior", base["prior"][crop]))
-        shown = f"bars {v0 + 1}-{v1}" + (" (bar numbers on the axis count from the first bar shown)" if v0 else "")
+        shown = f"bars {v0 + 1}-{v1}" + (", the model's 64-bar window" if v0 or v1 < cand.num_bars else "")
         fig = pianoroll.plot_rows(rows, box_bars=box, width_px=WIDTH_PX, row_height_px=130,
                                   title=f"Bars {snapped[0] + 1}-{snapped[1]} infilled ({shown})")
         qpm = found.qpm
@@ -323,7 +353,7 @@ class SymdiffApp:
                 f"regenerated by diffusion ({sampler.upper()}, {steps} steps); the rows below show the same "
                 "bars filled by interpolation between the neighbouring latents and by random latents from "
                 "the VAE prior. Everything outside the box is your melody, unchanged.")
-        return (text, image(fig), sound(cand.tokens[crop], qpm), sound(result[crop], qpm), str(out))
+        return (text, image(fig, v0 + 1), sound(cand.tokens[crop], qpm), sound(result[crop], qpm), str(out))
 
     # --- learn ------------------------------------------------------------------------------
 
@@ -399,24 +429,31 @@ def build(app: SymdiffApp) -> gr.Blocks:
                             g_stop = gr.Button("Stop", variant="secondary")
                         g_status = gr.Markdown("Press **Generate**.", label="Status", elem_id="generate-status")
                     with gr.Column(scale=3):
-                        g_roll = gr.Image(label="Piano roll", type="numpy", format="png", interactive=False,
-                                          elem_id="generate-roll")
+                        g_roll = roll_image("Piano roll", elem_id="generate-roll")
                         with gr.Row():
-                            g_audio = gr.Audio(label="Listen", type="numpy", interactive=False)
-                            g_midi = gr.File(label="MIDI", interactive=False)
+                            g_audio = gr.Audio(label="Listen", type="numpy", interactive=False, elem_id="generate-audio")
+                            g_midi = gr.File(label="MIDI", interactive=False, elem_id="generate-midi")
                 gr.Markdown("**While it samples:** the model's estimate of the finished melody (x0), measured every "
                             "few steps against real music from the training data: framewise *Consistency* and "
                             "*Variance* of pitch and duration (1 = like the data), and the distance of its "
                             "latents to real latents (polynomial MMD, lower is closer).")
+                # (the plots start empty, as None: gradio's LinePlot draws no lines after an update of
+                # a plot that started with an empty frame)
                 with gr.Row():
-                    g_cv = gr.LinePlot(pd.DataFrame(columns=["step", "metric", "value"]), x="step", y="value",
-                                       color="metric", y_lim=[0, 1], title="Consistency / Variance of x0",
-                                       height=260, label="Consistency / Variance")
-                    g_mmd = gr.LinePlot(pd.DataFrame(columns=["step", "metric", "value"]), x="step", y="value",
-                                        color="metric", title="Latent distance to the data (MMD)", height=260,
-                                        label="Latent MMD")
-                g_stages = gr.Image(label="Refinement stages: the x0 estimate as sampling goes on", type="numpy",
-                                    format="png", interactive=False)
+                    with gr.Column():
+                        gr.HTML(legend(demo.METRIC_NAMES))
+                        g_cv = gr.LinePlot(None, x="step", y="value", color="metric", y_lim=[0, 1], x_lim=[0, 50],
+                                           color_map=METRIC_COLORS, title="Consistency / Variance of the x0 estimate",
+                                           x_title="diffusion step", y_title="1 = like the data", height=280,
+                                           label="Consistency / Variance", elem_id="generate-cv")
+                    with gr.Column():
+                        gr.HTML(legend([demo.LATENT_METRIC]))
+                        g_mmd = gr.LinePlot(None, x="step", y="value", color="metric", x_lim=[0, 50],
+                                            color_map=METRIC_COLORS, title="Distance of its latents to real latents",
+                                            x_title="diffusion step", y_title="polynomial MMD", height=280,
+                                            label="Latent MMD", elem_id="generate-mmd")
+                gr.Markdown("**Refinement stages:** the x0 estimate, decoded to notes, at a few steps of the run.")
+                g_stages = roll_image("Refinement stages", elem_id="generate-stages")
                 gen_event = g_run.click(app.generate, [g_bars, g_sampler, g_steps, g_seed],
                                         [g_status, g_cv, g_mmd, g_roll, g_stages, g_audio, g_midi],
                                         api_name="generate", concurrency_id="model")
@@ -424,7 +461,8 @@ def build(app: SymdiffApp) -> gr.Blocks:
 
             # --- Infill ---
             with gr.Tab("Infill", id="infill"):
-                geo = gr.State(None)
+                geo = gr.State(None)  # where the preview's plot area lies, for clicks on it
+                clicks = gr.State(0)
                 with gr.Row():
                     with gr.Column(scale=1, min_width=260):
                         i_file = gr.File(label="MIDI file", file_types=[".mid", ".midi"], type="filepath",
@@ -432,7 +470,7 @@ def build(app: SymdiffApp) -> gr.Blocks:
                         if app.examples:
                             gr.Examples([[str(p)] for p in app.examples], inputs=[i_file], label="Examples")
                         i_track = gr.Dropdown([("auto: the most melodic track", "auto")], value="auto",
-                                              label="Track", allow_custom_value=True)
+                                              label="Track", allow_custom_value=True, elem_id="infill-track")
                         with gr.Row():  # numbers, not sliders: an API session may infill files of any length
                             i_first = gr.Number(1, precision=0, minimum=1, label="First bar", elem_id="infill-first")
                             i_last = gr.Number(1, precision=0, minimum=1, label="Last bar", elem_id="infill-last")
@@ -442,15 +480,13 @@ def build(app: SymdiffApp) -> gr.Blocks:
                         i_run = gr.Button("Infill", variant="primary", elem_id="infill-button")
                     with gr.Column(scale=3):
                         i_range = gr.Markdown("Upload a MIDI file or pick an example.", label="Range", elem_id="infill-range")
-                        i_preview = gr.Image(label="Your melody: pick the bars to regenerate", type="numpy",
-                                             format="png", interactive=False, elem_id="infill-preview")
+                        i_preview = roll_image("Your melody: pick the bars to regenerate", elem_id="infill-preview")
                         i_status = gr.Markdown(label="Status", elem_id="infill-status")
-                        i_rows = gr.Image(label="Original / diffusion / interpolation / prior", type="numpy",
-                                          format="png", interactive=False, elem_id="infill-rows")
+                        i_rows = roll_image("Original / diffusion / interpolation / prior", elem_id="infill-rows")
                         with gr.Row():
                             i_audio_orig = gr.Audio(label="Original", type="numpy", interactive=False)
                             i_audio_new = gr.Audio(label="Infilled", type="numpy", interactive=False)
-                            i_midi = gr.File(label="Infilled MIDI", interactive=False)
+                            i_midi = gr.File(label="Infilled MIDI", interactive=False, elem_id="infill-midi")
                 i_file.change(app.load_midi, [i_file], [i_track, i_first, i_last, i_preview, i_range, geo],
                               api_name="load_midi", concurrency_id="light")
                 preview_args = dict(fn=app.preview, inputs=[i_file, i_track, i_first, i_last],
@@ -458,7 +494,7 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 i_track.input(api_name="preview", **preview_args)
                 i_first.input(api_visibility="private", trigger_mode="always_last", **preview_args)
                 i_last.input(api_visibility="private", trigger_mode="always_last", **preview_args)
-                i_preview.select(app.pick_bar, [geo, i_first, i_last], [i_first, i_last, geo],
+                i_preview.select(app.pick_bar, [geo, i_first, i_last, clicks], [i_first, i_last, clicks],
                                  api_visibility="private").then(api_visibility="private", **preview_args)
                 i_run.click(app.infill, [i_file, i_track, i_first, i_last, i_sampler, i_steps, i_seed],
                             [i_status, i_rows, i_audio_orig, i_audio_new, i_midi], api_name="infill",
@@ -476,8 +512,8 @@ def build(app: SymdiffApp) -> gr.Blocks:
                                             label="Melody (its first 16 bars)", scale=2)
                     l_seed = gr.Number(0, precision=0, label="Seed", scale=1)
                 l_t = gr.Slider(0, n_steps, value=300, step=10, label="Noise step t")
-                l_caption = gr.Markdown(label="Explanation")
-                l_roll = gr.Image(type="numpy", format="png", interactive=False, label="Noised piano roll", show_label=False)
+                l_caption = gr.Markdown(label="Explanation", elem_id="learn-caption")
+                l_roll = roll_image("Noised piano roll", elem_id="learn-noise-roll")
                 l_audio = gr.Audio(label="Listen to the noised melody", type="numpy", interactive=False)
                 gr.Markdown("**2. The reverse process** is what the model learnt: start from noise and remove "
                             "a little of it at every step. Start at step 1000 for a brand-new melody, or lower "
@@ -486,23 +522,23 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 with gr.Row():
                     r_start = gr.Slider(1, n_steps, value=n_steps, step=1, label="Start from noise step")
                     r_steps = gr.Slider(1, 100, value=20, step=1, label="Steps of the reverse run")
-                    r_run = gr.Button("Run the reverse process", variant="primary")
+                    r_run = gr.Button("Run the reverse process", variant="primary", elem_id="learn-run")
                 frames = gr.State(None)
-                r_step = gr.Slider(0, 1, value=0, step=1, label="Step of the reverse run")
-                r_caption = gr.Markdown(label="Explanation")
-                r_roll = gr.Image(type="numpy", format="png", interactive=False, label="Reverse piano roll", show_label=False)
+                r_step = gr.Slider(0, 1, value=0, step=1, label="Step of the reverse run", elem_id="learn-step")
+                r_caption = gr.Markdown(label="Explanation", elem_id="learn-step-caption")
+                r_roll = roll_image("Reverse piano roll", elem_id="learn-reverse-roll")
                 r_audio = gr.Audio(label="Listen to the sample at this step", type="numpy", interactive=False)
                 noise_args = dict(fn=app.learn_noise, inputs=[l_example, l_t, l_seed],
                                   outputs=[l_roll, l_audio, l_caption], concurrency_id="light")
-                l_t.release(api_name="learn_noise", **noise_args)
+                l_t.input(api_name="learn_noise", trigger_mode="always_last", **noise_args)
                 l_example.input(api_visibility="private", **noise_args)
                 l_seed.submit(api_visibility="private", **noise_args)
                 learn_tab.select(api_visibility="private", **noise_args)
                 r_run.click(app.learn_reverse, [l_example, r_start, r_steps, l_seed],
                             [frames, r_step, r_roll, r_audio, r_caption], api_name="learn_reverse",
                             concurrency_id="model")
-                r_step.release(app.learn_step, [frames, r_step], [r_roll, r_audio, r_caption],
-                               api_name="learn_step", concurrency_id="light")
+                r_step.input(app.learn_step, [frames, r_step], [r_roll, r_audio, r_caption],
+                             api_name="learn_step", concurrency_id="light", trigger_mode="always_last")
         gr.Markdown("Code, model cards and licences: see the repository's README. Uploaded files are only "
                     "read in memory and temporary outputs are deleted.")
     return ui

@@ -57,14 +57,15 @@ def load_melody(source: str | Path | bytes, track: int | None = None,
         if not path.is_file():
             raise melody.MelodyError("no file was given")
         if path.stat().st_size > max_bytes:
-            raise melody.MelodyError(f"the file is larger than {max_bytes / 2**20:.0f} MB")
-        source = path.read_bytes()
-    if len(source) > max_bytes:
+            raise melody.MelodyError(f"{path.name}: the file is larger than {max_bytes / 2**20:.0f} MB")
+        source = path  # read_midi names the file in its messages
+    elif len(source) > max_bytes:
         raise melody.MelodyError(f"the file is larger than {max_bytes / 2**20:.0f} MB")
     try:
-        found = melody.read_midi(bytes(source))
+        found = melody.read_midi(source)
     except melody.MelodyError as e:
-        if str(e).startswith("no melody found") and _all_outside_range(bytes(source)):
+        data = source.read_bytes() if isinstance(source, Path) else bytes(source)
+        if str(e).startswith("no melody found") and _all_outside_range(data):
             raise melody.MelodyError(
                 f"no melody found: every pitched note lies outside the range the model knows "
                 f"(MIDI {melody.MIN_PITCH}-{melody.MAX_PITCH}, A0 to C8)") from None
