@@ -1,0 +1,140 @@
+"""The app in a real browser: Playwright (the Python package, no browser download) driving
+Debian's chromium (`apt-get install chromium`, done by scripts/install-test-deps.sh) against
+`python app.py` on 127.0.0.1. Clicks through Generate, Infill with an upload (track choice,
+bar range picked by clicking the piano roll), a bad upload, and Learn; saves screenshots under
+the test's tmp_path. With SYMDIFF_README_SCREENSHOT=1 the Generate screenshot is also written to
+assets/screenshot_generate.png (the README's)."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app_server import REPO, start_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+MIDI = REPO / "tests" / "data" / "midi"
+ALOHA = MIDI / "liliuokalani_aloha_oe_voice_piano.mid"
+TIMEOUT_MS = 120_000
+
+if not CHROMIUM.is_file():
+    pytest.skip(f"no chromium at {CHROMIUM}: it could not be installed here "
+                "(scripts/install-test-deps.sh runs apt-get install chromium)", allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = start_app(tmp_path_factory.mktemp("app") / "app.log")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server.url)
+    expect(page.locator("#generate-button")).to_be_visible()
+    yield page
+    context.close()
+
+
+def text_of(page, selector: str) -> str:
+    return page.locator(selector).inner_text()
+
+
+def test_generate(page, server, tmp_path):
+    page.locator("#generate-button").click()
+    expect(page.locator("#generate-status")).to_contain_text("Done in", timeout=TIMEOUT_MS)
+    assert "64 bars" in text_of(page, "#generate-status")
+    expect(page.locator("#generate-roll img")).to_be_visible()
+    expect(page.locator("#generate-stages img")).to_be_visible()
+    # the live plots drew their lines (vega marks with a path)
+    for plot in ("#generate-cv", "#generate-mmd"):
+        expect(page.locator(f"{plot} canvas, {plot} svg").first).to_be_visible()
+    expect(page.locator("#generate-midi a[href*='symdiff_64bars_seed0.mid']").first).to_be_attached()
+    expect(page.locator("#generate-audio audio, #generate-audio [data-testid*='waveform']").first).to_be_attached()
+    page.wait_for_timeout(1500)  # let the plots finish drawing
+    shot = tmp_path / "generate.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 50_000
+    if os.environ.get("SYMDIFF_README_SCREENSHOT") == "1":
+        shutil.copyfile(shot, REPO / "assets" / "screenshot_generate.png")
+    assert server.alive
+
+
+def test_infill_with_an_upload(page, server, tmp_path):
+    page.get_by_role("tab", name="Infill").click()
+    page.set_input_files("#infill-file input[type=file]", str(ALOHA))
+    expect(page.locator("#infill-range")).to_contain_text("regenerated")
+    # choose the solo voice (track 4, 12 bars)
+    page.locator("#infill-track input").click()
+    page.get_by_role("option", name="4: Solo Voice").click()
+    expect(page.locator("#infill-preview")).to_be_visible()
+    expect(page.locator("#infill-range")).to_contain_text("regenerated")
+    page.wait_for_timeout(1000)
+    # pick bars 4..7 by clicking the roll; the range snaps to the chunks 3-8
+    img = page.locator("#infill-preview img")
+    box = img.bounding_box()
+    def x_of(bar: int, bars: int = 12) -> float:  # the plot area: 58 px .. 1000 - 14 px of 1000
+        left, right = 58 / 1000 * box["width"], (1 - 14 / 1000) * box["width"]
+        return left + (bar - 0.5) / bars * (right - left)
+
+    img.click(position={"x": x_of(4), "y": box["height"] / 2})
+    expect(page.locator("#infill-first input")).to_have_value("4")
+    img.click(position={"x": x_of(7), "y": box["height"] / 2})
+    expect(page.locator("#infill-last input")).to_have_value("7")
+    expect(page.locator("#infill-range")).to_contain_text("bars 3-8")
+    page.screenshot(path=str(tmp_path / "infill_range.png"), full_page=True)
+    page.locator("#infill-button").click()
+    expect(page.locator("#infill-status")).to_contain_text("Done in", timeout=TIMEOUT_MS)
+    assert "Track 4, bars 3-8" in text_of(page, "#infill-status")
+    expect(page.locator("#infill-rows img")).to_be_visible()
+    expect(page.locator("#infill-midi a[href*='infilled_bars3-8_seed0.mid']").first).to_be_attached()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(tmp_path / "infill.png"), full_page=True)
+    assert (tmp_path / "infill.png").stat().st_size > 50_000 and server.alive
+
+
+def test_bad_upload_shows_a_message(page, server, tmp_path):
+    page.get_by_role("tab", name="Infill").click()
+    page.set_input_files("#infill-file input[type=file]", str(MIDI / "bad" / "not_midi.mid"))
+    expect(page.get_by_text("not_midi.mid: not a MIDI file (no MThd header)").first).to_be_visible()
+    page.screenshot(path=str(tmp_path / "bad_upload.png"), full_page=True)
+    assert "Traceback" not in page.content()
+    # the app still works: a good file afterwards
+    page.locator("#infill-file").get_by_role("button", name="Clear").click()
+    page.set_input_files("#infill-file input[type=file]", str(ALOHA))
+    expect(page.locator("#infill-range")).to_contain_text("regenerated")
+    assert server.alive
+
+
+def test_learn(page, server, tmp_path):
+    page.get_by_role("tab", name="Learn").click()
+    expect(page.locator("#learn-caption")).to_contain_text("Step 300 of 1000")
+    expect(page.locator("#learn-noise-roll img")).to_be_visible()
+    page.locator("#learn-run").click()
+    expect(page.locator("#learn-step-caption")).to_contain_text("Start (step 1000)")
+    # step to the end of the run through the slider's number box
+    box = page.locator("#learn-step input[type=number]")
+    box.fill("20")
+    box.press("Enter")
+    box.blur()
+    expect(page.locator("#learn-step-caption")).to_contain_text("Done", timeout=TIMEOUT_MS)
+    page.screenshot(path=str(tmp_path / "learn.png"), full_page=True)
+    assert server.alive
