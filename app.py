@@ -539,8 +539,8 @@ def build(app: SymdiffApp) -> gr.Blocks:
                             concurrency_id="model")
                 r_step.input(app.learn_step, [frames, r_step], [r_roll, r_audio, r_caption],
                              api_name="learn_step", concurrency_id="light", trigger_mode="always_last")
-        gr.Markdown("Code, model cards and licences: see the repository's README. Uploaded files are only "
-                    "read in memory and temporary outputs are deleted.")
+        gr.Markdown("Code, model cards and licences: see the repository's README. Uploads and results stay in "
+                    "a temporary folder, are deleted after a few minutes and are never kept.")
     return ui
 
 
