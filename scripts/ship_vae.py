@@ -32,7 +32,13 @@ def main() -> None:
     evals = [r for r in rows if r.get("event") == "eval"]
     train_rows = [r for r in rows if "loss" in r]
     state = json.loads((args.run / "last" / "state.json").read_text())
-    best = state.get("best", {})
+    # best/ is written at every new best evaluation, last/ only every few minutes: best/'s own
+    # config names its step, and the log has that evaluation.
+    best_step = json.loads((args.run / "best" / "config.json").read_text())["extra"]["train_step"]
+    best = next(({"step": r["step"], **{k: r[k] for k in ("accuracy", "accuracy_teacher_forced", "kl", "active_dims")}}
+                 for r in evals if r["step"] == best_step), state.get("best", {}))
+    state["step"] = max(state["step"], max((r["step"] for r in rows), default=0))
+    state["seconds"] = max(state["seconds"], max((r.get("seconds", 0) for r in rows), default=0))
 
     args.out.mkdir(parents=True, exist_ok=True)
     model = MusicVAE.from_pretrained(args.run / "best")
