@@ -61,22 +61,8 @@ def load_melody(source: str | Path | bytes, track: int | None = None,
         source = path  # read_midi names the file in its messages
     elif len(source) > max_bytes:
         raise melody.MelodyError(f"the file is larger than {max_bytes / 2**20:.0f} MB")
-    try:
-        found = melody.read_midi(source)
-    except melody.MelodyError as e:
-        data = source.read_bytes() if isinstance(source, Path) else bytes(source)
-        if str(e).startswith("no melody found") and _all_outside_range(data):
-            raise melody.MelodyError(
-                f"no melody found: every pitched note lies outside the range the model knows "
-                f"(MIDI {melody.MIN_PITCH}-{melody.MAX_PITCH}, A0 to C8)") from None
-        raise
+    found = melody.read_midi(source)
     return found, found.pick(track)
-
-
-def _all_outside_range(data: bytes) -> bool:
-    ns = melody.load_note_sequence(data)
-    pitched = [n.pitch for n in ns.notes if not n.is_drum]
-    return bool(pitched) and all(not melody.MIN_PITCH <= p <= melody.MAX_PITCH for p in pitched)
 
 
 def track_label(c: melody.Candidate) -> str:

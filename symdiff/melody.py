@@ -340,6 +340,10 @@ def read_midi(source: str | Path | bytes, max_bars: int = MAX_BARS) -> MidiMelod
         raise MelodyError("the MIDI file has only drums; a melody needs a pitched track")
     candidates = [c for c in sequence_lines(ns, max_bars) if c.num_notes > 0]
     if not candidates:
+        pitched = [n.pitch for n in ns.notes if not n.is_drum]
+        if all(not MIN_PITCH <= p <= MAX_PITCH for p in pitched):
+            raise MelodyError(f"no melody found: every pitched note lies outside the range the model knows "
+                              f"(MIDI {MIN_PITCH}-{MAX_PITCH}, A0 to C8)")
         raise MelodyError("no melody found: no pitched notes on the 16th-note grid")
     default = most_melodic(candidates)
     tempos = sorted(ns.tempos, key=lambda t: t.time)
