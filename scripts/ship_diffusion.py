@@ -73,6 +73,10 @@ def main() -> None:
     plot_losses(rows, args.out, "NLL" if is_mdn else "eps MSE")
 
     e = cfg["extra"]
+    rel = args.out.resolve().relative_to(ROOT) if args.out.resolve().is_relative_to(ROOT) else args.out
+    load = "symdiff.baselines.TransformerMDN.from_pretrained" if is_mdn else "symdiff.generate.MelodyDiffusion.from_pretrained"
+    codec = ("; `symdiff.latents.LatentCodec.from_pretrained` on this folder decodes its samples" if is_mdn else
+             "\n(the VAE is found beside this folder and checked by the sha256 of its weights).")
     params = start.get("parameters")
     evals = ""
     if args.eval:
@@ -89,8 +93,7 @@ def main() -> None:
 Trained by symdiff on a 2-core CPU. {params:,} parameters; data dim {cfg['data_dim']} (the active dims of
 the VAE below), sequences of up to {cfg['seq_len']} latents (64 bars).
 
-Load: `symdiff.generate.MelodyDiffusion.from_pretrained("{args.out.relative_to(ROOT) if args.out.resolve().is_relative_to(ROOT) else args.out}")`
-(the VAE is found beside this folder and checked by the sha256 of its weights).
+Load: `{load}("{rel}")`{codec}
 
 ## Data
 - VAE: `{e.get('vae', {}).get('path')}` (sha256 `{e.get('vae', {}).get('sha256', '')[:16]}...`).

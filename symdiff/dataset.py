@@ -145,3 +145,15 @@ def transpose_chunks(
 
 def save_stats(stats: dict, path: str | Path) -> None:
     Path(path).write_text(json.dumps(stats, indent=1) + "\n")
+
+
+def random_windows(lines: Lines, split: str, num: int, seed: int, chunks: int = WINDOW_CHUNKS) -> list[np.ndarray]:
+    """`num` random chunk-aligned windows of `chunks` 2-bar chunks (64 bars by default) from a
+    split's lines: uniform over all such windows, without replacement while there are enough."""
+    sel = lines.select(split)
+    cands = [(i, s) for i, t in enumerate(sel.tokens) for s in range(0, len(t) // melody.CHUNK_STEPS - chunks + 1)]
+    if not cands:
+        raise ValueError(f"no {chunks * melody.BARS_PER_CHUNK}-bar window in the {split} split")
+    pick = np.random.default_rng(seed).choice(len(cands), num, replace=num > len(cands))
+    size = chunks * melody.CHUNK_STEPS
+    return [sel.tokens[cands[j][0]][cands[j][1] * melody.CHUNK_STEPS :][:size].copy() for j in pick]

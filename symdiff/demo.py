@@ -30,7 +30,8 @@ import torch
 
 from . import melody, metrics
 from .baselines import interpolate_infill, prior_latents
-from .generate import GenerateError, InfillPlan, MelodyDiffusion, plan_infill
+from .dataset import random_windows
+from .generate import GenerateError, InfillPlan, MelodyDiffusion, plan_infill, splice_bars
 from .schedulers import SAMPLERS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,16 +92,6 @@ def snap_range(num_bars: int, first_bar: int, last_bar: int, seq_len: int = 32) 
     return plan_infill(num_bars, snapped, seq_len), snapped
 
 
-def splice(full: np.ndarray, made: np.ndarray, plan: InfillPlan) -> np.ndarray:
-    """The melody `full` with the plan's bars replaced by those of `made`, the decoded tokens of
-    the plan's window (exactly as `MelodyDiffusion.infill` splices)."""
-    out = np.array(full, dtype=np.uint8, copy=True)
-    s0 = plan.window[0] * melody.CHUNK_STEPS
-    lo, hi = (b * melody.STEPS_PER_BAR for b in plan.bars)
-    out[lo:hi] = made[lo - s0 : hi - s0]
-    return out
-
-
 def baseline_infills(pipe: MelodyDiffusion, tokens: np.ndarray, plan: InfillPlan,
                      seed: int | None = 0) -> dict[str, np.ndarray | None]:
     """The paper's two baselines for the same infilling task, spliced like the diffusion result:
@@ -114,13 +105,13 @@ def baseline_infills(pipe: MelodyDiffusion, tokens: np.ndarray, plan: InfillPlan
     out: dict[str, np.ndarray | None] = {}
     if bool((~mask).any()):
         x = interpolate_infill(known, mask, pipe.codec.scaler)
-        out["interpolation"] = splice(tokens, pipe.decode(x[None])[0], plan)
+        out["interpolation"] = splice_bars(tokens, pipe.decode(x[None])[0], plan)
     else:
         out["interpolation"] = None
     g = torch.Generator().manual_seed(seed if seed is not None else 0)
     prior = prior_latents(1, len(known), pipe.codec.scaler, generator=g)[0]
     x = torch.where(mask[:, None], prior.float(), known)
-    out["prior"] = splice(tokens, pipe.decode(x[None])[0], plan)
+    out["prior"] = splice_bars(tokens, pipe.decode(x[None])[0], plan)
     return out
 
 
@@ -136,22 +127,6 @@ class Reference:
     num_windows: int
 
 
-def training_windows(lines, num: int = 300, bars: int = 64, seed: int = 0, split: str = "train") -> list[np.ndarray]:
-    """`num` random bar-aligned windows of `bars` bars (starting on a chunk) from lines of the
-    split that are at least that long (with replacement across lines)."""
-    size = bars * melody.STEPS_PER_BAR
-    pool = [t for t, m in zip(lines.tokens, lines.meta) if m.get("split") == split and len(t) >= size]
-    if not pool:
-        raise ValueError(f"no {split} line has {bars} bars")
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in rng.integers(0, len(pool), num):
-        t = pool[i]
-        s = int(rng.integers(0, (len(t) - size) // melody.CHUNK_STEPS + 1)) * melody.CHUNK_STEPS
-        out.append(np.asarray(t[s : s + size], dtype=np.uint8))
-    return out
-
-
 def reference_stats(pipe: MelodyDiffusion, lines=None, num_windows: int = 300, latent_windows: int = 32,
                     seed: int = 0) -> Reference:
     """Reference statistics from `num_windows` 64-bar training windows (`lines` defaults to the
@@ -161,7 +136,7 @@ def reference_stats(pipe: MelodyDiffusion, lines=None, num_windows: int = 300, l
         from .dataset import Lines
 
         lines = Lines.load()
-    wins = training_windows(lines, num_windows, seed=seed)
+    wins = random_windows(lines, "train", num_windows, seed)
     oa = metrics.overlap_stats(wins)
     take = wins[: max(1, min(latent_windows, len(wins)))]
     lat = pipe.codec.encode(np.concatenate(take), sample=True, seed=seed)

@@ -36,15 +36,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import melody
 from .atomic import write_text
 from .baselines import PAPER_INFILL_MASK, TransformerMDN, interpolate_infill, prior_latents
-from .dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines
-from .generate import MelodyDiffusion
+from .dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
+from .generate import MelodyDiffusion, plan_infill, splice_bars
 from .latents import sha256_file, vae_hash
 from .metrics import CopyIndex, consistency_variance, copy_report, frechet_distance, mmd_polynomial, overlap_stats
 
 TASKS = ("unconditional", "infill")
+PAPER_INFILL_BARS = (16, 48)  # bars 17-48 = latents 8-23, the paper's task (PAPER_INFILL_MASK)
 CACHE = DEFAULT_PATH.parent / "cache" / "eval"
 FIGURE_GROUPS = 5
 # The paper's Table 1 (REFERENCE sec. 7): pitch C, pitch Var, duration C, duration Var.
@@ -57,22 +57,8 @@ PAPER = {
 }
 
 
-def corpus_windows(lines: Lines, split: str, num: int, seed: int) -> list[np.ndarray]:
-    """`num` random chunk-aligned 64-bar token windows of a split's lines (without replacement
-    while there are enough windows; with replacement beyond)."""
-    sel = lines.select(split)
-    cands = [(i, s) for i, t in enumerate(sel.tokens)
-             for s in range(0, len(t) // melody.CHUNK_STEPS - WINDOW_CHUNKS + 1)]
-    if not cands:
-        raise ValueError(f"no 64-bar window in the {split} split")
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(cands), num, replace=num > len(cands))
-    size = WINDOW_CHUNKS * melody.CHUNK_STEPS
-    return [sel.tokens[cands[j][0]][cands[j][1] * melody.CHUNK_STEPS :][:size].copy() for j in pick]
-
-
 def held_out_melodies(num: int, seed: int = 0, split: str = "test", data: str | Path = DEFAULT_PATH) -> list[np.ndarray]:
-    return corpus_windows(Lines.load(data), split, num, seed)
+    return random_windows(Lines.load(data), split, num, seed)
 
 
 @dataclass
@@ -91,7 +77,7 @@ def encode_windows(pipe: MelodyDiffusion, tokens: list[np.ndarray], seed: int) -
 
 def real_set(pipe: MelodyDiffusion, lines: Lines, split: str, num: int, seed: int, data: Path,
              vae_dir: Path | None, cache: Path | None) -> RealSet:
-    tokens = corpus_windows(lines, split, num, seed)
+    tokens = random_windows(lines, split, num, seed)
     path = None
     if cache is not None and vae_dir is not None:
         key = json.dumps({"vae": vae_hash(vae_dir), "data": sha256_file(data), "split": split, "num": num,
@@ -213,11 +199,11 @@ def evaluate(task: str, num: int, pipe: MelodyDiffusion, mdn: TransformerMDN | N
         mask = PAPER_INFILL_MASK
         x = smp.sample(pipe.eps, (num, k, d), seed=seed, callback=callback, mask=mask, known=test.mu)
         bar.close()
-        rows.append(Row("diffusion", splice(test.tokens, pipe.decode(x), mask), x, time.perf_counter() - t0))
+        rows.append(Row("diffusion", splice(test.tokens, pipe.decode(x)), x, time.perf_counter() - t0))
         x = interpolate_infill(test.mu, mask, pipe.codec.scaler)
-        rows.append(Row("interpolation", splice(test.tokens, pipe.decode(x), mask), x))
+        rows.append(Row("interpolation", splice(test.tokens, pipe.decode(x)), x))
         x = torch.where(mask[None, :, None], prior_latents(num, k, pipe.codec.scaler, gen), test.mu)
-        rows.append(Row("N(0,I) prior", splice(test.tokens, pipe.decode(x), mask), x))
+        rows.append(Row("N(0,I) prior", splice(test.tokens, pipe.decode(x)), x))
     if trace:
         figure = {"steps": [t["step"] for t in trace], "total": smp.num_steps,
                   **{key: {"mean": [t[key][0] for t in trace], "std": [t[key][1] for t in trace]}
@@ -232,10 +218,11 @@ def evaluate(task: str, num: int, pipe: MelodyDiffusion, mdn: TransformerMDN | N
     return result
 
 
-def splice(real: list[np.ndarray], made: list[np.ndarray], mask: torch.Tensor) -> list[np.ndarray]:
-    """The generated chunks (mask True) into the real melodies, the real tokens elsewhere."""
-    m = np.repeat(mask.numpy(), melody.CHUNK_STEPS)
-    return [np.where(m, b, a).astype(np.uint8) for a, b in zip(real, made)]
+def splice(real: list[np.ndarray], made: list[np.ndarray]) -> list[np.ndarray]:
+    """The paper's infilling task, bars 17-48 of each 64-bar window from `made`, the rest real,
+    spliced as `symdiff infill` does."""
+    plan = plan_infill(64, PAPER_INFILL_BARS)
+    return [splice_bars(a, b, plan) for a, b in zip(real, made)]
 
 
 def figure_point(pipe: MelodyDiffusion, i: int, total: int, x0: torch.Tensor, gt_stats: dict,

@@ -94,6 +94,16 @@ def plan_infill(num_bars: int, bars: tuple[int, int], seq_len: int = 32) -> Infi
     return InfillPlan((first, end), (c0, c1), window, n)
 
 
+def splice_bars(full: np.ndarray, made: np.ndarray, plan: InfillPlan) -> np.ndarray:
+    """The melody `full` with the plan's bars (the user's range, not the snapped one) taken from
+    `made`, the decoded tokens of the plan's window; every other token stays as it was."""
+    out = np.array(full, dtype=np.uint8, copy=True)
+    s0 = plan.window[0] * melody.CHUNK_STEPS
+    lo, hi = (b * melody.STEPS_PER_BAR for b in plan.bars)
+    out[lo:hi] = made[lo - s0 : hi - s0]
+    return out
+
+
 @dataclass
 class Result:
     """What a generation returns: tokens of each melody, and its model-space latents."""
@@ -188,12 +198,7 @@ class MelodyDiffusion:
         known = self.codec.encode(full)[plan.window[0] : plan.window[1]]
         mask = torch.from_numpy(plan.mask())
         x = self.sample_latents(1, len(known), self.sampler(sampler, steps), seed, callback, mask, known[None])
-        made = self.decode(x)[0]
-        out = full.copy()
-        s0 = plan.window[0] * melody.CHUNK_STEPS
-        lo, hi = (b * melody.STEPS_PER_BAR for b in plan.bars)
-        out[lo:hi] = made[lo - s0 : hi - s0]
-        return Result([out], x, time.perf_counter() - t0, plan)
+        return Result([splice_bars(full, self.decode(x)[0], plan)], x, time.perf_counter() - t0, plan)
 
     def extend(self, tokens: np.ndarray, bars: int, **kwargs) -> Result:
         """Continue a melody by `bars` new bars."""

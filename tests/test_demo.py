@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from symdiff import demo, melody, metrics
-from symdiff.dataset import Lines
+from symdiff.dataset import Lines, random_windows
 from symdiff.generate import DEFAULT_DIFFUSION, GenerateError, MelodyDiffusion
 
 torch.set_num_threads(1)
@@ -120,15 +120,15 @@ def test_long_melody_baselines_use_the_window(pipe):
 
 def test_training_windows_and_reference(pipe, reference):
     lines = Lines.load()
-    wins = demo.training_windows(lines, 10, seed=3)
+    wins = random_windows(lines, "train", 10, 3)
     assert len(wins) == 10 and all(len(w) == 64 * BAR for w in wins)
-    assert all(np.array_equal(w, demo.training_windows(lines, 10, seed=3)[i]) for i, w in enumerate(wins))
+    assert all(np.array_equal(w, random_windows(lines, "train", 10, 3)[i]) for i, w in enumerate(wins))
     assert set(reference.oa) == set(metrics.FEATURES) and reference.num_windows == 40
     assert reference.latents.shape == (64, pipe.codec.scaler.dim)
 
 
 def test_sample_metrics(reference):
-    window = demo.training_windows(Lines.load(), 1, seed=5)[0]
+    window = random_windows(Lines.load(), "train", 1, 5)[0]
     lat = np.zeros((32, reference.latents.shape[1]))
     m = demo.sample_metrics(window, lat, reference)
     assert set(m) == set(demo.METRIC_NAMES) | {demo.LATENT_METRIC}
