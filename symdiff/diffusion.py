@@ -93,9 +93,11 @@ class DiffusionConfig(ConfigIO):
 CONFIGS = {
     # 25,579,946 parameters at d = 42 (the paper: 25.58M)
     "paper": DiffusionConfig(),
-    # the same code, small enough to train on CPU: 1,306,026 parameters at d = 42, a bf16
-    # training step of batch 64 x 32 x 42 in ~0.14 s on one busy core (mlp = dense = 512: ~0.23 s)
-    "cpu": DiffusionConfig(name="cpu", layers=4, mlp=256, dense=256, film=256),
+    # the same code, small enough to train on CPU. Its width must not be below the data dim:
+    # at high noise eps is nearly x_t itself, and a trunk narrower than d cannot carry x_t through
+    # (a width-128 model on our VAE's 256 active dims stalled at an eps MSE of 0.5 from
+    # t = 200 up: half the dims lost). 256 wide, 4 layers: 4.2M parameters at d = 256.
+    "cpu": DiffusionConfig(name="cpu", width=256, layers=4, mlp=512, dense=512, film=256),
 }
 
 
