@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 from dataclasses import replace
 from functools import partial
@@ -41,9 +42,12 @@ def test_paper_config_has_the_papers_size():
 
 def test_cpu_config_is_the_same_code_smaller():
     cfg = CONFIGS["cpu"]
-    assert (cfg.data_dim, cfg.seq_len, cfg.width, cfg.heads, cfg.res_blocks) == (42, 32, 128, 8, 2)
+    assert (cfg.seq_len, cfg.heads, cfg.res_blocks) == (32, 8, 2)
     assert cfg.beta_start == 1e-6 and cfg.beta_end == 0.01 and cfg.num_steps == 1000
-    assert TransformerDDPM(cfg).num_parameters() < 2e6
+    assert TransformerDDPM(cfg).num_parameters() < 0.2 * TransformerDDPM(CONFIGS["paper"]).num_parameters()
+    # wide enough for the shipped VAE's active dims (a narrower trunk cannot carry x_t through)
+    shipped = json.loads((Path(__file__).parent.parent / "checkpoints/diffusion-cpu/config.json").read_text())
+    assert cfg.width >= shipped["data_dim"] == 256
 
 
 @pytest.mark.parametrize("k", [32, 7, 1])
