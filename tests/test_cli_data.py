@@ -4,12 +4,14 @@ The process-level checks (exit status, one clean stderr line, the console script
 run `symdiff` as a real subprocess. Each such process pays note_seq's import (about 4 s of
 CPU: it pulls in bokeh and pandas), so there are two and they start together: `data build`
 and `inspect` on a corrupt file (a fresh process is where an import-time warning would add a
-second stderr line). The other cases call `symdiff.cli.main` in this process: the same code
+second stderr line). They run with CI=1, under which pyfluidsynth (imported by pretty_midi)
+prints to stdout unless symdiff silences it. The other cases call `symdiff.cli.main` in this process: the same code
 the console script runs, minus the process boundary.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -39,8 +41,10 @@ def runs(tmp_path_factory, bad_midi):
         "build": ["data", "build", "--sources", "josquin", "--out", str(out), "--workers", "1"],
         "corrupt": ["inspect", str(bad_midi["corrupt"])],
     }
+    env = {**os.environ, "CI": "1"}
     t0 = time.time()
-    procs = {k: subprocess.Popen(symdiff_cmd() + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = {k: subprocess.Popen(symdiff_cmd() + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=env)
              for k, argv in commands.items()}
     results = {}
     for k, p in procs.items():
