@@ -90,10 +90,14 @@ class TrainingNoise:
     noise_level: torch.Tensor  # sqrt(alpha_bar), (B,), float32
 
 
-def diffusion_loss(eps_pred: torch.Tensor, eps: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def diffusion_loss(eps_pred: torch.Tensor, eps: torch.Tensor, mask: torch.Tensor | None = None,
+                   weight: torch.Tensor | None = None) -> torch.Tensor:
     """mean((eps - eps_pred)^2) in float32; with a (B, k) padding mask (True = real position)
-    the mean runs over real positions only, so windows of any length weigh per latent."""
+    the mean runs over real positions only, so windows of any length weigh per latent. `weight`
+    (B,) scales each example's squared error (v-prediction: 1 / alpha_bar)."""
     err = (eps.float() - eps_pred.float()).pow(2)
+    if weight is not None:
+        err = err * weight.to(err).reshape(-1, *([1] * (err.dim() - 1)))
     if mask is None:
         return err.mean()
     m = mask.to(err.dtype).unsqueeze(-1)

@@ -9,7 +9,8 @@ windows of similar length (within pools of 32 batches) to spend less on padding.
 
 Objective (paper sec. 3, the official `diffusion_loss`): continuous noise level
 sqrt(alpha_bar), alpha_bar ~ U(alpha_bar_{t-1}, alpha_bar_t), t ~ U{1..N};
-loss = mean over real positions of (eps - eps_theta(x_t, sqrt(alpha_bar)))^2.
+loss = mean over real positions of (eps - eps_theta(x_t, sqrt(alpha_bar)))^2, divided by
+alpha_bar per example for a v-predicting config (`DiffusionConfig.prediction`).
 Adam, lr = learning_rate * lr_decay^(step // lr_decay_every), global-norm clip, no EMA unless
 asked for, bf16 autocast with fp32 weights.
 
@@ -154,7 +155,8 @@ def held_out_loss(model: TransformerDDPM, windows: LatentWindows, schedule: Nois
         with rt.autocast(bf16):
             pred = model(noise.x_t.to(rt.device), noise.noise_level.to(rt.device), mask)
         n = float(mask.sum()) * x0.shape[-1]
-        total += diffusion_loss(pred, noise.eps.to(rt.device), mask).item() * n
+        weight = model.config.loss_weight(noise.noise_level.to(rt.device))
+        total += diffusion_loss(pred, noise.eps.to(rt.device), mask, weight).item() * n
         count += n
     model.train()
     return total / max(count, 1.0)
@@ -250,7 +252,7 @@ def train_diffusion(
         noise = schedule.training_noise(x0, gen)
         with rt.autocast(bf16):
             pred = ddp(noise.x_t, noise.noise_level, mask)
-        loss = diffusion_loss(pred, noise.eps, mask)
+        loss = diffusion_loss(pred, noise.eps, mask, cfg.loss_weight(noise.noise_level))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -211,11 +211,45 @@ def _smooth(n: int, k: int, d: int, g: torch.Generator) -> torch.Tensor:
     return amp * torch.sin(2 * math.pi * f * j + phase)
 
 
-def test_a_few_training_steps_reduce_the_loss():
-    """The cpu config, bf16 autocast, the paper's objective and clipping, 40 steps on smooth
-    windows of variable length (padding mask): held-out loss drops below predicting eps = 0 (1.0)."""
+def test_v_prediction_returns_eps_and_its_loss_is_mse_of_v():
+    """A v net's forward is eps = sqrt(ab) v + sqrt(1 - ab) x_t, so samplers need not know; its
+    training loss (eps MSE weighted by 1 / ab) is the MSE of v against a eps - s x0."""
+    cfg = replace(CONFIGS["cpu"], data_dim=42, layers=1)
+    assert cfg.prediction == "v" and CONFIGS["paper"].prediction == "eps"
+    model = TransformerDDPM(cfg).eval()
+    with torch.no_grad():
+        model.output.weight.zero_()
+        model.output.bias.fill_(0.25)  # the net says v = 0.25 everywhere
+    g = torch.Generator().manual_seed(0)
+    x0 = 2 * torch.rand(3, 5, 42, generator=g) - 1
+    eps = torch.randn(3, 5, 42, generator=g)
+    a = torch.tensor([0.08, 0.5, 0.99])
+    x_t = cfg.schedule().q_sample(x0, a, eps)
+    with torch.no_grad():
+        eps_pred = model(x_t, a)
+    a3, s3 = a.reshape(3, 1, 1), (1 - a * a).sqrt().reshape(3, 1, 1)
+    torch.testing.assert_close(eps_pred, a3 * 0.25 + s3 * x_t)
+    v = a3 * eps - s3 * x0
+    torch.testing.assert_close(diffusion_loss(eps_pred, eps, weight=cfg.loss_weight(a)), ((0.25 - v) ** 2).mean())
+    assert cfg.loss_weight(a)[0] == pytest.approx(1 / 0.0064) and CONFIGS["paper"].loss_weight(a) is None
+
+
+def test_prediction_is_checked_and_old_configs_are_eps(tmp_path):
+    with pytest.raises(ValueError, match="prediction"):
+        DiffusionConfig(prediction="x0")
+    saved = json.loads(CONFIGS["cpu"].to_json())
+    del saved["prediction"]  # a checkpoint written before the field existed
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert DiffusionConfig.load(tmp_path / "config.json").prediction == "eps"
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_a_few_training_steps_reduce_the_loss(prediction):
+    """The cpu config, bf16 autocast, the paper's objective (or v's) and clipping, 40 steps on
+    smooth windows of variable length (padding mask): held-out eps MSE drops below predicting
+    eps = 0 (1.0)."""
     torch.manual_seed(0)
-    cfg = CONFIGS["cpu"]
+    cfg = replace(CONFIGS["cpu"], prediction=prediction)
     model = TransformerDDPM(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     sch = cfg.schedule()
@@ -233,7 +267,7 @@ def test_a_few_training_steps_reduce_the_loss():
         mask = torch.arange(k)[None, :] < torch.randint(4, k + 1, (32, 1), generator=g)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             pred = model(n.x_t, n.noise_level, mask)
-        loss = diffusion_loss(pred, n.eps, mask)
+        loss = diffusion_loss(pred, n.eps, mask, cfg.loss_weight(n.noise_level))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
