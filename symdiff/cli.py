@@ -138,20 +138,19 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
     if args.model == "diffusion":
         from .diffusion import CONFIGS
         from .train_diffusion import train_diffusion as train
-        extra = {"ema": args.ema}
     else:
         from .baselines import MDN_CONFIGS as CONFIGS
         from .train_mdn import train_mdn as train
-        extra = {}
     if args.config not in CONFIGS:
         raise UsageError(f"unknown config {args.config!r}; choose from {', '.join(CONFIGS)}")
     cfg = parse_overrides(args.set, CONFIGS[args.config])
     settings = LatentSettings(transpositions=args.transpositions)  # latents' own seed: --seed does not re-encode
     try:
         state = train(
-            cfg, args.vae, args.out, args.data, args.latents, settings, args.max_steps, args.minutes,
-            args.eval_every, args.save_minutes, args.eval_windows, bf16=not args.no_bf16, seed=args.seed,
-            silence=args.silence, bucket=args.bucket, log_every=args.log_every, **extra,
+            cfg, args.vae, args.out, data=args.data, cache_dir=args.latents, latent_settings=settings,
+            max_steps=args.max_steps, minutes=args.minutes, eval_every=args.eval_every,
+            save_minutes=args.save_minutes, eval_windows=args.eval_windows, bf16=not args.no_bf16,
+            seed=args.seed, ema=args.ema, silence=args.silence, bucket=args.bucket, log_every=args.log_every,
         )
     except TrainLatentsError as e:
         raise UsageError(str(e)) from None
@@ -432,8 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--eval-windows", type=int, default=2048, help="valid windows in the held-out loss")
         s.add_argument("--save-minutes", type=float, default=5.0)
         s.add_argument("--log-every", type=int, default=50)
-        if model == "diffusion":
-            s.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights (0 = off, as the paper)")
+        s.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights (0 = off, as the paper)")
         s.add_argument("--bucket", action="store_true", help="batch windows of similar length (less padding)")
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 autocast is the default)")

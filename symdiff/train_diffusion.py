@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ from .diffusion import DiffusionConfig, TransformerDDPM, load_extra_tensors
 from .latents import (
     SILENCE_VALUE, LatentDataset, LatentSettings, ensure_latents, gather_windows, wait_for_latents,
 )
-from .schedulers import NoiseSchedule, diffusion_loss
+from .schedulers import diffusion_loss
 from .training import (
     JsonLog, Runtime, load_training_state, rank_batches, save_training_state, setup_runtime, shutdown, train_loop,
     unwrap, wrap_ddp,
@@ -139,49 +140,48 @@ def resumable(last: Path, vae_sha: str) -> bool:
     return True
 
 
-# --- the diffusion model -------------------------------------------------------------------------
+# --- the loop every model on latent windows shares ----------------------------------------------
+
+@dataclass
+class Objective:
+    """What a model on latent windows is trained and judged by. `loss(net, x0, mask, gen, rt,
+    bf16)` is the mean training loss per real position of a padded batch (the net called under
+    `rt.autocast(bf16)`); on the held-out windows it picks `best/` (lower is better), logged as
+    `metric` and printed as `report.format(value)`."""
+
+    model_class: type
+    loss: Callable[..., torch.Tensor]
+    metric: str
+    report: str
+    desc: str
+
 
 @torch.no_grad()
-def held_out_loss(model: TransformerDDPM, windows: LatentWindows, schedule: NoiseSchedule,
-                  rt: Runtime, bf16: bool, batch_size: int = 256, seed: int = 1234) -> float:
-    """The training loss on fixed windows with fixed noise (a CPU generator: the same numbers on
-    any device), averaged over all real positions."""
+def held_out(objective: Objective, model: torch.nn.Module, windows: LatentWindows, rt: Runtime, bf16: bool,
+             batch_size: int = 256, seed: int = 1234) -> float:
+    """The objective on the fixed held-out windows, with fixed noise (a seeded CPU generator:
+    the same numbers on any device), averaged over real positions."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     total = count = 0.0
     for x0, mask in windows.held_out_batches(batch_size):
-        noise = schedule.training_noise(x0, gen)
-        mask = mask.to(rt.device)
-        with rt.autocast(bf16):
-            pred = model(noise.x_t.to(rt.device), noise.noise_level.to(rt.device), mask)
-        n = float(mask.sum()) * x0.shape[-1]
-        weight = model.config.loss_weight(noise.noise_level.to(rt.device))
-        total += diffusion_loss(pred, noise.eps.to(rt.device), mask, weight).item() * n
+        x0, mask = x0.to(rt.device), mask.to(rt.device)
+        n = float(mask.sum())
+        total += objective.loss(model, x0, mask, gen, rt, bf16).item() * n
         count += n
     model.train()
     return total / max(count, 1.0)
 
 
-def train_diffusion(
-    cfg: DiffusionConfig,
-    vae: Path,
-    out: Path,
-    data: Path = DEFAULT_PATH,
-    cache_dir: Path | None = None,
-    latent_settings: LatentSettings | None = None,
-    max_steps: int | None = None,
-    minutes: float | None = None,
-    eval_every: int = 1000,
-    save_minutes: float = 5.0,
-    eval_windows: int = 2048,
-    bf16: bool = True,
-    seed: int = 0,
-    ema: float = 0.0,
-    silence: str = "token",
-    bucket: bool = False,
-    log_every: int = 50,
-    encode_batch: int = 512,
-) -> dict:
+def train_on_latents(objective: Objective, cfg, vae: Path, out: Path, data: Path = DEFAULT_PATH,
+                     cache_dir: Path | None = None, latent_settings: LatentSettings | None = None,
+                     max_steps: int | None = None, minutes: float | None = None, eval_every: int = 1000,
+                     save_minutes: float = 5.0, eval_windows: int = 2048, bf16: bool = True, seed: int = 0,
+                     ema: float = 0.0, silence: str = "token", bucket: bool = False, log_every: int = 50,
+                     encode_batch: int = 512) -> dict:
+    """Train `objective.model_class(cfg)` on the cached latent windows: resumable from `OUT/last`
+    (weights, optimizer, step, EMA), `OUT/best` at the best held-out figure (EMA weights when
+    `ema` > 0), a JSON-lines log, DDP under torchrun. Returns the training state."""
     rt = setup_runtime()
     torch.manual_seed(seed)
     out, vae, data = Path(out), Path(vae), Path(data)
@@ -192,15 +192,15 @@ def train_diffusion(
 
     cfg = dataclasses.replace(cfg, data_dim=ds.dim, extra=dict(cfg.extra))
     cfg.extra.update(lw.provenance(vae, data), ema=ema)
-    model = TransformerDDPM(cfg).to(rt.device)
+    cls = objective.model_class
+    model = cls(cfg).to(rt.device)
     model.scaler = scaler
-    schedule = cfg.schedule()
     opt = torch.optim.Adam(model.parameters(), lr=lr_at(0, cfg))
     ema_state = ({k: v.detach().clone().float() for k, v in model.state_dict().items()} if ema > 0 else None)
     state = {"step": 0, "epoch": 0, "best_loss": None, "seconds": 0.0}
     last = out / "last"
     if resumable(last, ds.key["vae_sha256"]):
-        model.load_state_dict(TransformerDDPM.from_pretrained(last).state_dict())
+        model.load_state_dict(cls.from_pretrained(last).state_dict())
         state = load_training_state(last, opt)
         if ema_state is not None:
             saved_ema = {k[4:]: v for k, v in load_extra_tensors(last).items() if k.startswith("ema.")}
@@ -214,10 +214,10 @@ def train_diffusion(
                   data_dim=ds.dim, parameters=model.num_parameters(), world=rt.world, silence=silence,
                   latents=str(ds.path))
 
-    def ema_model() -> TransformerDDPM:
+    def ema_model():
         if ema_state is None:
             return model
-        m = TransformerDDPM(cfg).to(rt.device)
+        m = cls(cfg).to(rt.device)
         m.load_state_dict(ema_state)
         return m
 
@@ -231,13 +231,13 @@ def train_diffusion(
     def evaluate(step: int) -> None:
         if not rt.main or not len(lw.held):
             return
-        loss = held_out_loss(ema_model(), lw, schedule, rt, bf16)
-        log.write(step=step, event="eval", valid_loss=loss, seconds=round(state["seconds"], 1))
-        tqdm.write(f"step {step}: held-out loss {loss:.5f}")
-        if state["best_loss"] is None or loss < state["best_loss"]:
-            state["best_loss"] = loss
-            state["best"] = {"step": step, "valid_loss": loss}
-            cfg.extra.update(train_step=step, train_seconds=round(state["seconds"], 1), valid_loss=loss)
+        value = held_out(objective, ema_model(), lw, rt, bf16)
+        log.write(step=step, event="eval", **{objective.metric: value}, seconds=round(state["seconds"], 1))
+        tqdm.write(f"step {step}: " + objective.report.format(value))
+        if state["best_loss"] is None or value < state["best_loss"]:
+            state["best_loss"] = value
+            state["best"] = {"step": step, objective.metric: value}
+            cfg.extra.update(train_step=step, train_seconds=round(state["seconds"], 1), **{objective.metric: value})
             ema_model().save_pretrained(out / "best", scaler=scaler)
 
     lengths = lw.train[:, 1]
@@ -249,10 +249,7 @@ def train_diffusion(
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
-        noise = schedule.training_noise(x0, gen)
-        with rt.autocast(bf16):
-            pred = ddp(noise.x_t, noise.noise_level, mask)
-        loss = diffusion_loss(pred, noise.eps, mask, cfg.loss_weight(noise.noise_level))
+        loss = objective.loss(ddp, x0, mask, gen, rt, bf16)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -267,6 +264,27 @@ def train_diffusion(
     model.train()
     train_loop(state, rt, lambda epoch: epoch_batches(lengths, cfg.batch_size // rt.world, rt, seed, epoch, bucket),
                train_step, evaluate, checkpoint, log, max_steps, minutes, eval_every, save_minutes, log_every,
-               desc="train diffusion")
+               desc=objective.desc)
     shutdown(rt)
     return state
+
+
+# --- the diffusion model -------------------------------------------------------------------------
+
+def diffusion_step_loss(net, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Generator, rt: Runtime,
+                        bf16: bool) -> torch.Tensor:
+    """Eq. 6 on a padded batch: noise x0 at a continuous level, predict eps (v-weighted for a
+    v-predicting config)."""
+    cfg = unwrap(net).config
+    noise = cfg.schedule().training_noise(x0, gen)
+    with rt.autocast(bf16):
+        pred = net(noise.x_t.to(rt.device), noise.noise_level.to(rt.device), mask)
+    return diffusion_loss(pred, noise.eps.to(rt.device), mask, cfg.loss_weight(noise.noise_level.to(rt.device)))
+
+
+DIFFUSION = Objective(TransformerDDPM, diffusion_step_loss, "valid_loss", "held-out loss {:.5f}", "train diffusion")
+
+
+def train_diffusion(cfg: DiffusionConfig, vae: Path, out: Path, **kwargs) -> dict:
+    """Train a TransformerDDPM (`train_on_latents` takes the options)."""
+    return train_on_latents(DIFFUSION, cfg, vae, out, **kwargs)
