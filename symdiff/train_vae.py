@@ -8,7 +8,6 @@ random transposition in -5..+5 semitones done on the fly (kept in range).
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,11 @@ from tqdm import tqdm
 
 from .dataset import DEFAULT_PATH, Lines, transpose_chunks
 from .training import (
-    JsonLog, load_training_state, rank_batches, save_training_state, setup_runtime, shutdown, time_is_up, unwrap, wrap_ddp,
+    JsonLog, load_training_state, rank_batches, save_training_state, setup_runtime, shutdown, train_loop, unwrap,
+    wrap_ddp,
 )
-from .vae import MusicVAE, VAEConfig, evaluate, kl_divergence
+from .vae import MusicVAE, VAEConfig, kl_divergence
+from .vae import evaluate as evaluate_vae
 
 
 def teacher_forcing_prob(step: int, rate: float) -> float:
@@ -99,52 +100,40 @@ def train_vae(
 
     rng = np.random.default_rng(seed * 7919 + rt.rank + state["step"])
     gen = torch.Generator(device=rt.device).manual_seed(seed + rt.rank + state["step"])
-    t_start, t_saved = time.time(), time.time()
-    seconds_before = state["seconds"]
-    bar = tqdm(total=max_steps, initial=state["step"], desc="train vae", disable=not rt.main, unit="step")
-    stop = state["step"] >= max_steps  # a finished run started again trains nothing
-    while not stop:
-        for idx in rank_batches(len(train), cfg.batch_size // rt.world, rt, seed, state["epoch"]):
-            step = state["step"]
-            x = torch.from_numpy(transpose_chunks(train[idx.numpy()], rng)).to(rt.device)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
-            beta, tf_prob = beta_at(step, cfg), teacher_forcing_prob(step, cfg.sampling_rate)
-            model.train()
-            with rt.autocast(bf16):
-                logits, mu, sigma = ddp(x, teacher_prob=tf_prob, generator=gen)
-            loss, parts = vae_loss(logits, x, mu, sigma, beta, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            state["step"] = step = step + 1
-            state["seconds"] = seconds_before + time.time() - t_start
-            bar.update(1)
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{loss.item():.2f}", kl=f"{parts['kl']:.1f}", tf=f"{tf_prob:.2f}")
-                log.write(step=step, loss=loss.item(), beta=beta, lr=lr_at(step, cfg), teacher_prob=tf_prob,
-                          grad_norm=grad_norm.item(), seconds=round(state["seconds"], 1), **parts)
-            stop = step >= max_steps or time_is_up(t_start, minutes, rt)
-            if rt.main and (step % eval_every == 0 or stop):  # the last weights are judged too
-                with rt.autocast(bf16):
-                    metrics = evaluate(model, held.to(rt.device))
-                log.write(step=step, event="eval", seconds=round(state["seconds"], 1), **metrics)
-                tqdm.write(f"step {step}: held-out accuracy {metrics['accuracy']:.4f} "
-                           f"(teacher-forced {metrics['accuracy_teacher_forced']:.4f}), kl {metrics['kl']:.1f}, "
-                           f"active dims {metrics['active_dims']}")
-                if metrics["accuracy"] > state["best_accuracy"]:
-                    state["best_accuracy"] = metrics["accuracy"]
-                    state["best"] = {"step": step, **metrics}
-                    unwrap(ddp).save_pretrained(
-                        out / "best", extra={"train_step": step, "train_seconds": round(state["seconds"], 1)})
-            if time.time() - t_saved > save_minutes * 60 or stop:
-                checkpoint()
-                t_saved = time.time()
-            if stop:
-                break
-        else:
-            state["epoch"] += 1
-    bar.close()
+
+    def train_step(idx: torch.Tensor, step: int) -> dict:
+        x = torch.from_numpy(transpose_chunks(train[idx.numpy()], rng)).to(rt.device)
+        lr = lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        beta, tf_prob = beta_at(step, cfg), teacher_forcing_prob(step, cfg.sampling_rate)
+        model.train()
+        with rt.autocast(bf16):
+            logits, mu, sigma = ddp(x, teacher_prob=tf_prob, generator=gen)
+        loss, parts = vae_loss(logits, x, mu, sigma, beta, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        return {"loss": loss.detach(), "beta": beta, "lr": lr, "teacher_prob": tf_prob, "grad_norm": grad_norm, **parts}
+
+    def evaluate(step: int) -> None:
+        if not rt.main:
+            return
+        with rt.autocast(bf16):
+            metrics = evaluate_vae(model, held.to(rt.device))
+        log.write(step=step, event="eval", seconds=round(state["seconds"], 1), **metrics)
+        tqdm.write(f"step {step}: held-out accuracy {metrics['accuracy']:.4f} "
+                   f"(teacher-forced {metrics['accuracy_teacher_forced']:.4f}), kl {metrics['kl']:.1f}, "
+                   f"active dims {metrics['active_dims']}")
+        if metrics["accuracy"] > state["best_accuracy"]:
+            state["best_accuracy"] = metrics["accuracy"]
+            state["best"] = {"step": step, **metrics}
+            unwrap(ddp).save_pretrained(
+                out / "best", extra={"train_step": step, "train_seconds": round(state["seconds"], 1)})
+
+    train_loop(state, rt, lambda epoch: rank_batches(len(train), per_rank, rt, seed, epoch), train_step, evaluate,
+               checkpoint, log, max_steps, minutes, eval_every, save_minutes, desc="train vae",
+               postfix=("loss", "kl", "teacher_prob"))
     shutdown(rt)
     return state

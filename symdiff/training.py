@@ -139,14 +139,14 @@ def time_is_up(t_start: float, minutes: float | None, rt: Runtime) -> bool:
 def train_loop(state: dict, rt: Runtime, batches: Callable[[int], Iterable], train_step: Callable[[object, int], dict],
                evaluate: Callable[[int], None], checkpoint: Callable[[], None], log: JsonLog, max_steps: int,
                minutes: float | None = None, eval_every: int = 1000, save_minutes: float = 5.0,
-               log_every: int = 50, desc: str = "train") -> None:
-    """The step loop the latent-model trainers share. Runs epochs of `batches(epoch)` until
+               log_every: int = 50, desc: str = "train", postfix: tuple[str, ...] = ("loss", "lr")) -> None:
+    """The step loop every trainer shares. Runs epochs of `batches(epoch)` until
     `max_steps` or a `minutes` budget, keeping state["step"], state["epoch"] and
     state["seconds"] (wall time over all runs). `train_step(batch, step)` does one optimizer
     step and returns the numbers to log (tensors are read only at log steps, every `log_every`);
     `evaluate(step)` runs every `eval_every` steps and at the stop (the last weights are judged
     too); `checkpoint()` every `save_minutes` and at the stop. A run already at max_steps does
-    nothing."""
+    nothing. `postfix`: the logged numbers the progress bar shows."""
     t_start = t_saved = time.time()
     seconds_before = state["seconds"]
     bar = tqdm(total=max_steps, initial=state["step"], desc=desc, disable=not rt.main, unit="step")
@@ -159,7 +159,7 @@ def train_loop(state: dict, rt: Runtime, batches: Callable[[int], Iterable], tra
             bar.update(1)
             if step % log_every == 0:
                 row = {k: float(v) for k, v in row.items()}
-                bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "lr") if k in row})
+                bar.set_postfix({k: f"{row[k]:.4g}" for k in postfix if k in row})
                 log.write(step=step, **row, seconds=round(state["seconds"], 1))
             stop = step >= max_steps or time_is_up(t_start, minutes, rt)
             if step % eval_every == 0 or stop:
