@@ -70,7 +70,8 @@ def main() -> None:
     state = json.loads((args.run / "last" / "state.json").read_text())
     start = next(r for r in rows if r.get("event") == "start")
     is_mdn = "mixtures" in cfg
-    plot_losses(rows, args.out, "NLL" if is_mdn else "eps MSE")
+    prediction = cfg.get("prediction", "eps")
+    plot_losses(rows, args.out, "NLL" if is_mdn else f"{prediction} MSE")
 
     e = cfg["extra"]
     rel = args.out.resolve().relative_to(ROOT) if args.out.resolve().is_relative_to(ROOT) else args.out
@@ -78,6 +79,8 @@ def main() -> None:
     codec = ("; `symdiff.latents.LatentCodec.from_pretrained` on this folder decodes its samples" if is_mdn else
              "\n(the VAE is found beside this folder and checked by the sha256 of its weights).")
     params = start.get("parameters")
+    objective = ("" if is_mdn or prediction == "eps" else
+                 "; the net predicts v = sqrt(ab) eps - sqrt(1 - ab) x0 and the loss is MSE(v), see `DiffusionConfig.prediction`")
     evals = ""
     if args.eval:
         for task in ("unconditional", "infill"):
@@ -111,7 +114,7 @@ Load: `{load}("{rel}")`{codec}
 {args.command}
 ```
 {state['step']:,} steps in {state['seconds'] / 3600:.2f} h of wall time (batch {cfg['batch_size']}, Adam lr
-{cfg['learning_rate']:g}, bf16 autocast). These weights: step {state.get('best', {}).get('step', '?')}, the lowest held-out loss
+{cfg['learning_rate']:g}, bf16 autocast{objective}). These weights: step {state.get('best', {}).get('step', '?')}, the lowest held-out loss
 ({json.dumps(state.get('best', {}))}).
 
 ![loss curves](training.png)

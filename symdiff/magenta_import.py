@@ -104,16 +104,20 @@ def variable_table(cfg: VAEConfig) -> list[Entry]:
     """Every model variable of a magenta cat-mel_2bar checkpoint for `cfg`, and its mapping."""
     c, h, z = cfg.num_classes, cfg.enc_size, cfg.z_size
     table: list[Entry] = []
-    lstm_k = "transpose; rows [input ; hidden] -> weight_ih, weight_hh; gates i,j,f,o -> i,f,g,o"
-    lstm_b = "gates i,j,f,o -> i,f,g,o; forget gate + 1.0 (forget_bias) -> bias_ih; bias_hh = 0"
+
+    def lstm(scope: str, input_size: int, n: int, ours: str, suffix: str = "") -> list[Entry]:
+        """A TF LSTMBlockCell's kernel and bias -> torch's {weight,bias}_{ih,hh}{suffix} under `ours`."""
+        return [
+            Entry(f"{scope}/kernel", (input_size + n, 4 * n), (f"{ours}.weight_ih{suffix}", f"{ours}.weight_hh{suffix}"),
+                  _lstm_kernel(input_size),
+                  "transpose; rows [input ; hidden] -> weight_ih, weight_hh; gates i,j,f,o -> i,f,g,o"),
+            Entry(f"{scope}/bias", (4 * n,), (f"{ours}.bias_ih{suffix}", f"{ours}.bias_hh{suffix}"), _lstm_bias,
+                  "gates i,j,f,o -> i,f,g,o; forget gate + 1.0 (forget_bias) -> bias_ih; bias_hh = 0"),
+        ]
+
     for tf_dir, ours in (("fw", ""), ("bw", "_reverse")):
-        scope = f"encoder/cell_0/bidirectional_rnn/{tf_dir}/multi_rnn_cell/cell_0/lstm_cell"
-        table.append(Entry(f"{scope}/kernel", (c + h, 4 * h),
-                           (f"encoder.lstm.weight_ih_l0{ours}", f"encoder.lstm.weight_hh_l0{ours}"),
-                           _lstm_kernel(c), lstm_k))
-        table.append(Entry(f"{scope}/bias", (4 * h,),
-                           (f"encoder.lstm.bias_ih_l0{ours}", f"encoder.lstm.bias_hh_l0{ours}"),
-                           _lstm_bias, lstm_b))
+        table += lstm(f"encoder/cell_0/bidirectional_rnn/{tf_dir}/multi_rnn_cell/cell_0/lstm_cell", c, h,
+                      "encoder.lstm", f"_l0{ours}")
     for name in ("mu", "sigma"):
         table.append(Entry(f"encoder/{name}/kernel", (2 * h, z), (f"encoder.{name}.weight",),
                            _dense_kernel, "transpose"))
@@ -121,13 +125,7 @@ def variable_table(cfg: VAEConfig) -> list[Entry]:
     sizes = cfg.dec_sizes
     for k, n in enumerate(sizes):
         input_size = c + z if k == 0 else sizes[k - 1]
-        scope = f"decoder/multi_rnn_cell/cell_{k}/lstm_cell"
-        table.append(Entry(f"{scope}/kernel", (input_size + n, 4 * n),
-                           (f"decoder.cells.{k}.weight_ih", f"decoder.cells.{k}.weight_hh"),
-                           _lstm_kernel(input_size), lstm_k))
-        table.append(Entry(f"{scope}/bias", (4 * n,),
-                           (f"decoder.cells.{k}.bias_ih", f"decoder.cells.{k}.bias_hh"),
-                           _lstm_bias, lstm_b))
+        table += lstm(f"decoder/multi_rnn_cell/cell_{k}/lstm_cell", input_size, n, f"decoder.cells.{k}")
     for name, n_in, n_out in (("z_to_initial_state", z, 2 * sum(sizes)),
                               ("output_projection", sizes[-1], c)):
         table.append(Entry(f"decoder/{name}/kernel", (n_in, n_out), (f"decoder.{name}.weight",),

@@ -127,3 +127,25 @@ def colleague_bad_files() -> list[Path]:
     files = sorted((DATA_MIDI / "bad").glob("*.mid")) if (DATA_MIDI / "bad").is_dir() else []
     drums = DATA_MIDI / "synthetic" / "syn_drums_only.mid"
     return files + ([drums] if drums.is_file() else [])
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine OpenMP's spinning
+    threads make each small op ~100x slower; restored for the other test modules."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The real app (app.py) serving in a subprocess, one per test module that asks."""
+    from app_server import start_app
+
+    srv = start_app(tmp_path_factory.mktemp("app") / "app.log")
+    yield srv
+    srv.stop()

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_server import start_app
 from symdiff import melody
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -23,13 +22,6 @@ from gradio_client.exceptions import AppError  # noqa: E402
 MIDI = Path(__file__).parent / "data" / "midi"
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 ALOHA = MIDI / "liliuokalani_aloha_oe_voice_piano.mid"  # 7 tracks: 4 voices, solo voice, 2 piano
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start_app(tmp_path_factory.mktemp("app") / "app.log")
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="module")

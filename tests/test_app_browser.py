@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app_server import REPO, start_app
+from app_server import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -26,13 +26,6 @@ if not CHROMIUM.is_file():
                 "(scripts/install-test-deps.sh runs apt-get install chromium)", allow_module_level=True)
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start_app(tmp_path_factory.mktemp("app") / "app.log")
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="module")

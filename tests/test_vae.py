@@ -31,14 +31,7 @@ C, T = melody.NUM_CLASSES, melody.CHUNK_STEPS
 NOTE = melody.pitch_to_token(72)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine OpenMP's spinning
-    threads make each small op ~100x slower; restored for the other test modules."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
 
 
 def tiny_model(cfg: VAEConfig = TINY, seed: int = 0) -> MusicVAE:
