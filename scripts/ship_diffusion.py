@@ -67,7 +67,11 @@ def main() -> None:
     (args.out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
 
     rows = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
-    state = json.loads((args.run / "last" / "state.json").read_text())
+    # The run's length from its log (last/ may predate the end: it is saved every few minutes),
+    # these weights' step and held-out figure from best/ itself.
+    steps, seconds = max(r["step"] for r in rows), max(r.get("seconds", 0.0) for r in rows)
+    metric = "valid_nll" if "valid_nll" in cfg["extra"] else "valid_loss"
+    best_row = {"step": cfg["extra"].get("train_step"), metric: cfg["extra"].get(metric)}
     start = next(r for r in rows if r.get("event") == "start")
     is_mdn = "mixtures" in cfg
     prediction = cfg.get("prediction", "eps")
@@ -113,9 +117,9 @@ Load: `{load}("{rel}")`{codec}
 ```
 {args.command}
 ```
-{state['step']:,} steps in {state['seconds'] / 3600:.2f} h of wall time (batch {cfg['batch_size']}, Adam lr
-{cfg['learning_rate']:g}, bf16 autocast{objective}). These weights: step {state.get('best', {}).get('step', '?')}, the lowest held-out loss
-({json.dumps(state.get('best', {}))}).
+{steps:,} steps in {seconds / 3600:.2f} h of wall time (batch {cfg['batch_size']}, Adam lr
+{cfg['learning_rate']:g}, bf16 autocast{objective}). These weights: step {best_row['step']:,}, the lowest held-out loss
+({json.dumps(best_row)}).
 
 ![loss curves](training.png)
 

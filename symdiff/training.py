@@ -146,29 +146,36 @@ def train_loop(state: dict, rt: Runtime, batches: Callable[[int], Iterable], tra
     step and returns the numbers to log (tensors are read only at log steps, every `log_every`);
     `evaluate(step)` runs every `eval_every` steps and at the stop (the last weights are judged
     too); `checkpoint()` every `save_minutes` and at the stop. A run already at max_steps does
-    nothing. `postfix`: the logged numbers the progress bar shows."""
+    nothing. `postfix`: the logged numbers the progress bar shows. Ctrl-C saves a checkpoint
+    and returns with state["interrupted"] set."""
     t_start = t_saved = time.time()
     seconds_before = state["seconds"]
     bar = tqdm(total=max_steps, initial=state["step"], desc=desc, disable=not rt.main, unit="step")
-    stop = state["step"] >= max_steps
-    while not stop:
-        for batch in batches(state["epoch"]):
-            row = train_step(batch, state["step"])
-            state["step"] = step = state["step"] + 1
-            state["seconds"] = seconds_before + time.time() - t_start
-            bar.update(1)
-            if step % log_every == 0:
-                row = {k: float(v) for k, v in row.items()}
-                bar.set_postfix({k: f"{row[k]:.4g}" for k in postfix if k in row})
-                log.write(step=step, **row, seconds=round(state["seconds"], 1))
-            stop = step >= max_steps or time_is_up(t_start, minutes, rt)
-            if step % eval_every == 0 or stop:
-                evaluate(step)
-            if time.time() - t_saved > save_minutes * 60 or stop:
-                checkpoint()
-                t_saved = time.time()
-            if stop:
-                break
-        else:
-            state["epoch"] += 1
+    try:
+        stop = state["step"] >= max_steps
+        while not stop:
+            for batch in batches(state["epoch"]):
+                row = train_step(batch, state["step"])
+                state["step"] = step = state["step"] + 1
+                state["seconds"] = seconds_before + time.time() - t_start
+                bar.update(1)
+                if step % log_every == 0:
+                    row = {k: float(v) for k, v in row.items()}
+                    bar.set_postfix({k: f"{row[k]:.4g}" for k in postfix if k in row})
+                    log.write(step=step, **row, seconds=round(state["seconds"], 1))
+                stop = step >= max_steps or time_is_up(t_start, minutes, rt)
+                if step % eval_every == 0 or stop:
+                    evaluate(step)
+                if time.time() - t_saved > save_minutes * 60 or stop:
+                    checkpoint()
+                    t_saved = time.time()
+                if stop:
+                    break
+            else:
+                state["epoch"] += 1
+    except KeyboardInterrupt:  # Ctrl-C keeps what was trained: last/ is written, then the run ends
+        if rt.main:
+            tqdm.write(f"interrupted at step {state['step']}: saving the checkpoint")
+        checkpoint()
+        state["interrupted"] = True
     bar.close()

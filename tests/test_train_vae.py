@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -351,3 +352,34 @@ def test_fewer_chunks_than_a_batch_is_an_error_not_a_hang(small_data, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_ctrl_c_saves_the_checkpoint_and_a_rerun_resumes(small_data, tmp_path):
+    """Ctrl-C in the middle of a run (SIGINT, as a terminal sends it) writes last/ at the step
+    reached and exits cleanly; the same command then resumes from that step."""
+    out = tmp_path / "run"
+    args = train_args(out, small_data, 100_000, 100_000, "--save-minutes", "100")  # no save but Ctrl-C's
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "symdiff.cli", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 300 and proc.poll() is None:  # until the first logged training row
+            if (out / "log.jsonl").exists() and any("loss" in r for r in read_log(out)):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert "interrupted at step" in stdout and "Traceback" not in stderr, stdout + stderr
+    step = read_state(out)["step"]
+    assert step >= 50  # at least the logged row's steps
+    assert f"stopped at step {step} " in stdout
+    assert (out / "last" / "model.safetensors").is_file()
+    assert cli_main(train_args(out, small_data, step + 2, 1000)) == 0
+    assert read_state(out)["step"] == step + 2
