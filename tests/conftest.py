@@ -149,3 +149,12 @@ def server(tmp_path_factory):
     srv = start_app(tmp_path_factory.mktemp("app") / "app.log")
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def pipe():
+    """The shipped diffusion pipeline (checkpoints/diffusion-cpu and the VAE beside it), loaded
+    once; tests must not change its attributes."""
+    from symdiff.generate import DEFAULT_DIFFUSION, MelodyDiffusion
+
+    return MelodyDiffusion.from_pretrained(DEFAULT_DIFFUSION)

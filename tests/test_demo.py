@@ -15,16 +15,11 @@ import torch
 
 from symdiff import demo, melody, metrics
 from symdiff.dataset import Lines, random_windows
-from symdiff.generate import DEFAULT_DIFFUSION, GenerateError, MelodyDiffusion
+from symdiff.generate import GenerateError
 
 torch.set_num_threads(1)
 MIDI = Path(__file__).parent / "data" / "midi"
 BAR = melody.STEPS_PER_BAR
-
-
-@pytest.fixture(scope="module")
-def pipe() -> MelodyDiffusion:
-    return MelodyDiffusion.from_pretrained(DEFAULT_DIFFUSION)
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,11 @@ import torch
 
 from symdiff import melody
 from symdiff.cli import main
-from symdiff.generate import DEFAULT_DIFFUSION, GenerateError, MelodyDiffusion, parse_bar_range, plan_infill
+from symdiff.generate import GenerateError, parse_bar_range, plan_infill
 
 torch.set_num_threads(1)
 MIDI = Path(__file__).parent / "data" / "midi"
 BARS = melody.STEPS_PER_BAR
-
-
-@pytest.fixture(scope="module")
-def pipe() -> MelodyDiffusion:
-    return MelodyDiffusion.from_pretrained(DEFAULT_DIFFUSION)
 
 
 def test_parse_bar_range():
