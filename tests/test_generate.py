@@ -154,3 +154,24 @@ def test_cli_bad_input_gives_one_line(tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip()
     assert err.startswith("symdiff: error:") and message in err and "\n" not in err
     assert not (tmp_path / "o.mid").exists()
+
+
+def test_shipped_samples_have_the_spread_of_real_latents(pipe):
+    """The shipped model's samples sit where real latents do: per-dim spread and mean like the
+    sampled z of real test windows, and few silent chunks. (The eps model shipped before came
+    out at 3.4x the spread with 19% silent chunks; this pins the v-prediction fix.)"""
+    from symdiff.evaluate import encode_windows, held_out_melodies
+
+    real, _ = encode_windows(pipe, held_out_melodies(24, seed=3), seed=0)
+    real = real.reshape(-1, real.shape[-1])
+    real = real[~pipe.codec.is_silent(real)]
+    made = pipe.sample_latents(24, 32, pipe.sampler("ddim", 50), seed=0).reshape(-1, real.shape[-1])
+    silent = pipe.codec.is_silent(made)
+    made = made[~silent]
+    ratio = (made.std(0) / real.std(0)).median().item()
+    shift = (made.mean(0) - real.mean(0)).abs().mean().item()
+    print(f"std ratio {ratio:.3f}, mean shift {shift:.4f} (real std {real.std().item():.3f}), "
+          f"silent {silent.float().mean().item():.1%}")
+    assert 0.8 < ratio < 1.25
+    assert shift < 0.25 * real.std().item()
+    assert silent.float().mean().item() < 0.12
