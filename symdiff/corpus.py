@@ -18,11 +18,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from note_seq.protobuf import music_pb2
 from tqdm import tqdm
 
 from . import melody
 from .dataset import Lines
+from .melody import music_pb2
 
 log = logging.getLogger(__name__)
 

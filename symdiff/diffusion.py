@@ -24,6 +24,7 @@ model is never used with a transform it was not trained with.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -97,12 +98,18 @@ class DiffusionConfig(ConfigIO):
             raise ValueError(f"prediction must be 'eps' or 'v', not {self.prediction!r}")
 
     def schedule(self) -> NoiseSchedule:
-        return NoiseSchedule(self.beta_start, self.beta_end, self.num_steps)
+        """The noise schedule (built once per setting: the training loss asks every step)."""
+        return _schedule(self.beta_start, self.beta_end, self.num_steps)
 
     def loss_weight(self, noise_level: torch.Tensor) -> torch.Tensor | None:
         """Per-example weight of the eps MSE that makes it this config's objective: None for
         eps, 1 / alpha_bar for v (MSE(v) = MSE(eps) / alpha_bar at a fixed x_t)."""
         return None if self.prediction == "eps" else noise_level.float().pow(-2)
+
+
+@functools.lru_cache(maxsize=8)
+def _schedule(beta_start: float, beta_end: float, num_steps: int) -> NoiseSchedule:
+    return NoiseSchedule(beta_start, beta_end, num_steps)
 
 
 CONFIGS = {

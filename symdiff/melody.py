@@ -30,14 +30,24 @@ Policies (what a real file meets):
 """
 from __future__ import annotations
 
+import contextlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import note_seq
-from note_seq import melodies_lib, midi_io, sequences_lib
-from note_seq.protobuf import music_pb2
+
+# pyfluidsynth prints "'fluidsynth' was found at ..." to stdout on import whenever $CI is set,
+# and note_seq's pretty_midi imports it: import it first, silenced, so the CLI's stdout (JSON
+# included) stays exactly what symdiff writes. symdiff reaches note_seq only through this module.
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        import fluidsynth  # noqa: F401
+    except (ImportError, OSError):
+        pass
+import note_seq  # noqa: E402
+from note_seq import melodies_lib, midi_io, sequences_lib  # noqa: E402
+from note_seq.protobuf import music_pb2  # noqa: E402
 
 STEPS_PER_QUARTER = 4
 STEPS_PER_BAR = 16

@@ -54,11 +54,11 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
-from note_seq.protobuf import music_pb2
 from tqdm import tqdm
 
 from . import melody
 from .dataset import Lines
+from .melody import music_pb2
 
 MIDI_SUFFIXES = (".mid", ".midi")
 SOURCE = "midi"

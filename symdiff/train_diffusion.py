@@ -276,10 +276,10 @@ def diffusion_step_loss(net, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Ge
     """Eq. 6 on a padded batch: noise x0 at a continuous level, predict eps (v-weighted for a
     v-predicting config)."""
     cfg = unwrap(net).config
-    noise = cfg.schedule().training_noise(x0, gen)
+    noise = cfg.schedule().training_noise(x0, gen)  # on x0's device, whatever the generator's
     with rt.autocast(bf16):
-        pred = net(noise.x_t.to(rt.device), noise.noise_level.to(rt.device), mask)
-    return diffusion_loss(pred, noise.eps.to(rt.device), mask, cfg.loss_weight(noise.noise_level.to(rt.device)))
+        pred = net(noise.x_t, noise.noise_level, mask)
+    return diffusion_loss(pred, noise.eps, mask, cfg.loss_weight(noise.noise_level))
 
 
 DIFFUSION = Objective(TransformerDDPM, diffusion_step_loss, "valid_loss", "held-out loss {:.5f}", "train diffusion")
