@@ -92,14 +92,14 @@ def main() -> None:
         for name, steps in rows:
             out = []
             for bf16 in (False, True):
-                pipe.bf16 = bf16
+                pipe.precision = "bf16" if bf16 else "fp32"
                 sampler = pipe.sampler(name, steps)
                 out.append(timed(lambda: pipe.sample_latents(batch, CHUNKS, sampler, seed=0)))
             ref = timed(lambda: reference_sample(model, batch)) if (name, steps) == ("ddpm", 1000) else None
             times[(name, steps, batch)] = min(out)
             ref_s = f"{ref:13.2f}" if ref is not None else f"{'':>13}"
             print(f"{name + ' ' + str(steps):<22}{batch:>6}{out[0]:>10.3f}{out[1]:>10.3f}{ref_s}")
-    pipe.bf16 = False
+    pipe.precision = "fp32"
     t_decode = timed(lambda: pipe.decode(torch.zeros(1, CHUNKS, d)))
     print(f"decoding 32 latents to 64 bars: {t_decode:.3f} s")
 
@@ -109,7 +109,7 @@ def main() -> None:
         print(f"  {label}: {flops / 1e9:.1f} GFLOP in {secs:.2f} s = {flops / secs / 1e12:.3f} TFLOP/s "
               f"= {flops / secs / peak16:.1%} of bf16 peak ({flops / secs / peak32:.1%} of fp32 peak)")
     paper = TransformerDDPM(dataclasses.replace(CONFIGS["paper"], data_dim=d)).eval()
-    paper_pipe = MelodyDiffusion(paper, pipe.codec, bf16=True)
+    paper_pipe = MelodyDiffusion(paper, pipe.codec, precision="bf16")
     sampler = paper_pipe.sampler("ddpm", 50)
     secs = timed(lambda: paper_pipe.sample_latents(16, CHUNKS, sampler, seed=0)) * 1000 / 50
     flops = forward_flops(paper, 16) * 1000

@@ -73,7 +73,7 @@ def main() -> None:
 
 The 2-bar melody MusicVAE of Roberts et al. (2018) in the `{cfg.name}` size
 (BiLSTM encoder {cfg.enc_size}x2, LSTM decoder {list(cfg.dec_sizes)}, z = {cfg.z_size};
-{params / 1e6:.1f}M parameters), trained on a 2-core CPU with bf16 autocast. Load it with
+{params / 1e6:.1f}M parameters), trained on a 2-core CPU in {cfg.extra.get('precision', 'bf16')} (autocast; fp32 weights). Load it with
 `symdiff.vae.MusicVAE.from_pretrained("{args.out.relative_to(Path.cwd()) if args.out.is_relative_to(Path.cwd()) else args.out}")`.
 
 ## Data

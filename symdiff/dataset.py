@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import melody
+from .atomic import save_npz, write_text
 
 FIELDS = ("source", "piece", "voice", "meter", "key", "split")
 SPLITS = ("train", "valid", "test")
@@ -67,14 +68,13 @@ class Lines:
         path.parent.mkdir(parents=True, exist_ok=True)
         lengths = np.array([len(t) for t in self.tokens], dtype=np.int64)
         cols = {k: np.array([m[k] for m in self.meta], dtype=str) for k in FIELDS}
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(
-            tmp,
+        save_npz(  # atomic: never a half-written dataset
+            path,
+            compressed=True,
             tokens=np.concatenate(self.tokens) if self.tokens else np.zeros(0, np.uint8),
             offsets=np.concatenate([[0], np.cumsum(lengths)]),
             **cols,
         )
-        tmp.replace(path)  # never leave a half-written dataset behind
         return path
 
     @classmethod
@@ -144,7 +144,7 @@ def transpose_chunks(
 
 
 def save_stats(stats: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(stats, indent=1) + "\n")
+    write_text(path, json.dumps(stats, indent=1) + "\n")
 
 
 def random_windows(lines: Lines, split: str, num: int, seed: int, chunks: int = WINDOW_CHUNKS) -> list[np.ndarray]:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .atomic import write_text
+from .atomic import save_npz, savefig, write_text
 from .baselines import PAPER_INFILL_MASK, TransformerMDN, interpolate_infill, prior_latents
 from .dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
 from .generate import MelodyDiffusion, plan_infill, splice_bars
@@ -91,9 +91,7 @@ def real_set(pipe: MelodyDiffusion, lines: Lines, split: str, num: int, seed: in
     z, mu = encode_windows(pipe, tokens, seed)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{time.time_ns()}.tmp.npz")
-        np.savez(tmp, z=z.numpy(), mu=mu.numpy(), key=np.array(key))
-        tmp.replace(path)  # never a half-written cache under the real name
+        save_npz(path, z=z.numpy(), mu=mu.numpy(), key=np.array(key))  # atomic: never a half-written cache
     return RealSet(tokens, z, mu)
 
 
@@ -273,7 +271,7 @@ def plot_figure3(evaluations: list[Evaluation], path: Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    savefig(fig, path, dpi=110)
     plt.close(fig)
     return path
 

@@ -35,6 +35,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from .errors import SymdiffError
 from .vae import CONFIGS, MusicVAE, VAEConfig
 
 TF_INSTALL_HINT = (
@@ -52,7 +53,7 @@ IGNORED = (
 )
 
 
-class MagentaImportError(ValueError):
+class MagentaImportError(SymdiffError):
     """The checkpoint is not the model the config describes; the message says how."""
 
 

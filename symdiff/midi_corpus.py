@@ -57,7 +57,9 @@ import numpy as np
 from tqdm import tqdm
 
 from . import melody
+from .atomic import append_text, write_text
 from .dataset import Lines
+from .errors import SymdiffError
 from .melody import music_pb2
 
 MIDI_SUFFIXES = (".mid", ".midi")
@@ -89,7 +91,7 @@ MAJOR_KEYS = ("C", "D-", "D", "E-", "E", "F", "F#", "G", "A-", "A", "B-", "B")
 MINOR_KEYS = ("C", "C#", "D", "E-", "E", "F", "F#", "G", "G#", "A", "B-", "B")
 
 
-class BuildError(ValueError):
+class BuildError(SymdiffError):
     """A build or merge that cannot go on as asked; the message is meant for the user."""
 
 
@@ -360,7 +362,7 @@ class _State:
                     f"{parts_dir} holds an unfinished build with other settings {diff}; "
                     "rerun with --restart to discard it")
         else:
-            _write_atomic(config_path, json.dumps(config, indent=1) + "\n")
+            write_text(config_path, json.dumps(config, indent=1) + "\n")
         self._load()
 
     def _load(self) -> None:
@@ -375,7 +377,7 @@ class _State:
                     continue  # a torn line: the kill came while it was being written
                 self.entries.append(entry)
                 good.append(line)
-            _write_atomic(self.log, "".join(good))
+            write_text(self.log, "".join(good))
         committed = {e["part"] for e in self.entries if e["part"]}
         for p in self.dir.glob("part-*"):
             if p.name not in committed:  # saved, never committed; its files are redone
@@ -408,25 +410,10 @@ class _State:
         if len(lines):
             number = 1 + max((int(e["part"][5:11]) for e in self.entries if e["part"]), default=-1)
             part = f"part-{number:06d}.npz"
-            lines.save(self.dir / part)
-            _fsync(self.dir / part)
+            lines.save(self.dir / part)  # fsynced by atomic.save_npz
         entry = {"part": part, "files": [[r.path, r.reason, r.detail, len(r.lines), r.bars] for r in results]}
-        with open(self.log, "a") as f:
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_text(self.log, json.dumps(entry) + "\n")
         self.entries.append(entry)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 @contextmanager
@@ -555,7 +542,7 @@ def build_from_midi_folder(
         lines.save(out)
         _write_errors(side_path(out, ".errors.tsv"), done)
         report["seconds_total_build"] = round(seconds, 1)
-        _write_atomic(side_path(out, ".build.json"), json.dumps(report, indent=1) + "\n")
+        write_text(side_path(out, ".build.json"), json.dumps(report, indent=1) + "\n")
         for p in state.dir.iterdir():
             p.unlink()
         state.dir.rmdir()
@@ -583,7 +570,7 @@ def _write_errors(path: Path, done: dict[str, list]) -> None:
         if reason:
             clean = " ".join(str(detail).split())
             rows.append(f"{rel}\t{reason}\t{clean}\n")
-    _write_atomic(path, "".join(rows))
+    write_text(path, "".join(rows))
 
 
 def _report(done: dict[str, list], n_files: int, resumed: int, read_now: int, seconds: float) -> dict:
@@ -670,7 +657,7 @@ def merge_shards(paths: list[str | Path], out: str | Path, verbose: bool = True)
     order = sorted(range(len(merged)), key=lambda k: merged.meta[k]["piece"])  # stable
     merged = Lines([merged.tokens[k] for k in order], [merged.meta[k] for k in order])
     merged.save(out)
-    _write_atomic(side_path(out, ".errors.tsv"), "path\treason\tdetail\n" + "".join(sorted(errors)))
+    write_text(side_path(out, ".errors.tsv"), "path\treason\tdetail\n" + "".join(sorted(errors)))
     report = {
         "out": str(out),
         "shards": [str(p) for p in paths],
@@ -680,7 +667,7 @@ def merge_shards(paths: list[str | Path], out: str | Path, verbose: bool = True)
         "bars": int(sum(len(t) for t in merged.tokens) // melody.STEPS_PER_BAR),
         "errors_by_reason": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
     }
-    _write_atomic(side_path(out, ".build.json"), json.dumps(report, indent=1) + "\n")
+    write_text(side_path(out, ".build.json"), json.dumps(report, indent=1) + "\n")
     if verbose:
         print(f"wrote {out}: {len(paths)} shards, {report['pieces']} files with lines, "
               f"{report['lines']} lines, {report['bars']} bars")

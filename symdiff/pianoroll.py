@@ -312,8 +312,6 @@ def figure_rgb(fig: Figure) -> np.ndarray:
 
 def save_png(fig: Figure, path, dpi: int | None = None):
     """Write a figure as PNG; returns the path."""
-    from pathlib import Path
+    from .atomic import write_bytes
 
-    path = Path(path)
-    path.write_bytes(figure_png(fig, dpi))
-    return path
+    return write_bytes(path, figure_png(fig, dpi))

@@ -15,7 +15,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .atomic import recover_dir, replace_dir
 from .dataset import DEFAULT_PATH, Lines, transpose_chunks
+from .errors import SymdiffError
+from .precision import resolve_precision
 from .training import (
     JsonLog, load_training_state, rank_batches, save_training_state, setup_runtime, shutdown, train_loop, unwrap,
     wrap_ddp,
@@ -56,18 +59,22 @@ def train_vae(
     eval_every: int = 500,
     save_minutes: float = 5.0,
     eval_chunks: int = 4096,
-    bf16: bool = True,
+    precision: str = "auto",
     seed: int = 0,
     init_from: Path | None = None,
 ) -> dict:
+    """Train (or resume from OUT/last) a MusicVAE; `precision` 'auto' | 'bf16' | 'fp32' (see
+    `symdiff.precision`; the one used is logged and recorded in the checkpoints' config)."""
     rt = setup_runtime()
+    precision = resolve_precision(precision, rt.device)
+    bf16 = precision == "bf16"
     torch.manual_seed(seed)
     lines = Lines.load(data)
     train = lines.select("train").vae_chunks()
     held = lines.select("valid").vae_chunks()
     per_rank = cfg.batch_size // rt.world
     if per_rank < 1 or len(train) // rt.world < per_rank:
-        raise ValueError(f"{len(train)} training chunks give no batch of {cfg.batch_size}"
+        raise SymdiffError(f"{len(train)} training chunks give no batch of {cfg.batch_size}"
                          + (f" over {rt.world} ranks" if rt.world > 1 else "")
                          + "; use a smaller batch_size or more data")
     rng_eval = np.random.default_rng(1234)
@@ -77,6 +84,8 @@ def train_vae(
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     state = {"step": 0, "epoch": 0, "best_accuracy": 0.0, "seconds": 0.0}
     last = out / "last"
+    for folder in (last, out / "best"):  # what a kill inside a checkpoint swap left, made whole
+        recover_dir(folder)
     if (last / "state.json").is_file():
         model.load_state_dict(MusicVAE.from_pretrained(last).state_dict())
         state = load_training_state(last, opt)
@@ -91,12 +100,16 @@ def train_vae(
     log = JsonLog(out / "log.jsonl", rt.main)
     if rt.main:
         cfg.save(out / "config.json") if out.exists() else (out.mkdir(parents=True), cfg.save(out / "config.json"))
-        log.write(event="start", step=state["step"], train_chunks=len(train), held_chunks=len(held), world=rt.world)
+        log.write(event="start", step=state["step"], train_chunks=len(train), held_chunks=len(held), world=rt.world,
+                  precision=precision)
+
+    def provenance(step: int) -> dict:
+        return {"train_step": step, "train_seconds": round(state["seconds"], 1), "precision": precision}
 
     def checkpoint() -> None:
         if rt.main:
-            unwrap(ddp).save_pretrained(last)
-            save_training_state(last, opt, state)
+            replace_dir(last, lambda d: (unwrap(ddp).save_pretrained(d, extra=provenance(state["step"])),
+                                         save_training_state(d, opt, state)))
 
     rng = np.random.default_rng(seed * 7919 + rt.rank + state["step"])
     gen = torch.Generator(device=rt.device).manual_seed(seed + rt.rank + state["step"])
@@ -129,11 +142,10 @@ def train_vae(
         if metrics["accuracy"] > state["best_accuracy"]:
             state["best_accuracy"] = metrics["accuracy"]
             state["best"] = {"step": step, **metrics}
-            unwrap(ddp).save_pretrained(
-                out / "best", extra={"train_step": step, "train_seconds": round(state["seconds"], 1)})
+            replace_dir(out / "best", lambda d: unwrap(ddp).save_pretrained(d, extra=provenance(step)))
 
     train_loop(state, rt, lambda epoch: rank_batches(len(train), per_rank, rt, seed, epoch), train_step, evaluate,
-               checkpoint, log, max_steps, minutes, eval_every, save_minutes, desc="train vae",
+               checkpoint, log, max_steps, minutes, eval_every, save_minutes, desc=f"train vae ({precision})",
                postfix=("loss", "kl", "teacher_prob"))
     shutdown(rt)
     return state

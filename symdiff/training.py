@@ -1,26 +1,27 @@
-"""What every training loop here shares: devices, DDP, bf16, resumable checkpoints, logs.
+"""What every training loop here shares: devices, DDP, precision, resumable checkpoints, logs.
 
 Runs unchanged as one process or under `torchrun --nproc_per_node=N` (DistributedDataParallel;
 gloo on CPU, nccl on GPUs). Checkpoints are safetensors plus JSON, never pickles: the model in
 `last/`, the optimizer moments in `last/optimizer.safetensors` and the loop state in
-`last/state.json`, all written atomically so a kill at any moment leaves a usable run.
+`last/state.json`. The trainers write `last/` as a whole (a new folder swapped in by
+`atomic.replace_dir`, and `atomic.recover_dir` before a run looks for it), so a kill at any
+moment resumes from weights, optimizer, step and EMA of one and the same step.
 """
 from __future__ import annotations
 
 import json
 import os
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file
 from tqdm import tqdm
 
-from .atomic import save_tensors, write_text
+from .atomic import append_text, read_json, read_tensors, save_tensors, write_text
+from .precision import autocast, available_cores
 
 
 @dataclass
@@ -34,10 +35,9 @@ class Runtime:
         return self.rank == 0
 
     def autocast(self, enabled: bool):
-        """bf16 autocast: 2-2.5x faster on our AMX CPUs and on GPUs; fp32 master weights."""
-        if not enabled:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        """bf16 autocast when `enabled` (a run whose resolved precision is bf16, see
+        `symdiff.precision`); fp32 master weights either way."""
+        return autocast("bf16" if enabled else "fp32", self.device.type)
 
 
 def setup_runtime() -> Runtime:
@@ -49,8 +49,8 @@ def setup_runtime() -> Runtime:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-        if world > 1:  # share the cores between ranks instead of oversubscribing
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        # never more threads than cores, shared between the ranks
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), available_cores() // world)))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Runtime(device, rank, world)
@@ -90,8 +90,8 @@ def save_training_state(directory: Path, optimizer: torch.optim.Optimizer, state
 
 
 def load_training_state(directory: Path, optimizer: torch.optim.Optimizer) -> dict:
-    state = json.loads((directory / "state.json").read_text())
-    tensors = load_file(str(directory / "optimizer.safetensors"))
+    state = read_json(directory / "state.json")
+    tensors = read_tensors(directory / "optimizer.safetensors")
     per_param: dict[int, dict] = {}
     for name, value in tensors.items():
         idx, key = name.split(".", 1)
@@ -110,8 +110,7 @@ class JsonLog:
 
     def write(self, **row) -> None:
         if self.enabled:
-            with self.path.open("a") as f:
-                f.write(json.dumps({"time": round(time.time(), 1), **row}) + "\n")
+            append_text(self.path, json.dumps({"time": round(time.time(), 1), **row}) + "\n")
 
 
 def rank_batches(n: int, batch_size: int, rt: Runtime, seed: int, epoch: int):

@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
 from . import melody
-from .atomic import save_tensors, write_text
+from .atomic import read_config, read_tensors, save_tensors, state_dict_mismatch, write_text
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "musicvae-mel2bar-small"
 
@@ -58,8 +57,9 @@ class VAEConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "VAEConfig":
-        d = json.loads(Path(path).read_text())
-        d["dec_sizes"] = tuple(d["dec_sizes"])
+        d = read_config(path, cls)
+        if "dec_sizes" in d:
+            d["dec_sizes"] = tuple(d["dec_sizes"])
         return cls(**d)
 
 
@@ -200,7 +200,11 @@ class MusicVAE(nn.Module):
         if not (directory / "config.json").is_file():
             raise FileNotFoundError(f"{directory}: no config.json (not a symdiff VAE checkpoint)")
         model = cls(VAEConfig.load(directory / "config.json"))
-        model.load_state_dict(load_file(str(directory / "model.safetensors")))
+        weights = directory / "model.safetensors"
+        try:
+            model.load_state_dict(read_tensors(weights))
+        except RuntimeError as e:  # missing, unexpected or misshapen tensors
+            raise state_dict_mismatch(weights, e) from None
         return model.eval()
 
 

@@ -289,7 +289,7 @@ def test_torchrun_two_ranks(small_data, tmp_path):
     launcher = tmp_path / "launch.py"
     launcher.write_text(RANK_WEIGHTS_LAUNCHER)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-           str(launcher), str(tmp_path), *train_args(out, small_data, 4, 2, "--no-bf16")]
+           str(launcher), str(tmp_path), *train_args(out, small_data, 4, 2, "--precision", "fp32")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
