@@ -7,14 +7,16 @@ file, and learn how diffusion works. Thin wiring over the library: the generatio
     python app.py --host 0.0.0.0 --port 7860 --diffusion checkpoints/diffusion-cpu
 
 Files: uploads and outputs live only in a temporary folder made at start-up (gradio's cache is
-pointed there); outputs are written to a fresh folder per request; gradio's cache is swept every
-few minutes and the whole folder is removed when the app exits. An uploaded file is read into
+pointed there); outputs are written to a fresh folder per request; every 5 minutes, uploads,
+outputs and their folders older than 15 minutes are removed (`sweep`), and the whole folder is
+removed when the app exits. An uploaded file is read into
 memory and parsed from there; nothing a user uploads is written anywhere else.
 """
 from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import functools
 import inspect
 import logging
@@ -27,6 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Collection
 
 # Everything gradio stores (uploads, outputs) goes under one private temporary folder, set
 # before gradio is imported.
@@ -41,7 +44,9 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from symdiff import audio, demo, melody, pianoroll  # noqa: E402
-from symdiff.generate import DEFAULT_DIFFUSION, GenerateError, MelodyDiffusion  # noqa: E402
+from symdiff.errors import SymdiffError  # noqa: E402
+from symdiff.generate import DEFAULT_DIFFUSION, MelodyDiffusion  # noqa: E402
+from symdiff.precision import available_cores  # noqa: E402
 
 log = logging.getLogger("symdiff.app")
 
@@ -51,13 +56,15 @@ MAX_SEED = 2**31 - 1
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # MIDI files are small; 2 MB is generous
 CONCURRENCY = 2  # model runs at once (the Space has 2 vCPUs)
 QUEUE_SIZE = 64  # requests waiting beyond that are told the app is busy
-REQUEST_MAX_AGE_S = 15 * 60  # per-request output folders older than this are swept
+REQUEST_MAX_AGE_S = 15 * 60  # uploads and outputs older than this are swept
+SWEEP_EVERY_S = 5 * 60
+TIME_LIMIT_S = 120.0  # a model run (generate, infill) is stopped after this long
 SAMPLERS = ("ddim", "ddpm")
 WIDTH_PX = 1000
 
 
-class _UserError(Exception):
-    pass
+class _UserError(SymdiffError):
+    """A bad value in a request."""
 
 
 def user_errors(fn):
@@ -68,7 +75,7 @@ def user_errors(fn):
     def convert(e: BaseException) -> gr.Error:
         if isinstance(e, gr.Error):
             return e
-        if isinstance(e, (melody.MelodyError, GenerateError, audio.AudioError, _UserError)):
+        if isinstance(e, SymdiffError):  # bad file, range, setting: the message is for the user
             return gr.Error(str(e), print_exception=False)
         log.exception("internal error in %s", fn.__name__)
         return gr.Error(f"Sorry, something went wrong on our side ({type(e).__name__}). Please try again.",
@@ -108,17 +115,38 @@ def whole(name: str, value, lo: int, hi: int) -> int:
 
 
 def request_dir() -> Path:
-    """A fresh folder for one request's output files; old ones are swept on the way."""
+    """A fresh folder for one request's output files (`sweep` removes it later)."""
     root = TMP_ROOT / "requests"
     root.mkdir(exist_ok=True)
-    now = time.time()
-    for d in root.iterdir():
-        try:
-            if now - d.stat().st_mtime > REQUEST_MAX_AGE_S:
-                shutil.rmtree(d, ignore_errors=True)
-        except OSError:
-            pass
     return Path(tempfile.mkdtemp(dir=root))
+
+
+def sweep(root: Path, max_age_s: float, keep: Collection[str] = ()) -> None:
+    """Remove every file under `root` (uploads, gradio's cached outputs, the per-request folders)
+    older than `max_age_s` and the folders left empty, except the files in `keep` (what gradio
+    must keep, e.g. cached examples). gradio's own `delete_cache` removed nothing here."""
+    cutoff = time.time() - max_age_s
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            path = os.path.join(folder, name)
+            with contextlib.suppress(OSError):  # gone already, or in use: next round
+                if path not in keep and os.lstat(path).st_mtime < cutoff:
+                    os.remove(path)
+        if Path(folder) not in (root, root / "gradio", root / "requests"):
+            with contextlib.suppress(OSError):  # not empty: fine
+                if os.stat(folder).st_mtime < cutoff:
+                    os.rmdir(folder)
+
+
+def sweep_forever(root: Path, every_s: float, max_age_s: float, ui: gr.Blocks) -> None:
+    """The sweeper thread: `sweep` every `every_s` seconds, whether requests come or not."""
+    while True:
+        time.sleep(every_s)
+        keep = {str(p) for b in ui.blocks.values() for p in getattr(b, "keep_in_cache", ())}
+        try:
+            sweep(root, max_age_s, keep)
+        except Exception:  # noqa: BLE001 (a failed sweep must not end the sweeper)
+            log.exception("sweeping %s failed", root)
 
 
 def image(fig, first_bar: int = 1) -> np.ndarray:
@@ -131,8 +159,51 @@ def image(fig, first_bar: int = 1) -> np.ndarray:
 
 
 def sound(tokens: np.ndarray, qpm: float) -> tuple[int, np.ndarray]:
-    sr, a = audio.render(tokens, qpm=qpm)
+    """The melody played at its tempo brought into audio.PLAYBACK_QPM (a file at 3.58 qpm would
+    otherwise give 71 minutes of audio for 64 bars)."""
+    sr, a = audio.render(tokens, qpm=audio.playback_qpm(qpm))
     return sr, audio.to_int16(a)
+
+
+def threaded(work, updates: queue.Queue, stop: threading.Event, show, limit_s: float):
+    """Run `work()` in a thread while yielding `show(u)` for what it puts on `updates` (only the
+    newest when they come faster); `work` must end soon after `stop` is set. `stop` is set when
+    the request is cancelled (gradio closes this generator) or after `limit_s` seconds, which
+    becomes a message. Returns what `work` returned; raises what it raised."""
+    out: dict = {}
+
+    def run():
+        try:
+            out["result"] = work()
+        except BaseException as e:  # noqa: BLE001 (handed to the request's thread)
+            out["error"] = e
+        finally:
+            updates.put(None)
+
+    timed_out = threading.Event()
+    timer = threading.Timer(limit_s, lambda: (timed_out.set(), stop.set()))
+    worker = threading.Thread(target=run, name="symdiff-model", daemon=True)
+    timer.start()
+    worker.start()
+    try:
+        while (u := updates.get()) is not None:
+            while not updates.empty():  # skip to the newest when drawing lags behind
+                nxt = updates.get()
+                if nxt is None:
+                    updates.put(None)
+                    break
+                u = nxt
+            yield show(u)
+    finally:
+        stop.set()  # a cancelled request stops the chain at its next step
+        timer.cancel()
+    worker.join()
+    if isinstance(out.get("error"), demo.Cancelled) and timed_out.is_set():
+        raise _UserError(f"Stopped: this took longer than the app's limit of {limit_s:.0f} s per request. "
+                         "Try fewer diffusion steps.")
+    if "error" in out:
+        raise out["error"]
+    return out["result"]
 
 
 METRIC_COLORS = {"pitch consistency": "#1f4e8c", "pitch variance": "#7fb2e5", "duration consistency": "#b45309",
@@ -182,8 +253,8 @@ def parse_track(track) -> int | None:
 class SymdiffApp:
     """The model, the reference statistics and the handlers of every action."""
 
-    def __init__(self, pipe: MelodyDiffusion, reference: demo.Reference):
-        self.pipe, self.reference = pipe, reference
+    def __init__(self, pipe: MelodyDiffusion, reference: demo.Reference, time_limit_s: float = TIME_LIMIT_S):
+        self.pipe, self.reference, self.time_limit_s = pipe, reference, time_limit_s
         self.examples = demo.list_examples()
 
     # --- generate ---------------------------------------------------------------------------
@@ -209,43 +280,21 @@ class SymdiffApp:
         stop, points = threading.Event(), queue.Queue()
         trace = demo.RefinementTrace(self.pipe, self.reference, bars, points=8, stages=4,
                                      on_point=points.put, stop=stop)
-        out: dict = {}
-
-        def work():
-            try:
-                out["result"] = self.pipe.generate(1, bars, sampler, steps, seed, callback=trace)
-            except BaseException as e:  # noqa: BLE001 (handed to the request's thread)
-                out["error"] = e
-            finally:
-                points.put(None)
-
-        worker = threading.Thread(target=work, name="symdiff-generate", daemon=True)
-        worker.start()
-        try:
-            yield (f"Sampling {bars} bars with {sampler.upper()}, {steps} steps ...", *self._plots(trace, steps),
-                   None, None, None, None)
-            while (p := points.get()) is not None:
-                while not points.empty():  # skip to the newest point when drawing lags behind
-                    nxt = points.get()
-                    if nxt is None:
-                        points.put(None)
-                        break
-                    p = nxt
-                yield (f"Sampling: step {p.step} of {p.total} ...", *self._plots(trace, steps),
-                       gr.skip(), gr.skip(), gr.skip(), gr.skip())
-        finally:
-            stop.set()  # a cancelled request stops the chain at its next step
-        worker.join()
-        if "error" in out:
-            raise out["error"]
-        tokens = out["result"].tokens[0]
+        yield (f"Sampling {bars} bars with {sampler.upper()}, {steps} steps ...", *self._plots(trace, steps),
+               None, None, None, None)
+        result = yield from threaded(
+            lambda: self.pipe.generate(1, bars, sampler, steps, seed, callback=trace), points, stop,
+            lambda p: (f"Sampling: step {p.step} of {p.total} ...", *self._plots(trace, steps),
+                       gr.skip(), gr.skip(), gr.skip(), gr.skip()),
+            self.time_limit_s)
+        tokens = result.tokens[0]
         sampled = time.perf_counter() - t0
         roll = image(pianoroll.plot_pianoroll(tokens, title=f"{bars} bars, {sampler.upper()} {steps} steps, seed {seed}",
                                               width_px=WIDTH_PX, height_px=260))
         stages = image(pianoroll.plot_stages(trace.stage_tokens, ncols=2, width_px=WIDTH_PX))
         wav = sound(tokens, melody.DEFAULT_QPM)
         midi_path = request_dir() / f"symdiff_{bars}bars_seed{seed}.mid"
-        midi_path.write_bytes(melody.tokens_to_midi_bytes(tokens, melody.DEFAULT_QPM))
+        melody.tokens_to_midi(tokens, midi_path, melody.DEFAULT_QPM)  # atomic, like every write
         notes = int((tokens >= 2).sum())
         yield (f"Done in {time.perf_counter() - t0:.1f} s (sampling {sampled:.1f} s): {bars} bars, "
                f"{notes} notes.", *self._plots(trace, steps), roll, stages, wav, str(midi_path))
@@ -285,7 +334,7 @@ class SymdiffApp:
         if n <= 2:
             return 1, n
         first = 2 * (n // 8) + 1
-        return first, min(n, first + max(2, 2 * (n // 8)) - 1)
+        return first, min(n, first + min(MAX_BARS, max(2, 2 * (n // 8))) - 1)  # at most one model window
 
     def _preview(self, cand: melody.Candidate, first: int, last: int):
         _, snapped = demo.snap_range(cand.num_bars, first, last, self.pipe.seq_len)
@@ -319,7 +368,7 @@ class SymdiffApp:
         return min(first, bar), max(first, bar), clicks
 
     @user_errors
-    def infill(self, midi_file, track, first_bar, last_bar, sampler, steps, seed, progress=gr.Progress()):
+    def infill(self, midi_file, track, first_bar, last_bar, sampler, steps, seed):
         steps = whole("steps", steps, 1, MAX_STEPS)
         seed = whole("seed", seed, 0, MAX_SEED)
         if sampler not in SAMPLERS:
@@ -327,11 +376,18 @@ class SymdiffApp:
         found, cand = self._load(midi_file, track)
         t0 = time.perf_counter()
         _, snapped = demo.snap_range(cand.num_bars, first_bar, last_bar, self.pipe.seq_len)
+        stop, ticks = threading.Event(), queue.Queue()
 
         def tick(i, total, x_t, x0_hat):
-            progress((i + 1) / total, desc=f"diffusion step {i + 1}/{total}")
+            if stop.is_set():
+                raise demo.Cancelled()
+            ticks.put((i + 1, total))
 
-        res = self.pipe.infill(cand.tokens, snapped, sampler, steps, seed, callback=tick)
+        yield f"Infilling bars {snapped[0] + 1}-{snapped[1]} ...", gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        res = yield from threaded(
+            lambda: self.pipe.infill(cand.tokens, snapped, sampler, steps, seed, callback=tick), ticks, stop,
+            lambda t: (f"Infilling: diffusion step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), gr.skip(), gr.skip()),
+            self.time_limit_s)
         plan, result = res.plan, res.tokens[0]
         base = demo.baseline_infills(self.pipe, cand.tokens, plan, seed)
         # Show the model's window (all of a melody up to 64 bars).
@@ -348,12 +404,15 @@ class SymdiffApp:
                                   title=f"Bars {snapped[0] + 1}-{snapped[1]} infilled ({shown})")
         qpm = found.qpm
         out = request_dir() / f"infilled_bars{snapped[0] + 1}-{snapped[1]}_seed{seed}.mid"
-        out.write_bytes(melody.tokens_to_midi_bytes(result, qpm, program=cand.program))
+        melody.tokens_to_midi(result, out, qpm, program=cand.program)
         text = (f"Done in {time.perf_counter() - t0:.1f} s. Track {cand.index}, bars {snapped[0] + 1}-{snapped[1]} "
                 f"regenerated by diffusion ({sampler.upper()}, {steps} steps); the rows below show the same "
                 "bars filled by interpolation between the neighbouring latents and by random latents from "
                 "the VAE prior. Everything outside the box is your melody, unchanged.")
-        return (text, image(fig, v0 + 1), sound(cand.tokens[crop], qpm), sound(result[crop], qpm), str(out))
+        if audio.playback_qpm(qpm) != qpm:
+            text += f" The audio plays at {audio.playback_qpm(qpm):.0f} qpm (the file's {qpm:.1f} qpm is outside " \
+                    f"{audio.PLAYBACK_QPM[0]:.0f}-{audio.PLAYBACK_QPM[1]:.0f})."
+        yield (text, image(fig, v0 + 1), sound(cand.tokens[crop], qpm), sound(result[crop], qpm), str(out))
 
     # --- learn ------------------------------------------------------------------------------
 
@@ -411,8 +470,7 @@ Mittal et al., *Symbolic Music Generation with Diffusion Models* (ISMIR 2021).
 def build(app: SymdiffApp) -> gr.Blocks:
     n_steps = app.pipe.model.config.num_steps
     example_names = [p.name for p in app.examples]
-    with gr.Blocks(title="symdiff: symbolic music diffusion", analytics_enabled=False,
-                   delete_cache=(300, REQUEST_MAX_AGE_S)) as ui:
+    with gr.Blocks(title="symdiff: symbolic music diffusion", analytics_enabled=False) as ui:
         gr.Markdown(INTRO)
         with gr.Tabs():
             # --- Generate ---
@@ -477,7 +535,9 @@ def build(app: SymdiffApp) -> gr.Blocks:
                         i_sampler = gr.Radio(list(SAMPLERS), value="ddim", label="Sampler")
                         i_steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="Diffusion steps")
                         i_seed = gr.Number(0, precision=0, label="Seed")
-                        i_run = gr.Button("Infill", variant="primary", elem_id="infill-button")
+                        with gr.Row():
+                            i_run = gr.Button("Infill", variant="primary", elem_id="infill-button")
+                            i_stop = gr.Button("Stop", variant="secondary")
                     with gr.Column(scale=3):
                         i_range = gr.Markdown("Upload a MIDI file or pick an example.", label="Range", elem_id="infill-range")
                         i_preview = roll_image("Your melody: pick the bars to regenerate", elem_id="infill-preview")
@@ -496,9 +556,10 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 i_last.input(api_visibility="private", trigger_mode="always_last", **preview_args)
                 i_preview.select(app.pick_bar, [geo, i_first, i_last, clicks], [i_first, i_last, clicks],
                                  api_visibility="private").then(api_visibility="private", **preview_args)
-                i_run.click(app.infill, [i_file, i_track, i_first, i_last, i_sampler, i_steps, i_seed],
-                            [i_status, i_rows, i_audio_orig, i_audio_new, i_midi], api_name="infill",
-                            concurrency_id="model")
+                infill_event = i_run.click(app.infill, [i_file, i_track, i_first, i_last, i_sampler, i_steps, i_seed],
+                                           [i_status, i_rows, i_audio_orig, i_audio_new, i_midi], api_name="infill",
+                                           concurrency_id="model")
+                i_stop.click(None, None, None, cancels=[infill_event], api_visibility="private")
 
             # --- Learn ---
             with gr.Tab("Learn", id="learn") as learn_tab:
@@ -540,7 +601,7 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 r_step.input(app.learn_step, [frames, r_step], [r_roll, r_audio, r_caption],
                              api_name="learn_step", concurrency_id="light", trigger_mode="always_last")
         gr.Markdown("Code, model cards and licences: see the repository's README. Uploads and results stay in "
-                    "a temporary folder, are deleted after a few minutes and are never kept.")
+                    "a temporary folder, are deleted within 20 minutes and are never kept.")
     return ui
 
 
@@ -568,14 +629,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--diffusion", default=str(DEFAULT_DIFFUSION), help="diffusion checkpoint folder")
     p.add_argument("--reference-windows", type=int, default=300, help="training windows for the reference statistics")
     p.add_argument("--concurrency", type=int, default=CONCURRENCY, help="model runs at once")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per model run")
+    p.add_argument("--threads", type=int, help="torch threads per model run (default and most: cores // concurrency)")
+    p.add_argument("--time-limit", type=float, default=TIME_LIMIT_S, help="seconds a model run may take")
+    p.add_argument("--max-age", type=float, default=REQUEST_MAX_AGE_S, help="seconds uploads and outputs are kept")
+    p.add_argument("--sweep-every", type=float, default=SWEEP_EVERY_S, help="seconds between sweeps of old files")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log.info("temporary files (uploads, outputs) live in %s, removed at exit", TMP_ROOT)
     signal.signal(signal.SIGTERM, _stop)  # a stopped Space/container: close cleanly, remove TMP_ROOT
-    torch.set_num_threads(max(1, args.threads))
+    # `concurrency` runs at once must not oversubscribe the cores (on 2 cores: 1 thread each)
+    fair = max(1, available_cores() // max(1, args.concurrency))
+    torch.set_num_threads(max(1, min(args.threads or fair, fair)))
     app = load(args.diffusion, args.reference_windows)
+    app.time_limit_s = args.time_limit
     ui = build(app)
+    threading.Thread(target=sweep_forever, args=(TMP_ROOT, args.sweep_every, args.max_age, ui), name="symdiff-sweep",
+                     daemon=True).start()
     ui.queue(default_concurrency_limit=args.concurrency, max_size=QUEUE_SIZE)
     ui.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD_BYTES, show_error=True,
               ssr_mode=False, allowed_paths=[str(demo.EXAMPLES_DIR)])

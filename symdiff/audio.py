@@ -15,6 +15,10 @@
 `backend="auto"` takes the first available in that order. `SYMDIFF_SOUNDFONT=/path/x.sf2`
 overrides the soundfont of both soundfont backends.
 
+Bounded work: a render lasts at most `max_seconds` (MAX_SECONDS by default; notes are cut
+there), and `playback_qpm` brings a file's tempo into PLAYBACK_QPM, so that a valid 64-bar file
+at MIDI's slowest tempo (3.58 qpm, 71 minutes) cannot make a 189 MB WAV.
+
 The output is mono float32 in [-1, 1], its peak normalised to `peak`; it starts at time 0 of
 the melody (a leading rest stays) and ends at the end of the last note plus the sound's release,
 at most `release` seconds, with a short fade where that cuts a tail. A melody without notes
@@ -33,6 +37,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .atomic import write_bytes
+from .errors import SymdiffError
 from .melody import DEFAULT_QPM, tokens_to_note_sequence
 
 BACKENDS = ("fluidsynth", "tinysoundfont", "sine")
@@ -48,10 +54,12 @@ DEFAULT_RELEASE = 0.5  # seconds of tail kept after the last note ends, at most
 DEFAULT_PEAK = 0.89  # -1 dBFS
 TAIL_THRESHOLD_DB = -50.0  # a tail quieter than this (relative to the peak) is cut
 FADE_SECONDS = 0.05
+PLAYBACK_QPM = (40.0, 300.0)  # tempos outside are played at the nearest end
+MAX_SECONDS = 420.0  # 64 bars at 40 qpm (384 s) and a release fit
 DRUM_CHANNEL = 9
 
 
-class AudioError(RuntimeError):
+class AudioError(SymdiffError):
     """A backend that cannot render (missing library or soundfont, bad input)."""
 
 
@@ -150,18 +158,24 @@ def resolve_backend(backend: str = "auto") -> str:
 
 # --- notes ------------------------------------------------------------------------------
 
-def _notes(source, qpm: float, program: int, velocity: int) -> tuple[list[Note], float]:
-    """Notes in seconds and the total duration, from tokens or a NoteSequence."""
+def playback_qpm(qpm: float) -> float:
+    """The tempo a melody is played at: its own, brought into PLAYBACK_QPM."""
+    return min(max(float(qpm), PLAYBACK_QPM[0]), PLAYBACK_QPM[1])
+
+
+def _notes(source, qpm: float, program: int, velocity: int, max_seconds: float) -> tuple[list[Note], float]:
+    """Notes in seconds and the total duration, from tokens or a NoteSequence, cut at
+    `max_seconds`."""
     if hasattr(source, "notes") and hasattr(source, "total_time"):
         ns = source  # a NoteSequence: its own times, programs and velocities
     else:
         ns = tokens_to_note_sequence(np.asarray(source), qpm=qpm, program=program, velocity=velocity)
     notes = [
-        Note(float(n.start_time), float(n.end_time), int(n.pitch), int(n.velocity),
+        Note(float(n.start_time), min(float(n.end_time), max_seconds), int(n.pitch), int(n.velocity),
              int(n.program), bool(n.is_drum))
-        for n in ns.notes if n.end_time > n.start_time and 0 <= n.pitch <= 127
+        for n in ns.notes if n.end_time > n.start_time and n.start_time < max_seconds and 0 <= n.pitch <= 127
     ]
-    total = max([float(ns.total_time)] + [n.end for n in notes])
+    total = min(max([float(ns.total_time)] + [n.end for n in notes]), max_seconds)
     return sorted(notes, key=lambda n: (n.start, n.pitch)), total
 
 
@@ -338,21 +352,25 @@ def render(
     velocity: int = 100,
     release: float = DEFAULT_RELEASE,
     peak: float = DEFAULT_PEAK,
+    max_seconds: float = MAX_SECONDS,
 ) -> tuple[int, np.ndarray]:
     """Tokens (1-D, the melody grid) or a NoteSequence -> (sample_rate, mono float32 audio).
 
     Tokens are played at `qpm` with GM `program` and `velocity`; a NoteSequence keeps its own
     times, programs and velocities. The audio is peak-normalised to `peak` and ends at most
     `release` seconds after the last note ends; a melody without notes gives silence of its
-    length. `backend`: "auto" (the best available), "fluidsynth", "tinysoundfont" or "sine".
+    length; nothing after `max_seconds` is played. `backend`: "auto" (the best available),
+    "fluidsynth", "tinysoundfont" or "sine".
     """
     sample_rate = int(sample_rate)
     if not 8000 <= sample_rate <= 96000:
         raise ValueError(f"sample_rate must be in 8000..96000, got {sample_rate}")
     if qpm <= 0:
         raise ValueError(f"qpm must be positive, got {qpm}")
+    if not max_seconds > 0:
+        raise ValueError(f"max_seconds must be positive, got {max_seconds}")
     kind = resolve_backend(backend)
-    notes, total = _notes(source, qpm, program, velocity)
+    notes, total = _notes(source, qpm, program, velocity, max_seconds)
     if not notes:
         return sample_rate, np.zeros(max(1, round(total * sample_rate)), dtype=np.float32)
     last_end = max(n.end for n in notes)
@@ -407,6 +425,4 @@ def write_wav(path: str | Path, source, qpm: float = DEFAULT_QPM,
               sample_rate: int = DEFAULT_SAMPLE_RATE, program: int = 0, backend: str = "auto",
               **kwargs) -> Path:
     """Render and write a 16-bit mono WAV file; returns the path."""
-    path = Path(path)
-    path.write_bytes(wav_bytes(source, qpm, sample_rate, program, backend, **kwargs))
-    return path
+    return write_bytes(path, wav_bytes(source, qpm, sample_rate, program, backend, **kwargs))

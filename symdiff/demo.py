@@ -1,6 +1,6 @@
 """What the Gradio app (`app.py`) computes, kept free of Gradio so that it can be tested and reused.
 
-- Reading a user's MIDI file (`load_melody`) and snapping a bar range to the model's 2-bar chunks
+- Reading a user's MIDI file (`load_melody`, parsed once per file and kept in a small cache) and snapping a bar range to the model's 2-bar chunks
   (`snap_range`).
 - The infilling baselines of the paper's Figure 2 on the same window and splice as
   `MelodyDiffusion.infill`: interpolation between the known latents and latents from the VAE
@@ -20,7 +20,9 @@ says otherwise; what users see counts bars from 1.
 from __future__ import annotations
 
 import math
+import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -49,20 +51,53 @@ def list_examples(folder: str | Path = EXAMPLES_DIR) -> list[Path]:
     return sorted(p for p in folder.glob("*.mid") if p.is_file()) if folder.is_dir() else []
 
 
+PARSED_CACHE_SIZE = 32  # files kept parsed; an upload is previewed many times while a range is picked
+_parsed: OrderedDict[tuple, melody.MidiMelodies | melody.MelodyError] = OrderedDict()
+_parsed_lock = threading.Lock()
+
+
+def _read_cached(path: Path, st: os.stat_result) -> melody.MidiMelodies:
+    """`melody.read_midi(path)`, parsed once per (path, size, mtime): every preview, range change
+    and infill of one upload reuses it (a bad file's error too; callers must not change what it
+    returns); the least recently used go first."""
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _parsed_lock:
+        if key in _parsed:
+            _parsed.move_to_end(key)
+            found = _parsed[key]
+        else:
+            found = None
+    if found is None:
+        try:
+            found = melody.read_midi(path)
+        except melody.MelodyError as e:
+            found = e
+        with _parsed_lock:
+            _parsed[key] = found
+            while len(_parsed) > PARSED_CACHE_SIZE:
+                _parsed.popitem(last=False)
+    if isinstance(found, melody.MelodyError):
+        raise melody.MelodyError(str(found))
+    return found
+
+
 def load_melody(source: str | Path | bytes, track: int | None = None,
                 max_bytes: int = melody.MAX_FILE_BYTES) -> tuple[melody.MidiMelodies, melody.Candidate]:
     """Read a MIDI file (a path or its bytes; nothing is written anywhere) and pick a track
-    (None = the most melodic). Raises `melody.MelodyError` with a message for the user."""
+    (None = the most melodic); a path is parsed once while it stays unchanged. Raises
+    `melody.MelodyError` with a message for the user."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise melody.MelodyError("no file was given")
-        if path.stat().st_size > max_bytes:
+        st = path.stat()
+        if st.st_size > max_bytes:
             raise melody.MelodyError(f"{path.name}: the file is larger than {max_bytes / 2**20:.0f} MB")
-        source = path  # read_midi names the file in its messages
+        found = _read_cached(path, st)
     elif len(source) > max_bytes:
         raise melody.MelodyError(f"the file is larger than {max_bytes / 2**20:.0f} MB")
-    found = melody.read_midi(source)
+    else:
+        found = melody.read_midi(source)
     return found, found.pick(track)
 
 

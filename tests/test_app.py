@@ -5,6 +5,7 @@ a clear message while the server keeps running; outputs only in the app's tempor
 which is gone after the app stops."""
 from __future__ import annotations
 
+import time
 import wave
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from symdiff import melody
+from midi_bombs import BOMBS
+from symdiff import audio, melody
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -235,6 +237,36 @@ def test_absurd_infill_and_learn_settings(client, server):
     expect_error(fresh, server, "run the reverse process first", 0, api_name="/learn_step")
 
 
+@pytest.mark.parametrize("name", list(BOMBS))
+def test_tiny_hostile_files(client, server, tmp_path, name):
+    """Issue 10: each tiny file that once cost gigabytes is read or refused quickly through the
+    upload path, and the server lives."""
+    path = tmp_path / f"{name}.mid"
+    path.write_bytes(BOMBS[name]())
+    t0 = time.perf_counter()
+    if name.startswith("far_event"):
+        expect_error(client, server, "no notes", handle_file(str(path)), api_name="/load_midi")
+    else:
+        tracks, first, last, preview, text = client.predict(handle_file(str(path)), api_name="/load_midi")
+        assert "will be regenerated" in text
+    assert time.perf_counter() - t0 < 20, "a tiny file took long"  # loose: the server shares 2 busy cores
+    assert server.alive
+
+
+def test_slowest_tempo_plays_at_a_sane_tempo(client, server, tmp_path):
+    """A valid 64-bar file at 3.58 qpm once made two 71-minute WAVs: now the audio plays at the
+    lowest playback tempo, and the status says so."""
+    path = tmp_path / "slow.mid"
+    path.write_bytes(BOMBS["slowest_tempo_64_bars"]())
+    status, rows, wav_orig, wav_new, midi = client.predict(handle_file(str(path)), "auto", 1, 2, "ddim", 2, 0,
+                                                           api_name="/infill")
+    lo = audio.PLAYBACK_QPM[0]
+    assert f"plays at {lo:.0f} qpm" in status
+    for wav in (wav_orig, wav_new):
+        assert wav_seconds(wav) <= 64 * 4 * 60 / lo + 1.0
+    assert abs(melody.read_midi(midi).qpm - 3.576) < 0.01  # the MIDI keeps the file's own tempo
+
+
 def test_server_still_serves_after_all_that(client, server):
     status, *_ = client.predict(4, "ddim", 3, 0, api_name="/generate")
     assert status.startswith("Done") and server.alive
@@ -249,3 +281,31 @@ def test_stop_removes_the_temporary_folder(server):
     assert root is not None and root.is_dir()
     server.stop()
     assert not root.exists()
+
+
+def test_time_limit_and_sweep(tmp_path):
+    """A server started with a 3 s limit per model run stops a long infill and a long generate
+    with a message (and serves on); uploads, outputs and their folders older than --max-age are
+    swept while nobody asks anything."""
+    from app_server import start_app
+
+    srv = start_app(tmp_path / "app.log", "--time-limit", "3", "--max-age", "2", "--sweep-every", "1")
+    try:
+        c = Client(srv.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "dl"))
+        expect_error(c, srv, "limit of 3 s", handle_file(str(ALOHA)), "auto", 1, 20, "ddpm", 1000, 0,
+                     api_name="/infill")
+        expect_error(c, srv, "limit of 3 s", 64, "ddpm", 1000, 0, api_name="/generate")
+        status, *_ = c.predict(4, "ddim", 2, 0, api_name="/generate")
+        assert status.startswith("Done")
+        c.predict(handle_file(str(ALOHA)), api_name="/load_midi")
+        root = srv.tmp_root
+        assert any(p.suffix == ".mid" for p in root.rglob("*"))  # the upload, the generated MIDI
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(p not in (root / "requests", root / "gradio")
+                                                  for p in root.rglob("*")):
+            time.sleep(1)
+        left = [p for p in root.rglob("*") if p not in (root / "requests", root / "gradio")]
+        assert left == [], left
+        assert srv.alive
+    finally:
+        srv.stop()

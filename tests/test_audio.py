@@ -159,3 +159,17 @@ def test_bad_arguments(foster):
         audio.render(foster, qpm=0)
     with pytest.raises(melody.MelodyError):
         audio.render(np.array([0, 200], np.int64))
+
+
+def test_playback_tempo_and_duration_are_bounded():
+    """Issue 10: a valid 64-bar melody at MIDI's slowest tempo (3.58 qpm) would last 71 minutes;
+    the app plays it at audio.PLAYBACK_QPM's lower end, and no render lasts past max_seconds."""
+    lo, hi = audio.PLAYBACK_QPM
+    assert audio.playback_qpm(3.58) == lo and audio.playback_qpm(1e6) == hi and audio.playback_qpm(97.0) == 97.0
+    tokens = np.tile(np.array([melody.pitch_to_token(60)] + [0] * 3, dtype=np.uint8), 64 * 4)  # 64 bars of quarters
+    sr, a = audio.render(tokens, qpm=audio.playback_qpm(3.58), backend="sine")
+    assert len(a) / sr <= 64 * 4 * 60 / lo + audio.DEFAULT_RELEASE + 0.01
+    sr, a = audio.render(tokens, qpm=3.58, backend="sine", max_seconds=30.0)
+    assert 29.0 < len(a) / sr <= 30.0 + audio.DEFAULT_RELEASE + 0.01
+    with pytest.raises(ValueError, match="max_seconds"):
+        audio.render(tokens, backend="sine", max_seconds=0)

@@ -50,6 +50,28 @@ def test_load_melody_from_bytes_and_path_and_track():
         demo.load_melody(MIDI / "no_such_file.mid")
 
 
+def test_an_upload_is_parsed_once_until_it_changes(tmp_path):
+    """Every preview and range change of one upload reuses its parse (issue 10); a changed file
+    is read again, and the cache stays bounded."""
+    path = tmp_path / "song.mid"
+    path.write_bytes((MIDI / "liliuokalani_aloha_oe_voice_piano.mid").read_bytes())
+    found, _ = demo.load_melody(path)
+    again, solo = demo.load_melody(path, 4)
+    assert again is found and solo.index == 4
+    path.write_bytes((MIDI / "oneills_003_4-4_melody.mid").read_bytes())
+    other, _ = demo.load_melody(path)
+    assert other is not found and len(other.candidates) == 1
+    path.write_bytes(b"MThd")  # a bad file's error is kept too, and says the same every time
+    for _ in range(2):
+        with pytest.raises(melody.MelodyError, match="corrupt|not a MIDI"):
+            demo.load_melody(path)
+    for k in range(demo.PARSED_CACHE_SIZE + 3):
+        copy = tmp_path / f"copy{k}.mid"
+        copy.write_bytes((MIDI / "oneills_003_4-4_melody.mid").read_bytes())
+        demo.load_melody(copy)
+    assert len(demo._parsed) == demo.PARSED_CACHE_SIZE
+
+
 def test_notes_outside_the_models_range_are_explained(tmp_path):
     mid = mido.MidiFile(ticks_per_beat=480)
     tr = mido.MidiTrack()
