@@ -1,0 +1,384 @@
+"""Does the music hold together? Infill fidelity and sample coherence (issue 11), beside Table 1.
+
+Table 1's framewise Consistency/Variance compares adjacent 4-bar frames only: a melody that
+drifts in register and key a little at every step passes it. These two tasks measure what a
+musician hears instead.
+
+Fidelity (`symdiff evaluate --task fidelity`): regenerate the middle of held-out pieces and ask
+how well the new middle fits the rest of its piece.
+- Pieces: lines of the *test* split (a folk tune, or one voice of a chorale or a mass: a
+  "piece" here is one melody) with at least 16 bars, per style. Styles are the corpus' own
+  (`corpus.SUBCORPORA`): folk = essenFolksong, oneills1850, ryansMammoth, airdsAirs, miscFolk;
+  chorale = bach; vocal (Renaissance vocal polyphony, with its late-medieval and early-Baroque
+  neighbours) = palestrina, monteverdi, trecento, josquin, ciconia, luca, lusitano. Lines are
+  drawn at random (seeded), one voice per work first, then second voices, and so on: the test
+  split has only 9 chorales with a voice of 16 bars or more, so 30 chorale lines come from them.
+- Window and region: the piece's whole 2-bar chunks, at most 32 (64 bars; a longer line gives
+  its centred 32-chunk window, an odd last bar is left out). With c chunks the region is the
+  middle c // 2 chunks, starting at chunk (c - c // 2) // 2 (64 bars: bars 17-48, the paper's
+  task). Everything outside it is the context, copied back exactly (`generate.plan_infill`,
+  `generate.splice_bars`, as `symdiff infill` does).
+- Rows: the real middle (the ceiling); the real middle decoded from its VAE latents (what the
+  latent space can carry); each infilling method the pipeline serves (`pipe.infill_methods`;
+  "replace" is the paper's Algorithm 1), batched over pieces of equal chunk count, known
+  latents = the VAE's mu; interpolation (`baselines.interpolate_infill`, silent chunks by the
+  codec's rule); the N(0, I) prior (`baselines.prior_latents`) in the region; repetition: the
+  P = min(region, context before it) bars right before the region copied into it cyclically.
+- Figures, region against context of the same (spliced) melody; a note belongs to the bar
+  where it starts (`metrics.melody_notes`), each note counts once whatever its length:
+  * pitch overlap (higher is better): overlapping area of the Gaussians fitted to the region's
+    pitches and the context's (mean, population std + 1e-6 as in `metrics`' framewise OA,
+    `metrics.gaussian_overlap`); 0 when a side has no note.
+  * pitch-class cosine (key, higher is better): cosine of the 12-bin pitch-class count
+    histograms; 0 when a side has no note.
+  * onset-position distance (rhythm, lower is better): total variation distance (half the L1
+    distance) between the normalised histograms of onset positions within the bar (16 steps
+    of the grid's 4/4 bar); 1 when a side has no note.
+  * abs log note-density ratio (lower is better): |log(d_region / d_context)| with d = notes
+    per bar, a side's note count floored at 0.5 so that a silent region stays finite.
+  Per piece, then the plain mean over a style's pieces (the json also has the standard error).
+
+Coherence (`--task coherence`): per-melody figures of unconditional 64-bar samples
+(`pipe.generate`) next to real 64-bar test windows (`dataset.random_windows`, all styles, as
+Table 1's test data):
+  * pitch range: max - min pitch in semitones (0 without notes);
+  * silent bars: share of bars without a note onset (the codec's silence rule, `melody.silent_chunks`);
+  * key stability: cosine of the pitch-class histograms of the two halves (bars 1-32, 33-64);
+  * repeated chunks: share of the 2-bar chunks that hold a note onset and equal an earlier chunk
+    of the same melody token for token (rests repeating rests are not a repeated phrase);
+  * chunk pitch spread: std over the chunks with notes of their mean pitch (register drift).
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .atomic import write_text
+from .baselines import interpolate_infill, prior_latents
+from .corpus import SUBCORPORA
+from .dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
+from .generate import MelodyDiffusion, plan_infill, splice_bars
+from .melody import BARS_PER_CHUNK, CHUNK_STEPS, STEPS_PER_BAR
+from .metrics import STD_EPS, gaussian_overlap, melody_notes
+
+TASKS = ("fidelity", "coherence")
+STYLES = ("folk", "chorale", "vocal")
+DEFAULT_PIECES = 30  # per style
+DEFAULT_SAMPLES = 64
+MIN_BARS = 16
+DENSITY_FLOOR = 0.5  # notes: a silent side's count, so the log ratio stays finite
+FIT = {  # key -> column title
+    "pitch_overlap": "pitch overlap",
+    "pitch_class_cosine": "pitch-class cosine (key)",
+    "onset_distance": "onset-position distance (rhythm, lower is better)",
+    "density_log_ratio": "abs log note-density ratio (lower is better)",
+}
+COHERENCE = {
+    "pitch_range": "pitch range (semitones)",
+    "silent_bars": "silent bars",
+    "key_stability": "key stability (halves' pitch-class cosine)",
+    "repeated_chunks": "repeated 2-bar chunks",
+    "chunk_pitch_spread": "chunk pitch spread (semitones)",
+}
+SHARES = ("silent_bars", "repeated_chunks")  # shown in percent
+
+NOTES = {  # under each table: what its rows are
+    "fidelity": "The middle half of each test piece (whole 2-bar chunks, at most a 64-bar window) regenerated, "
+                "the rest kept; each figure compares the region with the rest of its piece. Rows: the real middle "
+                "(the ceiling), decoded from its VAE latents, each infilling method (replace = the paper's "
+                "Algorithm 1), interpolation, the N(0, I) prior, the bars before the region repeated.",
+    "coherence": "Unconditional 64-bar samples against real 64-bar windows of the test split; per melody, then "
+                 "averaged. Silent bars: no note onset; repeated chunks: 2-bar chunks with notes that equal an "
+                 "earlier chunk exactly.",
+}
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+def pitch_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Overlap area of the Gaussians fitted to two sets of pitches; 0 when one is empty."""
+    if len(a) == 0 or len(b) == 0:
+        return 0.0
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(gaussian_overlap(a.mean(), a.std() + STD_EPS, b.mean(), b.std() + STD_EPS))
+
+
+def pitch_class_histogram(pitches: np.ndarray) -> np.ndarray:
+    return np.bincount(np.asarray(pitches, np.int64) % 12, minlength=12).astype(np.float64)
+
+
+def onset_histogram(starts: np.ndarray) -> np.ndarray:
+    """Counts of onsets per position within the bar (16 steps)."""
+    return np.bincount(np.asarray(starts, np.int64) % STEPS_PER_BAR, minlength=STEPS_PER_BAR).astype(np.float64)
+
+
+def cosine(u: np.ndarray, v: np.ndarray) -> float:
+    """Cosine similarity; 0 when either vector is zero (no notes: nothing in common)."""
+    nu, nv = float(np.linalg.norm(u)), float(np.linalg.norm(v))
+    return float(np.dot(u, v) / (nu * nv)) if nu > 0 and nv > 0 else 0.0
+
+
+def total_variation(u: np.ndarray, v: np.ndarray) -> float:
+    """Total variation distance of two count histograms after normalising; 1 when either is empty."""
+    su, sv = float(np.sum(u)), float(np.sum(v))
+    if su == 0 or sv == 0:
+        return 1.0
+    return float(0.5 * np.abs(np.asarray(u) / su - np.asarray(v) / sv).sum())
+
+
+def density_log_ratio(notes_a: int, bars_a: int, notes_b: int, bars_b: int) -> float:
+    """|log| of the ratio of notes per bar, note counts floored at `DENSITY_FLOOR`."""
+    return float(abs(np.log(max(notes_a, DENSITY_FLOOR) / bars_a) - np.log(max(notes_b, DENSITY_FLOOR) / bars_b)))
+
+
+def fit_figures(tokens: np.ndarray, region: tuple[int, int]) -> dict[str, float]:
+    """The four fit figures of the 0-indexed, end-exclusive bar `region` against the rest of `tokens`."""
+    pitches, starts, _ = melody_notes(tokens)
+    lo, hi = (b * STEPS_PER_BAR for b in region)
+    inside = (starts >= lo) & (starts < hi)
+    bars_in = region[1] - region[0]
+    bars_out = len(tokens) // STEPS_PER_BAR - bars_in
+    return {
+        "pitch_overlap": pitch_overlap(pitches[inside], pitches[~inside]),
+        "pitch_class_cosine": cosine(pitch_class_histogram(pitches[inside]), pitch_class_histogram(pitches[~inside])),
+        "onset_distance": total_variation(onset_histogram(starts[inside]), onset_histogram(starts[~inside])),
+        "density_log_ratio": density_log_ratio(int(inside.sum()), bars_in, int((~inside).sum()), bars_out),
+    }
+
+
+def coherence_figures(tokens: np.ndarray) -> dict[str, float]:
+    """Per-melody coherence figures (see the module docstring)."""
+    tokens = np.asarray(tokens)
+    pitches, starts, _ = melody_notes(tokens)
+    bars = len(tokens) // STEPS_PER_BAR
+    onset_bars = np.zeros(bars, dtype=bool)
+    onset_bars[starts // STEPS_PER_BAR] = True
+    half = bars // 2 * STEPS_PER_BAR
+    first = starts < half
+    chunks = tokens[: len(tokens) // CHUNK_STEPS * CHUNK_STEPS].reshape(-1, CHUNK_STEPS)
+    seen: set[bytes] = set()
+    repeats = 0
+    for chunk in chunks:
+        key = chunk.tobytes()
+        repeats += key in seen and bool((chunk >= 2).any())
+        seen.add(key)
+    chunk_of = starts // CHUNK_STEPS
+    means = [pitches[chunk_of == c].mean() for c in np.unique(chunk_of)]
+    return {
+        "pitch_range": float(pitches.max() - pitches.min()) if len(pitches) else 0.0,
+        "silent_bars": float(1.0 - onset_bars.mean()),
+        "key_stability": cosine(pitch_class_histogram(pitches[first]), pitch_class_histogram(pitches[~first])),
+        "repeated_chunks": repeats / len(chunks),
+        "chunk_pitch_spread": float(np.std(means)) if means else 0.0,
+    }
+
+
+def repetition_infill(tokens: np.ndarray, region: tuple[int, int]) -> np.ndarray:
+    """`tokens` with the bar `region` filled by the P = min(region, bars before it) bars right
+    before it, repeated cyclically (repetition alone, the baseline every melody can reach)."""
+    a, b = region
+    if a == 0:
+        raise ValueError("repetition needs bars before the region")
+    period = min(b - a, a) * STEPS_PER_BAR
+    out = np.array(tokens, dtype=np.uint8, copy=True)
+    lo, hi = a * STEPS_PER_BAR, b * STEPS_PER_BAR
+    out[lo:hi] = np.resize(out[lo - period : lo], hi - lo)
+    return out
+
+
+# --- pieces -----------------------------------------------------------------------------------
+
+def style_of(source: str) -> str:
+    return SUBCORPORA[source][0] if source in SUBCORPORA else ""
+
+
+@dataclass
+class Piece:
+    """One test melody as evaluated: its window of whole chunks and the region regenerated."""
+
+    source: str
+    piece: str
+    voice: str
+    start_bar: int  # of the window in the line
+    tokens: np.ndarray  # the window
+    region: tuple[int, int]  # bars of the window, 0-indexed, end exclusive
+
+    @property
+    def chunks(self) -> int:
+        return len(self.tokens) // CHUNK_STEPS
+
+    def info(self) -> dict:
+        return {"source": self.source, "piece": self.piece, "voice": self.voice, "start_bar": self.start_bar,
+                "bars": self.chunks * BARS_PER_CHUNK, "region": list(self.region)}
+
+
+def middle_region(chunks: int) -> tuple[int, int]:
+    """Bars of the middle chunks // 2 chunks of a window of `chunks` chunks."""
+    m = chunks // 2
+    r0 = (chunks - m) // 2
+    return r0 * BARS_PER_CHUNK, (r0 + m) * BARS_PER_CHUNK
+
+
+def make_piece(tokens: np.ndarray, meta: dict[str, str]) -> Piece:
+    """The line's whole chunks, its centred 32-chunk window when longer, and the middle region."""
+    total = len(tokens) // CHUNK_STEPS
+    c = min(total, WINDOW_CHUNKS)
+    s = (total - c) // 2
+    window = np.asarray(tokens[s * CHUNK_STEPS : (s + c) * CHUNK_STEPS], dtype=np.uint8)
+    return Piece(meta["source"], meta["piece"], meta["voice"], s * BARS_PER_CHUNK, window, middle_region(c))
+
+
+def select_pieces(lines: Lines, style: str, num: int, seed: int, split: str = "test") -> list[Piece]:
+    """`num` random lines of a style with at least `MIN_BARS` bars, one voice per work first."""
+    cands = [i for i, (t, m) in enumerate(zip(lines.tokens, lines.meta))
+             if m["split"] == split and style_of(m["source"]) == style and len(t) // STEPS_PER_BAR >= MIN_BARS]
+    taken: dict[str, int] = defaultdict(int)
+    keyed = []
+    for j in np.random.default_rng(seed).permutation(len(cands)):
+        i = cands[j]
+        work = lines.meta[i]["piece"]
+        keyed.append((taken[work], len(keyed), i))  # (voices of this work already drawn, draw order)
+        taken[work] += 1
+    return [make_piece(lines.tokens[i], lines.meta[i]) for _, _, i in sorted(keyed)[:num]]
+
+
+# --- the runs ---------------------------------------------------------------------------------
+
+@dataclass
+class Report:
+    """A fidelity or coherence result: per-item rows and their means, as json and markdown."""
+
+    task: str
+    settings: dict
+    groups: dict[str, dict] = field(default_factory=dict)  # style (or "all") -> {"items", "rows"}
+
+    def to_json(self) -> str:
+        return json.dumps({"task": self.task, "settings": self.settings, "groups": self.groups}, indent=1)
+
+    def markdown(self) -> str:
+        fit = self.task == "fidelity"
+        cols = FIT if fit else COHERENCE
+        lines = [f"| {'style: row' if fit else 'row'} | {'pieces' if fit else 'melodies'} | "
+                 + " | ".join(cols.values()) + " |", "|" + "---|" * (len(cols) + 2)]
+        for group, g in self.groups.items():
+            for name, r in g["rows"].items():
+                cells = [f"{r['mean'][k]:.1%}" if k in SHARES else f"{r['mean'][k]:.2f}" for k in cols]
+                lines.append(f"| {f'{group}: {name}' if fit else name} | {r['n']} | " + " | ".join(cells) + " |")
+        s = self.settings
+        lines += ["", NOTES[self.task], "", f"Diffusion: {s['checkpoint']}, {s['sampler']} sampler, {s['steps']} "
+                  f"steps, seed {s['seed']}; {s['seconds']:.0f} s in all. Definitions: `symdiff/fidelity.py`."]
+        return "\n".join(lines) + "\n"
+
+
+def summarize(per_item: dict[str, list[dict[str, float]]]) -> dict[str, dict]:
+    """Mean and standard error of each figure per row."""
+    out = {}
+    for name, rows in per_item.items():
+        keys = rows[0].keys()
+        vals = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in keys}
+        sem = {k: float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0 for k, v in vals.items()}
+        out[name] = {"n": len(rows), "mean": {k: float(v.mean()) for k, v in vals.items()}, "sem": sem}
+    return out
+
+
+def _shown(path: str | Path) -> str:
+    """A path as the repository names it when it lies below the working folder (committed results)."""
+    full = Path(path).absolute()
+    return str(full.relative_to(Path.cwd()) if path and full.is_relative_to(Path.cwd()) else path)
+
+
+def _settings(pipe: MelodyDiffusion, checkpoint: str | Path, data: Path, sampler: str, steps: int | None,
+              seed: int) -> dict:
+    return {"checkpoint": _shown(checkpoint), "data": _shown(data), "model": pipe.model.config.name, "sampler": sampler,
+            "steps": pipe.sampler(sampler, steps).num_steps, "seed": seed}
+
+
+def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps: int | None, seed: int,
+                progress: bool = True, desc: str = "fidelity") -> dict[str, list[np.ndarray]]:
+    """Every row's spliced melodies, in the order of `pieces`."""
+    rows: dict[str, list[np.ndarray | None]] = {"real middle": [p.tokens for p in pieces]}
+    names = ["real middle, VAE-decoded", *(f"diffusion ({m})" for m in pipe.infill_methods), "interpolation",
+             "N(0,I) prior"]
+    for name in names:
+        rows[name] = [None] * len(pieces)
+    by_chunks: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(pieces):
+        by_chunks[p.chunks].append(i)
+    smp = pipe.sampler(sampler, steps)
+    gen = torch.Generator().manual_seed(seed)
+    bar = tqdm(total=len(by_chunks) * len(pipe.infill_methods) * smp.num_steps, desc=desc, unit="step",
+               disable=not progress, leave=False)
+    for c, idx in sorted(by_chunks.items()):
+        plan = plan_infill(c * BARS_PER_CHUNK, pieces[idx[0]].region, pipe.seq_len)
+        mask = torch.from_numpy(plan.mask())
+        known = torch.stack([pipe.codec.encode(pieces[i].tokens) for i in idx])
+        made = {"real middle, VAE-decoded": known,
+                "interpolation": interpolate_infill(known, mask, pipe.codec.scaler, silent=pipe.codec.is_silent(known)),
+                "N(0,I) prior": torch.where(mask[None, :, None], prior_latents(len(idx), c, pipe.codec.scaler, gen),
+                                            known)}
+        for m in pipe.infill_methods:
+            made[f"diffusion ({m})"] = pipe.sample_latents(len(idx), c, smp, seed=seed, mask=mask, known=known,
+                                                           method=m, callback=lambda *_: bar.update(1))
+        for name, x in made.items():
+            for i, t in zip(idx, pipe.decode(x)):
+                rows[name][i] = splice_bars(pieces[i].tokens, t, plan)
+    bar.close()
+    rows["repetition"] = [repetition_infill(p.tokens, p.region) for p in pieces]
+    return rows
+
+
+def fidelity(pipe: MelodyDiffusion, num: int = DEFAULT_PIECES, styles: tuple[str, ...] = STYLES,
+             sampler: str = "ddim", steps: int | None = None, seed: int = 0, data: Path = DEFAULT_PATH,
+             checkpoint: str | Path = "", progress: bool = True, log: Callable[[str], None] = print) -> Report:
+    """Regenerate the middle half of `num` test pieces per style by every row (module docstring)."""
+    t0 = time.perf_counter()
+    lines = Lines.load(data)
+    report = Report("fidelity", {**_settings(pipe, checkpoint, data, sampler, steps, seed), "pieces_per_style": num})
+    for style in styles:
+        pieces = select_pieces(lines, style, num, seed)
+        if not pieces:
+            log(f"no {style} test piece of {MIN_BARS} bars or more")
+            continue
+        rows = infill_rows(pipe, pieces, sampler, steps, seed, progress, desc=f"fidelity: {style}")
+        figs = {name: [fit_figures(t, p.region) for t, p in zip(tokens, pieces)] for name, tokens in rows.items()}
+        items = [{**p.info(), "rows": {name: figs[name][i] for name in rows}} for i, p in enumerate(pieces)]
+        report.groups[style] = {"items": items, "rows": summarize(figs)}
+    report.settings["seconds"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+def coherence(pipe: MelodyDiffusion, num: int = DEFAULT_SAMPLES, sampler: str = "ddim", steps: int | None = None,
+              seed: int = 0, data: Path = DEFAULT_PATH, checkpoint: str | Path = "", progress: bool = True) -> Report:
+    """Coherence figures of `num` unconditional 64-bar samples and `num` real 64-bar test windows."""
+    t0 = time.perf_counter()
+    bars = WINDOW_CHUNKS * BARS_PER_CHUNK
+    real = random_windows(Lines.load(data), "test", num, seed)
+    bar = tqdm(total=pipe.sampler(sampler, steps).num_steps, desc="coherence", unit="step", disable=not progress,
+               leave=False)
+    made = pipe.generate(num, bars, sampler, steps, seed, callback=lambda *_: bar.update(1)).tokens
+    bar.close()
+    figs = {"real test windows": [coherence_figures(t) for t in real],
+            "diffusion samples": [coherence_figures(t) for t in made]}
+    report = Report("coherence", {**_settings(pipe, checkpoint, data, sampler, steps, seed), "melodies": num,
+                                  "bars": bars})
+    report.groups["all"] = {"items": [{"row": name, "index": i, **f} for name, rows in figs.items()
+                                      for i, f in enumerate(rows)], "rows": summarize(figs)}
+    report.settings["seconds"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+def write_report(report: Report, out: Path) -> list[Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{report.task}.json", out / f"{report.task}.md"]
+    write_text(paths[0], report.to_json())
+    write_text(paths[1], report.markdown())
+    return paths
