@@ -296,7 +296,7 @@ def test_time_signatures_reported_and_grid_kept(tmp_path):
     assert found.chosen.tokens.tolist() == tok((0, 41), (12, 43), (16, 45), (20, 1), length=32).tolist()
 
 
-def test_default_prefers_melody_programs_and_skips_drums(tmp_path):
+def test_default_is_the_high_busy_line_whatever_its_program_and_skips_drums(tmp_path):
     melody = [(4 * i, 4, 48 + i % 5) for i in range(8)]  # piano, low
     violin = [(2 * i, 2, 76 + i % 7) for i in range(16)]  # program 40 (violin), high and busier
     drums = [(4 * i, 1, 36) for i in range(8)]
@@ -308,9 +308,9 @@ def test_default_prefers_melody_programs_and_skips_drums(tmp_path):
     ])
     found = M.read_midi(path)
     assert sorted((c.program, c.name) for c in found.candidates) == [(0, "Piano"), (40, "Violin")]
-    assert found.chosen.program == 0 and found.chosen.in_melody_programs
+    assert found.chosen.program == 40  # the high, busy violin: any program may carry the tune
     assert found.pick(None) is found.chosen
-    other = next(c for c in found.candidates if c.program == 40)
+    other = next(c for c in found.candidates if c.program == 0)
     assert found.pick(other.index) is other
     with pytest.raises(M.MelodyError, match=r"no melody track 7 .*tracks: 0, 1"):
         found.pick(7)
@@ -328,8 +328,9 @@ def test_real_choir_file(m21_midi):
     soprano = found.candidates[0]
     assert soprano.tokens.tolist() == tok((0, 57), (8, 55), (16, 53), length=32).tolist()  # E5 D5 C5
     assert found.candidates[3].tokens.tolist() == tok((0, 41), (8, 36), (16, 29), length=32).tolist()
-    assert soprano.summary() == {"index": 0, "instrument": 0, "program": 52, "name": "SOPRANO", "bars": 2,
-                                 "notes": 3, "pitch_range": (72, 76), "polyphony": 0.0}
+    assert soprano.summary() == {"index": 0, "instrument": 0, "program": 52, "instrument_name": "Choir Aahs",
+                                 "name": "SOPRANO", "bars": 2, "notes": 3, "pitch_range": (72, 76),
+                                 "polyphony": 0.0}
 
 
 def test_real_one_pitch_file(m21_midi):
