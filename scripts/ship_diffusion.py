@@ -19,6 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from symdiff.diffusion import LatentScaler  # noqa: E402
+from symdiff.train_diffusion import KNOWN_MODES  # noqa: E402
+
 
 def portable(extra: dict) -> dict:
     """Paths in config.extra relative to the repository (the VAE is found beside the checkpoint)."""
@@ -29,6 +32,13 @@ def portable(extra: dict) -> dict:
             p = Path(path)
             out[key]["path"] = str(p.relative_to(ROOT)) if p.is_absolute() and p.is_relative_to(ROOT) else p.name
     return out
+
+
+def this_machine() -> str:
+    """'N cores of <CPU model name>' from /proc/cpuinfo."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+    return f"{len(names)} cores of {names[0]}" if names else "a CPU"
 
 
 def plot_losses(rows: list[dict], out: Path, label: str) -> None:
@@ -56,6 +66,7 @@ def main() -> None:
     ap.add_argument("--eval", type=Path, help="a `symdiff evaluate --out` folder to quote")
     ap.add_argument("--bench", type=Path, help="saved output of bench/bench_sampling.py to quote")
     ap.add_argument("--title", default="TransformerDDPM on MusicVAE latents")
+    ap.add_argument("--machine", default=this_machine(), help="where it was trained (default: this CPU)")
     args = ap.parse_args()
 
     best = args.run / "best"
@@ -87,13 +98,23 @@ def main() -> None:
                  "; the net predicts v = sqrt(ab) eps - sqrt(1 - ab) x0 and the loss is MSE(v), see `DiffusionConfig.prediction`")
     evals = ""
     if args.eval:
-        for task in ("unconditional", "infill"):
+        for task in ("unconditional", "infill", "fidelity", "coherence"):
             md = args.eval / f"{task}.md"
             if md.is_file():
                 evals += f"\n### {task}\n\n" + md.read_text()
         if (args.eval / "figure3.png").is_file():
             shutil.copyfile(args.eval / "figure3.png", args.out / "figure3.png")
             evals += "\n![Figure 3: metrics across the refinement](figure3.png)\n"
+    scaler = LatentScaler.from_pretrained(best)
+    scaling = (f"the paper's [-1, 1] min/max scaling, then centred per dim and divided by one global std "
+               f"({scaler.std:.4f}), so the data has unit variance for the noise schedule; the samplers clip "
+               f"x0 at +-{e.get('clip', 1.0)}" if scaler.standardized else
+               "the paper's [-1, 1] scaling (one global min/max); the samplers clip x0 at +-1")
+    conditioning = ""
+    if cfg.get("conditional"):
+        modes = ", ".join(f"{k} {v:.0%}" for k, v in KNOWN_MODES.items())
+        conditioning = (f"- Known chunks for the conditional input, drawn per window ({modes}: nothing known, one "
+                        "unknown span, scattered unknown chunks); the loss is taken on the unknown chunks only.\n")
     bench = f"\n## Speed (bench/bench_sampling.py)\n```\n{args.bench.read_text().strip()}\n```\n" if args.bench else ""
     card = f"""# {args.title} ({cfg['name']} config)
 
@@ -109,16 +130,17 @@ Load: `{load}("{rel}")`{codec}
   (settings: {json.dumps({k: v for k, v in e.get('latents', {}).get('settings', {}).items() if k in ('transpositions', 'max_shift', 'threshold', 'seed')})}).
 - Windows of up to 32 chunks at a stride of one chunk: {start.get('train_windows'):,} training windows,
   {start.get('held_windows'):,} held-out (valid split) windows for the loss.
-- Silent chunks: {e.get('silence', {}).get('rule')} (see symdiff/latents.py: a fixed silence latent at -1 in
-  every dim, decoded as a rest; the paper drops such windows instead, which would discard two
-  thirds of our 64-bar material).
-
+- Model space: {scaling}.
+- Silent chunks: {e.get('silence', {}).get('rule')} (see symdiff/latents.py: a fixed silence latent at
+  {e.get('silence', {}).get('value')} in every dim, decoded as a rest; the paper drops such windows instead,
+  which would discard two thirds of our 64-bar material).
+{conditioning}
 ## Training
 ```
 {args.command}
 ```
 {steps:,} steps in {seconds / 3600:.2f} h of wall time (batch {cfg['batch_size']}, Adam lr
-{cfg['learning_rate']:g}, bf16 autocast{objective}). These weights: step {best_row['step']:,}, the lowest held-out loss
+{cfg['learning_rate']:g}, {e.get('precision', 'bf16')} on {args.machine}{objective}). These weights: step {best_row['step']:,}, the lowest held-out loss
 ({json.dumps(best_row)}).
 
 ![loss curves](training.png)

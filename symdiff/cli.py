@@ -7,9 +7,28 @@ import sys
 import warnings
 from pathlib import Path
 
+from .errors import SymdiffError
 
-class UsageError(Exception):
+
+class UsageError(SymdiffError):
     """Bad arguments or input: printed as one line, exit status 2."""
+
+
+def check_out(out: Path, *inputs: Path) -> None:
+    """Refuse, before any work, an --out that is one of the inputs (it would be replaced by
+    the result) or that cannot take a file (a directory, a read-only file, no such folder)."""
+    from .atomic import check_writable
+
+    for source in inputs:
+        if out.exists() and source.exists() and out.resolve() == source.resolve():
+            raise UsageError(f"--out {out} is the input file {source}; write the result to another file")
+    check_writable(out)
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -30,12 +49,12 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         return
     print(f"{args.file}: {report['qpm']} qpm, {report['time_signature']}, "
           f"{found.tempo_changes} tempo / {found.time_signature_changes} meter changes")
-    print(f"{'track':>5} {'program':>7} {'bars':>5} {'notes':>6} {'range':>9} {'poly':>5}  name")
+    print(f"{'track':>5} {'program':>7} {'bars':>5} {'notes':>6} {'range':>9} {'poly':>5}  {'instrument':<24}  name")
     for c in report["candidates"]:
         rng = "%d-%d" % tuple(c["pitch_range"]) if c["pitch_range"] else "-"
         mark = "*" if c["index"] == found.chosen.index else " "
         print(f"{c['index']:>4}{mark} {c['program']:>7} {c['bars']:>5} {c['notes']:>6} {rng:>9} "
-              f"{c['polyphony']:>5.2f}  {c['name'].strip()}")
+              f"{c['polyphony']:>5.2f}  {c['instrument_name']:<24}  {c['name'].strip()}")
     print("* = the melody used by default (--track K picks another)")
 
 
@@ -46,13 +65,10 @@ def cmd_data_build(args: argparse.Namespace) -> None:
 
     t0 = time.time()
     if args.midi_dir:
-        from .midi_corpus import BuildError, build_from_midi_folder
+        from .midi_corpus import build_from_midi_folder
 
-        try:
-            report = build_from_midi_folder(args.midi_dir, args.out, workers=args.workers, shard=args.shard,
-                                            restart=args.restart, limit=args.limit)
-        except BuildError as e:
-            raise UsageError(str(e)) from None
+        report = build_from_midi_folder(args.midi_dir, args.out, workers=args.workers, shard=args.shard,
+                                        restart=args.restart, limit=args.limit)
         if report["interrupted"]:
             sys.exit(130)
         return
@@ -62,20 +78,19 @@ def cmd_data_build(args: argparse.Namespace) -> None:
     stats = lines.stats()
     stats["_build"] = {**counts, "seconds": round(time.time() - t0, 1)}
     save_stats(stats, Path(args.out).with_suffix(".stats.json"))
+    from .atomic import write_text
     from .corpus import dataset_card
 
-    Path(args.out).with_suffix(".md").write_text(dataset_card(stats, stats["_build"]))
+    write_text(Path(args.out).with_suffix(".md"), dataset_card(stats, stats["_build"]))
     print(f"wrote {args.out}: {len(lines)} lines, {stats['all']['all']['bars']} bars, "
           f"{counts['errors']} unreadable in {time.time() - t0:.0f} s")
 
 
 def cmd_data_merge(args: argparse.Namespace) -> None:
-    from .midi_corpus import BuildError, merge_shards
+    from .midi_corpus import merge_shards
 
-    try:
-        merge_shards(args.shards, args.out)
-    except BuildError as e:
-        raise UsageError(str(e)) from None
+    check_out(args.out, *args.shards)
+    merge_shards(args.shards, args.out)
 
 
 def cmd_data_stats(args: argparse.Namespace) -> None:
@@ -119,11 +134,8 @@ def cmd_train_vae(args: argparse.Namespace) -> None:
     if args.config not in CONFIGS:
         raise UsageError(f"unknown config {args.config!r}; choose from {', '.join(CONFIGS)}")
     cfg = parse_overrides(args.set, CONFIGS[args.config])
-    try:
-        state = train_vae(cfg, args.out, args.data, args.max_steps, args.minutes, args.eval_every,
-                          args.save_minutes, bf16=not args.no_bf16, seed=args.seed, init_from=args.init_from)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    state = train_vae(cfg, args.out, args.data, args.max_steps, args.minutes, args.eval_every,
+                      args.save_minutes, precision=args.precision, seed=args.seed, init_from=args.init_from)
     print(f"stopped at step {state['step']} after {state['seconds'] / 60:.1f} min; "
           f"best held-out accuracy {state['best_accuracy']:.4f}; checkpoints in {args.out}")
 
@@ -133,7 +145,7 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
     import os
 
     from .latents import LatentSettings
-    from .train_diffusion import TrainLatentsError
+    from .precision import resolve_precision
 
     if args.model == "diffusion":
         from .diffusion import CONFIGS
@@ -144,16 +156,16 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
     if args.config not in CONFIGS:
         raise UsageError(f"unknown config {args.config!r}; choose from {', '.join(CONFIGS)}")
     cfg = parse_overrides(args.set, CONFIGS[args.config])
-    settings = LatentSettings(transpositions=args.transpositions)  # latents' own seed: --seed does not re-encode
-    try:
-        state = train(
-            cfg, args.vae, args.out, data=args.data, cache_dir=args.latents, latent_settings=settings,
-            max_steps=args.max_steps, minutes=args.minutes, eval_every=args.eval_every,
-            save_minutes=args.save_minutes, eval_windows=args.eval_windows, bf16=not args.no_bf16,
-            seed=args.seed, ema=args.ema, silence=args.silence, bucket=args.bucket, log_every=args.log_every,
-        )
-    except TrainLatentsError as e:
-        raise UsageError(str(e)) from None
+    precision = resolve_precision(args.precision, _device())  # the latents are encoded in it too
+    # the latents' own seed: --seed does not re-encode
+    settings = LatentSettings(transpositions=args.transpositions, bf16=precision == "bf16")
+    state = train(
+        cfg, args.vae, args.out, data=args.data, cache_dir=args.latents, latent_settings=settings,
+        max_steps=args.max_steps, minutes=args.minutes, eval_every=args.eval_every,
+        save_minutes=args.save_minutes, eval_windows=args.eval_windows, precision=precision,
+        seed=args.seed, ema=args.ema, silence=args.silence, bucket=args.bucket, log_every=args.log_every,
+        standardize=args.standardize,
+    )
     best = state["best_loss"]
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 evaluates and reports
         return
@@ -163,13 +175,13 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
 
 
 def cmd_data_latents(args: argparse.Namespace) -> None:
-    import torch
-
     from .latents import LatentSettings, ensure_latents
+    from .precision import resolve_precision
 
-    settings = LatentSettings(transpositions=args.transpositions, seed=args.seed, bf16=not args.no_bf16)
+    device = args.device or _device()
+    bf16 = resolve_precision(args.precision, device) == "bf16"
+    settings = LatentSettings(transpositions=args.transpositions, seed=args.seed, bf16=bf16)
     cache = args.cache if args.cache is not None else args.data.parent / "cache" / "latents"
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     ds = ensure_latents(args.vae, args.data, cache, settings, args.batch_size, device)
     print(json.dumps({"path": str(ds.path), **ds.summary()}, indent=1))
 
@@ -180,6 +192,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     from .melody import read_midi, tokens_to_midi
     from .vae import MusicVAE, reconstruct
 
+    check_out(args.out, args.file)
     found = read_midi(args.file)
     line = found.pick(args.track)
     vae = MusicVAE.from_pretrained(args.checkpoint)
@@ -197,7 +210,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 def _pipeline(args: argparse.Namespace):
     from .generate import MelodyDiffusion
 
-    return MelodyDiffusion.from_pretrained(args.checkpoint, args.vae)
+    return MelodyDiffusion.from_pretrained(args.checkpoint, args.vae, args.precision)
 
 
 def _check_seed(args: argparse.Namespace) -> None:
@@ -209,36 +222,46 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from .melody import tokens_to_midi
 
     _check_seed(args)
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a file; sample writes a folder of MIDI files")
     pipe = _pipeline(args)
     result = pipe.generate(args.num, args.bars, args.sampler, args.steps, args.seed, callback=_bar(args))
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot make the folder {args.out}: {e.strerror}") from None
     width = len(str(args.num - 1))
     paths = [tokens_to_midi(t, args.out / f"sample_{i:0{width}d}.mid", qpm=args.qpm) for i, t in enumerate(result.tokens)]
     print(f"wrote {len(paths)} melodies of {args.bars} bars to {args.out} in {result.seconds:.2f} s "
-          f"({args.sampler}, {pipe.sampler(args.sampler, args.steps).num_steps} steps)")
+          f"({args.sampler}, {pipe.sampler(args.sampler, args.steps).num_steps} steps, {pipe.precision})")
 
 
 def cmd_infill(args: argparse.Namespace) -> None:
+    from .arrangement import write_arrangement
     from .generate import parse_bar_range
-    from .melody import read_midi, tokens_to_midi
+    from .melody import STEPS_PER_BAR, read_midi
 
     _check_seed(args)
+    check_out(args.out, args.file)
     found = read_midi(args.file)
     line = found.pick(args.track)
     pipe = _pipeline(args)
     if args.command == "extend":
         result = pipe.extend(line.tokens, args.bars, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                             callback=_bar(args))
+                             callback=_bar(args), method=args.method)
         what = f"added bars {line.num_bars + 1}-{line.num_bars + args.bars}"
     else:
         result = pipe.infill(line.tokens, parse_bar_range(args.bars), args.sampler, args.steps, args.seed,
-                             callback=_bar(args))
+                             callback=_bar(args), method=args.method)
         a, b = result.plan.bars
         c, d = result.plan.snapped_bars
         snapped = "" if (a, b) == (c, d) else f" (the model regenerated bars {c + 1}-{d}; notes outside {a + 1}-{b} are kept)"
         what = f"infilled bars {a + 1}-{b}{snapped}"
-    tokens_to_midi(result.tokens[0], args.out, qpm=found.qpm, program=line.program)
-    print(f"track {line.index}: {what} in {result.seconds:.2f} s; wrote {args.out}")
+    steps = tuple(bar * STEPS_PER_BAR for bar in result.plan.bars)
+    for remark in write_arrangement(args.file, line, result.tokens[0], steps, args.out):
+        print(f"note: {remark}")
+    print(f"track {line.index}: {what} in {result.seconds:.2f} s ({pipe.precision}); wrote {args.out} "
+          "(your file with only these bars new)")
 
 
 def _bar(args: argparse.Namespace):
@@ -259,13 +282,15 @@ def _bar(args: argparse.Namespace):
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .baselines import TransformerMDN
-    from .evaluate import evaluate, write_outputs
+    from .evaluate import TASKS, evaluate, write_outputs
+    from .fidelity import DEFAULT_PIECES, DEFAULT_SAMPLES, coherence, fidelity, write_report
     from .generate import MelodyDiffusion
 
     _check_seed(args)
-    if args.num < 2:
-        raise UsageError("--num must be at least 2 (the metrics compare sets)")
-    pipe = MelodyDiffusion.from_pretrained(args.checkpoint, args.vae, bf16=args.bf16)
+    paper = [task for task in args.task if task in TASKS]
+    if args.num is not None and args.num < (2 if paper else 1):
+        raise UsageError(f"--num must be at least {2 if paper else 1}" + (" (the metrics compare sets)" if paper else ""))
+    pipe = MelodyDiffusion.from_pretrained(args.checkpoint, args.vae, args.precision)
     mdn = None
     if args.mdn is not None and "unconditional" in args.task:
         if not (args.mdn / "model.safetensors").is_file():
@@ -274,27 +299,43 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if mdn.config.extra.get("vae", {}).get("sha256") != pipe.model.config.extra.get("vae", {}).get("sha256"):
             raise UsageError(f"{args.mdn} models another VAE's latents than {args.checkpoint}")
     vae_dir = pipe.codec.vae_dir
-    results = [evaluate(task, args.num, pipe, mdn, args.sampler, args.steps, args.seed or 0, args.data, vae_dir,
-                        None if args.no_cache else args.cache, args.figure_points, not args.quiet)
-               for task in args.task]
-    paths = write_outputs(results, args.out)
+    results = [evaluate(task, args.num or 1000, pipe, mdn, args.sampler or "ddpm", args.steps, args.seed or 0,
+                        args.data, vae_dir, None if args.no_cache else args.cache, args.figure_points, not args.quiet)
+               for task in paper]
+    paths = write_outputs(results, args.out) if results else []
+    # issue 11's tasks: DDIM 50 by default, which is what a user of `symdiff infill` gets
+    fit_args = dict(sampler=args.sampler or "ddim", steps=args.steps, seed=args.seed or 0, data=args.data,
+                    checkpoint=args.checkpoint, progress=not args.quiet)
+    if "fidelity" in args.task:
+        results.append(fidelity(pipe, args.num or DEFAULT_PIECES, tuple(args.styles), **fit_args))
+        paths += write_report(results[-1], args.out)
+    if "coherence" in args.task:
+        results.append(coherence(pipe, args.num or DEFAULT_SAMPLES, **fit_args))
+        paths += write_report(results[-1], args.out)
     for ev in results:
         print(ev.markdown())
     print("wrote " + ", ".join(str(p) for p in paths))
 
 
 def cmd_import_magenta(args: argparse.Namespace) -> None:
-    from .magenta_import import MagentaImportError, import_magenta
+    from .magenta_import import import_magenta
 
     try:
         model = import_magenta(args.checkpoint, args.config, args.out, ignore=args.ignore)
-    except (MagentaImportError, ImportError) as e:
+    except ImportError as e:  # TensorFlow is not installed
         raise UsageError(str(e)) from None
     n = sum(p.numel() for p in model.parameters())
     source = model.config.extra["imported_from"]
     step = f", global step {source['global_step']}" if "global_step" in source else ""
     print(f"imported {source['model_variables']} variables ({n / 1e6:.1f}M parameters{step}; "
           f"{source['skipped_variables']} optimizer/counter variables skipped) as {args.config}; wrote {args.out}")
+
+
+def precision_arg(s: argparse.ArgumentParser) -> None:
+    from .precision import PRECISIONS
+
+    s.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (the default): bf16 autocast on a GPU or a CPU with AMX/AVX512-BF16, else fp32")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=512)
     s.add_argument("--device", help="default: cuda when there is one, else cpu")
-    s.add_argument("--no-bf16", action="store_true", help="encode in fp32 (bf16 autocast is the default)")
+    precision_arg(s)
     s.set_defaults(func=cmd_data_latents)
     s = sub.add_parser("reconstruct", help="encode a melody with the VAE and decode it back")
     s.add_argument("file", type=Path)
@@ -357,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--checkpoint", type=Path, default=DEFAULT_DIFFUSION, help="diffusion checkpoint")
         s.add_argument("--vae", type=Path, help="its VAE (default: the one named in the checkpoint)")
         s.add_argument("--quiet", action="store_true", help="no progress bar")
+        precision_arg(s)
 
     s = sub.add_parser("sample", help="generate new melodies (MIDI files)")
     s.add_argument("--num", type=int, default=1)
@@ -365,11 +407,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("samples"), help="folder for sample_*.mid")
     generation_args(s)
     s.set_defaults(func=cmd_sample)
-    s = sub.add_parser("infill", help="regenerate a bar range of a melody (paper Algorithm 1)")
+    from .generate import INFILL_METHODS
+
+    method_help = ("conditioned: the model sees the known bars (the default where the model was trained for it); "
+                   "replace: the paper's Algorithm 1")
+    s = sub.add_parser("infill", help="regenerate a bar range of a melody")
     s.add_argument("file", type=Path)
     s.add_argument("--bars", required=True, help="FIRST-LAST, counted from 1, e.g. 17-48")
     s.add_argument("--track", type=int, help="candidate index from `symdiff inspect` (default: the melody)")
     s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--method", choices=INFILL_METHODS, help=method_help)
     generation_args(s)
     s.set_defaults(func=cmd_infill)
     s = sub.add_parser("extend", help="continue a melody by some bars")
@@ -377,24 +424,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bars", type=int, required=True, help="bars to add (up to 64)")
     s.add_argument("--track", type=int, help="candidate index from `symdiff inspect` (default: the melody)")
     s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--method", choices=INFILL_METHODS, help=method_help)
     generation_args(s)
     s.set_defaults(func=cmd_infill)
 
     from .evaluate import CACHE, TASKS
+    from .fidelity import STYLES
+    from .fidelity import TASKS as FIT_TASKS
 
-    s = sub.add_parser("evaluate", help="the paper's Table 1 and Figure 3: diffusion vs baselines on held-out data")
-    s.add_argument("--task", nargs="+", choices=TASKS, default=list(TASKS))
-    s.add_argument("--num", type=int, default=1000, help="melodies of 64 bars per row")
+    s = sub.add_parser("evaluate", help="the paper's Table 1 and Figure 3: diffusion vs baselines on held-out data; "
+                       "infill fidelity and sample coherence (--task fidelity coherence)")
+    s.add_argument("--task", nargs="+", choices=TASKS + FIT_TASKS, default=list(TASKS),
+                   help="unconditional, infill: the paper's Table 1 (the default); fidelity: regenerated middles of "
+                        "test pieces against the rest of each piece; coherence: key, register and repetition of samples")
+    s.add_argument("--num", type=int, help="melodies of 64 bars per row (default 1000); fidelity: test pieces per "
+                   "style (default 30); coherence: samples and real windows (default 64)")
+    s.add_argument("--styles", nargs="+", choices=STYLES, default=list(STYLES), help="fidelity: the styles measured")
     s.add_argument("--mdn", type=lambda v: None if v == "none" else Path(v), default=Path("checkpoints/mdn-cpu"),
                    help="TransformerMDN checkpoint, or none")
     s.add_argument("--data", type=Path, default=DEFAULT_PATH)
     s.add_argument("--cache", type=Path, default=CACHE, help="where encoded reference windows are kept")
     s.add_argument("--no-cache", action="store_true")
     s.add_argument("--figure-points", type=int, default=12, help="refinement steps measured for Figure 3 (0 = none)")
-    s.add_argument("--bf16", action="store_true", help="bf16 autocast for the diffusion model")
-    s.add_argument("--out", type=Path, default=Path("eval"))
+    s.add_argument("--out", type=Path, default=Path("runs/eval"),
+                   help="results folder (the committed results: --out eval)")
     generation_args(s)
-    s.set_defaults(func=cmd_evaluate, sampler="ddpm")
+    s.set_defaults(func=cmd_evaluate, sampler=None)  # ddpm for the paper's tasks, ddim for fidelity/coherence
 
     train = sub.add_parser("train", help="train a model").add_subparsers(dest="model", required=True)
     s = train.add_parser("vae", help="train the 2-bar melody MusicVAE (resumes from OUT/last)")
@@ -407,12 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eval-every", type=int, default=500)
     s.add_argument("--save-minutes", type=float, default=5.0)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 autocast is the default)")
+    precision_arg(s)
     s.add_argument("--init-from", type=Path, help="start from a shipped checkpoint and its step count")
     s.set_defaults(func=cmd_train_vae)
 
     for model, help_, configs in (
-        ("diffusion", "train the TransformerDDPM on the VAE's latents", "paper (25.6M parameters at d = 42) or cpu (4.2M at d = 256)"),
+        ("diffusion", "train the TransformerDDPM on the VAE's latents", "paper (25.6M parameters at d = 42), cpu (4.2M at d = 256) or cpu-cond (cpu + known-music input and adaLN)"),
         ("mdn", "train the TransformerMDN baseline on the VAE's latents", "paper (38M parameters at d = 42) or cpu"),
     ):
         s = train.add_parser(model, help=help_ + " (resumes from OUT/last)")
@@ -433,8 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--log-every", type=int, default=50)
         s.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights (0 = off, as the paper)")
         s.add_argument("--bucket", action="store_true", help="batch windows of similar length (less padding)")
+        s.add_argument("--standardize", action="store_true",
+                       help="model space centred per dim with one global std (else the paper's [-1, 1])")
         s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 autocast is the default)")
+        precision_arg(s)
         s.set_defaults(func=cmd_train_latent)
 
     s = sub.add_parser("import-magenta", help="convert a Magenta MusicVAE TF checkpoint to our format")
@@ -449,17 +506,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
+    from .precision import limit_threads
+
+    limit_threads()  # never more compute threads than this process' cores
     args = build_parser().parse_args(argv)
     if getattr(args, "workers", 0) is None:
         import os
 
         args.workers = os.cpu_count() or 1
-    from .generate import GenerateError
-    from .melody import MelodyError
-
     try:
         args.func(args)
-    except (MelodyError, GenerateError, UsageError, FileNotFoundError) as e:
+    except (SymdiffError, FileNotFoundError) as e:
         print(f"symdiff: error: {e}", file=sys.stderr)
         return 2
     return 0

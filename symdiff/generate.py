@@ -10,7 +10,8 @@ that holds a bar of the range is generated (`InfillPlan.chunk_range`; `snapped_b
 bars that is). Only the bars the user asked for are taken from the result: the melody's tokens
 outside the range are copied back exactly, so the user's notes outside it are untouched (not
 their VAE reconstruction) and the generated notes inside the range are spliced in at the bar
-lines. A note that sounds across a splice point lasts until the next event, as in the tokens.
+lines. No note crosses a splice point: a user's note sounding into the range ends where it
+begins, and a generated note sounding at its end ends there (`splice_bars`).
 
 Windows. The model sees at most `seq_len` chunks (32 = 64 bars). A longer melody is infilled in
 a window of 32 chunks centred on the range (clamped to the melody); a shorter one is used as
@@ -19,6 +20,7 @@ it is. Continuation appends the new bars as masked chunks after the melody and i
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +30,22 @@ import torch
 
 from . import melody
 from .diffusion import TransformerDDPM
+from .errors import SymdiffError
+from .precision import autocast, resolve_precision
 from .latents import LatentCodec
 from .schedulers import SAMPLERS, Callback, Sampler
 
 DEFAULT_DIFFUSION = Path(__file__).resolve().parent.parent / "checkpoints" / "diffusion-cpu"
 DEFAULT_SAMPLER = "ddim"
 DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50}
+# How an infill uses the known music. "replace" is the paper's Algorithm 1: after every step the
+# known chunks of x_t are overwritten by a noised copy of them, and the net must read the context
+# from those noisy copies. "conditioned" does the same and also hands the net the clean known
+# chunks (a model trained with `DiffusionConfig.conditional`).
+INFILL_METHODS = ("conditioned", "replace")
 
 
-class GenerateError(ValueError):
+class GenerateError(SymdiffError):
     """A request that cannot be served (bad range, too many bars, ...); the message is for the user."""
 
 
@@ -94,13 +103,26 @@ def plan_infill(num_bars: int, bars: tuple[int, int], seq_len: int = 32) -> Infi
     return InfillPlan((first, end), (c0, c1), window, n)
 
 
+def sounding(tokens: np.ndarray, step: int) -> bool:
+    """Whether a note is still sounding when `step` begins: the last event before it is a note-on."""
+    events = np.flatnonzero(np.asarray(tokens)[:step] != melody.NO_EVENT)
+    return bool(len(events)) and int(tokens[events[-1]]) >= 2
+
+
 def splice_bars(full: np.ndarray, made: np.ndarray, plan: InfillPlan) -> np.ndarray:
     """The melody `full` with the plan's bars (the user's range, not the snapped one) taken from
-    `made`, the decoded tokens of the plan's window; every other token stays as it was."""
+    `made`, the decoded tokens of the plan's window; every other token stays as it was. Nothing
+    crosses the range's edges: a user's note sounding into the range ends at its start, and a
+    generated note sounding at its end ends there, also when the user's bars after it are silent
+    or hold a note (a note-off where they have no event of their own)."""
     out = np.array(full, dtype=np.uint8, copy=True)
     s0 = plan.window[0] * melody.CHUNK_STEPS
     lo, hi = (b * melody.STEPS_PER_BAR for b in plan.bars)
     out[lo:hi] = made[lo - s0 : hi - s0]
+    if out[lo] == melody.NO_EVENT and sounding(full, lo):
+        out[lo] = melody.NOTE_OFF
+    if hi < len(out) and out[hi] == melody.NO_EVENT and sounding(out, hi):
+        out[hi] = melody.NOTE_OFF
     return out
 
 
@@ -117,19 +139,23 @@ class Result:
 class MelodyDiffusion:
     """Model + codec + sampler: the one way to generate in symdiff."""
 
-    def __init__(self, model: TransformerDDPM, codec: LatentCodec, bf16: bool = False):
-        self.model, self.codec, self.bf16 = model.eval(), codec, bf16
+    def __init__(self, model: TransformerDDPM, codec: LatentCodec, precision: str = "fp32"):
+        """`precision`: 'fp32' by default (one melody at a time, this model's matmuls are too
+        small for bf16 units to pay), 'bf16', or 'auto' (bf16 where the hardware has it natively,
+        see `symdiff.precision`; what the CLI uses). `self.precision` is the resolved one."""
+        self.model, self.codec = model.eval(), codec
+        self.precision = resolve_precision(precision, next(model.parameters()).device)
         if model.config.data_dim != codec.scaler.dim:
             raise ValueError(f"the model has {model.config.data_dim} dims, the codec {codec.scaler.dim}")
 
     @classmethod
     def from_pretrained(cls, diffusion_dir: str | Path = DEFAULT_DIFFUSION, vae_dir: str | Path | None = None,
-                        bf16: bool = False) -> "MelodyDiffusion":
+                        precision: str = "fp32") -> "MelodyDiffusion":
         diffusion_dir = Path(diffusion_dir)
         if not (diffusion_dir / "model.safetensors").is_file():
             raise FileNotFoundError(f"{diffusion_dir}: no diffusion checkpoint (model.safetensors) there")
         return cls(TransformerDDPM.from_pretrained(diffusion_dir), LatentCodec.from_pretrained(diffusion_dir, vae_dir),
-                   bf16)
+                   precision)
 
     @property
     def seq_len(self) -> int:
@@ -143,21 +169,42 @@ class MelodyDiffusion:
         n = self.model.config.num_steps
         if not 1 <= steps <= n:
             raise GenerateError(f"steps must be between 1 and {n}, got {steps}")
-        return cls(self.model.config.schedule(), steps)
+        return cls(self.model.config.schedule(), steps, clip=self.codec.clip)
+
+    @property
+    def infill_methods(self) -> tuple[str, ...]:
+        """The `INFILL_METHODS` this model serves, its default first."""
+        return INFILL_METHODS if self.model.config.conditional else ("replace",)
+
+    def check_method(self, method: str | None) -> str:
+        """`method`, or the model's default for None; a method the model cannot serve is refused."""
+        if method is None:
+            return self.infill_methods[0]
+        if method not in self.infill_methods:
+            raise GenerateError(f"infill method {method!r} is not served by this model; choose from "
+                                f"{', '.join(self.infill_methods)}")
+        return method
 
     @torch.no_grad()
-    def eps(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        """The noise prediction the samplers call (bf16 autocast when asked)."""
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16 and x.device.type == "cpu"):
-            return self.model(x, level).float()
+    def eps(self, x: torch.Tensor, level: torch.Tensor, known: torch.Tensor | None = None,
+            keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The noise prediction the samplers call (under `self.precision`); `known`/`keep`
+        condition a conditional model on the known chunks."""
+        with autocast(self.precision, x.device.type):
+            return self.model(x, level, known=known, keep=keep).float()
 
     def sample_latents(self, num: int, chunks: int, sampler: Sampler, seed: int | None = None,
                        callback: Callback | None = None, mask: torch.Tensor | None = None,
-                       known: torch.Tensor | None = None) -> torch.Tensor:
-        """(num, chunks, d) model-space latents from the reverse chain (infilling with mask/known)."""
+                       known: torch.Tensor | None = None, method: str | None = None) -> torch.Tensor:
+        """(num, chunks, d) model-space latents from the reverse chain (infilling with mask/known,
+        by `method`, see `INFILL_METHODS`)."""
         if not 1 <= chunks <= self.seq_len:
             raise GenerateError(f"the model generates 1 to {self.seq_len} chunks at once, got {chunks}")
-        return sampler.sample(self.eps, (num, chunks, self.codec.scaler.dim), seed=seed, callback=callback,
+        eps_fn = self.eps
+        if known is not None and self.check_method(method) == "conditioned":
+            keep = ~torch.as_tensor(mask, dtype=torch.bool).expand(num, chunks)
+            eps_fn = functools.partial(self.eps, known=torch.as_tensor(known).expand(num, chunks, -1), keep=keep)
+        return sampler.sample(eps_fn, (num, chunks, self.codec.scaler.dim), seed=seed, callback=callback,
                               mask=mask, known=known)
 
     def decode(self, latents: torch.Tensor, seed: int | None = 0) -> list[np.ndarray]:
@@ -182,9 +229,10 @@ class MelodyDiffusion:
 
     def infill(self, tokens: np.ndarray, bars: tuple[int, int], sampler: str = DEFAULT_SAMPLER,
                steps: int | None = None, seed: int | None = None, callback: Callback | None = None,
-               extend_bars: int = 0) -> Result:
-        """Regenerate the 0-indexed, end-exclusive `bars` of a melody (paper Algorithm 1); with
-        `extend_bars`, the melody first gets that many empty bars appended (continuation)."""
+               extend_bars: int = 0, method: str | None = None) -> Result:
+        """Regenerate the 0-indexed, end-exclusive `bars` of a melody (`method` from
+        `infill_methods`, the model's default when None); with `extend_bars`, the melody first
+        gets that many empty bars appended (continuation)."""
         tokens = np.asarray(tokens, dtype=np.uint8)
         melody.check_tokens(tokens)
         if len(tokens) % melody.STEPS_PER_BAR:
@@ -197,7 +245,8 @@ class MelodyDiffusion:
         plan = plan_infill(num_bars, bars, self.seq_len)
         known = self.codec.encode(full)[plan.window[0] : plan.window[1]]
         mask = torch.from_numpy(plan.mask())
-        x = self.sample_latents(1, len(known), self.sampler(sampler, steps), seed, callback, mask, known[None])
+        x = self.sample_latents(1, len(known), self.sampler(sampler, steps), seed, callback, mask, known[None],
+                                self.check_method(method))
         return Result([splice_bars(full, self.decode(x)[0], plan)], x, time.perf_counter() - t0, plan)
 
     def extend(self, tokens: np.ndarray, bars: int, **kwargs) -> Result:

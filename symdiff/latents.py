@@ -2,7 +2,8 @@
 
 Every line of the corpus is cut into non-overlapping 2-bar chunks (`melody.to_chunks`, sliced
 as MusicVAE's converter does with `melody.as_vae_input`) and each non-silent chunk is encoded by
-the VAE, batched, under bf16 autocast. As in the paper, the sequences hold the *sampled* latent
+the VAE, batched, under bf16 autocast where the hardware has it (`symdiff.precision`; the
+choice is part of the cache key). As in the paper, the sequences hold the *sampled* latent
 z = mu + sigma * eps (eps seeded), not mu. Training lines are also encoded at several random
 transpositions: version 0 is the line as written, versions 1..T-1 are distinct non-zero shifts
 in -5..+5 semitones drawn among those that keep the whole line in MIDI 21..108 (a line moves as
@@ -71,13 +72,19 @@ import torch
 from tqdm import tqdm
 
 from . import melody
+from .atomic import CheckpointError, read_json, save_npz
 from .dataset import DEFAULT_PATH, SPLITS, WINDOW_CHUNKS, Lines, window_starts
 from .diffusion import LatentScaler
+from .errors import SymdiffError
+from .precision import resolve_precision
 from .training import Runtime
 from .vae import MusicVAE
 
 FORMAT = 1
 SILENCE_VALUE = -1.0
+# The silence latent of a standardized model space (`LatentScaler.standardize`): every dim at
+# -4 global stds, far from the real latents (their chunk means sit at 0) and inside the clip.
+STANDARD_SILENCE_VALUE = -4.0
 DEFAULT_CACHE = DEFAULT_PATH.parent / "cache" / "latents"
 
 
@@ -142,7 +149,7 @@ class LatentSettings:
     max_shift: int = 5
     seed: int = 0
     threshold: float = 0.98  # active dims: mean posterior sigma below this
-    bf16: bool = True
+    bf16: bool = field(default_factory=lambda: resolve_precision("auto") == "bf16")  # native bf16 CPUs
     splits: tuple[str, ...] = SPLITS
 
     def key(self, vae_dir: str | Path, data: str | Path) -> dict:
@@ -188,10 +195,17 @@ class LatentDataset:
     def scaler(self) -> LatentScaler:
         return LatentScaler(torch.from_numpy(self.dims), self.z_size, *self.range)
 
-    def model_space(self) -> np.ndarray:
-        """(N, d) float32: scaled latents, `SILENCE_VALUE` in every dim at silent chunks."""
-        x = self.scaler().scale(torch.from_numpy(self.latents.astype(np.float32))).numpy()
-        x[self.silent] = SILENCE_VALUE
+    def standard_scaler(self) -> LatentScaler:
+        """`scaler()` standardized on the non-silent training chunks (every version)."""
+        train = np.repeat(self.split == "train", self.lengths()) & ~self.silent
+        return self.scaler().standardize(self.model_space()[train])
+
+    def model_space(self, scaler: LatentScaler | None = None, silence_value: float = SILENCE_VALUE) -> np.ndarray:
+        """(N, d) float32: latents scaled by `scaler` (default `scaler()`), `silence_value` in every
+        dim at silent chunks."""
+        scaler = scaler or self.scaler()
+        x = scaler.scale(torch.from_numpy(self.latents.astype(np.float32))).numpy()
+        x[self.silent] = silence_value
         return x
 
     def sequences(self, split: str) -> np.ndarray:
@@ -218,15 +232,13 @@ class LatentDataset:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{time.time_ns()}.tmp.npz")
-        np.savez(
-            tmp, latents=self.latents, silent=self.silent, offsets=self.offsets, split=self.split.astype(str),
+        save_npz(  # atomic: a kill never leaves a half-written cache under the real name
+            path, latents=self.latents, silent=self.silent, offsets=self.offsets, split=self.split.astype(str),
             line=self.line, shift=self.shift, dims=self.dims, sigma_mean=self.sigma_mean,
             z_size=np.array(self.z_size, dtype=np.int64), range=np.array(self.range, dtype=np.float64),
             silence_threshold=np.array(self.silence_threshold, dtype=np.float64),
             key=np.array(json.dumps(self.key, sort_keys=True)),
         )
-        tmp.replace(path)  # a kill never leaves a half-written cache under the real name
         self.path = path
         return path
 
@@ -283,9 +295,9 @@ def build_latents(vae_dir: str | Path, data: str | Path = DEFAULT_PATH, settings
     """Encode the corpus with the VAE (see the module docstring); returns the dataset unsaved."""
     s = settings or LatentSettings()
     if "train" not in s.splits:
-        raise ValueError("the training split is needed: the active dims and the scaler are fitted on it")
+        raise SymdiffError("the training split is needed: the active dims and the scaler are fitted on it")
     if s.transpositions < 1:
-        raise ValueError("transpositions counts the versions of a line, the untransposed one included: >= 1")
+        raise SymdiffError("transpositions counts the versions of a line, the untransposed one included: >= 1")
     device = torch.device(device)
     vae = MusicVAE.from_pretrained(vae_dir).to(device).eval()
     lines = Lines.load(data)
@@ -327,11 +339,11 @@ def build_latents(vae_dir: str | Path, data: str | Path = DEFAULT_PATH, settings
             sigma_sum = np.zeros(z_size, dtype=np.float64)
             _encode(vae, live, rng, batch_size, device, s.bf16, full, None, sigma_sum, bar)
             if not len(live):
-                raise ValueError("no non-silent training chunk to fit the active dims on")
+                raise SymdiffError("no non-silent training chunk to fit the active dims on")
             sigma_mean = (sigma_sum / len(live)).astype(np.float32)
             dims = LatentScaler.active_dims(sigma_mean, s.threshold).numpy()
             if not len(dims):
-                raise ValueError(f"no dim has mean sigma < {s.threshold}: the VAE has collapsed")
+                raise SymdiffError(f"no dim has mean sigma < {s.threshold}: the VAE has collapsed")
             z_live = full[:, dims]
             del full
         else:
@@ -410,9 +422,10 @@ class LatentCodec:
     melody tokens -> model-space sequences (n, d) -> tokens."""
 
     def __init__(self, vae: MusicVAE, scaler: LatentScaler, silence_threshold: float,
-                 silence_value: float = SILENCE_VALUE, vae_dir: Path | None = None):
+                 silence_value: float = SILENCE_VALUE, vae_dir: Path | None = None, clip: float = 1.0):
         self.vae, self.scaler, self.vae_dir = vae.eval(), scaler, vae_dir  # vae_dir names the VAE in caches
         self.silence_threshold, self.silence_value = float(silence_threshold), float(silence_value)
+        self.clip = float(clip)  # the samplers' x0 clip: the training set's largest |value|
 
     @classmethod
     def from_pretrained(cls, diffusion_dir: str | Path, vae_dir: str | Path | None = None,
@@ -420,7 +433,7 @@ class LatentCodec:
         """From a diffusion checkpoint: its scaler, its silence rule, and the VAE its config
         points to (or `vae_dir`), which must be the same weights (sha256) unless told otherwise."""
         diffusion_dir = Path(diffusion_dir)
-        extra = json.loads((diffusion_dir / "config.json").read_text()).get("extra", {})  # DDPM or MDN
+        extra = read_json(diffusion_dir / "config.json").get("extra", {})  # DDPM or MDN
         info = extra.get("vae", {})
         if vae_dir is None:
             # The path recorded at training time, else a checkpoint of that name beside this one
@@ -429,10 +442,11 @@ class LatentCodec:
             vae_dir = recorded if (recorded / "model.safetensors").is_file() else diffusion_dir.parent / recorded.name
         vae_dir = Path(vae_dir)
         if check_hash and info.get("sha256") and vae_hash(vae_dir) != info["sha256"]:
-            raise ValueError(f"{vae_dir} is not the VAE {diffusion_dir} was trained with (sha256 differs)")
+            raise CheckpointError(f"{vae_dir} is not the VAE {diffusion_dir} was trained with (sha256 differs)")
         silence = extra.get("silence", {})
         return cls(MusicVAE.from_pretrained(vae_dir), LatentScaler.from_pretrained(diffusion_dir),
-                   silence.get("threshold", 0.5 * SILENCE_VALUE), silence.get("value", SILENCE_VALUE), vae_dir)
+                   silence.get("threshold", 0.5 * SILENCE_VALUE), silence.get("value", SILENCE_VALUE), vae_dir,
+                   extra.get("clip", 1.0))
 
     def is_silent(self, x: torch.Tensor) -> torch.Tensor:
         """(..., d) model-space latents -> (...) bool: decoded as a rest."""

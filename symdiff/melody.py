@@ -9,9 +9,12 @@ monophonic reduction; this module decides how a real MIDI file maps onto that gr
 Policies (what a real file meets):
 - Type 0 and type 1 files: pretty_midi splits notes into instruments by track, program and
   channel, so a type 0 file with several channels gives several candidates, as type 1 does.
-- Several tracks: every non-drum instrument is a candidate melody. The default is the most
-  melodic one: programs 0..31 (MusicVAE's melody programs) before others, then the most
-  notes kept by the monophonic reduction, weighted by how rarely notes start together.
+- Several tracks: every non-drum instrument is a candidate melody. The default is the line a
+  musician would call the tune (`most_melodic`): points for the track's name (melody, vocal,
+  soprano... up; bass, acc, chord, left hand... down), its General MIDI instrument (basses and
+  pads down; voices, reeds, pipes and synth leads up), a high register, one voice at a time,
+  enough notes, varied pitches, and no figure repeated bar after bar; any program may win
+  (MusicVAE's programs 0..31 are its training-data filter, not a sign of the tune).
 - Drums are never candidates; a file with only drums is an error.
 - Polyphony: the highest note wins among notes that start together, and a new note cuts the
   sounding one (note_seq `Melody.from_quantized_sequence(ignore_polyphonic_notes=True)`).
@@ -27,15 +30,25 @@ Policies (what a real file meets):
   that collapse onto an earlier note's step are dropped by the monophonic reduction.
 - Empty files and files without a single note in any non-drum track are errors; files longer
   than `MAX_BARS` are cut there (64-bar windows are all the models use).
+- Bounded work, whatever a file says (`bounded_midi`, before pretty_midi sees it): events from
+  `MAX_BARS` bars on are cut, and so is everything after a file's first `MAX_EVENTS` events in
+  time (all tracks together); a note still sounding at the cut ends there; files whose ticks would
+  pass `MAX_TICKS` are rescaled to `RESCALED_TPB` ticks per beat; controllers, pitch bends, sysex
+  and text are skipped unread. A 29-byte file with one event at tick 1e8, or one note held for
+  2**24 beats, once cost seconds and gigabytes.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import write_bytes
+from .errors import SymdiffError
 
 # pyfluidsynth prints "'fluidsynth' was found at ..." to stdout on import whenever $CI is set,
 # and note_seq's pretty_midi imports it: import it first, silenced, so the CLI's stdout (JSON
@@ -45,9 +58,17 @@ with contextlib.redirect_stdout(io.StringIO()):
         import fluidsynth  # noqa: F401
     except (ImportError, OSError):
         pass
+import mido  # noqa: E402
 import note_seq  # noqa: E402
+import pretty_midi  # noqa: E402
+from mido.midifiles.meta import build_meta_message  # noqa: E402
 from note_seq import melodies_lib, midi_io, sequences_lib  # noqa: E402
 from note_seq.protobuf import music_pb2  # noqa: E402
+
+# note_seq raises pretty_midi's tick guard to 1e10 on import, so that a 29-byte file with one
+# event at tick 1e8 builds a tick table of gigabytes; `bounded_midi` clips every file first, and
+# pretty_midi's own guard is back for anyone who calls it another way.
+pretty_midi.pretty_midi.MAX_TICK = 1e7
 
 STEPS_PER_QUARTER = 4
 STEPS_PER_BAR = 16
@@ -62,9 +83,12 @@ MELODY_PROGRAMS = range(0, 32)  # MusicVAE's MEL_PROGRAMS
 MAX_BARS = 1024
 DEFAULT_QPM = 120.0
 MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_EVENTS = 20_000  # notes, tempos, meters, programs, names read from a file; later bars are cut
+MAX_TICKS = 2**21  # the tick table pretty_midi builds (8 bytes a tick); finer files are rescaled
+RESCALED_TPB = 480
 
 
-class MelodyError(ValueError):
+class MelodyError(SymdiffError):
     """A file or melody that cannot be used; the message is meant for the user."""
 
 
@@ -94,6 +118,11 @@ class Candidate:
         return (int(pitches.min()), int(pitches.max())) if len(pitches) else None
 
     @property
+    def instrument_name(self) -> str:
+        """The General MIDI name of the track's program, e.g. 'Flute' (names in files are often empty)."""
+        return pretty_midi.program_to_instrument_name(self.program)
+
+    @property
     def in_melody_programs(self) -> bool:
         return self.program in MELODY_PROGRAMS
 
@@ -102,6 +131,7 @@ class Candidate:
             "index": self.index,
             "instrument": self.instrument,
             "program": self.program,
+            "instrument_name": self.instrument_name,
             "name": self.name,
             "bars": self.num_bars,
             "notes": self.num_notes,
@@ -184,10 +214,8 @@ def tokens_to_note_sequence(
 def tokens_to_midi(
     tokens: np.ndarray, path: str | Path, qpm: float = DEFAULT_QPM, program: int = 0
 ) -> Path:
-    """Write tokens as a one-track MIDI file (the tempo given, 4/4)."""
-    path = Path(path)
-    note_seq.sequence_proto_to_midi_file(tokens_to_note_sequence(tokens, qpm, program), str(path))
-    return path
+    """Write tokens as a one-track MIDI file (the tempo given, 4/4), atomically (`symdiff.atomic`)."""
+    return write_bytes(path, tokens_to_midi_bytes(tokens, qpm, program))
 
 
 def tokens_to_midi_bytes(tokens: np.ndarray, qpm: float = DEFAULT_QPM, program: int = 0) -> bytes:
@@ -247,8 +275,136 @@ def as_vae_input(chunks: np.ndarray) -> np.ndarray:
 
 # --- note sequences -> candidate lines -----------------------------------------------------
 
-def load_note_sequence(source: str | Path | bytes) -> music_pb2.NoteSequence:
-    """Read a MIDI file (path or bytes) into a NoteSequence, with a clear error for bad input."""
+class _Corrupt(Exception):
+    pass
+
+
+def _varlen(data: bytes, i: int) -> tuple[int, int]:
+    """A variable-length quantity at data[i] (at most 4 bytes) -> (value, next index)."""
+    value = 0
+    for j in range(i, min(i + 4, len(data))):
+        value = (value << 7) | (data[j] & 0x7F)
+        if data[j] < 0x80:
+            return value, j + 1
+    raise _Corrupt("bad variable-length number")
+
+
+_KEPT_META = {0x03, 0x51, 0x58, 0x59}  # track name, tempo, time signature, key signature
+
+
+def _scan_track(data: bytes, end_tick: int) -> list[tuple[int, int, int, int | bytes]]:
+    """One track chunk's events that matter for melodies, up to `end_tick` (excluded) or the
+    first MAX_EVENTS of them -> (absolute tick, status, a, b): a channel message (status, data
+    bytes) or a meta event (0xFF, type, payload). The rest (controllers, pitch bends, sysex,
+    text) is skipped without building anything. Raises _Corrupt."""
+    out: list[tuple[int, int, int, int | bytes]] = []
+    tick, i, n, running = 0, 0, len(data), 0
+    try:
+        while i < n and len(out) <= MAX_EVENTS:
+            if data[i] < 0x80:  # most deltas are one byte
+                tick += data[i]
+                i += 1
+            else:
+                delta, i = _varlen(data, i)
+                tick += delta
+            if tick >= end_tick:
+                break
+            status = data[i]
+            if status >= 0x80:
+                i += 1
+                if status < 0xF0:
+                    running = status
+            elif running:
+                status = running
+            else:
+                raise _Corrupt("running status without a status byte")
+            kind = status & 0xF0
+            if kind in (0x80, 0x90, 0xA0, 0xB0, 0xE0):
+                if (data[i] | data[i + 1]) & 0x80:
+                    raise _Corrupt("bad data byte")
+                if kind <= 0x90:
+                    out.append((tick, status, data[i], data[i + 1]))
+                i += 2
+            elif kind in (0xC0, 0xD0):
+                if data[i] & 0x80:
+                    raise _Corrupt("bad data byte")
+                if kind == 0xC0:
+                    out.append((tick, status, data[i], 0))
+                i += 1
+            elif status == 0xFF:
+                meta = data[i]
+                length, i = _varlen(data, i + 1)
+                if meta in _KEPT_META:
+                    out.append((tick, 0xFF, meta, data[i : i + length]))
+                i += length
+            elif status in (0xF0, 0xF7):  # sysex
+                length, i = _varlen(data, i)
+                i += length
+            else:
+                raise _Corrupt(f"status byte 0x{status:X} has no place in a MIDI file")
+    except IndexError:
+        raise _Corrupt("a track ends inside an event") from None
+    if i > n:
+        raise _Corrupt("a track ends inside an event")
+    return out
+
+
+def bounded_midi(data: bytes, max_bars: int = MAX_BARS) -> mido.MidiFile:
+    """The bytes of a MIDI file -> a mido file that pretty_midi reads in bounded time and memory,
+    whatever the file says: the file is cut at quarter 4 * max_bars (the melody is cut there
+    anyway) or earlier, after its first MAX_EVENTS events in time; notes still sounding at the cut
+    end there; a file whose ticks would pass MAX_TICKS is rescaled to RESCALED_TPB ticks per beat.
+    Only what melodies need is kept (notes, programs, tempos, meters, keys, track names).
+    Raises _Corrupt."""
+    head = int.from_bytes(data[4:8], "big")
+    if len(data) < 8 + head or head < 6:
+        raise _Corrupt("bad header")
+    num_tracks, tpb = int.from_bytes(data[10:12], "big"), int.from_bytes(data[12:14], "big")
+    if tpb & 0x8000:
+        raise _Corrupt("SMPTE time code instead of ticks per beat is not supported")
+    if tpb == 0:
+        raise _Corrupt("zero ticks per beat")
+    cut = max_bars * (STEPS_PER_BAR // STEPS_PER_QUARTER) * tpb
+    tracks, pos = [], 8 + head
+    for _ in range(num_tracks):
+        if pos + 8 > len(data) or data[pos : pos + 4] != b"MTrk":
+            raise _Corrupt(f"track {len(tracks)} is missing")
+        size = int.from_bytes(data[pos + 4 : pos + 8], "big")
+        if pos + 8 + size > len(data):
+            raise _Corrupt(f"track {len(tracks)} is cut short")
+        tracks.append(_scan_track(data[pos + 8 : pos + 8 + size], cut))
+        pos += 8 + size
+    ticks = np.array([e[0] for t in tracks for e in t], dtype=np.int64)
+    if len(ticks) > MAX_EVENTS:
+        cut = int(np.partition(ticks, MAX_EVENTS)[MAX_EVENTS])
+    scale = RESCALED_TPB / tpb if cut > MAX_TICKS else 1.0
+    out = mido.MidiFile(ticks_per_beat=RESCALED_TPB if scale != 1.0 else tpb)
+    for events in tracks:
+        track, now, sounding = mido.MidiTrack(), 0, {}
+        for tick, status, a, b in events:
+            if tick >= cut:
+                break
+            t = round(tick * scale)
+            if status == 0xFF:
+                track.append(build_meta_message(a, b, t - now))
+            elif status & 0xF0 == 0xC0:
+                track.append(mido.Message.from_bytes([status, a], t - now))
+            else:
+                track.append(mido.Message.from_bytes([status, a, b], t - now))
+                sounding[(status & 0x0F, a)] = status >= 0x90 and b > 0  # an off ends all (pretty_midi)
+            now = t
+        t = round(cut * scale)
+        for channel, pitch in [key for key, on in sounding.items() if on]:  # these end at the cut
+            track.append(mido.Message("note_off", channel=channel, note=pitch, time=t - now))
+            now = t
+        track.append(mido.MetaMessage("end_of_track"))  # pretty_midi fails on an empty track
+        out.tracks.append(track)
+    return out
+
+
+def load_note_sequence(source: str | Path | bytes, max_bars: int = MAX_BARS) -> music_pb2.NoteSequence:
+    """Read a MIDI file (path or bytes) into a NoteSequence, with a clear error for bad input;
+    bounded work whatever the file holds (`bounded_midi`)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -264,8 +420,10 @@ def load_note_sequence(source: str | Path | bytes) -> music_pb2.NoteSequence:
     if not data.startswith(b"MThd"):
         raise MelodyError(f"{name}: not a MIDI file (no MThd header)")
     try:
-        return midi_io.midi_to_note_sequence(data)
-    except Exception as e:  # pretty_midi/mido raise many kinds on corrupt data
+        return midi_io.midi_to_note_sequence(pretty_midi.PrettyMIDI(mido_object=bounded_midi(data, max_bars)))
+    except _Corrupt as e:
+        raise MelodyError(f"{name}: corrupt MIDI file ({e})") from None
+    except Exception as e:  # mido's and pretty_midi's many kinds on corrupt data
         raise MelodyError(f"{name}: corrupt MIDI file ({type(e).__name__}: {e})") from None
 
 
@@ -298,7 +456,17 @@ def sequence_lines(ns: music_pb2.NoteSequence, max_bars: int = MAX_BARS) -> list
     """One monophonic line per non-drum instrument of a NoteSequence, on the model grid."""
     if not ns.notes:
         return []
-    quantized = sequences_lib.quantize_note_sequence(to_beat_time(ns), STEPS_PER_QUARTER)
+    beats = to_beat_time(ns)
+    # Cut at the bar limit before quantising: note_seq fills a melody step by step, so one note
+    # held for 2**24 beats would cost seconds and a gigabyte before the tokens are cut.
+    end = float(max_bars * STEPS_PER_BAR // STEPS_PER_QUARTER)  # in beats
+    kept = [n for n in beats.notes if n.start_time < end]
+    del beats.notes[:]
+    beats.notes.extend(kept)
+    for n in beats.notes:
+        n.end_time = min(n.end_time, end)
+    beats.total_time = min(beats.total_time, end)
+    quantized = sequences_lib.quantize_note_sequence(beats, STEPS_PER_QUARTER)
     names = {i.instrument: i.name for i in ns.instrument_infos}
     in_range = [n for n in quantized.notes if MIN_PITCH <= n.pitch <= MAX_PITCH]
     del quantized.notes[:]
@@ -307,11 +475,17 @@ def sequence_lines(ns: music_pb2.NoteSequence, max_bars: int = MAX_BARS) -> list
     for n in quantized.notes:
         if not n.is_drum and n.velocity > 0:
             by_instrument.setdefault(n.instrument, []).append(n)
+    # note_seq looks through every note of the sequence for each instrument it extracts: give
+    # it one instrument's notes at a time, or a file of 1,000s of tracks takes minutes.
+    one = music_pb2.NoteSequence()
+    one.CopyFrom(quantized)
     lines = []
     for instrument, notes in sorted(by_instrument.items()):
+        del one.notes[:]
+        one.notes.extend(notes)
         melody = melodies_lib.Melody()
         melody.from_quantized_sequence(
-            quantized, instrument=instrument, gap_bars=float("inf"),
+            one, instrument=instrument, gap_bars=float("inf"),
             ignore_polyphonic_notes=True, pad_end=True,
         )
         if len(melody) == 0:
@@ -329,21 +503,84 @@ def sequence_lines(ns: music_pb2.NoteSequence, max_bars: int = MAX_BARS) -> list
     return lines
 
 
-def most_melodic(candidates: list[Candidate]) -> int:
-    """Index of the line most likely to be the tune: a melody program, busy, rarely
-    polyphonic and high (the tune is usually the top line)."""
+# Why each signal: a musician's first look at a file. Names say most when they say anything
+# ("Melody", "Vocal", "Soprano" vs "Bass", "Acc", "Left Hand"); the General MIDI program says
+# what the instrument usually plays (basses and pads accompany, reeds, voices and synth leads
+# carry tunes); the tune is the top line, busy, single-voiced, varied, and does not repeat one
+# figure bar after bar as an accompaniment does.
+_TUNE_NAME = re.compile(r"melod|lead|vocal|voice|\bvox\b|solo|soprano|sopran|canto|cantus|tune|theme|singer|"
+                        r"right hand|\brh\b")
+_INNER_NAME = re.compile(r"\balto\b|\btenor|\bviola\b|\bii\b|\b2nd\b|second|harmony|"
+                         r"(violin|violino|soprano|melody|lead|voice)\s*2\b")
+_ACCOMP_NAME = re.compile(r"bass(?!oon)|\bacc\b|accomp|chord|\bpad|\bcomp\b|rhythm|strum|\barp|left hand|\blh\b|"
+                          r"backing|drum|perc|continuo|violone")
+_PROGRAM_POINTS = (  # (first, last, points) over General MIDI program families
+    (32, 39, -3.0), (43, 43, -2.0), (47, 47, -2.0), (55, 55, -2.0), (58, 58, -2.0),  # basses, timpani, hit, tuba
+    (88, 103, -2.0), (112, 127, -2.0),  # pads, effects, percussive, sound effects
+    (52, 54, 1.0), (56, 56, 1.0), (59, 59, 1.0), (64, 79, 1.0),  # voices, trumpets, reeds and pipes
+    (80, 87, 2.0),  # synth leads
+)
+
+
+def name_points(name: str) -> float:
+    """+3 for a tune's name, -1.5 for an inner part's, -3 for an accompaniment's (they add up)."""
+    name = name.lower().strip()
+    return (3.0 * bool(_TUNE_NAME.search(name)) - 1.5 * bool(_INNER_NAME.search(name))
+            - 3.0 * bool(_ACCOMP_NAME.search(name)))
+
+
+def program_points(program: int) -> float:
+    """What the General MIDI instrument usually plays: -3 a bass ... +2 a synth lead, 0 the rest."""
+    return next((p for lo, hi, p in _PROGRAM_POINTS if lo <= program <= hi), 0.0)
+
+
+def repetition(tokens: np.ndarray) -> float:
+    """Share of bars (of 3+ notes) that repeat the rhythm and contour of one of the two bars
+    before: an accompaniment figure (an Alberti bass, a strummed or arpeggiated chord) does,
+    a tune rarely does."""
+    bars = np.asarray(tokens).reshape(-1, STEPS_PER_BAR)
+    shapes = []
+    for bar in bars:
+        steps = np.flatnonzero(bar >= 2)
+        shapes.append((tuple(steps), tuple(np.sign(np.diff(bar[steps].astype(int))))) if len(steps) >= 3 else None)
+    counted = [i for i, s in enumerate(shapes) if s is not None]
+    if not counted:
+        return 0.0
+    return sum(shapes[i] in shapes[max(0, i - 2) : i] for i in counted) / len(counted)
+
+
+def melody_signals(candidates: list[Candidate]) -> list[dict[str, float]]:
+    """Each candidate's points per signal (their sum ranks it, `most_melodic`): name, program,
+    register (-1.5 an octave below the highest line), polyphony (-2.5 when every onset is a
+    chord), density (up to -1.5 below 40% of the busiest line's notes), variety (up to -1.5
+    under 8 different pitches) and repetition (up to -3)."""
     most = max(c.num_notes for c in candidates)
+    medians = [float(np.median(tokens_pitches(c.tokens))) if c.num_notes else 0.0 for c in candidates]
+    top = max(medians)
+    out = []
+    for c, median in zip(candidates, medians):
+        out.append({
+            "name": name_points(c.name),
+            "program": program_points(c.program),
+            "register": 1.5 * (median - top) / 12.0,
+            "polyphony": -2.5 * c.polyphony,
+            "density": -1.5 * max(0.0, 1.0 - c.num_notes / (0.4 * most)),
+            "variety": -1.5 * max(0.0, 1.0 - len(np.unique(tokens_pitches(c.tokens))) / 8.0),
+            "repetition": -3.0 * repetition(c.tokens),
+        })
+    return out
 
-    def score(c: Candidate) -> tuple:
-        busy = min(1.0, c.num_notes / (0.5 * most))
-        return (c.in_melody_programs, busy * (1.0 - c.polyphony) * tokens_pitches(c.tokens).mean())
 
-    return max(range(len(candidates)), key=lambda i: score(candidates[i]))
+def most_melodic(candidates: list[Candidate]) -> int:
+    """Index of the line a musician would call the tune: the highest total of `melody_signals`
+    (the first such line on a tie)."""
+    totals = [sum(s.values()) for s in melody_signals(candidates)]
+    return int(np.argmax(totals))
 
 
 def read_midi(source: str | Path | bytes, max_bars: int = MAX_BARS) -> MidiMelodies:
     """Read a MIDI file (path or bytes) -> its candidate melodies and the default choice."""
-    ns = load_note_sequence(source)
+    ns = load_note_sequence(source, max_bars)
     if not ns.notes:
         raise MelodyError("the MIDI file has no notes")
     if all(n.is_drum for n in ns.notes):

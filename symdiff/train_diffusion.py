@@ -27,7 +27,6 @@ The data (`load_latent_windows`), the provenance, the resume check and the step 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Callable
 from pathlib import Path
@@ -36,11 +35,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .atomic import read_json, recover_dir, replace_dir
 from .dataset import DEFAULT_PATH
 from .diffusion import DiffusionConfig, TransformerDDPM, load_extra_tensors
 from .latents import (
-    SILENCE_VALUE, LatentDataset, LatentSettings, ensure_latents, gather_windows, wait_for_latents,
+    SILENCE_VALUE, STANDARD_SILENCE_VALUE, LatentDataset, LatentSettings, ensure_latents, gather_windows,
+    wait_for_latents,
 )
+from .diffusion import LatentScaler
+from .errors import SymdiffError
+from .precision import resolve_precision
 from .schedulers import diffusion_loss
 from .training import (
     JsonLog, Runtime, load_training_state, rank_batches, save_training_state, setup_runtime, shutdown, train_loop,
@@ -48,7 +52,7 @@ from .training import (
 )
 
 
-class TrainLatentsError(ValueError):
+class TrainLatentsError(SymdiffError):
     """A run on latent windows that cannot start as asked (e.g. resuming with another VAE)."""
 
 
@@ -87,6 +91,10 @@ class LatentWindows:
     train: np.ndarray  # (W, 2) rows of (first chunk, length)
     held: np.ndarray
     silence: str
+    scaler: LatentScaler
+    silence_value: float
+    silence_threshold: float
+    clip: float  # the largest |value| of the training set: the samplers' x0 clip
 
     def provenance(self, vae: Path, data: Path) -> dict:
         """config.extra entries naming the VAE, the corpus, the latent cache and the silence rule,
@@ -96,7 +104,8 @@ class LatentWindows:
             vae={"path": str(Path(vae).resolve()), "sha256": ds.key["vae_sha256"], "z_size": ds.z_size},
             data={"path": str(Path(data).resolve()), "sha256": ds.key["data_sha256"]},
             latents={"path": str(ds.path.resolve()) if ds.path else None, "settings": ds.key},
-            silence={"rule": self.silence, "value": SILENCE_VALUE, "threshold": ds.silence_threshold},
+            silence={"rule": self.silence, "value": self.silence_value, "threshold": self.silence_threshold},
+            clip=self.clip,
         )
 
     def held_out_batches(self, batch_size: int = 256):
@@ -108,10 +117,12 @@ class LatentWindows:
 
 def load_latent_windows(vae: Path, data: Path, cache_dir: Path | None, settings: LatentSettings | None,
                         seq_len: int, batch_size: int, rt: Runtime, silence: str = "token",
-                        eval_windows: int = 2048, encode_batch: int = 512) -> LatentWindows:
+                        eval_windows: int = 2048, encode_batch: int = 512, standardize: bool = False) -> LatentWindows:
     """The latents cached per (VAE, corpus, settings), rank 0 building them while the other
     ranks wait; windows of up to `seq_len` chunks (`silence="drop"`: the paper's rule, windows
-    with a silent chunk left out); a fixed sample of `eval_windows` valid windows held out."""
+    with a silent chunk left out); a fixed sample of `eval_windows` valid windows held out.
+    `standardize`: model space per-dim centred with one global std (`LatentScaler`), silence at
+    `STANDARD_SILENCE_VALUE`; else the paper's [-1, 1]."""
     if silence not in ("token", "drop"):
         raise TrainLatentsError(f"silence must be 'token' (a silence latent) or 'drop' (the paper's rule), not {silence!r}")
     data = Path(data)
@@ -127,14 +138,24 @@ def load_latent_windows(vae: Path, data: Path, cache_dir: Path | None, settings:
     held_w = held_w[np.sort(np.random.default_rng(1234).permutation(len(held_w))[:eval_windows])]
     if len(train_w) < batch_size:
         raise TrainLatentsError(f"{len(train_w)} training windows: fewer than one batch of {batch_size}")
-    return LatentWindows(ds, ds.model_space(), train_w, held_w, silence)
+    if standardize:
+        scaler, value = ds.standard_scaler(), STANDARD_SILENCE_VALUE
+        threshold = 0.5 * value  # the real chunks' mean over dims averages 0 once centred
+    else:
+        scaler, value, threshold = ds.scaler(), SILENCE_VALUE, ds.silence_threshold
+    x = ds.model_space(scaler, value)
+    clip = 1.0 if not standardize else float(np.ceil(np.abs(x).max() * 100) / 100)
+    return LatentWindows(ds, x, train_w, held_w, silence, scaler, value, threshold, clip)
 
 
 def resumable(last: Path, vae_sha: str) -> bool:
-    """Whether `last/` holds a run to resume; a run on another VAE's latents is refused."""
+    """Whether `last/` holds a run to resume (once what a kill left is tidied); a run on another
+    VAE's latents is refused."""
+    for folder in (last, last.with_name("best")):  # what a kill inside a checkpoint swap left, made whole
+        recover_dir(folder)
     if not (last / "state.json").is_file():
         return False
-    saved = json.loads((last / "config.json").read_text()).get("extra", {})
+    saved = read_json(last / "config.json").get("extra", {})
     if saved.get("vae", {}).get("sha256") != vae_sha:
         raise TrainLatentsError(f"{last} was trained on another VAE's latents; use a new --out")
     return True
@@ -176,22 +197,27 @@ def held_out(objective: Objective, model: torch.nn.Module, windows: LatentWindow
 def train_on_latents(objective: Objective, cfg, vae: Path, out: Path, data: Path = DEFAULT_PATH,
                      cache_dir: Path | None = None, latent_settings: LatentSettings | None = None,
                      max_steps: int | None = None, minutes: float | None = None, eval_every: int = 1000,
-                     save_minutes: float = 5.0, eval_windows: int = 2048, bf16: bool = True, seed: int = 0,
+                     save_minutes: float = 5.0, eval_windows: int = 2048, precision: str = "auto", seed: int = 0,
                      ema: float = 0.0, silence: str = "token", bucket: bool = False, log_every: int = 50,
-                     encode_batch: int = 512) -> dict:
+                     encode_batch: int = 512, standardize: bool = False) -> dict:
     """Train `objective.model_class(cfg)` on the cached latent windows: resumable from `OUT/last`
-    (weights, optimizer, step, EMA), `OUT/best` at the best held-out figure (EMA weights when
-    `ema` > 0), a JSON-lines log, DDP under torchrun. Returns the training state."""
+    (weights, optimizer, step, EMA, written as one folder), `OUT/best` at the best held-out figure
+    (EMA weights when `ema` > 0), a JSON-lines log, DDP under torchrun. `precision` 'auto' | 'bf16'
+    | 'fp32' (`symdiff.precision`) for training and, without `latent_settings`, for encoding the
+    latents; the one used is logged and recorded in config.extra. Returns the training state."""
     rt = setup_runtime()
+    precision = resolve_precision(precision, rt.device)
+    bf16 = precision == "bf16"
+    latent_settings = latent_settings or LatentSettings(bf16=bf16)
     torch.manual_seed(seed)
     out, vae, data = Path(out), Path(vae), Path(data)
     max_steps = cfg.max_steps if max_steps is None else max_steps
     lw = load_latent_windows(vae, data, cache_dir, latent_settings, cfg.seq_len, cfg.batch_size, rt, silence,
-                             eval_windows, encode_batch)
-    ds, scaler = lw.ds, lw.ds.scaler()
+                             eval_windows, encode_batch, standardize)
+    ds, scaler = lw.ds, lw.scaler
 
     cfg = dataclasses.replace(cfg, data_dim=ds.dim, extra=dict(cfg.extra))
-    cfg.extra.update(lw.provenance(vae, data), ema=ema)
+    cfg.extra.update(lw.provenance(vae, data), ema=ema, precision=precision)
     cls = objective.model_class
     model = cls(cfg).to(rt.device)
     model.scaler = scaler
@@ -212,7 +238,7 @@ def train_on_latents(objective: Objective, cfg, vae: Path, out: Path, data: Path
         cfg.save(out / "config.json")
         log.write(event="start", step=state["step"], train_windows=len(lw.train), held_windows=len(lw.held),
                   data_dim=ds.dim, parameters=model.num_parameters(), world=rt.world, silence=silence,
-                  latents=str(ds.path))
+                  latents=str(ds.path), precision=precision)
 
     def ema_model():
         if ema_state is None:
@@ -225,8 +251,8 @@ def train_on_latents(objective: Objective, cfg, vae: Path, out: Path, data: Path
         if rt.main:
             cfg.extra.update(train_step=state["step"], train_seconds=round(state["seconds"], 1))
             extra = {f"ema.{k}": v for k, v in ema_state.items()} if ema_state is not None else None
-            unwrap(ddp).save_pretrained(last, scaler=scaler, extra_tensors=extra)
-            save_training_state(last, opt, state)
+            replace_dir(last, lambda d: (unwrap(ddp).save_pretrained(d, scaler=scaler, extra_tensors=extra),
+                                         save_training_state(d, opt, state)))
 
     def evaluate(step: int) -> None:
         if not rt.main or not len(lw.held):
@@ -238,7 +264,8 @@ def train_on_latents(objective: Objective, cfg, vae: Path, out: Path, data: Path
             state["best_loss"] = value
             state["best"] = {"step": step, objective.metric: value}
             cfg.extra.update(train_step=step, train_seconds=round(state["seconds"], 1), **{objective.metric: value})
-            ema_model().save_pretrained(out / "best", scaler=scaler)
+            best = ema_model()
+            replace_dir(out / "best", lambda d: best.save_pretrained(d, scaler=scaler))
 
     lengths = lw.train[:, 1]
     gen = torch.Generator(device=rt.device).manual_seed(seed + rt.rank + state["step"])
@@ -264,22 +291,53 @@ def train_on_latents(objective: Objective, cfg, vae: Path, out: Path, data: Path
     model.train()
     train_loop(state, rt, lambda epoch: epoch_batches(lengths, cfg.batch_size // rt.world, rt, seed, epoch, bucket),
                train_step, evaluate, checkpoint, log, max_steps, minutes, eval_every, save_minutes, log_every,
-               desc=objective.desc)
+               desc=f"{objective.desc} ({precision})")
     shutdown(rt)
     return state
 
 
 # --- the diffusion model -------------------------------------------------------------------------
 
+# What a conditional model is trained on: nothing known (unconditional generation), one
+# contiguous unknown span (infilling; a span that reaches an end is continuation or a new
+# opening), or scattered unknown chunks.
+KNOWN_MODES = {"none": 0.25, "span": 0.6, "scattered": 0.15}
+
+
+def random_known(mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """(B, k) bool, True = known, for a padded batch (`mask` True at real positions), drawn by
+    `KNOWN_MODES`; every row keeps at least one real position unknown."""
+    b, k = mask.shape
+    dev = gen.device
+    length = mask.to(dev).sum(1)
+    mode = torch.rand(b, generator=gen, device=dev)
+    u = torch.rand(b, 2, generator=gen, device=dev)
+    start = (u[:, 0] * length).long()
+    stop = start + 1 + (u[:, 1] * (length - start)).long()
+    pos = torch.arange(k, device=dev)[None]
+    span = (pos < start[:, None]) | (pos >= stop[:, None])
+    scattered = torch.rand(b, k, generator=gen, device=dev) < 0.5
+    p_none, p_span = KNOWN_MODES["none"], KNOWN_MODES["span"]
+    keep = torch.where((mode < p_none + p_span)[:, None], span, scattered)
+    keep = keep & (mode >= p_none)[:, None] & mask.to(dev)
+    keep = keep & ~(keep == mask.to(dev)).all(1, keepdim=True)  # all known: make it unconditional
+    return keep.to(mask.device)
+
+
 def diffusion_step_loss(net, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Generator, rt: Runtime,
                         bf16: bool) -> torch.Tensor:
     """Eq. 6 on a padded batch: noise x0 at a continuous level, predict eps (v-weighted for a
-    v-predicting config)."""
+    v-predicting config). A conditional config sees random known chunks (`random_known`), clean,
+    beside the noisy x_t, and is scored on the unknown ones only."""
     cfg = unwrap(net).config
     noise = cfg.schedule().training_noise(x0, gen)  # on x0's device, whatever the generator's
+    cond, scored = {}, mask
+    if cfg.conditional:
+        keep = random_known(mask, gen)
+        cond, scored = {"known": x0, "keep": keep}, mask & ~keep
     with rt.autocast(bf16):
-        pred = net(noise.x_t, noise.noise_level, mask)
-    return diffusion_loss(pred, noise.eps, mask, cfg.loss_weight(noise.noise_level))
+        pred = net(noise.x_t, noise.noise_level, mask, **cond)
+    return diffusion_loss(pred, noise.eps, scored, cfg.loss_weight(noise.noise_level))
 
 
 DIFFUSION = Objective(TransformerDDPM, diffusion_step_loss, "valid_loss", "held-out loss {:.5f}", "train diffusion")

@@ -275,3 +275,79 @@ def test_a_few_training_steps_reduce_the_loss(prediction):
     after = held_loss()
     print(f"held-out loss {before:.3f} -> {after:.3f}")
     assert after < 0.75 and after < 0.5 * before
+
+
+# --- the conditional, noise-in-the-trunk config (beyond the paper) ---------------------------------
+
+@pytest.fixture(scope="module")
+def cond_model() -> TransformerDDPM:
+    torch.manual_seed(0)
+    model = TransformerDDPM(replace(CONFIGS["cpu-cond"], data_dim=24)).eval()
+    for layer in model.layers:  # trained gates are not zero: open them so the trunk is exercised
+        torch.nn.init.normal_(layer.modulation.weight, std=0.05)
+    return model
+
+
+def test_adaln_layers_start_as_the_identity():
+    model = TransformerDDPM(replace(CONFIGS["cpu-cond"], data_dim=24))
+    h = torch.randn(2, 5, model.config.width)
+    cond = torch.randn(2, model.config.film)
+    for layer in model.layers:
+        assert torch.equal(layer(h, cond=cond), h)
+
+
+def test_the_trunk_sees_the_noise_level_only_with_adaln(cond_model):
+    x = torch.randn(2, 6, 24)
+    with torch.no_grad():
+        t = cond_model.noise_embed(sinusoid(5000 * torch.tensor([0.1, 0.1]), 128))
+        u = cond_model.noise_embed(sinusoid(5000 * torch.tensor([0.9, 0.9]), 128))
+        inp = torch.cat([x, torch.zeros_like(x), torch.zeros(2, 6, 1)], -1)
+        assert not torch.allclose(cond_model.trunk(inp, cond=t), cond_model.trunk(inp, cond=u))
+    paper = TransformerDDPM(replace(CONFIGS["cpu"], data_dim=24))
+    assert all(layer.modulation is None for layer in paper.layers)
+
+
+def test_conditional_model_reads_known_chunks_only_where_kept(cond_model):
+    g = torch.Generator().manual_seed(0)
+    x, known = torch.randn(2, 8, 24, generator=g), torch.randn(2, 8, 24, generator=g)
+    keep = torch.zeros(2, 8, dtype=torch.bool)
+    keep[:, :3] = True
+    level = torch.tensor([0.3, 0.6])
+    with torch.no_grad():
+        base = cond_model(x, level, known=known, keep=keep)
+        other = known.clone()
+        other[:, 5:] += 1.0  # changed where not kept: invisible
+        assert torch.equal(cond_model(x, level, known=other, keep=keep), base)
+        other[:, 1] += 1.0  # changed where kept: seen everywhere
+        assert not torch.allclose(cond_model(x, level, known=other, keep=keep)[:, 6], base[:, 6])
+        # nothing known is the same as no conditioning at all
+        none = cond_model(x, level)
+        assert torch.equal(cond_model(x, level, known=known, keep=torch.zeros(2, 8, dtype=torch.bool)), none)
+
+
+def test_a_paper_model_refuses_known_chunks(cpu_model):
+    with pytest.raises(ValueError, match="not trained to see known latents"):
+        cpu_model(torch.randn(1, 4, 42), 0.5, known=torch.randn(1, 4, 42), keep=torch.ones(1, 4, dtype=torch.bool))
+
+
+def test_configs_written_before_conditioning_load_unconditional(tmp_path):
+    saved = json.loads(CONFIGS["cpu"].to_json())
+    del saved["conditional"], saved["trunk_noise"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    cfg = DiffusionConfig.load(tmp_path / "config.json")
+    assert not cfg.conditional and not cfg.trunk_noise
+
+
+def test_standardized_scaler_round_trip_and_storage(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(500, 12, generator=g) * torch.linspace(0.1, 1.0, 12)  # dims of different spread
+    base = LatentScaler(torch.arange(10), 12, float(z[:, :10].min()), float(z[:, :10].max()))
+    sc = base.standardize(base.transform(z).numpy())
+    x = sc.transform(z)
+    assert abs(float(x.pow(2).mean()) - 1.0) < 1e-4 and float(x.mean(0).abs().max()) < 1e-4
+    assert float(x.std(0)[-1] / x.std(0)[0]) > 1.5  # one global std keeps the dims' relative spread
+    assert torch.allclose(sc.inverse(x, seed=0)[:, :10], z[:, :10], atol=1e-5)
+    sc.save(tmp_path / "s.safetensors")
+    back = LatentScaler.load(tmp_path / "s.safetensors")
+    assert back.standardized and torch.allclose(back.transform(z), x)
+    assert not LatentScaler.from_dict(base.to_dict()).standardized

@@ -18,7 +18,8 @@ from symdiff.cli import main
 from symdiff.dataset import DEFAULT_PATH, Lines
 from symdiff.diffusion import DiffusionConfig, LatentScaler, TransformerDDPM
 from symdiff.schedulers import DDIM
-from symdiff.train_diffusion import epoch_batches, lr_at
+from symdiff.generate import MelodyDiffusion
+from symdiff.train_diffusion import KNOWN_MODES, epoch_batches, lr_at, random_known
 from symdiff.training import Runtime
 from symdiff.vae import MusicVAE, VAEConfig
 
@@ -141,3 +142,34 @@ def test_lr_and_batches():
     plain = list(epoch_batches(lengths, 10, Runtime(torch.device("cpu"), 0, 1), 0, 0, False))
     bucketed = list(epoch_batches(lengths, 10, Runtime(torch.device("cpu"), 0, 1), 0, 0, True))
     assert spread(bucketed) < spread(plain) / 3
+
+
+def test_conditional_standardized_run_serves_both_infill_methods(setup):
+    """`--config cpu-cond --standardize`: the checkpoint carries the standardized scaler, its
+    silence latent and clip, and the pipeline infills by both methods, the known bars exact."""
+    out = setup / "run_cond"
+    assert main([*argv(setup, out, 3, "--standardize")[:3], "cpu-cond", *argv(setup, out, 3, "--standardize")[4:]]) == 0
+    model = TransformerDDPM.from_pretrained(out / "best")
+    assert model.config.conditional and model.config.trunk_noise and model.scaler.standardized
+    extra = model.config.extra
+    assert extra["silence"]["value"] == L.STANDARD_SILENCE_VALUE and extra["silence"]["threshold"] == 0.5 * L.STANDARD_SILENCE_VALUE
+    assert extra["clip"] >= -L.STANDARD_SILENCE_VALUE
+    pipe = MelodyDiffusion.from_pretrained(out / "best")
+    assert pipe.infill_methods == ("conditioned", "replace") and pipe.sampler("ddim", 5).clip == extra["clip"]
+    line = Lines.load(setup / "corpus.npz").tokens[0][: 8 * 16]
+    for method in pipe.infill_methods:
+        res = pipe.infill(line, (2, 6), steps=5, seed=0, method=method)
+        assert np.array_equal(res.tokens[0][: 2 * 16], line[: 2 * 16]) and np.array_equal(res.tokens[0][6 * 16 :], line[6 * 16 :])
+    assert pipe.codec.is_silent(torch.full((1, pipe.codec.scaler.dim), L.STANDARD_SILENCE_VALUE)).all()
+
+
+def test_random_known_masks():
+    g = torch.Generator().manual_seed(0)
+    mask = torch.arange(32)[None, :] < torch.randint(1, 33, (4000, 1), generator=g)
+    keep = random_known(mask, g)
+    assert not (keep & ~mask).any()  # padding is never known
+    assert ((mask & ~keep).sum(1) >= 1).all()  # something to generate in every row
+    none = ~keep.any(1)
+    assert abs(float(none.float().mean()) - KNOWN_MODES["none"]) < 0.05 + 0.1  # single-chunk rows add to it
+    spans = keep[(mask.sum(1) == 32) & keep.any(1)]
+    assert float(spans.float().mean()) > 0.2
