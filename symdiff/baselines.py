@@ -1,4 +1,4 @@
-"""The paper's baselines (Mittal et al. 2021, sec. 4; REFERENCE sec. 5), all in model space so
+"""The paper's baselines (Mittal et al. 2021, sec. 4; docs/paper_notes.md sec. 6), all in model space so
 their output decodes through the same `LatentCodec` as the diffusion model's.
 
 TransformerMDN (the official `models/autoregressive.py`): an autoregressive model of latent

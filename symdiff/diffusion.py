@@ -59,7 +59,7 @@ class ConfigIO:
 
 @dataclass
 class DiffusionConfig(ConfigIO):
-    """Architecture (paper sec. 3.1), noise schedule and training recipe (REFERENCE sec. 4)."""
+    """Architecture (paper sec. 3.1), noise schedule and training recipe (docs/paper_notes.md sec. 4)."""
 
     name: str = "paper"
     data_dim: int = 42  # set from the VAE's active dims (LatentScaler.dim)

@@ -1,6 +1,6 @@
 """Evaluation metrics: framewise overlapping area, latent-space distances, copying of training data.
 
-- Framewise overlapping area (OA, REFERENCE.md section 6, as SCHmUBERT re-implemented Mittal et
+- Framewise overlapping area (OA, paper sec. 4.4, docs/paper_notes.md sec. 7, as SCHmUBERT re-implemented Mittal et
   al.): notes belong to the bar where they start; frames of 4 bars at a hop of 2 bars; per frame
   one Gaussian of the pitches and one of the durations (std + 1e-6; an empty frame is
   N(1, 1e-6)); OA of adjacent frames is the overlap of their Gaussians
@@ -13,7 +13,7 @@
     `NormalDist.overlap` is only exact for exactly equal sigmas: its general formula divides by
     the difference of the variances, so such pairs get an arbitrary OA (e.g. 0.91 instead of
     0.20); this hit 4 of 12,000 OA values of 200 real 64-bar windows.
-  The set statistics are the mean and variance of all OA values of the set (REFERENCE.md);
+  The set statistics are the mean and variance of all OA values of the set (docs/paper_notes.md sec. 7);
   `per_melody=True` gives SCHmUBERT's variant (mean and variance of the per-melody mean OA).
 - Latent metrics: Frechet distance and the polynomial-kernel MMD between two sets of latent
   vectors; the MMD is computed from d x d second-moment matrices, never an N x N kernel.

@@ -18,6 +18,32 @@ warnings.filterwarnings("ignore", message="Couldn't find ffmpeg")
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_MIDI = REPO / "tests" / "data" / "midi"
+
+# --- tiers (markers registered in pyproject.toml; plain `pytest` runs the fast tier) ---------------
+# Modules whose every test is in one tier, by their `pytestmark`. Importing them is costly
+# (TensorFlow, Playwright), so they are not even collected when the -m expression leaves their
+# tier out.
+WHOLE_MODULE_TIERS = {
+    "test_magenta_parity_tokens.py": "magenta",
+    "test_magenta_parity_vae.py": "magenta",
+    "test_app_browser.py": "browser",
+}
+
+
+def pytest_ignore_collect(collection_path, config):
+    tier = WHOLE_MODULE_TIERS.get(collection_path.name)
+    expr = config.getoption("markexpr", "")
+    if tier is None or not expr:
+        return None
+    from _pytest.mark.expression import Expression  # what -m itself uses
+
+    try:
+        selected = Expression.compile(expr).evaluate(lambda name, /, **kwargs: name == tier and not kwargs)
+    except Exception:  # an expression this pytest parses differently: collect, -m deselects
+        return None
+    return None if selected else True
+
+
 TPB = 480  # ticks per beat of the files the tests write
 
 

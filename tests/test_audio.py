@@ -25,7 +25,8 @@ def has_libfluidsynth() -> bool:
 def backend_param(name):
     marks = []
     if name == "fluidsynth" and not has_libfluidsynth():
-        marks.append(pytest.mark.skip(reason="libfluidsynth is not installed on this machine"))
+        marks.append(pytest.mark.skip(
+            reason="libfluidsynth is not installed on this machine (scripts/install-test-deps.sh installs it)"))
     return pytest.param(name, marks=marks, id=name)
 
 

@@ -61,6 +61,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.magenta  # a tier of its own: needs TensorFlow + Magenta (conftest skips importing it)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import magenta_env  # noqa: E402
 

@@ -38,6 +38,7 @@ import torch
 from symdiff import magenta_import, melody
 from symdiff.vae import CONFIGS, MusicVAE
 
+pytestmark = pytest.mark.magenta  # a tier of its own: needs TensorFlow + Magenta (conftest skips importing it)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import magenta_env  # noqa: E402
 

@@ -270,6 +270,7 @@ def test_stop_and_resume_equals_uninterrupted(lakh, tmp_path):
     assert r2["errors_by_reason"] == lakh["report"]["errors_by_reason"]
 
 
+@pytest.mark.slow
 def test_resume_with_a_worker_process_and_other_settings(lakh, tmp_path):
     out = tmp_path / "corpus.npz"
     r1 = build_from_midi_folder(lakh["root"], out, workers=1, stop_after=5, checkpoint_every=2,
@@ -309,6 +310,7 @@ def _start_build(lakh, out: Path, workers: int) -> subprocess.Popen:
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume(lakh, tmp_path):
     out = tmp_path / "corpus.npz"
     proc = _start_build(lakh, out, workers=0)
@@ -391,6 +393,7 @@ def _committed_files(parts: Path) -> list[str]:
     return [f[0] for line in lines for f in json.loads(line)["files"]]
 
 
+@pytest.mark.slow
 def test_ctrl_c_with_a_worker_process_then_resume(lakh, tmp_path):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) while the build waits on
     its worker: the commits made so far stay, the result taken since is committed on the way
@@ -429,6 +432,7 @@ def test_ctrl_c_with_a_worker_process_then_resume(lakh, tmp_path):
     assert read_errors(side_path(out, ".errors.tsv")) == read_errors(side_path(lakh["out"], ".errors.tsv"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1])
 def test_ctrl_c_during_a_commit_commits_each_file_once(lakh, tmp_path, workers):
     """Ctrl-C that arrives while a commit is being written (the race the old version of the

@@ -281,6 +281,7 @@ sys.exit(rc)
 """
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks(small_data, tmp_path):
     """The same command under torchrun (2 CPU ranks, gloo): both ranks run every step and
     end with the very same weights (DDP averages the gradients of their different batches),
@@ -326,6 +327,7 @@ def test_torchrun_two_ranks(small_data, tmp_path):
         assert torch.equal(ranks[0][str(i)], value) and torch.equal(ranks[1][str(i)], value), i
 
 
+@pytest.mark.slow
 def test_fewer_chunks_than_a_batch_is_an_error_not_a_hang(small_data, tmp_path):
     out = tmp_path / "run"
     args = train_args(out, small_data, 2, 2)
@@ -354,6 +356,7 @@ def test_fewer_chunks_than_a_batch_is_an_error_not_a_hang(small_data, tmp_path):
             proc.communicate()
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_the_checkpoint_and_a_rerun_resumes(small_data, tmp_path):
     """Ctrl-C in the middle of a run (SIGINT, as a terminal sends it) writes last/ at the step
     reached and exits cleanly; the same command then resumes from that step."""

@@ -1,0 +1,509 @@
+"""The docs tell the truth: README.md, ARCHITECTURE.md, docs/ and every model card agree with the
+committed figures and commands, and cite nothing outside the repository.
+
+Every figure is read from the committed files, never written into this test, so a new model
+or a new evaluation only needs its docs updated:
+- every row of Table 1 (`eval/unconditional.json`, `eval/infill.json`) and of the fidelity and
+  coherence tables (`eval/fidelity.json`, `eval/coherence.json`) that a doc quotes must show the
+  JSON's figures at the precision printed (column by column, by the table's header), and the
+  README must quote every one of them; the paper's figures in brackets must be the paper's;
+- the VAE's figures against `checkpoints/musicvae-mel2bar-small/metrics.json`, the latent
+  models' steps and parameter counts against their `config.json` and weights;
+- the training command of every card appears in the README;
+- the README's examples write only where git ignores it (or outside the checkout);
+- no docstring or doc cites a file outside the repository (the old "REFERENCE sec. N"), every
+  "paper_notes sec. N" and "paper sec. N" names a section that exists, every upstream file a
+  docstring names is listed in docs/paper_notes.md, every relative link and every file
+  ARCHITECTURE.md names exists.
+"""
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+NOTES = REPO / "docs" / "paper_notes.md"
+ARCHITECTURE = REPO / "ARCHITECTURE.md"
+CARDS = sorted(REPO.glob("checkpoints/*/README.md"))
+EVAL = REPO / "eval"
+VAE_DIR = REPO / "checkpoints" / "musicvae-mel2bar-small"
+LATENT_MODELS = [d for d in (REPO / "checkpoints" / "diffusion-cpu", REPO / "checkpoints" / "mdn-cpu")
+                 if (d / "config.json").is_file()]
+
+
+def docs() -> list[Path]:
+    """Every markdown file we write (not third_party, not test data)."""
+    found = [README, ARCHITECTURE, *sorted((REPO / "docs").glob("*.md")), *CARDS, *sorted(EVAL.glob("*.md")),
+             *sorted(REPO.glob("data/*.md")), *sorted(REPO.glob("assets/*.md"))]
+    return [p for p in found if p.is_file()]
+
+
+def sources() -> list[Path]:
+    """Every Python file of ours: the package, the app, scripts, benchmarks, tests."""
+    files = [REPO / "app.py", *sorted((REPO / "symdiff").glob("*.py")), *sorted((REPO / "scripts").glob("*.py")),
+             *sorted((REPO / "bench").glob("*.py")), *sorted((REPO / "tests").glob("*.py"))]
+    return [p for p in files if p.is_file()]
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(REPO))
+
+
+# --- markdown tables -------------------------------------------------------------------------
+
+def tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """(header cells, body rows) of every pipe table in a markdown text."""
+    out, block = [], []
+    for line in text.splitlines() + [""]:
+        if line.lstrip().startswith("|"):  # also a table indented inside a list item
+            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        if len(block) >= 2 and set("".join(block[1])) <= set("-: "):
+            out.append((block[0], block[2:]))
+        block = []
+    return out
+
+
+def label(cell: str) -> str:
+    return cell.replace("**", "").strip()
+
+
+NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")  # not the 32 of "fp32"
+
+
+def printed(cell: str) -> list[tuple[float, float]]:
+    """The numbers of a cell with the tolerance of their printed precision; a percentage as a
+    share (1.4% -> 0.014)."""
+    out = []
+    for m in NUMBER.finditer(cell):
+        text = m.group().replace(",", "")
+        decimals = len(text.split(".")[1]) if "." in text else 0
+        value, tol = float(text), 0.5 * 10.0 ** -decimals + 1e-9
+        if cell[m.end():m.end() + 1] == "%":
+            value, tol = value / 100, tol / 100
+        out.append((value, tol))
+    return out
+
+
+def agrees(cell: str, expected: list[float]) -> bool:
+    got = printed(cell)
+    return len(got) >= len(expected) and all(abs(v - e) <= t for (v, t), e in zip(got, expected))
+
+
+# --- what the committed evaluation says -------------------------------------------------------
+
+def load(name: str) -> dict:
+    return json.loads((EVAL / name).read_text())
+
+
+def table1_rows() -> dict[str, dict[str, list[float]]]:
+    """"unconditional: diffusion" -> {column title: [value(s)]} from eval/{unconditional,infill}.json."""
+    rows = {}
+    for task in ("unconditional", "infill"):
+        ev = load(f"{task}.json")
+        for name, r in ev["rows"].items():
+            rows[f"{task}: {name}"] = {
+                "pitch C": [r["pitch"]["consistency"]], "pitch Var": [r["pitch"]["variance"]],
+                "duration C": [r["duration"]["consistency"]], "duration Var": [r["duration"]["variance"]],
+                "latent FD": [r["fd"]], "latent MMD": [r["mmd"]],
+                "longest copy (bars)": [r["copy"]["longest_mean"], r["copy"]["longest_max"]],
+                "copies >= 8 bars": [r["copy"]["share_copying"]],
+            }
+    return rows
+
+
+def paper_rows() -> dict[str, tuple[float, ...]]:
+    """The paper's Table 1 as the committed evaluation carries it (its figures in brackets)."""
+    out = {}
+    for task in ("unconditional", "infill"):
+        for name, vals in load(f"{task}.json")["paper"].items():
+            out[f"{task}: {name}"] = tuple(vals)
+    return out
+
+
+def fit_rows() -> dict[str, dict[str, list[float]]]:
+    """Fidelity ("folk: diffusion (replace)") and coherence ("diffusion samples") rows by column title."""
+    from symdiff.fidelity import COHERENCE, FIT
+
+    rows = {}
+    for task, cols, count in (("fidelity", FIT, "pieces"), ("coherence", COHERENCE, "melodies")):
+        path = EVAL / f"{task}.json"
+        if not path.is_file():
+            continue
+        for group, g in json.loads(path.read_text())["groups"].items():
+            for name, r in g["rows"].items():
+                key = f"{group}: {name}" if task == "fidelity" else name
+                rows[key] = {count: [r["n"]], **{title: [r["mean"][k]] for k, title in cols.items()}}
+    return rows
+
+
+def quoted_rows(path: Path, expected: dict[str, dict[str, list[float]]]):
+    """(label, column title, cell, expected values) of every cell of a known row that `path` quotes."""
+    for header, body in tables(path.read_text()):
+        for row in body:
+            name = label(row[0])
+            if name not in expected:
+                continue
+            for title, cell in zip(header[1:], row[1:]):
+                if title in expected[name]:
+                    yield name, title, cell, expected[name][title]
+
+
+@pytest.mark.parametrize("path", [d for d in docs() if d != NOTES], ids=rel)  # the notes quote the paper's
+def test_quoted_evaluation_rows_are_the_committed_ones(path):
+    expected = {**table1_rows(), **fit_rows()}
+    wrong = [f"{name!r} {title}: the doc says {cell!r}, the committed JSON {vals}"
+             for name, title, cell, vals in quoted_rows(path, expected) if not agrees(cell, vals)]
+    assert not wrong, f"{rel(path)} disagrees with eval/*.json:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("path", docs(), ids=rel)
+def test_bracketed_figures_are_the_papers(path):
+    paper = paper_rows()
+    titles = ("pitch C", "pitch Var", "duration C", "duration Var")
+    wrong = []
+    for header, body in tables(path.read_text()):
+        for row in body:
+            name = label(row[0])
+            for title, cell in zip(header[1:], row[1:]):
+                m = re.search(r"\(([\d.]+)\)", cell)
+                if name in paper and title in titles and m and float(m.group(1)) != paper[name][titles.index(title)]:
+                    wrong.append(f"{name!r} {title}: ({m.group(1)}), the paper {paper[name][titles.index(title)]}")
+    assert not wrong, f"{rel(path)}:\n" + "\n".join(wrong)
+
+
+def test_paper_notes_table_1_is_the_one_the_evaluation_uses():
+    paper = {k.replace("infill: ", "infilling: "): v for k, v in paper_rows().items()}
+    seen = 0
+    for header, body in tables(NOTES.read_text()):
+        if header[:2] != ["setting", "pitch C"]:
+            continue
+        for row in body:
+            if label(row[0]) in paper:
+                assert tuple(float(c) for c in row[1:5]) == paper[label(row[0])], row
+                seen += 1
+    assert seen == len(paper), "docs/paper_notes.md sec. 8 must list every row of the paper's Table 1"
+
+
+def test_readme_quotes_every_committed_evaluation_row():
+    quoted = {name for name, *_ in quoted_rows(README, {**table1_rows(), **fit_rows()})}
+    missing = sorted(set(table1_rows()) - quoted) + sorted(set(fit_rows()) - quoted)
+    assert not missing, f"README.md does not show these rows of eval/*.json: {missing}"
+
+
+def test_every_card_quoting_table_1_quotes_the_committed_rows():
+    """A card that shows Table 1 rows shows today's: a card written at shipping time must not
+    keep an older model's figures (the MDN card once kept the first diffusion model's)."""
+    for card in CARDS:
+        for name, title, cell, vals in quoted_rows(card, table1_rows()):
+            assert agrees(cell, vals), (rel(card), name, title, cell, vals)
+
+
+def test_eval_markdown_is_rendered_from_the_json():
+    for task in ("unconditional", "infill", "fidelity", "coherence"):
+        md = EVAL / f"{task}.md"
+        if not md.is_file():
+            continue
+        rows = {name for name, *_ in quoted_rows(md, {**table1_rows(), **fit_rows()})}
+        assert rows, f"{rel(md)} quotes no row of {task}.json"
+
+
+# --- the models' own figures ------------------------------------------------------------------
+
+def vae_metrics() -> dict:
+    return json.loads((VAE_DIR / "metrics.json").read_text())
+
+
+def test_vae_figures_in_readme_and_card():
+    m = vae_metrics()
+    figures = {
+        "argmax reconstruction token accuracy from mu (free-running decode)": m["test"]["accuracy"],
+        "teacher-forced token accuracy": m["test"]["accuracy_teacher_forced"],
+        "active latent dims (mean posterior sigma < 0.98)": m["test"]["active_dims"],
+    }
+    for path in (README, VAE_DIR / "README.md"):
+        seen = set()
+        for header, body in tables(path.read_text()):
+            for row in body:
+                name = label(row[0])
+                if name in figures:
+                    assert agrees(row[1], [figures[name]]), (rel(path), name, row[1], figures[name])
+                    seen.add(name)
+                elif name.startswith("mean KL"):
+                    assert agrees(row[1], [m["test"]["kl"]]), (rel(path), name, row[1])
+        assert seen == set(figures), (rel(path), "must show", set(figures) - seen)
+    status = re.search(r"test-split argmax accuracy (0\.\d+)", README.read_text())
+    assert status and agrees(status.group(1), [m["test"]["accuracy"]]), "README status table: VAE accuracy"
+
+
+def test_vae_steps_in_readme_and_card():
+    m = vae_metrics()
+    text = " ".join(README.read_text().split())
+    said = re.search(r"shipped weights are from step ([\d,]+) of ([\d,]+) \(([\d.]+) h", text)
+    assert said, "README's MusicVAE section must say 'The shipped weights are from step S of T (H h'"
+    assert int(said.group(1).replace(",", "")) == m["best"]["step"]
+    assert int(said.group(2).replace(",", "")) == m["steps"]
+    assert agrees(said.group(3), [m["hours"]])
+    card = " ".join((VAE_DIR / "README.md").read_text().split())
+    said = re.search(r"Ran (\d+) steps in ([\d.]+) h of wall time; these weights are from step (\d+)", card)
+    assert said and (int(said.group(1)), int(said.group(3))) == (m["steps"], m["best"]["step"])
+    assert agrees(said.group(2), [m["hours"]])
+
+
+def parameters(directory: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(directory / "model.safetensors"), "pt") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+
+
+@pytest.mark.parametrize("directory", [VAE_DIR, *LATENT_MODELS], ids=lambda d: d.name)
+def test_card_parameter_count(directory):
+    card = (directory / "README.md").read_text()
+    n = parameters(directory)
+    exact = re.search(r"([\d,]{7,}) parameters", card)
+    approx = re.search(r"([\d.]+)M parameters", card)
+    assert exact or approx, f"{rel(directory)}/README.md states no parameter count"
+    if exact:
+        assert int(exact.group(1).replace(",", "")) == n
+    else:
+        assert agrees(approx.group(1), [n / 1e6])
+
+
+@pytest.mark.parametrize("directory", LATENT_MODELS, ids=lambda d: d.name)
+def test_latent_model_card_step(directory):
+    extra = json.loads((directory / "config.json").read_text())["extra"]
+    card = " ".join((directory / "README.md").read_text().split())
+    said = re.search(r"These weights: step ([\d,]+)", card)
+    assert said and int(said.group(1).replace(",", "")) == extra["train_step"]
+
+
+def test_readme_diffusion_training_figures_match_the_card():
+    directory = REPO / "checkpoints" / "diffusion-cpu"
+    card = " ".join((directory / "README.md").read_text().split())
+    text = " ".join(README.read_text().split())
+    ran = re.search(r"([\d,]+) steps in ([\d.]+) h of wall time", card)
+    said = re.search(r"trained here in (\d+) minutes \(([\d,]+) steps\)", text)
+    assert ran and said, "README must say 'trained here in M minutes (S steps)' as the card's 'S steps in H h'"
+    assert said.group(2) == ran.group(1)
+    assert abs(int(said.group(1)) - 60 * float(ran.group(2))) <= 1
+    width = re.search(r"\((\d+\.\d)M parameters\), predicting", text)
+    assert width and agrees(width.group(1), [parameters(directory) / 1e6])
+
+
+def bench_output(card: Path) -> tuple[dict, dict]:
+    """The card's `bench/bench_sampling.py` output: times {(sampler, steps, batch): (fp32, bf16, reference)}
+    and quality {(sampler, steps): (pitch C, pitch V, dur C, dur V)}."""
+    text = card.read_text()
+    times, quality = {}, {}
+    for m in re.finditer(r"^(ddpm|ddim) (\d+) +(\d+) +([\d.]+) +([\d.]+)(?: +([\d.]+))? *$", text, re.M):
+        times[(m.group(1), int(m.group(2)), int(m.group(3)))] = tuple(
+            float(v) if v else None for v in m.group(4, 5, 6))
+    part = text.split("quality:", 1)[1] if "quality:" in text else ""
+    for m in re.finditer(r"^(ddpm|ddim) (\d+) +([\d.]+) +([\d.]+) +([\d.]+) +([\d.]+) +[\d.]+ *$", part, re.M):
+        quality[(m.group(1), int(m.group(2)))] = tuple(float(v) for v in m.group(3, 4, 5, 6))
+    return times, quality
+
+
+def test_readme_sampler_table_is_the_cards_bench():
+    times, quality = bench_output(REPO / "checkpoints" / "diffusion-cpu" / "README.md")
+    seen = 0
+    for header, body in tables(README.read_text()):
+        if header[0] != "sampler":
+            continue
+        for row in body:
+            m = re.match(r"(DDPM|DDIM) (\d+)", row[0])
+            key = (m.group(1).lower(), int(m.group(2)))
+            cells = dict(zip(header, row))
+            assert quality, "the README quotes a sampling bench the diffusion card does not have"
+            want = quality[key]
+            for i, title in enumerate(("pitch C", "pitch Var", "duration C", "duration Var")):
+                assert agrees(cells[title], [want[i]]), (row[0], title, cells[title], want[i])
+            one = times[(*key, 1)]
+            assert agrees(cells["1 melody"], [one[0]] + ([one[2]] if "reference" in cells["1 melody"] else [])), row
+            many = times[(*key, 16)]
+            assert agrees(cells["16 melodies (bf16)"], [many[1]] + ([many[2]] if "reference" in cells["16 melodies (bf16)"] else [])), row
+            seen += 1
+    assert seen == 0 or seen >= 2
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+def card_command(card: Path) -> str:
+    text = card.read_text()
+    block = re.search(r"## Training\n.*?```\w*\n(.*?)```", text, re.S)
+    assert block, f"{rel(card)} has no training command"
+    return " ".join(block.group(1).split("#")[0].split())
+
+
+@pytest.mark.parametrize("card", CARDS, ids=rel)
+def test_readme_shows_the_cards_training_command(card):
+    readme = " ".join(README.read_text().split())
+    command = card_command(card)
+    assert command in readme, f"README.md must show the command of {rel(card)}: {command}"
+
+
+def test_readme_test_command_runs_every_tier_and_ci_runs_it():
+    text = README.read_text()
+    commands = [line for line in text.splitlines() if line.startswith("pip install -r requirements-dev.txt")]
+    assert len(commands) == 1, "README: one install-and-test command near its top"
+    command = commands[0]
+    assert re.search(r'-m ""|-m \x27\x27', command), "the README's test command must select every tier (-m \"\")"
+    assert "--durations=15" in command
+    ci = (REPO / ".ci" / "run").read_text()
+    assert command in ci, ".ci/run must run exactly the README's test command"
+
+
+# --- outputs land in ignored places -----------------------------------------------------------
+
+def example_outputs() -> list[str]:
+    text = README.read_text()
+    blocks = re.findall(r"```(?:console|bash|python)\n(.*?)```", text, re.S)
+    outs = []
+    for block in blocks:
+        for line in block.splitlines():
+            if "symdiff" not in line and "tokens_to_midi" not in line:
+                continue
+            outs += re.findall(r"--out[ =](\S+)", line.split("#")[0])
+            outs += re.findall(r"tokens_to_midi\([^)]*?\"([^\"]+)\"", line)
+    return outs
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(), reason="not a git checkout")
+def test_readme_examples_write_only_to_ignored_places():
+    outs = example_outputs()
+    assert len(outs) >= 5, outs
+    tracked = []
+    for out in outs:
+        if out.startswith("/"):
+            continue  # outside the checkout (/tmp, /dev/full)
+        path = out.rstrip("/") + ("/x.mid" if out.endswith("/") else "")
+        ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=REPO).returncode == 0
+        if not ignored:
+            tracked.append(out)
+    assert not tracked, f"README examples write these into the checkout, where git would see them: {tracked}"
+
+
+# --- nothing outside the repository -----------------------------------------------------------
+
+# Built from parts so that this file does not match itself.
+OUTSIDE = re.compile("|".join([
+    r"\b" + "REFER" + r"ENCE(?:\.md)?\s+(?:sec|section)",  # the old notes file, never in the repository
+    "REFER" + r"ENCE\.md",
+    r"\.\./" + "shared",
+    "/work/" + "shared", "/work/" + "main",
+    "shared/" + "paper",
+]))
+
+
+def docstrings(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))]
+    return [d for d in (ast.get_docstring(n) for n in nodes) if d]
+
+
+def cited_texts() -> list[tuple[str, str]]:
+    """(where, text) of every doc and every Python file of ours (docstrings and comments alike)."""
+    me = Path(__file__).resolve()
+    return [(rel(p), p.read_text()) for p in docs() + sources() if p.resolve() != me]
+
+
+def test_nothing_cites_a_file_outside_the_repository():
+    found = [f"{where}: {m.group()!r}" for where, text in cited_texts() for m in OUTSIDE.finditer(text)]
+    for script in [*(REPO / "scripts").glob("*.sh"), REPO / ".ci" / "run", REPO / "pyproject.toml"]:
+        found += [f"{rel(script)}: {m.group()!r}" for m in OUTSIDE.finditer(script.read_text())]
+    assert not found, "citations of files outside the repository:\n" + "\n".join(found)
+
+
+def note_sections() -> set[str]:
+    return set(re.findall(r"^## (\d+)\. ", NOTES.read_text(), re.M))
+
+
+def paper_sections() -> set[str]:
+    """The paper's section numbers, from the table in docs/paper_notes.md sec. 0."""
+    text = NOTES.read_text().split("## 1. ")[0]
+    found = set()
+    for header, body in tables(text):
+        if header[0] == "section":
+            for row in body:
+                found.add(row[0])
+                found.update(re.findall(r"\b(\d\.\d)\b", row[1]))
+    return found
+
+
+def expand(ref: str) -> list[str]:
+    """'3', '3.1', '6-7' -> the section numbers cited."""
+    if "-" in ref:
+        a, b = ref.split("-")
+        if "." not in a and "." not in b:
+            return [str(i) for i in range(int(a), int(b) + 1)]
+        return [a, b]
+    return [ref]
+
+
+def test_section_citations_exist():
+    notes, paper = note_sections(), paper_sections()
+    assert {"1", "4", "7", "8"} <= notes and {"3.1", "4.4", "5.2"} <= paper
+    wrong = []
+    for where, text in cited_texts():
+        flat = " ".join(text.split())
+        for m in re.finditer(r"paper_notes(?:\.md)?`? (?:sec\.|section) (\d+(?:-\d+)?)", flat):
+            wrong += [f"{where}: paper_notes sec. {s}" for s in expand(m.group(1)) if s not in notes]
+        for m in re.finditer(r"\bpaper(?:'s)?,? (?:sec\.|section) (\d(?:\.\d)?(?:-\d(?:\.\d)?)?)", flat):
+            wrong += [f"{where}: paper sec. {s}" for s in expand(m.group(1)) if s not in paper]
+    assert not wrong, "citations of sections that do not exist:\n" + "\n".join(wrong)
+
+
+def test_upstream_names_in_docstrings_are_written_down_here():
+    """A docstring may say where upstream a fact was read ("the official `models/ncsn.py`"), but
+    the fact must be in the repository: docs/paper_notes.md lists every such name."""
+    notes = NOTES.read_text()
+    missing = set()
+    for path in sources():
+        for m in re.finditer(r"\b(?:official|[Mm]agenta)(?:'s)? (?:code's )?`([^`]*(?:/[^`]*|\.(?:py|cfg)))`",
+                             path.read_text()):
+            if f"`{m.group(1)}`" not in notes:
+                missing.add(f"{rel(path)}: {m.group(1)}")
+    assert not missing, "upstream names missing from docs/paper_notes.md sec. 0:\n" + "\n".join(sorted(missing))
+
+
+def test_relative_links_resolve():
+    broken = []
+    for path in docs():
+        for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            if not (path.parent / target.split("#")[0]).exists():
+                broken.append(f"{rel(path)}: {target}")
+    assert not broken, "links to files that do not exist:\n" + "\n".join(broken)
+
+
+def braces(token: str) -> list[str]:
+    """'eval/infill.{json,md}' -> ['eval/infill.json', 'eval/infill.md']."""
+    parts = re.split(r"\{([^}]*)\}", token)
+    options = [p.split(",") if i % 2 else [p] for i, p in enumerate(parts)]
+    return ["".join(c) for c in itertools.product(*options)]
+
+
+def test_architecture_names_only_files_that_exist():
+    """Every file ARCHITECTURE.md names (`symdiff/x.py`, `x.py` for a module, `eval/...`,
+    `scripts/...`) exists, so the map stays true when modules move."""
+    text = ARCHITECTURE.read_text()
+    missing = []
+    for token in re.findall(r"`([\w-]+\.py|[\w-]+/[\w./{},*-]*)`", text):  # a module, or a path
+        if token.startswith(("runs/", "OUT/")):
+            continue  # what a command writes, not a committed file
+        for name in braces(token):
+            name = name.split(" ")[0]
+            if not any(list(REPO.glob(c)) if "*" in c else (REPO / c).exists() for c in (name, f"symdiff/{name}")):
+                missing.append(token)
+    assert not missing, "ARCHITECTURE.md names files that do not exist: " + ", ".join(sorted(set(missing)))
