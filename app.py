@@ -44,6 +44,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from symdiff import audio, demo, melody, pianoroll  # noqa: E402
+from symdiff.arrangement import write_arrangement  # noqa: E402
 from symdiff.errors import SymdiffError  # noqa: E402
 from symdiff.generate import DEFAULT_DIFFUSION, MelodyDiffusion  # noqa: E402
 from symdiff.precision import available_cores  # noqa: E402
@@ -149,12 +150,12 @@ def sweep_forever(root: Path, every_s: float, max_age_s: float, ui: gr.Blocks) -
             log.exception("sweeping %s failed", root)
 
 
-def image(fig, first_bar: int = 1) -> np.ndarray:
+def image(fig, counted: bool = False) -> np.ndarray:
     """The figure as RGB; the bar axis says how its numbers relate to the bars users count
-    (the axis marks bar lines from 0, so bar 1 lies between 0 and 1)."""
+    (`counted`: the file's own bars, each number at the bar's start; else bar lines from 0)."""
     for ax in fig.axes:
         if ax.get_xlabel():
-            ax.set_xlabel(f"bar lines (bar {first_bar} starts at 0)")
+            ax.set_xlabel("bar (its number at its start)" if counted else "bar lines (bar 1 starts at 0)")
     return pianoroll.figure_rgb(fig)
 
 
@@ -308,12 +309,9 @@ class SymdiffApp:
         return demo.load_melody(path, parse_track(track), max_bytes=MAX_UPLOAD_BYTES)
 
     @staticmethod
-    def _range_text(first: int, last: int, snapped: tuple[int, int]) -> str:
-        s0, s1 = snapped[0] + 1, snapped[1]
-        if (s0, s1) == (first, last):
-            return f"Bars **{s0}-{s1}** will be regenerated (they fill whole 2-bar chunks)."
-        return (f"You picked bars {first}-{last}. The model changes whole 2-bar chunks, so bars "
-                f"**{s0}-{s1}** (the dashed red box) will be regenerated.")
+    def _range_text(found: melody.MidiMelodies, first: int, last: int) -> str:
+        return (f"Bars **{first}-{last}** (the dashed red box) will be regenerated; the file has "
+                f"{found.bars.describe()}. Every other bar stays yours.")
 
     @user_errors
     def load_midi(self, midi_file):
@@ -322,36 +320,36 @@ class SymdiffApp:
             return (gr.Dropdown(choices=[("auto: the most melodic track", "auto")], value="auto"), 1, 1,
                     None, "Upload a MIDI file or pick an example.", None)
         found, cand = self._load(midi_file)
-        choices = [("auto: the most melodic track", "auto")] + [(demo.track_label(c), str(c.index)) for c in found.candidates]
-        n = cand.num_bars
-        first, last = self.default_range(n)
-        img, text, geo = self._preview(cand, first, last)
+        choices = [("auto: the most melodic track", "auto")] + [(demo.track_label(found, c), str(c.index))
+                                                                for c in found.candidates]
+        first, last = demo.default_range(found.bars)
+        img, text, geo = self._preview(found, cand, first, last)
         return gr.Dropdown(choices=choices, value="auto"), first, last, img, text, geo
 
-    @staticmethod
-    def default_range(n: int) -> tuple[int, int]:
-        """A 2-bar-aligned range in the middle of an n-bar melody (1-indexed, inclusive)."""
-        if n <= 2:
-            return 1, n
-        first = 2 * (n // 8) + 1
-        return first, min(n, first + min(MAX_BARS, max(2, 2 * (n // 8))) - 1)  # at most one model window
+    def _view(self, found: melody.MidiMelodies, plan, tokens: np.ndarray):
+        """What a picture shows: the model's window around the range (a long song is not drawn
+        whole) -> (steps, box in model bars, barlines)."""
+        v0, v1 = plan.window_steps[0], min(plan.window_steps[1], len(tokens))
+        box = tuple((s - v0) / melody.STEPS_PER_BAR for s in plan.steps)
+        return slice(v0, v1), box, demo.barlines(found.bars, v0, v1)
 
-    def _preview(self, cand: melody.Candidate, first: int, last: int):
-        _, snapped = demo.snap_range(cand.num_bars, first, last, self.pipe.seq_len)
-        fig = pianoroll.plot_pianoroll(cand.tokens, box_bars=snapped, width_px=WIDTH_PX, height_px=240,
-                                       title=f"Track {cand.index}: {cand.num_bars} bars. Click the roll to pick "
-                                             "the first and then the last bar.")
-        ax = fig.axes[0]
-        pos = ax.get_position()
-        geo = {"x0": pos.x0, "x1": pos.x1, "bars": pianoroll.num_bars(cand.tokens)}
-        return image(fig), self._range_text(first, last, snapped), geo
+    def _preview(self, found: melody.MidiMelodies, cand: melody.Candidate, first: int, last: int):
+        plan, tokens = demo.plan_bars(found, cand, first, last, self.pipe.seq_len)
+        crop, box, lines = self._view(found, plan, tokens)
+        shown = f"bars {found.bars.number_at(crop.start)}-{found.bars.number_at(crop.stop - 1)}"
+        fig = pianoroll.plot_pianoroll(tokens[crop], box_bars=box, width_px=WIDTH_PX, height_px=240, barlines=lines,
+                                       title=f"Track {cand.index}, {shown} of {found.bars.describe()}. Click the "
+                                             "roll to pick the first and then the last bar.")
+        pos = fig.axes[0].get_position()
+        geo = {"x0": pos.x0, "x1": pos.x1, "steps": crop.stop - crop.start, "starts": lines[0], "numbers": lines[1]}
+        return image(fig, counted=True), self._range_text(found, first, last), geo
 
     @user_errors
     def preview(self, midi_file, track, first_bar, last_bar):
-        _, cand = self._load(midi_file, track)
-        first = whole("first bar", first_bar, 1, melody.MAX_BARS)
-        last = whole("last bar", last_bar, 1, melody.MAX_BARS)
-        return self._preview(cand, first, last)
+        found, cand = self._load(midi_file, track)
+        first = whole("first bar", first_bar, 0, melody.BAR_MAP_STEPS)
+        last = whole("last bar", last_bar, 0, melody.BAR_MAP_STEPS)
+        return self._preview(found, cand, first, last)
 
     @user_errors
     def pick_bar(self, geo, first_bar, last_bar, clicks, evt: gr.SelectData):
@@ -360,7 +358,8 @@ class SymdiffApp:
             return gr.skip(), gr.skip(), gr.skip()
         x = float(evt.index[0]) / WIDTH_PX
         frac = (x - geo["x0"]) / max(1e-9, geo["x1"] - geo["x0"])
-        bar = int(min(max(frac, 0.0), 0.999999) * geo["bars"]) + 1
+        step = min(max(frac, 0.0), 0.999999) * geo["steps"]
+        bar = int(geo["numbers"][max(0, int(np.searchsorted(geo["starts"], step, side="right")) - 1)])
         clicks = int(clicks or 0) + 1
         if clicks % 2:
             return bar, max(bar, int(last_bar or bar)), clicks
@@ -375,7 +374,8 @@ class SymdiffApp:
             raise _UserError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
         found, cand = self._load(midi_file, track)
         t0 = time.perf_counter()
-        _, snapped = demo.snap_range(cand.num_bars, first_bar, last_bar, self.pipe.seq_len)
+        plan, tokens = demo.plan_bars(found, cand, first_bar, last_bar, self.pipe.seq_len)
+        first, last = int(first_bar), int(last_bar)
         stop, ticks = threading.Event(), queue.Queue()
 
         def tick(i, total, x_t, x0_hat):
@@ -383,36 +383,33 @@ class SymdiffApp:
                 raise demo.Cancelled()
             ticks.put((i + 1, total))
 
-        yield f"Infilling bars {snapped[0] + 1}-{snapped[1]} ...", gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        yield f"Infilling bars {first}-{last} ...", gr.skip(), gr.skip(), gr.skip(), gr.skip()
         res = yield from threaded(
-            lambda: self.pipe.infill(cand.tokens, snapped, sampler, steps, seed, callback=tick), ticks, stop,
+            lambda: self.pipe.infill(tokens, plan.steps, sampler, steps, seed, callback=tick), ticks, stop,
             lambda t: (f"Infilling: diffusion step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), gr.skip(), gr.skip()),
             self.time_limit_s)
-        plan, result = res.plan, res.tokens[0]
-        base = demo.baseline_infills(self.pipe, cand.tokens, plan, seed)
-        # Show the model's window (all of a melody up to 64 bars).
-        v0 = plan.window[0] * melody.BARS_PER_CHUNK
-        v1 = min(plan.window[1] * melody.BARS_PER_CHUNK, cand.num_bars)
-        crop = slice(v0 * melody.STEPS_PER_BAR, v1 * melody.STEPS_PER_BAR)
-        box = (snapped[0] - v0, snapped[1] - v0)
-        rows = [("original", cand.tokens[crop]), ("diffusion", result[crop])]
+        result = res.tokens[0]
+        base = demo.baseline_infills(self.pipe, tokens, plan, seed)
+        crop, box, lines = self._view(found, plan, tokens)  # the model's window, not a whole long song
+        rows = [("original", tokens[crop]), ("diffusion", result[crop])]
         if base["interpolation"] is not None:
             rows.append(("interpolation", base["interpolation"][crop]))
         rows.append(("prior", base["prior"][crop]))
-        shown = f"bars {v0 + 1}-{v1}" + (", the model's 64-bar window" if v0 or v1 < cand.num_bars else "")
-        fig = pianoroll.plot_rows(rows, box_bars=box, width_px=WIDTH_PX, row_height_px=130,
-                                  title=f"Bars {snapped[0] + 1}-{snapped[1]} infilled ({shown})")
+        shown = f"bars {found.bars.number_at(crop.start)}-{found.bars.number_at(crop.stop - 1)}"
+        fig = pianoroll.plot_rows(rows, box_bars=box, width_px=WIDTH_PX, row_height_px=130, barlines=lines,
+                                  title=f"Bars {first}-{last} infilled ({shown} of {found.bars.describe()})")
         qpm = found.qpm
-        out = request_dir() / f"infilled_bars{snapped[0] + 1}-{snapped[1]}_seed{seed}.mid"
-        melody.tokens_to_midi(result, out, qpm, program=cand.program)
-        text = (f"Done in {time.perf_counter() - t0:.1f} s. Track {cand.index}, bars {snapped[0] + 1}-{snapped[1]} "
+        out = request_dir() / f"infilled_bars{first}-{last}_seed{seed}.mid"
+        remarks = write_arrangement(upload_path(midi_file), cand, result, plan.steps, out)  # atomic
+        text = (f"Done in {time.perf_counter() - t0:.1f} s. Track {cand.index}, bars {first}-{last} "
                 f"regenerated by diffusion ({sampler.upper()}, {steps} steps); the rows below show the same "
                 "bars filled by interpolation between the neighbouring latents and by random latents from "
-                "the VAE prior. Everything outside the box is your melody, unchanged.")
+                "the VAE prior. The MIDI file is your whole arrangement with only these bars of this track new.")
+        text += "".join(f" Note: {r}." for r in remarks)
         if audio.playback_qpm(qpm) != qpm:
             text += f" The audio plays at {audio.playback_qpm(qpm):.0f} qpm (the file's {qpm:.1f} qpm is outside " \
                     f"{audio.PLAYBACK_QPM[0]:.0f}-{audio.PLAYBACK_QPM[1]:.0f})."
-        yield (text, image(fig, v0 + 1), sound(cand.tokens[crop], qpm), sound(result[crop], qpm), str(out))
+        yield (text, image(fig, counted=True), sound(tokens[crop], qpm), sound(result[crop], qpm), str(out))
 
     # --- learn ------------------------------------------------------------------------------
 
@@ -529,9 +526,9 @@ def build(app: SymdiffApp) -> gr.Blocks:
                             gr.Examples([[str(p)] for p in app.examples], inputs=[i_file], label="Examples")
                         i_track = gr.Dropdown([("auto: the most melodic track", "auto")], value="auto",
                                               label="Track", allow_custom_value=True, elem_id="infill-track")
-                        with gr.Row():  # numbers, not sliders: an API session may infill files of any length
-                            i_first = gr.Number(1, precision=0, minimum=1, label="First bar", elem_id="infill-first")
-                            i_last = gr.Number(1, precision=0, minimum=1, label="Last bar", elem_id="infill-last")
+                        with gr.Row():  # numbers, not sliders: files of any length; 0 is a pickup bar
+                            i_first = gr.Number(1, precision=0, minimum=0, label="First bar", elem_id="infill-first")
+                            i_last = gr.Number(1, precision=0, minimum=0, label="Last bar", elem_id="infill-last")
                         i_sampler = gr.Radio(list(SAMPLERS), value="ddim", label="Sampler")
                         i_steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="Diffusion steps")
                         i_seed = gr.Number(0, precision=0, label="Seed")

@@ -23,13 +23,15 @@ def main() -> None:
     args = ap.parse_args()
 
     pipe = MelodyDiffusion.from_pretrained()
-    line = melody.read_midi(args.file).chosen
-    tokens = line.tokens[: 64 * melody.STEPS_PER_BAR]
-    res = pipe.infill(tokens, parse_bar_range(args.bars), seed=args.seed)
+    found = melody.read_midi(args.file)
+    tokens = found.tokens(found.chosen)[: 64 * melody.STEPS_PER_BAR]
+    span = found.bars.steps(*parse_bar_range(args.bars))  # the file's bars (the lead sheet's pickup is bar 0)
+    res = pipe.infill(tokens, span, seed=args.seed)
     base = demo.baseline_infills(pipe, tokens, res.plan, seed=args.seed)
     rows = [("original", tokens), ("diffusion", res.tokens[0]), ("interpolation", base["interpolation"]),
             ("N(0, I) prior", base["prior"])]
-    fig = pianoroll.plot_rows(rows, box_bars=res.plan.bars,
+    fig = pianoroll.plot_rows(rows, box_bars=tuple(s / melody.STEPS_PER_BAR for s in span),
+                              barlines=demo.barlines(found.bars, 0, len(tokens)),
                               title=f"{args.file.stem}: bars {args.bars} infilled (seed {args.seed})")
     pianoroll.save_png(fig, args.out)
     print(f"wrote {args.out}")

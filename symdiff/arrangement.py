@@ -157,9 +157,9 @@ def replace_range(source: str | Path | bytes, line: melody.Candidate, tokens: np
     buf = io.BytesIO()
     out.save(file=buf)
     remarks = []
-    if line.polyphony > 0:
-        first, end = lo // melody.STEPS_PER_BAR + 1, -(-hi // melody.STEPS_PER_BAR)
-        remarks.append(f"track {line.index} plays chords; the new bars {first}-{end} are a single line")
+    starts = [n.start for n in notes if t_lo <= n.start < t_hi]  # the notes replaced
+    if line.chordal or len(set(starts)) < len(starts):  # (bar numbers are the caller's: steps know no meter)
+        remarks.append(f"track {line.index} plays chords; the new bars are a single line")
     return buf.getvalue(), remarks
 
 

@@ -258,7 +258,7 @@ PAPER_INFILL_MASK = torch.cat([torch.zeros(8), torch.ones(16), torch.zeros(8)]).
 
 
 def interpolate_infill(known: torch.Tensor, mask: torch.Tensor, scaler: LatentScaler | None = None,
-                       silent: torch.Tensor | None = None) -> torch.Tensor:
+                       silent: torch.Tensor | None = None, silence_value: float = SILENCE_VALUE) -> torch.Tensor:
     """Fill the generated positions of `known` by slerp between their known neighbours.
 
     known (B, k, d) or (k, d) model-space latents; mask (k,) or (B, k) bool, True = generate
@@ -267,9 +267,9 @@ def interpolate_infill(known: torch.Tensor, mask: torch.Tensor, scaler: LatentSc
     with a scaler the slerp runs on the unscaled z (where the latents are Gaussian) and is
     mapped back. A run at the start or end (one neighbour) repeats that neighbour. A silent
     neighbour (the silence latent, `silent` (B, k) bool; by default the positions equal to
-    `SILENCE_VALUE` in every dim) carries no latent to interpolate: the other neighbour is
-    repeated, and a run with only silent neighbours stays silent. Known positions come back
-    exactly."""
+    `silence_value` in every dim) carries no latent to interpolate: the other neighbour is
+    repeated, and a run with only silent neighbours stays silent (`silence_value`, the codec's).
+    Known positions come back exactly."""
     x = torch.as_tensor(known).float()
     squeeze = x.dim() == 2
     if squeeze:
@@ -281,7 +281,7 @@ def interpolate_infill(known: torch.Tensor, mask: torch.Tensor, scaler: LatentSc
     if not bool(have.any(1).all()):
         raise ValueError("every row needs at least one known latent to interpolate from")
     if silent is None:
-        silent = (x == SILENCE_VALUE).all(-1)
+        silent = (x == silence_value).all(-1)
     silent = torch.as_tensor(silent, dtype=torch.bool, device=x.device).expand(b, k)
     pos = torch.arange(k, device=x.device).expand(b, k)
     # nearest known position at or before / at or after each position (-1 / k when none)
@@ -298,7 +298,7 @@ def interpolate_infill(known: torch.Tensor, mask: torch.Tensor, scaler: LatentSc
         between = scaler.scale(slerp(scaler.unscale(xl), scaler.unscale(xr), t))
     else:
         between = slerp(xl, xr, t)
-    fill = torch.full_like(x, SILENCE_VALUE)
+    fill = torch.full_like(x, silence_value)
     fill = torch.where(use_r[..., None], xr, fill)
     fill = torch.where(use_l[..., None], xl, fill)
     fill = torch.where((use_l & use_r)[..., None], between, fill)

@@ -39,15 +39,18 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         "file": str(args.file),
         "qpm": round(found.qpm, 3),
         "time_signature": "%d/%d" % found.time_signature,
+        "meter": found.bars.meter,
+        "bars": found.bars.num_bars,
+        "pickup": found.bars.first_number == 0,
         "tempo_changes": found.tempo_changes,
         "time_signature_changes": found.time_signature_changes,
         "default": found.chosen.index,
-        "candidates": [c.summary() for c in found.candidates],
+        "candidates": [c.summary() | {"bars": found.track_bars(c)} for c in found.candidates],
     }
     if args.json:
         print(json.dumps(report, indent=1))
         return
-    print(f"{args.file}: {report['qpm']} qpm, {report['time_signature']}, "
+    print(f"{args.file}: {found.bars.describe()}, {report['qpm']} qpm, "
           f"{found.tempo_changes} tempo / {found.time_signature_changes} meter changes")
     print(f"{'track':>5} {'program':>7} {'bars':>5} {'notes':>6} {'range':>9} {'poly':>5}  {'instrument':<24}  name")
     for c in report["candidates"]:
@@ -55,7 +58,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         mark = "*" if c["index"] == found.chosen.index else " "
         print(f"{c['index']:>4}{mark} {c['program']:>7} {c['bars']:>5} {c['notes']:>6} {rng:>9} "
               f"{c['polyphony']:>5.2f}  {c['instrument_name']:<24}  {c['name'].strip()}")
-    print("* = the melody used by default (--track K picks another)")
+    print("* = the melody used by default (--track K picks another); bars: the last bar the track plays in")
 
 
 def cmd_data_build(args: argparse.Namespace) -> None:
@@ -158,7 +161,7 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
     cfg = parse_overrides(args.set, CONFIGS[args.config])
     precision = resolve_precision(args.precision, _device())  # the latents are encoded in it too
     # the latents' own seed: --seed does not re-encode
-    settings = LatentSettings(transpositions=args.transpositions, bf16=precision == "bf16")
+    settings = LatentSettings(transpositions=args.transpositions, bf16=precision == "bf16", posterior=args.posterior)
     state = train(
         cfg, args.vae, args.out, data=args.data, cache_dir=args.latents, latent_settings=settings,
         max_steps=args.max_steps, minutes=args.minutes, eval_every=args.eval_every,
@@ -180,7 +183,7 @@ def cmd_data_latents(args: argparse.Namespace) -> None:
 
     device = args.device or _device()
     bf16 = resolve_precision(args.precision, device) == "bf16"
-    settings = LatentSettings(transpositions=args.transpositions, seed=args.seed, bf16=bf16)
+    settings = LatentSettings(transpositions=args.transpositions, seed=args.seed, bf16=bf16, posterior=args.posterior)
     cache = args.cache if args.cache is not None else args.data.parent / "cache" / "latents"
     ds = ensure_latents(args.vae, args.data, cache, settings, args.batch_size, device)
     print(json.dumps({"path": str(ds.path), **ds.summary()}, indent=1))
@@ -246,19 +249,21 @@ def cmd_infill(args: argparse.Namespace) -> None:
     found = read_midi(args.file)
     line = found.pick(args.track)
     pipe = _pipeline(args)
+    tokens, bars = found.tokens(line), found.bars  # bars as the file counts them, in its meter
     if args.command == "extend":
-        result = pipe.extend(line.tokens, args.bars, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                             callback=_bar(args), method=args.method)
-        what = f"added bars {line.num_bars + 1}-{line.num_bars + args.bars}"
+        if not 1 <= args.bars <= 64:
+            raise UsageError(f"--bars: a melody can be extended by 1 to 64 bars, got {args.bars}")
+        first, last = bars.num_bars + 1, bars.num_bars + args.bars
+        span = bars.steps(first, last, allow_past_end=args.bars)
+        extend = -(-max(0, span[1] - len(tokens)) // STEPS_PER_BAR)
+        what = f"added bars {first}-{last} ({bars.meter})"
     else:
-        result = pipe.infill(line.tokens, parse_bar_range(args.bars), args.sampler, args.steps, args.seed,
-                             callback=_bar(args), method=args.method)
-        a, b = result.plan.bars
-        c, d = result.plan.snapped_bars
-        snapped = "" if (a, b) == (c, d) else f" (the model regenerated bars {c + 1}-{d}; notes outside {a + 1}-{b} are kept)"
-        what = f"infilled bars {a + 1}-{b}{snapped}"
-    steps = tuple(bar * STEPS_PER_BAR for bar in result.plan.bars)
-    for remark in write_arrangement(args.file, line, result.tokens[0], steps, args.out):
+        first, last = parse_bar_range(args.bars)
+        span, extend = bars.steps(first, last), 0
+        what = f"infilled bars {first}-{last} of {bars.describe()}"
+    result = pipe.infill(tokens, span, args.sampler, args.steps, args.seed, callback=_bar(args),
+                         extend_bars=extend, method=args.method, guidance=args.guidance)
+    for remark in write_arrangement(args.file, line, result.tokens[0], span, args.out):
         print(f"note: {remark}")
     print(f"track {line.index}: {what} in {result.seconds:.2f} s ({pipe.precision}); wrote {args.out} "
           "(your file with only these bars new)")
@@ -283,6 +288,7 @@ def _bar(args: argparse.Namespace):
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .baselines import TransformerMDN
     from .evaluate import TASKS, evaluate, write_outputs
+    from .latents import LatentCodec
     from .fidelity import DEFAULT_PIECES, DEFAULT_SAMPLES, coherence, fidelity, write_report
     from .generate import MelodyDiffusion
 
@@ -299,15 +305,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if mdn.config.extra.get("vae", {}).get("sha256") != pipe.model.config.extra.get("vae", {}).get("sha256"):
             raise UsageError(f"{args.mdn} models another VAE's latents than {args.checkpoint}")
     vae_dir = pipe.codec.vae_dir
+    mdn_codec = LatentCodec.from_pretrained(args.mdn, vae_dir) if mdn is not None else None
     results = [evaluate(task, args.num or 1000, pipe, mdn, args.sampler or "ddpm", args.steps, args.seed or 0,
-                        args.data, vae_dir, None if args.no_cache else args.cache, args.figure_points, not args.quiet)
+                        args.data, vae_dir, None if args.no_cache else args.cache, args.figure_points, not args.quiet,
+                        mdn_codec=mdn_codec)
                for task in paper]
     paths = write_outputs(results, args.out) if results else []
     # issue 11's tasks: DDIM 50 by default, which is what a user of `symdiff infill` gets
     fit_args = dict(sampler=args.sampler or "ddim", steps=args.steps, seed=args.seed or 0, data=args.data,
                     checkpoint=args.checkpoint, progress=not args.quiet)
     if "fidelity" in args.task:
-        results.append(fidelity(pipe, args.num or DEFAULT_PIECES, tuple(args.styles), **fit_args))
+        results.append(fidelity(pipe, args.num or DEFAULT_PIECES, tuple(args.styles), guidance=tuple(args.guidance),
+                                **fit_args))
         paths += write_report(results[-1], args.out)
     if "coherence" in args.task:
         results.append(coherence(pipe, args.num or DEFAULT_SAMPLES, **fit_args))
@@ -375,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", type=Path, default=DEFAULT_PATH)
     s.add_argument("--cache", type=Path, help="cache folder (default: DATA's folder/cache/latents)")
     s.add_argument("--transpositions", type=int, default=4, help="versions of each training line (1 = untransposed only)")
+    s.add_argument("--posterior", choices=("sample", "mean"), default="sample",
+                   help="encode each chunk as a sampled z (the paper) or as the posterior mean mu")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=512)
     s.add_argument("--device", help="default: cuda when there is one, else cpu")
@@ -407,24 +418,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("samples"), help="folder for sample_*.mid")
     generation_args(s)
     s.set_defaults(func=cmd_sample)
-    from .generate import INFILL_METHODS
+    from .generate import DEFAULT_GUIDANCE, INFILL_METHODS
 
     method_help = ("conditioned: the model sees the known bars (the default where the model was trained for it); "
                    "replace: the paper's Algorithm 1")
     s = sub.add_parser("infill", help="regenerate a bar range of a melody")
     s.add_argument("file", type=Path)
-    s.add_argument("--bars", required=True, help="FIRST-LAST, counted from 1, e.g. 17-48")
+    s.add_argument("--bars", required=True, help="FIRST-LAST, bars in the file's own meter as a score numbers them (1 = the first full bar, 0 = a pickup), e.g. 17-48")
     s.add_argument("--track", type=int, help="candidate index from `symdiff inspect` (default: the melody)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--method", choices=INFILL_METHODS, help=method_help)
+    s.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                   help=f"classifier-free guidance weight of a conditioned infill (default {DEFAULT_GUIDANCE:g}; 1 = none)")
     generation_args(s)
     s.set_defaults(func=cmd_infill)
     s = sub.add_parser("extend", help="continue a melody by some bars")
     s.add_argument("file", type=Path)
-    s.add_argument("--bars", type=int, required=True, help="bars to add (up to 64)")
+    s.add_argument("--bars", type=int, required=True, help="bars to add, in the file's meter (up to 64)")
     s.add_argument("--track", type=int, help="candidate index from `symdiff inspect` (default: the melody)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--method", choices=INFILL_METHODS, help=method_help)
+    s.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                   help=f"classifier-free guidance weight of a conditioned infill (default {DEFAULT_GUIDANCE:g}; 1 = none)")
     generation_args(s)
     s.set_defaults(func=cmd_infill)
 
@@ -440,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num", type=int, help="melodies of 64 bars per row (default 1000); fidelity: test pieces per "
                    "style (default 30); coherence: samples and real windows (default 64)")
     s.add_argument("--styles", nargs="+", choices=STYLES, default=list(STYLES), help="fidelity: the styles measured")
+    s.add_argument("--guidance", nargs="+", type=float, default=[DEFAULT_GUIDANCE],
+                   help="fidelity: classifier-free guidance weights of the conditioned infill, one row each")
     s.add_argument("--mdn", type=lambda v: None if v == "none" else Path(v), default=Path("checkpoints/mdn-cpu"),
                    help="TransformerMDN checkpoint, or none")
     s.add_argument("--data", type=Path, default=DEFAULT_PATH)
@@ -478,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--data", type=Path, default=DEFAULT_PATH)
         s.add_argument("--latents", type=Path, help="latent cache folder (default: DATA's folder/cache/latents)")
         s.add_argument("--transpositions", type=int, default=4, help="versions of each training line (1 = untransposed only)")
+        s.add_argument("--posterior", choices=("sample", "mean"), default="sample",
+                       help="train on sampled z (the paper) or on the posterior mean mu")
         s.add_argument("--silence", choices=("token", "drop"), default="token",
                        help="silent chunks as a silence latent (default) or drop windows holding one (the paper)")
         s.add_argument("--max-steps", type=int, help="default: the config's max_steps")

@@ -1,7 +1,8 @@
 """What the Gradio app (`app.py`) computes, kept free of Gradio so that it can be tested and reused.
 
-- Reading a user's MIDI file (`load_melody`, parsed once per file and kept in a small cache) and snapping a bar range to the model's 2-bar chunks
-  (`snap_range`).
+- Reading a user's MIDI file (`load_melody`, parsed once per file and kept in a small cache),
+  a sensible default range of any song (`default_range`) and a range of the file's bars as the
+  model's plan (`plan_bars`).
 - The infilling baselines of the paper's Figure 2 on the same window and splice as
   `MelodyDiffusion.infill`: interpolation between the known latents and latents from the VAE
   prior (`baseline_infills`).
@@ -14,8 +15,8 @@
 - The "Learn" tab: the forward process applied to a melody at any noise step (`forward_noise`,
   `noise_caption`) and a reverse run traced step by step (`reverse_trace`).
 
-Bars in this module are 0-indexed with an exclusive end, as in `symdiff.generate`, unless a name
-says otherwise; what users see counts bars from 1.
+Bars in this module are the file's bars as numbered (`melody.BarMap`: its own meter, 1 = the
+first full bar, 0 = a pickup); ranges on the model's grid are token steps, end exclusive.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import melody, metrics
+from . import melody, metrics, pianoroll
 from .baselines import interpolate_infill, prior_latents
 from .dataset import random_windows
 from .generate import GenerateError, InfillPlan, MelodyDiffusion, plan_infill, splice_bars
@@ -101,30 +102,48 @@ def load_melody(source: str | Path | bytes, track: int | None = None,
     return found, found.pick(track)
 
 
-def track_label(c: melody.Candidate) -> str:
-    """One line per candidate track, for a dropdown."""
+def track_label(found: melody.MidiMelodies, c: melody.Candidate) -> str:
+    """One line per candidate track, for a dropdown: what tells the tune from the rest at a
+    glance (name, General MIDI instrument, register, where it plays)."""
     lo_hi = c.pitch_range
-    rng = f", pitch {lo_hi[0]}-{lo_hi[1]}" if lo_hi else ""
-    name = f" {c.name.strip()}" if c.name.strip() else ""
-    return f"{c.index}:{name} (program {c.program}), {c.num_bars} bars, {c.num_notes} notes{rng}"
+    rng = f", {pianoroll.pitch_name(lo_hi[0])}-{pianoroll.pitch_name(lo_hi[1])}" if lo_hi else ""
+    name = f" {c.name.strip()}," if c.name.strip() else ""
+    return (f"{c.index}:{name} {c.instrument_name}{rng}, {c.num_notes} notes to bar {found.track_bars(c)}"
+            + (", chords" if c.chordal else ""))
 
 
-def snap_range(num_bars: int, first_bar: int, last_bar: int, seq_len: int = 32) -> tuple[InfillPlan, tuple[int, int]]:
-    """A range as a musician gives it (1-indexed, inclusive) -> the plan for it and the range
-    snapped outward to whole 2-bar chunks (0-indexed, end exclusive, cut at the melody's end):
-    what the model regenerates. Raises `GenerateError` for a range outside the melody."""
+def barlines(bars: melody.BarMap, lo: int, hi: int) -> tuple[list[int], list[int]]:
+    """Where the file's bars begin within steps lo..hi (relative to lo) and their numbers, for
+    `pianoroll`'s `barlines`."""
+    first, last = bars.number_at(lo), bars.number_at(max(lo, hi - 1)) + 1
+    numbers = list(range(first, last + 1))
+    return [bars.start(n) - lo for n in numbers], numbers
+
+
+DEFAULT_RANGE_BARS = 8
+
+
+def default_range(bars: melody.BarMap) -> tuple[int, int]:
+    """A few bars to start from, whatever the song's length: bars 9-16 when there are 16,
+    else 8 (or all) in the middle."""
+    n, k = bars.num_bars, DEFAULT_RANGE_BARS
+    if n >= 2 * k:
+        return k + 1, 2 * k
+    first = 1 + (n - min(n, k)) // 2
+    return first, first + min(n, k) - 1
+
+
+def plan_bars(found: melody.MidiMelodies, cand: melody.Candidate, first_bar, last_bar,
+              seq_len: int = 32) -> tuple[InfillPlan, np.ndarray]:
+    """The file's bars first..last (inclusive, as numbered) -> the model's plan for exactly their
+    steps, and the track's tokens padded to the file's end (what the plan is for). Raises
+    `GenerateError` or `melody.MelodyError` with a message for the user."""
     for name, v in (("first bar", first_bar), ("last bar", last_bar)):
         if v is None or not float(v).is_integer():
             raise GenerateError(f"the {name} must be a whole number, got {v!r}")
-    first_bar, last_bar = int(first_bar), int(last_bar)
-    if first_bar < 1:
-        raise GenerateError(f"bars count from 1; the first bar was {first_bar}")
-    if last_bar < first_bar:
-        raise GenerateError(f"the last bar ({last_bar}) comes before the first bar ({first_bar})")
-    plan = plan_infill(num_bars, (first_bar - 1, last_bar), seq_len)
-    s0, s1 = plan.snapped_bars
-    snapped = (s0, min(s1, num_bars))
-    return plan_infill(num_bars, snapped, seq_len), snapped
+    span = found.bars.steps(int(first_bar), int(last_bar))
+    tokens = found.tokens(cand)
+    return plan_infill(len(tokens), span, seq_len), tokens
 
 
 def baseline_infills(pipe: MelodyDiffusion, tokens: np.ndarray, plan: InfillPlan,
@@ -139,7 +158,7 @@ def baseline_infills(pipe: MelodyDiffusion, tokens: np.ndarray, plan: InfillPlan
     mask = torch.from_numpy(plan.mask())
     out: dict[str, np.ndarray | None] = {}
     if bool((~mask).any()):
-        x = interpolate_infill(known, mask, pipe.codec.scaler)
+        x = interpolate_infill(known, mask, pipe.codec.scaler, silence_value=pipe.codec.silence_value)
         out["interpolation"] = splice_bars(tokens, pipe.decode(x[None])[0], plan)
     else:
         out["interpolation"] = None

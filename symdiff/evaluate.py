@@ -1,6 +1,6 @@
 """The paper's evaluation (Table 1, Figure 3) for our models and the baselines, one call.
 
-Protocol (paper sec. 4, REFERENCE sec. 6-7):
+Protocol (paper sec. 4-5, docs/paper_notes.md sec. 7-8):
 - Reference: N 64-bar windows (32 chunks, chunk-aligned, drawn at random without replacement
   where the split has enough) of the *training* split; the framewise OA Consistency/Variance of
   every row is relative to them, as in the paper's Table 1. Two more real sets give the floor:
@@ -40,14 +40,16 @@ from .atomic import save_npz, savefig, write_text
 from .baselines import PAPER_INFILL_MASK, TransformerMDN, interpolate_infill, prior_latents
 from .dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
 from .generate import MelodyDiffusion, plan_infill, splice_bars
-from .latents import sha256_file, vae_hash
+from .latents import LatentCodec, sha256_file, vae_hash
+from .melody import STEPS_PER_BAR
 from .metrics import CopyIndex, consistency_variance, copy_report, frechet_distance, mmd_polynomial, overlap_stats
 
 TASKS = ("unconditional", "infill")
+INFILL_METHOD_ROWS = {"replace": "Algorithm 1", "conditioned": "conditioned"}
 PAPER_INFILL_BARS = (16, 48)  # bars 17-48 = latents 8-23, the paper's task (PAPER_INFILL_MASK)
 CACHE = DEFAULT_PATH.parent / "cache" / "eval"
 FIGURE_GROUPS = 5
-# The paper's Table 1 (REFERENCE sec. 7): pitch C, pitch Var, duration C, duration Var.
+# The paper's Table 1 (docs/paper_notes.md sec. 8): pitch C, pitch Var, duration C, duration Var.
 PAPER = {
     "unconditional": {"test data": (1.00, 0.96, 1.00, 0.91), "diffusion": (0.99, 0.90, 0.96, 0.92),
                       "TransformerMDN": (0.93, 0.68, 0.93, 0.76), "interpolation": (0.85, 0.23, 0.91, 0.34),
@@ -64,7 +66,7 @@ def held_out_melodies(num: int, seed: int = 0, split: str = "test", data: str | 
 @dataclass
 class RealSet:
     tokens: list[np.ndarray]
-    latents: torch.Tensor  # (N, 32, d) sampled z in model space
+    latents: torch.Tensor  # (N, 32, d) model space, as the model was trained on (sampled z or mu)
     mu: torch.Tensor  # (N, 32, d) mu in model space (the known latents for infilling)
 
 
@@ -81,18 +83,25 @@ def real_set(pipe: MelodyDiffusion, lines: Lines, split: str, num: int, seed: in
     path = None
     if cache is not None and vae_dir is not None:
         key = json.dumps({"vae": vae_hash(vae_dir), "data": sha256_file(data), "split": split, "num": num,
-                          "seed": seed, "dims": pipe.codec.scaler.dims.tolist(), "range": [pipe.codec.scaler.min,
-                          pipe.codec.scaler.max], "format": 1}, sort_keys=True)
+                          "seed": seed, "scaler": hashlib.sha256(repr(sorted(
+                              (k, v.tolist()) for k, v in pipe.codec.scaler.to_dict().items())).encode()).hexdigest(),
+                          "format": 2}, sort_keys=True)
         path = Path(cache) / f"{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
         if path.is_file():
             with np.load(path, allow_pickle=False) as f:
                 if str(f["key"]) == key:
-                    return RealSet(tokens, torch.from_numpy(f["z"]), torch.from_numpy(f["mu"]))
+                    return _real(tokens, torch.from_numpy(f["z"]), torch.from_numpy(f["mu"]), pipe)
     z, mu = encode_windows(pipe, tokens, seed)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_npz(path, z=z.numpy(), mu=mu.numpy(), key=np.array(key))  # atomic: never a half-written cache
-    return RealSet(tokens, z, mu)
+    return _real(tokens, z, mu, pipe)
+
+
+def _real(tokens: list[np.ndarray], z: torch.Tensor, mu: torch.Tensor, pipe: MelodyDiffusion) -> RealSet:
+    """The latents the model was trained on (`LatentCodec.posterior`: sampled z or mu) are the
+    reference for FD and MMD; mu is always the known music of an infill."""
+    return RealSet(tokens, z if pipe.codec.posterior == "sample" else mu, mu)
 
 
 @dataclass
@@ -148,10 +157,22 @@ def figure_steps(total: int, points: int) -> set[int]:
     return {int(round(v)) for v in np.linspace(0, total - 1, points)}
 
 
+def to_space(x: torch.Tensor, source: LatentCodec, target: LatentCodec) -> torch.Tensor:
+    """Latents of one codec's model space in another's (same VAE, other scaling or silence
+    latent), so that every row's FD and MMD are taken in the diffusion model's space."""
+    if source is target:
+        return x
+    out = target.scaler.transform(source.scaler.inverse(x, seed=0))
+    return torch.where(source.is_silent(x)[..., None], torch.full_like(out, target.silence_value), out)
+
+
 def evaluate(task: str, num: int, pipe: MelodyDiffusion, mdn: TransformerMDN | None = None,
              sampler: str = "ddpm", steps: int | None = None, seed: int = 0, data: Path = DEFAULT_PATH,
              vae_dir: Path | None = None, cache: Path | None = CACHE, figure_points: int = 0,
-             progress: bool = True, log: Callable[[str], None] = print) -> Evaluation:
+             progress: bool = True, log: Callable[[str], None] = print,
+             mdn_codec: LatentCodec | None = None) -> Evaluation:
+    """One task of Table 1 (module docstring); the MDN's samples are decoded by `mdn_codec`, the
+    codec it was trained with (default: the pipeline's)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
     t_start = time.perf_counter()
@@ -169,7 +190,8 @@ def evaluate(task: str, num: int, pipe: MelodyDiffusion, mdn: TransformerMDN | N
 
     rows: list[Row] = [Row("train data", train.tokens, train.latents), Row("test data", test.tokens, test.latents)]
     figure: dict | None = None
-    bar = tqdm(total=smp.num_steps, desc=f"diffusion ({task})", unit="step", disable=not progress)
+    runs = len(pipe.infill_methods) if task == "infill" else 1
+    bar = tqdm(total=smp.num_steps * runs, desc=f"diffusion ({task})", unit="step", disable=not progress)
     marks = figure_steps(smp.num_steps, figure_points) if figure_points else set()
     trace: list[dict] = []
 
@@ -186,19 +208,26 @@ def evaluate(task: str, num: int, pipe: MelodyDiffusion, mdn: TransformerMDN | N
         if mdn is not None:
             t0 = time.perf_counter()
             x = mdn.sample(num, k, generator=gen)
-            rows.append(Row("TransformerMDN", pipe.decode(x), x, time.perf_counter() - t0))
+            own = mdn_codec or pipe.codec
+            tokens = list(own.decode(x.reshape(num * k, -1), seed=0).reshape(num, -1))
+            rows.append(Row("TransformerMDN", tokens, to_space(x, own, pipe.codec), time.perf_counter() - t0))
         ends = torch.zeros(k, dtype=torch.bool)
         ends[1:-1] = True  # generate 1..30 between the real latents 0 and 31
-        x = interpolate_infill(test.mu, ends, pipe.codec.scaler)
+        x = interpolate_infill(test.mu, ends, pipe.codec.scaler, silence_value=pipe.codec.silence_value)
         rows.append(Row("interpolation", pipe.decode(x), x))
         x = prior_latents(num, k, pipe.codec.scaler, gen)
         rows.append(Row("N(0,I) prior", pipe.decode(x), x))
     else:
         mask = PAPER_INFILL_MASK
-        x = smp.sample(pipe.eps, (num, k, d), seed=seed, callback=callback, mask=mask, known=test.mu)
+        for method in pipe.infill_methods:  # the model's default first: the "diffusion" row
+            t0 = time.perf_counter()
+            x = pipe.sample_latents(num, k, smp, seed=seed, callback=callback, mask=mask, known=test.mu,
+                                    method=method)
+            name = "diffusion" if method == pipe.infill_methods[0] else f"diffusion ({INFILL_METHOD_ROWS[method]})"
+            rows.append(Row(name, splice(test.tokens, pipe.decode(x)), x, time.perf_counter() - t0))
+            marks.clear()  # Figure 3 follows the default method
         bar.close()
-        rows.append(Row("diffusion", splice(test.tokens, pipe.decode(x)), x, time.perf_counter() - t0))
-        x = interpolate_infill(test.mu, mask, pipe.codec.scaler)
+        x = interpolate_infill(test.mu, mask, pipe.codec.scaler, silence_value=pipe.codec.silence_value)
         rows.append(Row("interpolation", splice(test.tokens, pipe.decode(x)), x))
         x = torch.where(mask[None, :, None], prior_latents(num, k, pipe.codec.scaler, gen), test.mu)
         rows.append(Row("N(0,I) prior", splice(test.tokens, pipe.decode(x)), x))
@@ -219,7 +248,7 @@ def evaluate(task: str, num: int, pipe: MelodyDiffusion, mdn: TransformerMDN | N
 def splice(real: list[np.ndarray], made: list[np.ndarray]) -> list[np.ndarray]:
     """The paper's infilling task, bars 17-48 of each 64-bar window from `made`, the rest real,
     spliced as `symdiff infill` does."""
-    plan = plan_infill(64, PAPER_INFILL_BARS)
+    plan = plan_infill(64 * STEPS_PER_BAR, tuple(b * STEPS_PER_BAR for b in PAPER_INFILL_BARS))
     return [splice_bars(a, b, plan) for a, b in zip(real, made)]
 
 

@@ -65,7 +65,7 @@ from .atomic import write_text
 from .baselines import interpolate_infill, prior_latents
 from .corpus import SUBCORPORA
 from .dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
-from .generate import MelodyDiffusion, plan_infill, splice_bars
+from .generate import DEFAULT_GUIDANCE, MelodyDiffusion, plan_infill, splice_bars
 from .melody import BARS_PER_CHUNK, CHUNK_STEPS, STEPS_PER_BAR
 from .metrics import STD_EPS, gaussian_overlap, melody_notes
 
@@ -301,12 +301,23 @@ def _settings(pipe: MelodyDiffusion, checkpoint: str | Path, data: Path, sampler
             "steps": pipe.sampler(sampler, steps).num_steps, "seed": seed}
 
 
+def method_runs(pipe: MelodyDiffusion, guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,)) -> dict[str, tuple[str, float]]:
+    """Row name -> (infill method, guidance): every method the pipeline serves, "conditioned" at
+    each guidance weight (`MelodyDiffusion.guided_eps`; the default weight's row has no suffix)."""
+    runs = {}
+    for m in pipe.infill_methods:
+        for w in (guidance if m == "conditioned" else (DEFAULT_GUIDANCE,)):
+            runs[f"diffusion ({m})" if w == DEFAULT_GUIDANCE else f"diffusion ({m}, guidance {w:g})"] = (m, w)
+    return runs
+
+
 def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps: int | None, seed: int,
-                progress: bool = True, desc: str = "fidelity") -> dict[str, list[np.ndarray]]:
+                progress: bool = True, desc: str = "fidelity",
+                guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,)) -> dict[str, list[np.ndarray]]:
     """Every row's spliced melodies, in the order of `pieces`."""
     rows: dict[str, list[np.ndarray | None]] = {"real middle": [p.tokens for p in pieces]}
-    names = ["real middle, VAE-decoded", *(f"diffusion ({m})" for m in pipe.infill_methods), "interpolation",
-             "N(0,I) prior"]
+    runs = method_runs(pipe, guidance)
+    names = ["real middle, VAE-decoded", *runs, "interpolation", "N(0,I) prior"]
     for name in names:
         rows[name] = [None] * len(pieces)
     by_chunks: dict[int, list[int]] = defaultdict(list)
@@ -314,19 +325,20 @@ def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps:
         by_chunks[p.chunks].append(i)
     smp = pipe.sampler(sampler, steps)
     gen = torch.Generator().manual_seed(seed)
-    bar = tqdm(total=len(by_chunks) * len(pipe.infill_methods) * smp.num_steps, desc=desc, unit="step",
+    bar = tqdm(total=len(by_chunks) * len(runs) * smp.num_steps, desc=desc, unit="step",
                disable=not progress, leave=False)
     for c, idx in sorted(by_chunks.items()):
-        plan = plan_infill(c * BARS_PER_CHUNK, pieces[idx[0]].region, pipe.seq_len)
+        plan = plan_infill(c * CHUNK_STEPS, tuple(b * STEPS_PER_BAR for b in pieces[idx[0]].region), pipe.seq_len)
         mask = torch.from_numpy(plan.mask())
         known = torch.stack([pipe.codec.encode(pieces[i].tokens) for i in idx])
         made = {"real middle, VAE-decoded": known,
-                "interpolation": interpolate_infill(known, mask, pipe.codec.scaler, silent=pipe.codec.is_silent(known)),
+                "interpolation": interpolate_infill(known, mask, pipe.codec.scaler, silent=pipe.codec.is_silent(known),
+                                                    silence_value=pipe.codec.silence_value),
                 "N(0,I) prior": torch.where(mask[None, :, None], prior_latents(len(idx), c, pipe.codec.scaler, gen),
                                             known)}
-        for m in pipe.infill_methods:
-            made[f"diffusion ({m})"] = pipe.sample_latents(len(idx), c, smp, seed=seed, mask=mask, known=known,
-                                                           method=m, callback=lambda *_: bar.update(1))
+        for name, (m, w) in runs.items():
+            made[name] = pipe.sample_latents(len(idx), c, smp, seed=seed, mask=mask, known=known, method=m,
+                                             guidance=w, callback=lambda *_: bar.update(1))
         for name, x in made.items():
             for i, t in zip(idx, pipe.decode(x)):
                 rows[name][i] = splice_bars(pieces[i].tokens, t, plan)
@@ -337,8 +349,10 @@ def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps:
 
 def fidelity(pipe: MelodyDiffusion, num: int = DEFAULT_PIECES, styles: tuple[str, ...] = STYLES,
              sampler: str = "ddim", steps: int | None = None, seed: int = 0, data: Path = DEFAULT_PATH,
-             checkpoint: str | Path = "", progress: bool = True, log: Callable[[str], None] = print) -> Report:
-    """Regenerate the middle half of `num` test pieces per style by every row (module docstring)."""
+             checkpoint: str | Path = "", progress: bool = True, log: Callable[[str], None] = print,
+             guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,)) -> Report:
+    """Regenerate the middle half of `num` test pieces per style by every row (module docstring);
+    the conditioned infill at each `guidance` weight."""
     t0 = time.perf_counter()
     lines = Lines.load(data)
     report = Report("fidelity", {**_settings(pipe, checkpoint, data, sampler, steps, seed), "pieces_per_style": num})
@@ -347,7 +361,7 @@ def fidelity(pipe: MelodyDiffusion, num: int = DEFAULT_PIECES, styles: tuple[str
         if not pieces:
             log(f"no {style} test piece of {MIN_BARS} bars or more")
             continue
-        rows = infill_rows(pipe, pieces, sampler, steps, seed, progress, desc=f"fidelity: {style}")
+        rows = infill_rows(pipe, pieces, sampler, steps, seed, progress, desc=f"fidelity: {style}", guidance=guidance)
         figs = {name: [fit_figures(t, p.region) for t, p in zip(tokens, pieces)] for name, tokens in rows.items()}
         items = [{**p.info(), "rows": {name: figs[name][i] for name in rows}} for i, p in enumerate(pieces)]
         report.groups[style] = {"items": items, "rows": summarize(figs)}

@@ -4,13 +4,13 @@
 + silence rule) and a sampler from `symdiff.schedulers`; the CLI, the evaluation and the app
 all go through it.
 
-Bars and chunks. The model works on 2-bar chunks (one latent each). A user's bar range
-(1-indexed, inclusive, as a musician counts) is snapped *outward* to whole chunks: every chunk
-that holds a bar of the range is generated (`InfillPlan.chunk_range`; `snapped_bars` says which
-bars that is). Only the bars the user asked for are taken from the result: the melody's tokens
-outside the range are copied back exactly, so the user's notes outside it are untouched (not
-their VAE reconstruction) and the generated notes inside the range are spliced in at the bar
-lines. No note crosses a splice point: a user's note sounding into the range ends where it
+Bars and chunks. The model works on 2-bar chunks of 4/4 (32 token steps, one latent each). A
+range is given in token steps (a file's bars, in its own meter, map to steps through
+`melody.BarMap.steps`) and snapped *outward* to whole chunks: every chunk that holds a step of
+the range is generated (`InfillPlan.chunk_range`). Only the steps asked for are taken from the
+result: the melody's tokens outside the range are copied back exactly, so the user's notes
+outside it are untouched (not their VAE reconstruction) and the generated notes are spliced in
+at the range's barlines, wherever they fall in a chunk. No note crosses a splice point: a user's note sounding into the range ends where it
 begins, and a generated note sounding at its end ends there (`splice_bars`).
 
 Windows. The model sees at most `seq_len` chunks (32 = 64 bars). A longer melody is infilled in
@@ -24,6 +24,7 @@ import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -34,8 +35,9 @@ from .errors import SymdiffError
 from .precision import autocast, resolve_precision
 from .latents import LatentCodec
 from .schedulers import SAMPLERS, Callback, Sampler
+from .vae import checkpoints_dir
 
-DEFAULT_DIFFUSION = Path(__file__).resolve().parent.parent / "checkpoints" / "diffusion-cpu"
+DEFAULT_DIFFUSION = checkpoints_dir() / "diffusion-cpu"
 DEFAULT_SAMPLER = "ddim"
 DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50}
 # How an infill uses the known music. "replace" is the paper's Algorithm 1: after every step the
@@ -43,6 +45,8 @@ DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50}
 # from those noisy copies. "conditioned" does the same and also hands the net the clean known
 # chunks (a model trained with `DiffusionConfig.conditional`).
 INFILL_METHODS = ("conditioned", "replace")
+# Classifier-free guidance weight of a conditioned infill (`MelodyDiffusion.guided_eps`).
+DEFAULT_GUIDANCE = 1.0
 
 
 class GenerateError(SymdiffError):
@@ -50,30 +54,31 @@ class GenerateError(SymdiffError):
 
 
 def parse_bar_range(text: str) -> tuple[int, int]:
-    """'17-48' (1-indexed, inclusive) -> (16, 48): 0-indexed first bar, end bar exclusive."""
+    """'17-48' -> (17, 48): bars as numbered in the file (inclusive; 0 is a pickup), for
+    `melody.BarMap.steps`."""
     first, sep, last = text.replace(" ", "").partition("-")
     try:
         a, b = int(first), int(last) if sep else int(first)
     except ValueError:
         raise GenerateError(f"bar range {text!r}: expected FIRST-LAST, e.g. 17-48 (bars count from 1)") from None
-    if a < 1 or b < a:
-        raise GenerateError(f"bar range {text!r}: bars count from 1 and LAST must not be before FIRST")
-    return a - 1, b
+    if a < 0 or b < a:
+        raise GenerateError(f"bar range {text!r}: bars count from 1 (0 is a pickup) and LAST must not be before FIRST")
+    return a, b
 
 
 @dataclass
 class InfillPlan:
-    """Where a bar range lands on the model's chunks."""
+    """Where a range of token steps lands on the model's chunks."""
 
-    bars: tuple[int, int]  # the user's range, 0-indexed, end exclusive
+    steps: tuple[int, int]  # the range replaced, token steps, end exclusive
     chunk_range: tuple[int, int]  # chunks generated (end exclusive), in the whole melody
     window: tuple[int, int]  # chunks the model sees (end exclusive), in the whole melody
     num_chunks: int  # chunks of the melody (after any extension)
 
     @property
-    def snapped_bars(self) -> tuple[int, int]:
-        """The bars the generated chunks cover (the range snapped outward to 2-bar chunks)."""
-        return self.chunk_range[0] * melody.BARS_PER_CHUNK, self.chunk_range[1] * melody.BARS_PER_CHUNK
+    def window_steps(self) -> tuple[int, int]:
+        """The token steps of the model's window."""
+        return self.window[0] * melody.CHUNK_STEPS, self.window[1] * melody.CHUNK_STEPS
 
     def mask(self) -> np.ndarray:
         """(window length,) bool over the window's chunks, True = generate."""
@@ -81,26 +86,27 @@ class InfillPlan:
         return (pos >= self.chunk_range[0]) & (pos < self.chunk_range[1])
 
 
-def plan_infill(num_bars: int, bars: tuple[int, int], seq_len: int = 32) -> InfillPlan:
-    """Check a 0-indexed, end-exclusive bar range against a melody of `num_bars` bars and place
-    the model's window (see the module docstring)."""
-    first, end = bars
-    if not 0 <= first < end:
-        raise GenerateError(f"bar range {first + 1}-{end} is empty")
-    if end > num_bars:
-        raise GenerateError(f"bar range {first + 1}-{end} lies outside the melody, which has {num_bars} bars")
-    per = melody.BARS_PER_CHUNK
-    n = -(-num_bars // per)
-    c0, c1 = first // per, -(-end // per)
+def plan_infill(num_steps: int, steps: tuple[int, int], seq_len: int = 32) -> InfillPlan:
+    """Check a range of token steps (end exclusive) against a melody of `num_steps` steps and
+    place the model's window (see the module docstring)."""
+    lo, hi = steps
+    if not 0 <= lo < hi:
+        raise GenerateError(f"the range (steps {lo}-{hi}) is empty")
+    if hi > num_steps:
+        raise GenerateError(f"the range (steps {lo}-{hi}) lies outside the melody, which has {num_steps} steps")
+    size = melody.CHUNK_STEPS
+    n = -(-num_steps // size)
+    c0, c1 = lo // size, -(-hi // size)
     if c1 - c0 > seq_len:
-        raise GenerateError(f"at most {seq_len * per} bars can be generated at once; "
-                            f"bars {first + 1}-{end} span {(c1 - c0) * per}")
+        raise GenerateError(f"at most {seq_len * size // melody.STEPS_PER_QUARTER} quarter notes "
+                            f"({seq_len * melody.BARS_PER_CHUNK} bars of 4/4) can be generated at once; "
+                            f"this range reaches over {(c1 - c0) * size // melody.STEPS_PER_QUARTER}")
     if n <= seq_len:
         window = (0, n)
     else:
         start = min(max(0, (c0 + c1 - seq_len) // 2), n - seq_len)
         window = (start, start + seq_len)
-    return InfillPlan((first, end), (c0, c1), window, n)
+    return InfillPlan((lo, hi), (c0, c1), window, n)
 
 
 def sounding(tokens: np.ndarray, step: int) -> bool:
@@ -110,14 +116,14 @@ def sounding(tokens: np.ndarray, step: int) -> bool:
 
 
 def splice_bars(full: np.ndarray, made: np.ndarray, plan: InfillPlan) -> np.ndarray:
-    """The melody `full` with the plan's bars (the user's range, not the snapped one) taken from
+    """The melody `full` with the plan's steps (the user's range, not the snapped one) taken from
     `made`, the decoded tokens of the plan's window; every other token stays as it was. Nothing
     crosses the range's edges: a user's note sounding into the range ends at its start, and a
     generated note sounding at its end ends there, also when the user's bars after it are silent
     or hold a note (a note-off where they have no event of their own)."""
     out = np.array(full, dtype=np.uint8, copy=True)
     s0 = plan.window[0] * melody.CHUNK_STEPS
-    lo, hi = (b * melody.STEPS_PER_BAR for b in plan.bars)
+    lo, hi = plan.steps
     out[lo:hi] = made[lo - s0 : hi - s0]
     if out[lo] == melody.NO_EVENT and sounding(full, lo):
         out[lo] = melody.NOTE_OFF
@@ -193,17 +199,35 @@ class MelodyDiffusion:
         with autocast(self.precision, x.device.type):
             return self.model(x, level, known=known, keep=keep).float()
 
+    def guided_eps(self, known: torch.Tensor, keep: torch.Tensor, guidance: float) -> Callable:
+        """The eps_fn of a conditioned infill. With `guidance` w != 1, classifier-free guidance
+        (Ho & Salimans 2022): eps_uncond + w (eps_cond - eps_uncond), both from one batched call
+        (the conditional model was trained with nothing known a quarter of the time)."""
+        if guidance == 1.0:
+            return functools.partial(self.eps, known=known, keep=keep)
+
+        def eps_fn(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+            b = x.shape[0]
+            both = self.eps(torch.cat([x, x]), torch.cat([level, level]), torch.cat([known, known]),
+                            torch.cat([keep, torch.zeros_like(keep)]))
+            return both[b:] + guidance * (both[:b] - both[b:])
+
+        return eps_fn
+
     def sample_latents(self, num: int, chunks: int, sampler: Sampler, seed: int | None = None,
                        callback: Callback | None = None, mask: torch.Tensor | None = None,
-                       known: torch.Tensor | None = None, method: str | None = None) -> torch.Tensor:
+                       known: torch.Tensor | None = None, method: str | None = None,
+                       guidance: float = DEFAULT_GUIDANCE) -> torch.Tensor:
         """(num, chunks, d) model-space latents from the reverse chain (infilling with mask/known,
-        by `method`, see `INFILL_METHODS`)."""
+        by `method`, see `INFILL_METHODS`; `guidance` for "conditioned", see `guided_eps`)."""
         if not 1 <= chunks <= self.seq_len:
             raise GenerateError(f"the model generates 1 to {self.seq_len} chunks at once, got {chunks}")
+        if not 0.0 <= guidance <= 10.0:
+            raise GenerateError(f"guidance must be between 0 and 10, got {guidance}")
         eps_fn = self.eps
         if known is not None and self.check_method(method) == "conditioned":
             keep = ~torch.as_tensor(mask, dtype=torch.bool).expand(num, chunks)
-            eps_fn = functools.partial(self.eps, known=torch.as_tensor(known).expand(num, chunks, -1), keep=keep)
+            eps_fn = self.guided_eps(torch.as_tensor(known).expand(num, chunks, -1), keep, guidance)
         return sampler.sample(eps_fn, (num, chunks, self.codec.scaler.dim), seed=seed, callback=callback,
                               mask=mask, known=known)
 
@@ -227,12 +251,13 @@ class MelodyDiffusion:
         tokens = [t[: bars * melody.STEPS_PER_BAR] for t in self.decode(x)]
         return Result(tokens, x, time.perf_counter() - t0)
 
-    def infill(self, tokens: np.ndarray, bars: tuple[int, int], sampler: str = DEFAULT_SAMPLER,
+    def infill(self, tokens: np.ndarray, span: tuple[int, int], sampler: str = DEFAULT_SAMPLER,
                steps: int | None = None, seed: int | None = None, callback: Callback | None = None,
-               extend_bars: int = 0, method: str | None = None) -> Result:
-        """Regenerate the 0-indexed, end-exclusive `bars` of a melody (`method` from
-        `infill_methods`, the model's default when None); with `extend_bars`, the melody first
-        gets that many empty bars appended (continuation)."""
+               extend_bars: int = 0, method: str | None = None, guidance: float = DEFAULT_GUIDANCE) -> Result:
+        """Regenerate the token steps `span` (end exclusive; `melody.BarMap.steps` turns a file's
+        bars into them) of a melody (`method` from `infill_methods`, the model's default when
+        None); with `extend_bars`, the melody first gets that many empty 4/4 bars appended
+        (continuation)."""
         tokens = np.asarray(tokens, dtype=np.uint8)
         melody.check_tokens(tokens)
         if len(tokens) % melody.STEPS_PER_BAR:
@@ -241,18 +266,17 @@ class MelodyDiffusion:
             raise GenerateError(f"a melody can be extended by 0 to {self.seq_len * melody.BARS_PER_CHUNK} bars")
         t0 = time.perf_counter()
         full = np.concatenate([tokens, np.zeros(extend_bars * melody.STEPS_PER_BAR, dtype=np.uint8)])
-        num_bars = len(full) // melody.STEPS_PER_BAR
-        plan = plan_infill(num_bars, bars, self.seq_len)
+        plan = plan_infill(len(full), span, self.seq_len)
         known = self.codec.encode(full)[plan.window[0] : plan.window[1]]
         mask = torch.from_numpy(plan.mask())
         x = self.sample_latents(1, len(known), self.sampler(sampler, steps), seed, callback, mask, known[None],
-                                self.check_method(method))
+                                self.check_method(method), guidance)
         return Result([splice_bars(full, self.decode(x)[0], plan)], x, time.perf_counter() - t0, plan)
 
     def extend(self, tokens: np.ndarray, bars: int, **kwargs) -> Result:
         """Continue a melody by `bars` new bars."""
         if bars < 1:
             raise GenerateError(f"bars to add must be at least 1, got {bars}")
-        n = len(tokens) // melody.STEPS_PER_BAR
-        return self.infill(tokens, (n, n + bars), extend_bars=bars, **kwargs)
+        n = len(tokens)
+        return self.infill(tokens, (n, n + bars * melody.STEPS_PER_BAR), extend_bars=bars, **kwargs)
 

@@ -1,10 +1,11 @@
-"""The latent dataset the diffusion model trains on (paper sec. 3.2, REFERENCE sec. 3).
+"""The latent dataset the diffusion model trains on (paper sec. 3.1, docs/paper_notes.md sec. 3).
 
 Every line of the corpus is cut into non-overlapping 2-bar chunks (`melody.to_chunks`, sliced
 as MusicVAE's converter does with `melody.as_vae_input`) and each non-silent chunk is encoded by
 the VAE, batched, under bf16 autocast where the hardware has it (`symdiff.precision`; the
 choice is part of the cache key). As in the paper, the sequences hold the *sampled* latent
-z = mu + sigma * eps (eps seeded), not mu. Training lines are also encoded at several random
+z = mu + sigma * eps (eps seeded), not mu, unless `LatentSettings.posterior` is "mean".
+Training lines are also encoded at several random
 transpositions: version 0 is the line as written, versions 1..T-1 are distinct non-zero shifts
 in -5..+5 semitones drawn among those that keep the whole line in MIDI 21..108 (a line moves as
 a whole by one shift; a line with less room gets fewer versions). Valid and test lines are
@@ -151,10 +152,22 @@ class LatentSettings:
     threshold: float = 0.98  # active dims: mean posterior sigma below this
     bf16: bool = field(default_factory=lambda: resolve_precision("auto") == "bf16")  # native bf16 CPUs
     splits: tuple[str, ...] = SPLITS
+    # "sample": z = mu + sigma eps (the paper); "mean": mu. Our VAE's posterior noise is 2/3 of
+    # a sampled z's variance (mean sigma 0.68 over its 256 active dims): in sampled z the
+    # structure shared by the chunks of a piece is buried under noise drawn per chunk.
+    posterior: str = "sample"
+
+    def __post_init__(self) -> None:
+        if self.posterior not in ("sample", "mean"):
+            raise SymdiffError(f"posterior must be 'sample' or 'mean', not {self.posterior!r}")
 
     def key(self, vae_dir: str | Path, data: str | Path) -> dict:
-        return {"format": FORMAT, "vae_sha256": vae_hash(vae_dir), "data_sha256": sha256_file(data),
-                **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}}
+        """What names the cache. `posterior` enters only when it is not the default, so caches
+        built before it existed keep their names."""
+        fields = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if fields["posterior"] == "sample":
+            del fields["posterior"]
+        return {"format": FORMAT, "vae_sha256": vae_hash(vae_dir), "data_sha256": sha256_file(data), **fields}
 
 
 def key_name(key: dict) -> str:
@@ -271,9 +284,10 @@ class LatentDataset:
 @torch.no_grad()
 def _encode(vae: MusicVAE, chunks: np.ndarray, rng: np.random.Generator, batch_size: int,
             device: torch.device, bf16: bool, out: np.ndarray, dims: np.ndarray | None,
-            sigma_sum: np.ndarray | None, bar) -> None:
-    """Sampled z of `chunks` into `out` (float16; only `dims` when given); sum sigma if asked.
-    eps is drawn from `rng` in chunk order, so the result does not depend on the batch size."""
+            sigma_sum: np.ndarray | None, bar, posterior: str = "sample") -> None:
+    """Sampled z (or mu, `posterior="mean"`) of `chunks` into `out` (float16; only `dims` when
+    given); sum sigma if asked. eps is drawn from `rng` in chunk order either way, so the result
+    does not depend on the batch size."""
     rt = Runtime(device, 0, 1)
     for i in range(0, len(chunks), batch_size):
         x = torch.from_numpy(chunks[i : i + batch_size]).long().to(device)
@@ -281,7 +295,7 @@ def _encode(vae: MusicVAE, chunks: np.ndarray, rng: np.random.Generator, batch_s
             mu, sigma = vae.encode(x)
         mu, sigma = mu.float().cpu().numpy(), sigma.float().cpu().numpy()
         eps = rng.standard_normal(mu.shape, dtype=np.float32)
-        z = mu + sigma * eps
+        z = mu + sigma * eps if posterior == "sample" else mu
         if sigma_sum is not None:
             sigma_sum += sigma.sum(0, dtype=np.float64)
         out[i : i + len(x)] = z if dims is None else z[:, dims]
@@ -337,7 +351,7 @@ def build_latents(vae_dir: str | Path, data: str | Path = DEFAULT_PATH, settings
         if dims is None:  # train, untransposed: full z, and the sigma statistics
             full = np.zeros((len(live), z_size), dtype=np.float16)
             sigma_sum = np.zeros(z_size, dtype=np.float64)
-            _encode(vae, live, rng, batch_size, device, s.bf16, full, None, sigma_sum, bar)
+            _encode(vae, live, rng, batch_size, device, s.bf16, full, None, sigma_sum, bar, s.posterior)
             if not len(live):
                 raise SymdiffError("no non-silent training chunk to fit the active dims on")
             sigma_mean = (sigma_sum / len(live)).astype(np.float32)
@@ -348,7 +362,7 @@ def build_latents(vae_dir: str | Path, data: str | Path = DEFAULT_PATH, settings
             del full
         else:
             z_live = np.zeros((len(live), len(dims)), dtype=np.float16)
-            _encode(vae, live, rng, batch_size, device, s.bf16, z_live, dims, None, bar)
+            _encode(vae, live, rng, batch_size, device, s.bf16, z_live, dims, None, bar, s.posterior)
         z = np.zeros((len(chunks), len(dims)), dtype=np.float16)
         z[~silent] = z_live
         outs.append((split, items, z, silent, counts))
@@ -422,10 +436,12 @@ class LatentCodec:
     melody tokens -> model-space sequences (n, d) -> tokens."""
 
     def __init__(self, vae: MusicVAE, scaler: LatentScaler, silence_threshold: float,
-                 silence_value: float = SILENCE_VALUE, vae_dir: Path | None = None, clip: float = 1.0):
+                 silence_value: float = SILENCE_VALUE, vae_dir: Path | None = None, clip: float = 1.0,
+                 posterior: str = "sample"):
         self.vae, self.scaler, self.vae_dir = vae.eval(), scaler, vae_dir  # vae_dir names the VAE in caches
         self.silence_threshold, self.silence_value = float(silence_threshold), float(silence_value)
         self.clip = float(clip)  # the samplers' x0 clip: the training set's largest |value|
+        self.posterior = posterior  # what the model learnt: sampled z or mu (`LatentSettings.posterior`)
 
     @classmethod
     def from_pretrained(cls, diffusion_dir: str | Path, vae_dir: str | Path | None = None,
@@ -446,7 +462,7 @@ class LatentCodec:
         silence = extra.get("silence", {})
         return cls(MusicVAE.from_pretrained(vae_dir), LatentScaler.from_pretrained(diffusion_dir),
                    silence.get("threshold", 0.5 * SILENCE_VALUE), silence.get("value", SILENCE_VALUE), vae_dir,
-                   extra.get("clip", 1.0))
+                   extra.get("clip", 1.0), extra.get("latents", {}).get("settings", {}).get("posterior", "sample"))
 
     def is_silent(self, x: torch.Tensor) -> torch.Tensor:
         """(..., d) model-space latents -> (...) bool: decoded as a rest."""

@@ -20,12 +20,20 @@ Policies (what a real file meets):
   sounding one (note_seq `Melody.from_quantized_sequence(ignore_polyphonic_notes=True)`).
 - Tempo changes: notes are placed by their position in beats (through the tempo map), so a
   tempo change never shifts the grid; the output MIDI carries the first tempo.
-- Time signatures: the grid is always 16 steps per model bar. Meters whose bar is not four
-  quarters (3/4, 6/8, ...) are kept, their barlines then do not fall on model-bar lines; the
-  first time signature is reported. Time-signature changes do not break the grid.
+- Time signatures: the token grid is always 16 steps per model bar (what the VAE knows), and
+  the file's own bars are a map over it (`BarMap`, `MidiMelodies.bars`): each time-signature
+  event starts a bar, its meter's bars follow (a 6/8 bar is 12 steps, 3/8 is 6, 12/8 is 24),
+  so meter changes are handled; a meter whose bar is not whole 16th notes (3/32) is refused.
+  Users count these bars; the model's 2-bar chunks are an internal grid.
+- Pickups are bar 0, as notation software numbers them (the first full bar is bar 1): a first
+  meter event lasting one short bar before the real meter (1/4 then 4/4), or a first bar whose
+  first note lies in its second half (a pickup written as a full bar of rest first). A file that
+  starts with the pickup's notes at tick 0 and no meter event for it (music21 writes them so)
+  says nothing a reader can trust (a short last bar may as well be an early end): its bars are
+  counted from tick 0, so the count is right and the barlines sit a pickup early.
 - Notes outside 21..108 are dropped, as MusicVAE's data converter does.
-- Pickup bars: a melody starts at the model bar that contains its first note, so a pickup
-  sits at the end of a bar of rest, as in MusicVAE.
+- Token step 0 is the file's tick 0 (leading silence is kept), so a step is the same moment
+  in every track and in the file's bar map.
 - Triplets and other off-grid notes snap to the nearest 16th (note_seq's quantizer); notes
   that collapse onto an earlier note's step are dropped by the monophonic reduction.
 - Empty files and files without a single note in any non-drum track are errors; files longer
@@ -109,6 +117,11 @@ class Candidate:
         return len(self.tokens) // STEPS_PER_BAR
 
     @property
+    def chordal(self) -> bool:
+        """Plays chords, not a line with the odd double stop: more than 1 onset in 10 has company."""
+        return self.polyphony > 0.1
+
+    @property
     def num_notes(self) -> int:
         return int((self.tokens >= 2).sum())
 
@@ -140,9 +153,93 @@ class Candidate:
         }
 
 
+BAR_MAP_STEPS = (MAX_BARS + 2 * 64) * STEPS_PER_BAR  # bars are mapped this far: the file, and extensions
+
+
+@dataclass(frozen=True)
+class BarMap:
+    """The file's bars as a musician counts them, on the token grid (see the module docstring):
+    bar `first_number + i` spans steps starts[i]..starts[i + 1]. `first_number` is 0 when the
+    file begins with a pickup (bar 0), else 1; `num_bars` is the last bar that holds music."""
+
+    starts: tuple[int, ...]  # step where each bar begins, up to BAR_MAP_STEPS
+    first_number: int
+    num_bars: int
+    meters: tuple[tuple[int, int, int], ...]  # (first step, numerator, denominator) of each meter
+
+    @property
+    def meter(self) -> str:
+        """'6/8', or '4/4 then 3/4' for a file whose meter changes."""
+        meters = self.meters[1:] if self.first_number == 0 and self.meters[1:2] and \
+            self.meters[1][0] == self.starts[1] else self.meters  # a pickup's own short meter
+        names = [f"{n}/{d}" for _, n, d in meters]
+        names = [m for i, m in enumerate(names) if i == 0 or m != names[i - 1]]
+        return " then ".join(names)
+
+    def describe(self) -> str:
+        """'16 bars of 6/8 and a pickup (bar 0)', for the user."""
+        pickup = " and a pickup (bar 0)" if self.first_number == 0 else ""
+        return f"{self.num_bars} bars of {self.meter}{pickup}"
+
+    def start(self, bar: int) -> int:
+        """The step where a bar (as numbered) begins."""
+        return self.starts[bar - self.first_number]
+
+    def number_at(self, step: int) -> int:
+        """The number of the bar that holds a step."""
+        return self.first_number + int(np.searchsorted(self.starts, step, side="right")) - 1
+
+    def steps(self, first: int, last: int, allow_past_end: int = 0) -> tuple[int, int]:
+        """Bars first..last (as numbered, inclusive) -> token steps (start, end exclusive);
+        `allow_past_end` bars after the music may be asked for (a continuation)."""
+        low = self.first_number
+        top = self.num_bars + allow_past_end
+        where = "bar 0 is the pickup, the first full bar is bar 1" if low == 0 else "bars count from 1"
+        if first < low or last < first:
+            raise MelodyError(f"bars {first}-{last}: {where}, and the last bar must not come before the first")
+        if last > top:
+            raise MelodyError(f"bars {first}-{last} lie outside the music, which has {self.describe()}")
+        return self.start(first), self.start(last + 1)
+
+
+def _meter_steps(numerator: int, denominator: int, where: float) -> int:
+    """Steps in one bar of a meter; a meter whose bar is not whole 16th notes is refused."""
+    steps = numerator * STEPS_PER_BAR / denominator
+    if numerator < 1 or steps < 1 or not float(steps).is_integer():
+        raise MelodyError(f"the meter {numerator}/{denominator} at quarter note {where / STEPS_PER_QUARTER:g} "
+                          "has bars that are not whole 16th notes, the model's grid; it cannot be used")
+    return int(steps)
+
+
+def bar_map(meters: list[tuple[float, int, int]], onsets: np.ndarray, end: float) -> BarMap:
+    """The file's bars from its time-signature events (step, numerator, denominator), the
+    onsets of its pitched notes (steps) and the end of its music (step); rules in the module
+    docstring."""
+    events: dict[int, tuple[int, int]] = {0: (4, 4)}
+    for step, num, den in sorted(meters):
+        events[int(round(step))] = (num, den)  # the last of several at one step wins
+    segs = sorted((s, n, d, _meter_steps(n, d, s)) for s, (n, d) in events.items())
+    starts: list[int] = []
+    for i, (s, _, _, size) in enumerate(segs):
+        stop = segs[i + 1][0] if i + 1 < len(segs) else BAR_MAP_STEPS
+        starts.extend(range(s, stop, size))
+    starts.append(BAR_MAP_STEPS)
+    end = max(1.0, end)
+    first_onset = int(onsets.min()) if len(onsets) else 0
+    size0 = segs[0][3]
+    pickup = False
+    if len(segs) > 1 and segs[1][0] == size0 and size0 < segs[1][3]:  # 1/4, then 4/4 from its end
+        pickup = True
+    elif len(starts) > 2 and size0 / 2 <= first_onset < starts[1]:  # a bar of rest, then the pickup
+        pickup = True
+    first_number = 0 if pickup else 1
+    num_bars = max(1, first_number + int(np.searchsorted(starts, end, side="left")) - 1)
+    return BarMap(tuple(starts), first_number, num_bars, tuple((s, n, d) for s, n, d, _ in segs))
+
+
 @dataclass
 class MidiMelodies:
-    """What `read_midi` found: the candidate lines and the file's timing facts."""
+    """What `read_midi` found: the candidate lines, the file's bars and its timing facts."""
 
     candidates: list[Candidate]
     default: int  # index into candidates
@@ -150,6 +247,21 @@ class MidiMelodies:
     time_signature: tuple[int, int]
     tempo_changes: int
     time_signature_changes: int
+    bars: BarMap
+
+    def tokens(self, candidate: Candidate) -> np.ndarray:
+        """A candidate's tokens padded with rests to the file's last bar (whole model bars), so
+        every bar of the file can be infilled in every track."""
+        end = self.bars.start(self.bars.num_bars + 1)
+        size = max(len(candidate.tokens), -(-end // STEPS_PER_BAR) * STEPS_PER_BAR)
+        out = np.zeros(size, dtype=np.uint8)
+        out[: len(candidate.tokens)] = candidate.tokens
+        return out
+
+    def track_bars(self, candidate: Candidate) -> int:
+        """The last bar (as numbered) in which a candidate plays a note."""
+        onsets = np.flatnonzero(candidate.tokens >= 2)
+        return self.bars.number_at(int(onsets[-1])) if len(onsets) else self.bars.first_number
 
     @property
     def chosen(self) -> Candidate:
@@ -427,8 +539,8 @@ def load_note_sequence(source: str | Path | bytes, max_bars: int = MAX_BARS) -> 
         raise MelodyError(f"{name}: corrupt MIDI file ({type(e).__name__}: {e})") from None
 
 
-def to_beat_time(ns: music_pb2.NoteSequence) -> music_pb2.NoteSequence:
-    """Copy of `ns` with times in beats at 60 qpm, so tempo changes do not move the grid."""
+def beat_clock(ns: music_pb2.NoteSequence):
+    """seconds -> beats through the sequence's tempo map."""
     tempos = sorted(ns.tempos, key=lambda t: t.time)
     if not tempos or tempos[0].time > 0:
         tempos = [music_pb2.NoteSequence.Tempo(time=0.0, qpm=tempos[0].qpm if tempos else DEFAULT_QPM)] + tempos
@@ -440,6 +552,12 @@ def to_beat_time(ns: music_pb2.NoteSequence) -> music_pb2.NoteSequence:
         i = int(np.searchsorted(times, t, side="right")) - 1
         return float(beats_at[i] + (t - times[i]) * qpms[i] / 60.0)
 
+    return beats
+
+
+def to_beat_time(ns: music_pb2.NoteSequence) -> music_pb2.NoteSequence:
+    """Copy of `ns` with times in beats at 60 qpm, so tempo changes do not move the grid."""
+    beats = beat_clock(ns)
     out = music_pb2.NoteSequence()
     out.CopyFrom(ns)
     del out.tempos[:]
@@ -595,6 +713,13 @@ def read_midi(source: str | Path | bytes, max_bars: int = MAX_BARS) -> MidiMelod
     default = most_melodic(candidates)
     tempos = sorted(ns.tempos, key=lambda t: t.time)
     sigs = sorted(ns.time_signatures, key=lambda t: t.time)
+    beats, steps = beat_clock(ns), STEPS_PER_QUARTER
+    end_beat = float(max_bars * STEPS_PER_BAR // STEPS_PER_QUARTER)
+    pitched = [n for n in ns.notes if not n.is_drum and MIN_PITCH <= n.pitch <= MAX_PITCH]
+    onsets = np.array([round(beats(n.start_time) * steps) for n in pitched if beats(n.start_time) < end_beat])
+    # the music ends with its last note; a note never ended (cut at the bar limit) counts one step
+    end = max(b if (b := beats(n.end_time)) < end_beat else beats(n.start_time) + 1 / steps for n in pitched) * steps
+    bars = bar_map([(beats(t.time) * steps, t.numerator, t.denominator) for t in sigs], onsets, end)
     return MidiMelodies(
         candidates=candidates,
         default=default,
@@ -602,4 +727,5 @@ def read_midi(source: str | Path | bytes, max_bars: int = MAX_BARS) -> MidiMelod
         time_signature=(sigs[0].numerator, sigs[0].denominator) if sigs else (4, 4),
         tempo_changes=max(0, len({round(t.qpm, 3) for t in tempos}) - 1),
         time_signature_changes=max(0, len({(s.numerator, s.denominator) for s in sigs}) - 1),
+        bars=bars,
     )

@@ -1,9 +1,11 @@
 """Piano rolls of token melodies, drawn like the paper's Figure 2 (Mittal et al. 2021).
 
 Notes are horizontal bars, pitch against time in model bars (16 steps each, numbered from 0 as
-`box_bars` and the rest of the package count them), with a line at every bar and a labelled tick
-every `bars_per_tick` bars. The pitch axis spans the melody's range and a small margin. An
-infilled region is a dashed red box over the full pitch range.
+`box_bars` counts them), with a line at every bar and a labelled tick every `bars_per_tick`
+bars; or, given `barlines` (where a file's own bars begin, in steps, and their numbers, from
+`melody.BarMap`), the file's bars in its meter, labelled with the numbers a musician reads
+(every `bars_per_tick` bars from bar 1). The pitch axis spans the melody's range and a small
+margin. An infilled region is a dashed red box over the full pitch range.
 
 Everything is drawn on bare `matplotlib.figure.Figure` objects with the Agg canvas, never through
 pyplot: no global state, nothing to close, safe to call from a web server's worker threads.
@@ -92,6 +94,7 @@ def draw_pianoroll(
     color: str = NOTE_COLOR,
     show_xlabel: bool = True,
     fontsize: float = 9.0,
+    barlines: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> Axes:
     """Draw one melody into `ax`: note bars, bar grid, pitch labels, optional infill box.
 
@@ -120,13 +123,20 @@ def draw_pianoroll(
 
     # Time axis: a labelled tick every `bars_per_tick` bars, a faint line at every bar.
     step = max(1, int(bars_per_tick))
-    while n_bars / step > MAX_MAJOR_TICKS:
+    if barlines is None:
+        positions, numbers = np.arange(n_bars + 1), np.arange(n_bars + 1)
+    else:
+        positions, numbers = np.asarray(barlines[0]) / STEPS_PER_BAR, np.asarray(barlines[1])
+        keep = (positions >= 0) & (positions < n_bars)  # bars that begin in view (the frame closes the last)
+        positions, numbers = positions[keep], numbers[keep]
+    while len(positions) / step > MAX_MAJOR_TICKS:
         step *= 2
     # (The lines are one LineCollection each, not minor ticks: matplotlib Tick objects cost
     # about 3 ms apiece, which made a 4-row figure take most of a second.)
-    majors = np.arange(0, n_bars + 1, step)
-    ax.set_xticks(majors)
-    minors = [b for b in range(n_bars + 1) if b % step] if n_bars <= MAX_BAR_LINES else []
+    labelled = numbers % step == (0 if barlines is None else 1 % step)
+    majors = positions[labelled]
+    ax.set_xticks(majors, [str(n) for n in numbers[labelled]])
+    minors = positions[~labelled] if len(positions) <= MAX_BAR_LINES else []
     across = blended_transform_factory(ax.transData, ax.transAxes)
     for xs, color, width in ((minors, "#dedede", 0.5), (majors, "#9a9a9a", 0.8)):
         if len(xs):
@@ -199,6 +209,7 @@ def plot_pianoroll(
     height_px: int = 240,
     dpi: int = 100,
     color: str = NOTE_COLOR,
+    barlines: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> Figure:
     """One melody as a piano roll; draws into `ax` when given, else into a new figure.
 
@@ -207,13 +218,13 @@ def plot_pianoroll(
     """
     if ax is not None:
         draw_pianoroll(ax, tokens, box_bars=box_bars, bars_per_tick=bars_per_tick,
-                       pitches=pitches, label=title, color=color)
+                       pitches=pitches, label=title, color=color, barlines=barlines)
         return ax.figure
     fig = new_figure(width_px, height_px, dpi)
     ax = fig.add_subplot(1, 1, 1)
     _margins(fig, top=24 if title else 10)
     draw_pianoroll(ax, tokens, box_bars=box_bars, bars_per_tick=bars_per_tick,
-                   pitches=pitches, label=title, color=color)
+                   pitches=pitches, label=title, color=color, barlines=barlines)
     return fig
 
 
@@ -227,6 +238,7 @@ def plot_rows(
     width_px: int = 1000,
     row_height_px: int = 150,
     dpi: int = 100,
+    barlines: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> Figure:
     """Several melodies stacked as labelled rows on one time axis, like Figure 2
     (original / diffusion / interpolation / prior). Each row shows its own pitch range
@@ -242,7 +254,7 @@ def plot_rows(
     _margins(fig, top=top, hspace_px=18 + 4, nrows=n)
     for i, (ax, (label, tokens)) in enumerate(zip(axes, rows)):
         draw_pianoroll(ax, tokens, box_bars=box_bars, bars_per_tick=bars_per_tick,
-                       pitches=shared, bars=bars, label=label, show_xlabel=i == n - 1)
+                       pitches=shared, bars=bars, label=label, show_xlabel=i == n - 1, barlines=barlines)
         if i < n - 1:
             ax.tick_params(labelbottom=False)
     if title:

@@ -14,6 +14,7 @@ which keeps the loop cheap on a CPU.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -25,7 +26,17 @@ from torch import nn
 from . import melody
 from .atomic import read_config, read_tensors, save_tensors, state_dict_mismatch, write_text
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "musicvae-mel2bar-small"
+def checkpoints_dir() -> Path:
+    """Where the shipped checkpoints are: $SYMDIFF_CHECKPOINTS, else the checkout's checkpoints/
+    (a clone, or an editable install), else ./checkpoints. A wheel (`pip install .`) does not
+    carry the weights: run it from a clone or point the variable at one."""
+    if os.environ.get("SYMDIFF_CHECKPOINTS"):
+        return Path(os.environ["SYMDIFF_CHECKPOINTS"])
+    beside = Path(__file__).resolve().parent.parent / "checkpoints"
+    return beside if beside.is_dir() else Path.cwd() / "checkpoints"
+
+
+DEFAULT_CHECKPOINT = checkpoints_dir() / "musicvae-mel2bar-small"
 
 
 @dataclass

@@ -15,7 +15,9 @@ import pytest
 from PIL import Image
 
 from midi_bombs import BOMBS
-from symdiff import audio, melody
+from test_arrangement import check_only_range_changed
+from test_bars import long_song
+from symdiff import arrangement, audio, melody
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -114,33 +116,58 @@ def test_outputs_live_in_the_apps_temporary_folder(server):
     assert all(root in p.parents for p in paths), (root, paths)
 
 
+def check_download(src: Path, midi, track: int, first: int, last: int) -> None:
+    """The app's MIDI is `src` with only candidate `track`'s notes inside bars first..last new
+    (`check_only_range_changed`, the library's test of the same), and those bars differ."""
+    found = melody.read_midi(src)
+    line, (lo, hi) = found.pick(track), found.bars.steps(first, last)
+    got = melody.read_midi(midi).pick(track).tokens  # the new bars, read back (a single line)
+    where = arrangement._find_line(mido.MidiFile(src), src.read_bytes(), line)
+    check_only_range_changed(src, Path(midi), *where, lo, hi, got)
+    assert len(got) == len(line.tokens) and not np.array_equal(got[lo:hi], line.tokens[lo:hi])
+
+
 def test_infill_real_multitrack_midi(client, server):
+    """Issue 12: the range picker starts at the file's bars 9-16, the app regenerates exactly the
+    bars asked for and says so, and the download is the whole 7-track arrangement with only the
+    chosen track's notes inside those bars new."""
     tracks, first, last, preview, text = client.predict(handle_file(str(ALOHA)), api_name="/load_midi")
     assert len(tracks["choices"]) == 1 + 7 and tracks["value"] == "auto"
-    assert 1 <= first <= last <= 20 and first % 2 == 1 and last % 2 == 0  # a range on the 2-bar grid
+    assert ["4: Solo Voice, Voice Oohs, D4-C5, 36 notes to bar 12", "4"] in tracks["choices"]
+    assert (first, last) == (9, 16) and "Bars **9-16**" in text and "20 bars of 4/4" in text
     assert Image.open(preview).size[0] == 1000
-    # a range off the 2-bar grid is snapped outward, and says so
     img, text = client.predict(handle_file(str(ALOHA)), "4", 4, 7, api_name="/preview")
-    assert "3-8" in text and "2-bar" in text
+    assert "Bars **4-7**" in text  # exactly the bars asked for, not the model's 2-bar chunks
     status, rows, wav_orig, wav_new, midi = client.predict(
         handle_file(str(ALOHA)), "4", 4, 7, "ddim", 10, 2, api_name="/infill")
-    assert "bars 3-8" in status
+    assert "Track 4, bars 4-7 regenerated" in status and "whole arrangement" in status
     assert Image.open(rows).size[0] == 1000
     assert wav_seconds(wav_orig) > 0 and wav_seconds(wav_new) > 0
-    src = melody.read_midi(ALOHA).pick(4).tokens
-    out = melody.read_midi(midi)
-    assert abs(out.qpm - melody.read_midi(ALOHA).qpm) < 0.01
-    got = out.chosen.tokens
-    assert len(got) == len(src)
-    lo, hi = 2 * melody.STEPS_PER_BAR, 8 * melody.STEPS_PER_BAR
-    keep = np.ones(len(src), bool)
-    keep[lo:hi] = False
-    onsets = (src >= 2) | (got >= 2)
-    assert np.array_equal(src[keep & onsets], got[keep & onsets])  # the user's notes outside the range
-    # the default track and a long melody (65 bars: the model's 32-chunk window)
-    status, *_ = client.predict(handle_file(str(EXAMPLES / "foster_brown_hair_lead_sheet.mid")), "auto", 57, 65,
-                                "ddim", 5, 0, api_name="/infill")
-    assert "bars 57-65" in status
+    check_download(ALOHA, midi, 4, 4, 7)  # the whole 7-track file, only the solo voice's bars 4-7 new
+    # the default track of a 65-bar lead sheet with a pickup (bar 0): its last 8 bars, in the
+    # model's 32-chunk window, and the pickup bar itself
+    foster = handle_file(str(EXAMPLES / "foster_brown_hair_lead_sheet.mid"))
+    status, *_ = client.predict(foster, "auto", 57, 64, "ddim", 5, 0, api_name="/infill")
+    assert "Track 0, bars 57-64 regenerated" in status
+    img, text = client.predict(foster, "auto", 0, 0, api_name="/preview")
+    assert "Bars **0-0**" in text and "64 bars of 4/4 and a pickup (bar 0)" in text
+    assert server.alive
+
+
+@pytest.mark.slow
+def test_an_800_bar_song_loads_and_infills(client, server, tmp_path):
+    """Issue 12, part 5: an 832-bar song loads with bars 9-16 to start from; bars near bar 700
+    are infilled in the model's 64-bar window around them (what the audio plays), and the
+    download is the whole file with only those bars new."""
+    path = long_song(tmp_path / "long.mid")
+    tracks, first, last, preview, text = client.predict(handle_file(str(path)), api_name="/load_midi")
+    assert (first, last) == (9, 16) and "832 bars of 4/4" in text
+    status, rows, wav_orig, wav_new, midi = client.predict(handle_file(str(path)), "auto", 700, 705, "ddim", 5, 0,
+                                                           api_name="/infill")
+    assert "Track 0, bars 700-705 regenerated" in status
+    qpm = melody.read_midi(path).qpm
+    assert 64 * 4 * 60 / qpm <= wav_seconds(wav_orig) <= 64 * 4 * 60 / qpm + 1.0  # the window, not 832 bars
+    check_download(path, midi, 0, 700, 705)
     assert server.alive
 
 
@@ -195,10 +222,11 @@ def test_upload_size_limit(client, server, tmp_path):
 
 
 @pytest.mark.parametrize("first, last, match", [
-    (30, 40, "outside the melody, which has 20 bars"),
-    (21, 21, "outside the melody"),
-    (9, 4, "comes before the first bar"),
-    (1, 80, "outside the melody"),
+    (30, 40, "bars 30-40 lie outside the music, which has 20 bars of 4/4"),
+    (21, 21, "outside the music"),
+    (9, 4, "the last bar must not come before the first"),
+    (0, 2, "bars count from 1"),  # this file has no pickup (bar 0)
+    (1, 80, "outside the music"),
 ])
 def test_bad_ranges(client, server, first, last, match):
     expect_error(client, server, match, handle_file(str(ALOHA)), "5", first, last, "ddim", 5, 0, api_name="/infill")
@@ -226,7 +254,7 @@ def test_absurd_infill_and_learn_settings(client, server):
     expect_error(client, server, "track must be", aloha, "piano please", 1, 2, "ddim", 5, 0, api_name="/infill")
     expect_error(client, server, "greater than maximum value 1000", aloha, "auto", 1, 2, "ddim", 1001, 0,
                  api_name="/infill")
-    expect_error(client, server, "less than minimum value 1", aloha, "auto", 0, 2, "ddim", 5, 0, api_name="/infill")
+    expect_error(client, server, "less than minimum value 0", aloha, "auto", -1, 2, "ddim", 5, 0, api_name="/infill")
     expect_error(client, server, "seed must be between", aloha, "auto", 1, 2, "ddim", 5, -3, api_name="/infill")
     expect_error(client, server, "greater than maximum value 1000", "oneills_003_4-4_melody.mid", 5000, 0,
                  api_name="/learn_noise")
@@ -253,6 +281,7 @@ def test_tiny_hostile_files(client, server, tmp_path, name):
     assert server.alive
 
 
+@pytest.mark.slow
 def test_slowest_tempo_plays_at_a_sane_tempo(client, server, tmp_path):
     """A valid 64-bar file at 3.58 qpm once made two 71-minute WAVs: now the audio plays at the
     lowest playback tempo, and the status says so."""
@@ -276,6 +305,7 @@ def test_server_still_serves_after_all_that(client, server):
     assert log.count("Traceback") == log.count("gradio.exceptions.Error: "), log[-3000:]
 
 
+@pytest.mark.slow
 def test_stop_removes_the_temporary_folder(server):
     root = server.tmp_root
     assert root is not None and root.is_dir()
@@ -283,6 +313,7 @@ def test_stop_removes_the_temporary_folder(server):
     assert not root.exists()
 
 
+@pytest.mark.slow
 def test_time_limit_and_sweep(tmp_path):
     """A server started with a 3 s limit per model run stops a long infill and a long generate
     with a message (and serves on); uploads, outputs and their folders older than --max-age are

@@ -1,9 +1,9 @@
 """The app in a real browser: Playwright (the Python package, no browser download) driving
 Debian's chromium (`apt-get install chromium`, done by scripts/install-test-deps.sh) against
 `python app.py` on 127.0.0.1. Clicks through Generate, Infill with an upload (track choice,
-bar range picked by clicking the piano roll), a bad upload, and Learn; saves screenshots under
-the test's tmp_path. With SYMDIFF_README_SCREENSHOT=1 the Generate screenshot is also written to
-assets/screenshot_generate.png (the README's)."""
+bar range picked by clicking the piano roll; a 6/8 jig in its own bars), a bad upload, and
+Learn; saves screenshots under the test's tmp_path. With SYMDIFF_README_SCREENSHOT=1 the
+Generate screenshot is also written to assets/screenshot_generate.png (the README's)."""
 from __future__ import annotations
 
 import os
@@ -20,6 +20,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 MIDI = REPO / "tests" / "data" / "midi"
 ALOHA = MIDI / "liliuokalani_aloha_oe_voice_piano.mid"
 TIMEOUT_MS = 120_000
+pytestmark = pytest.mark.browser  # a tier of its own (conftest skips importing it outside that tier)
 
 if not CHROMIUM.is_file():
     pytest.skip(f"no chromium at {CHROMIUM}: it could not be installed here "
@@ -71,37 +72,65 @@ def test_generate(page, server, tmp_path):
     assert server.alive
 
 
+def x_on_roll(img, bar: float, bars: float) -> float:
+    """Where the middle of a bar lies on the preview (its plot area: 58 px .. 1000 - 14 px of 1000),
+    for a roll of `bars` equal bars."""
+    box = img.bounding_box()
+    left, right = 58 / 1000 * box["width"], (1 - 14 / 1000) * box["width"]
+    return left + (bar - 0.5) / bars * (right - left)
+
+
+def click_bars(page, first: int, last: int, bars: float) -> None:
+    """Pick a range by clicking the preview twice, as a user does."""
+    img = page.locator("#infill-preview img")
+    for bar, box in ((first, "#infill-first input"), (last, "#infill-last input")):
+        img.click(position={"x": x_on_roll(img, bar, bars), "y": img.bounding_box()["height"] / 2})
+        expect(page.locator(box)).to_have_value(str(bar))
+        expect(page.locator("#infill-range")).to_contain_text(f"Bars {first}-")  # the new preview is in
+        page.wait_for_timeout(500)
+
+
 def test_infill_with_an_upload(page, server, tmp_path):
     page.get_by_role("tab", name="Infill").click()
     page.set_input_files("#infill-file input[type=file]", str(ALOHA))
-    expect(page.locator("#infill-range")).to_contain_text("regenerated")
-    # choose the solo voice (track 4, 12 bars)
+    expect(page.locator("#infill-range")).to_contain_text("Bars 9-16")  # the default range
+    # choose the solo voice (track 4, it sings to bar 12 of the file's 20)
     page.locator("#infill-track input").click()
     page.get_by_role("option", name="4: Solo Voice").click()
     expect(page.locator("#infill-preview")).to_be_visible()
-    expect(page.locator("#infill-range")).to_contain_text("regenerated")
+    expect(page.locator("#infill-range")).to_contain_text("20 bars of 4/4")
     page.wait_for_timeout(1000)
-    # pick bars 4..7 by clicking the roll; the range snaps to the chunks 3-8
-    img = page.locator("#infill-preview img")
-    box = img.bounding_box()
-    def x_of(bar: int, bars: int = 12) -> float:  # the plot area: 58 px .. 1000 - 14 px of 1000
-        left, right = 58 / 1000 * box["width"], (1 - 14 / 1000) * box["width"]
-        return left + (bar - 0.5) / bars * (right - left)
-
-    img.click(position={"x": x_of(4), "y": box["height"] / 2})
-    expect(page.locator("#infill-first input")).to_have_value("4")
-    img.click(position={"x": x_of(7), "y": box["height"] / 2})
-    expect(page.locator("#infill-last input")).to_have_value("7")
-    expect(page.locator("#infill-range")).to_contain_text("bars 3-8")
+    click_bars(page, 4, 7, 20)  # exactly these bars: no snapping to the model's 2-bar chunks
+    expect(page.locator("#infill-range")).to_contain_text("Bars 4-7")
     page.screenshot(path=str(tmp_path / "infill_range.png"), full_page=True)
     page.locator("#infill-button").click()
     expect(page.locator("#infill-status")).to_contain_text("Done in", timeout=TIMEOUT_MS)
-    assert "Track 4, bars 3-8" in text_of(page, "#infill-status")
+    assert "Track 4, bars 4-7 regenerated" in text_of(page, "#infill-status")
     expect(page.locator("#infill-rows img")).to_be_visible()
-    expect(page.locator("#infill-midi a[href*='infilled_bars3-8_seed0.mid']").first).to_be_attached()
+    expect(page.locator("#infill-midi a[href*='infilled_bars4-7_seed0.mid']").first).to_be_attached()
     page.wait_for_timeout(1000)
     page.screenshot(path=str(tmp_path / "infill.png"), full_page=True)
     assert (tmp_path / "infill.png").stat().st_size > 50_000 and server.alive
+
+
+def test_a_jig_in_its_own_meter(page, server, tmp_path):
+    """Issue 12: a 6/8 jig's bars are the score's (16, not the 12 of a 4/4 grid), and a click
+    on its roll picks the bar under the pointer."""
+    page.get_by_role("tab", name="Infill").click()
+    page.set_input_files("#infill-file input[type=file]", str(MIDI / "oneills_020_jig_6-8.mid"))
+    expect(page.locator("#infill-range")).to_contain_text("16 bars of 6/8")
+    expect(page.locator("#infill-range")).to_contain_text("Bars 9-16")
+    page.wait_for_timeout(1000)
+    click_bars(page, 5, 8, 16)
+    expect(page.locator("#infill-range")).to_contain_text("Bars 5-8")
+    page.locator("#infill-button").click()
+    expect(page.locator("#infill-status")).to_contain_text("Done in", timeout=TIMEOUT_MS)
+    status = text_of(page, "#infill-status")
+    assert "Track 0, bars 5-8 regenerated" in status and "chords" not in status  # a line: 1 of 69 notes shares a 16th
+    expect(page.locator("#infill-midi a[href*='infilled_bars5-8_seed0.mid']").first).to_be_attached()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(tmp_path / "infill_jig.png"), full_page=True)
+    assert server.alive
 
 
 def test_bad_upload_shows_a_message(page, server, tmp_path):

@@ -65,6 +65,7 @@ def assert_one_error_line(stderr: str) -> str:
 
 # --- subprocesses -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_bad_file_subprocess_exit_2_one_line(runs):
     r = runs["corrupt"]
     assert r.returncode == 2
@@ -72,6 +73,7 @@ def test_bad_file_subprocess_exit_2_one_line(runs):
     assert "corrupt.mid: corrupt MIDI file" in assert_one_error_line(r.stderr)
 
 
+@pytest.mark.slow
 def test_data_build_and_stats_json(runs, capsys):
     build = runs["build"]
     assert build.returncode == 0, build.stderr
@@ -129,15 +131,16 @@ def test_inspect_table(m21_midi, capsys):
     assert main(["inspect", str(m21_midi("test12.mid"))]) == 0
     out, err = capsys.readouterr()
     rows = out.splitlines()
-    assert rows[0].endswith("test12.mid: 100.0 qpm, 4/4, 0 tempo / 0 meter changes")
-    assert rows[1].split() == ["track", "program", "bars", "notes", "range", "poly", "name"]
-    assert rows[2].split() == ["0*", "52", "2", "3", "72-76", "0.00", "SOPRANO"]
+    assert rows[0].endswith("test12.mid: 2 bars of 4/4, 100.0 qpm, 0 tempo / 0 meter changes")
+    assert rows[1].split() == ["track", "program", "bars", "notes", "range", "poly", "instrument", "name"]
+    assert rows[2].split() == ["0*", "52", "2", "3", "72-76", "0.00", "Choir", "Aahs", "SOPRANO"]
     assert [r.split()[0] for r in rows[2:6]] == ["0*", "1", "2", "3"]
     assert rows[5].split()[-1] == "BASS" and rows[5].split()[4] == "48-60"
     assert rows[6].startswith("* = the melody used by default")
     assert len(rows) == 7
 
 
+@pytest.mark.slow
 def test_stats_table_and_missing_dataset(runs, tmp_path, capsys):
     assert main(["data", "stats", "--path", str(runs["out"])]) == 0
     out, _ = capsys.readouterr()

@@ -11,6 +11,9 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
+
+from symdiff.errors import SymdiffError
+from symdiff.generate import plan_infill
 import torch
 
 from symdiff import demo, melody, metrics
@@ -41,7 +44,7 @@ def test_load_melody_from_bytes_and_path_and_track():
     found, cand = demo.load_melody(path.read_bytes())
     assert len(found.candidates) == 7 and cand.index == found.default
     _, solo = demo.load_melody(path, 4)
-    assert solo.name == "Solo Voice" and "4: Solo Voice (program 53), 12 bars" in demo.track_label(solo)
+    assert demo.track_label(found, solo) == "4: Solo Voice, Voice Oohs, D4-C5, 36 notes to bar 12"  # name, GM instrument, range
     with pytest.raises(melody.MelodyError, match="no melody track 9"):
         demo.load_melody(path, 9)
     with pytest.raises(melody.MelodyError, match="larger than"):
@@ -85,23 +88,22 @@ def test_notes_outside_the_models_range_are_explained(tmp_path):
         demo.load_melody(MIDI / "synthetic" / "syn_drums_only.mid")
 
 
-def test_snap_range():
-    plan, snapped = demo.snap_range(20, 4, 7)  # bars 4-7 -> chunks of bars 3-4 .. 7-8
-    assert snapped == (2, 8) and plan.bars == (2, 8) and plan.snapped_bars == (2, 8)
-    assert demo.snap_range(20, 5, 8)[1] == (4, 8)  # already on the grid
-    assert demo.snap_range(65, 57, 65)[1] == (56, 65)  # the last chunk is cut at the melody's end
-    assert demo.snap_range(65, 65, 65)[1] == (64, 65)
-    for first, last, match in [(0, 4, "count from 1"), (5, 4, "comes before"), (3, 30, "outside the melody"),
-                               (2.5, 4, "whole number"), (None, 4, "whole number")]:
-        with pytest.raises(GenerateError, match=match):
-            demo.snap_range(20, first, last)
+def test_plan_bars_in_the_files_meter():
+    found, cand = demo.load_melody(MIDI / "schubert_lindenbaum_3-4_triplets.mid")
+    plan, tokens = demo.plan_bars(found, cand, 9, 9)  # the musician's bar 9 of a 3/4 song
+    assert plan.steps == (8 * 12, 9 * 12) and plan.chunk_range == (3, 4) and len(tokens) >= 82 * 12
+    assert demo.default_range(found.bars) == (9, 16)
+    for first, last, match in [(5, 4, "must not come before"), (3, 90, "outside the music, which has 82 bars of 3/4"),
+                               (2.5, 4, "whole number"), (None, 4, "whole number"), (0, 4, "bars count from 1")]:
+        with pytest.raises(SymdiffError, match=match):
+            demo.plan_bars(found, cand, first, last)
 
 
 def test_baselines_keep_the_melody_outside_the_range(pipe):
     found, cand = demo.load_melody(MIDI / "nottingham_cuckoos_nest_reel.mid")
-    plan, snapped = demo.snap_range(cand.num_bars, 17, 32)
+    plan, _ = demo.plan_bars(found, cand, 17, 32)
     base = demo.baseline_infills(pipe, cand.tokens, plan, seed=1)
-    lo, hi = snapped[0] * BAR, snapped[1] * BAR
+    lo, hi = plan.steps
     for name in ("interpolation", "prior"):
         out = base[name]
         assert len(out) == len(cand.tokens) and out.dtype == np.uint8
@@ -119,19 +121,19 @@ def test_baselines_keep_the_melody_outside_the_range(pipe):
 
 def test_baselines_of_a_whole_window(pipe):
     tokens = demo.load_melody(MIDI / "oneills_003_4-4_melody.mid")[1].tokens[: 4 * BAR]
-    plan, _ = demo.snap_range(4, 1, 4)
+    plan = plan_infill(len(tokens), (0, len(tokens)))
     base = demo.baseline_infills(pipe, tokens, plan, seed=0)
     assert base["interpolation"] is None  # nothing known to interpolate from
     assert len(base["prior"]) == len(tokens)
 
 
 def test_long_melody_baselines_use_the_window(pipe):
-    cand = demo.load_melody(MIDI / "foster_brown_hair_lead_sheet.mid")[1]
-    assert cand.num_bars == 65
-    plan, snapped = demo.snap_range(65, 60, 65)
+    found, cand = demo.load_melody(MIDI / "foster_brown_hair_lead_sheet.mid")
+    assert cand.num_bars == 65 and found.bars.describe() == "64 bars of 4/4 and a pickup (bar 0)"
+    plan, _ = demo.plan_bars(found, cand, 59, 64)
     assert plan.window[1] - plan.window[0] == 32
     base = demo.baseline_infills(pipe, cand.tokens, plan, seed=0)
-    lo = snapped[0] * BAR
+    lo = plan.steps[0]
     assert np.array_equal(base["prior"][:lo], cand.tokens[:lo]) and len(base["prior"]) == len(cand.tokens)
 
 

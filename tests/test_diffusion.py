@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from symdiff.diffusion import (
     CONFIGS, DiffusionConfig, LatentScaler, TransformerDDPM, load_extra_tensors, sinusoid,
 )
+from symdiff.precision import autocast, resolve_precision
 from symdiff.schedulers import DDIM, diffusion_loss
 
 torch.set_num_threads(1)
@@ -245,7 +246,7 @@ def test_prediction_is_checked_and_old_configs_are_eps(tmp_path):
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])
 def test_a_few_training_steps_reduce_the_loss(prediction):
-    """The cpu config, bf16 autocast, the paper's objective (or v's) and clipping, 40 steps on
+    """The cpu config, the training precision this CPU gets, the paper's objective (or v's) and clipping, 40 steps on
     smooth windows of variable length (padding mask): held-out eps MSE drops below predicting
     eps = 0 (1.0)."""
     torch.manual_seed(0)
@@ -265,7 +266,7 @@ def test_a_few_training_steps_reduce_the_loss(prediction):
     for _ in range(40):
         n = sch.training_noise(_smooth(32, k, 42, g), g)
         mask = torch.arange(k)[None, :] < torch.randint(4, k + 1, (32, 1), generator=g)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast(resolve_precision("auto")):
             pred = model(n.x_t, n.noise_level, mask)
         loss = diffusion_loss(pred, n.eps, mask, cfg.loss_weight(n.noise_level))
         opt.zero_grad(set_to_none=True)

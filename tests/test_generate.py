@@ -28,28 +28,30 @@ def assert_users_bars_kept(out: np.ndarray, src: np.ndarray, lo: int, hi: int) -
 
 
 def test_parse_bar_range():
-    assert parse_bar_range("17-48") == (16, 48)
-    assert parse_bar_range(" 5 ") == (4, 5)
-    for bad in ("0-4", "9-3", "a-b", "3-", ""):
+    assert parse_bar_range("17-48") == (17, 48)  # as numbered; the file's BarMap makes them steps
+    assert parse_bar_range(" 5 ") == (5, 5) and parse_bar_range("0-4") == (0, 4)  # 0: a pickup
+    for bad in ("-1-4", "9-3", "a-b", "3-", ""):
         with pytest.raises(GenerateError):
             parse_bar_range(bad)
 
 
 def test_plan_snaps_outward_and_centres_the_window():
-    p = plan_infill(64, (16, 48))  # the paper's task: chunks 8..23 of 32
-    assert p.chunk_range == (8, 24) and p.window == (0, 32) and p.snapped_bars == (16, 48)
+    p = plan_infill(64 * 16, (16 * 16, 48 * 16))  # the paper's task: chunks 8..23 of 32
+    assert p.chunk_range == (8, 24) and p.window == (0, 32) and p.steps == (256, 768)
     assert p.mask().sum() == 16 and not p.mask()[:8].any() and not p.mask()[24:].any()
-    p = plan_infill(9, (3, 6))  # bars 4-6 of a 9-bar melody: chunks 1..2 cover bars 3-6
-    assert p.chunk_range == (1, 3) and p.snapped_bars == (2, 6) and p.window == (0, 5)
-    p = plan_infill(200, (100, 110))  # long melody: a 32-chunk window around chunks 50..55
+    p = plan_infill(9 * 16, (3 * 16, 6 * 16))  # bars 4-6 of a 9-bar melody: chunks 1..2 cover bars 3-6
+    assert p.chunk_range == (1, 3) and p.window == (0, 5)
+    p = plan_infill(9 * 12, (8 * 12, 9 * 12))  # bar 9 of a 3/4 waltz: steps 96-108 lie in chunk 3
+    assert p.chunk_range == (3, 4) and p.steps == (96, 108)
+    p = plan_infill(200 * 16, (100 * 16, 110 * 16))  # long melody: a 32-chunk window around chunks 50..55
     assert p.window[1] - p.window[0] == 32 and p.window[0] <= 50 and p.window[1] >= 55
     assert abs((p.window[0] + p.window[1]) - (50 + 55)) <= 1
-    assert plan_infill(200, (190, 200)).window == (68, 100)  # clamped at the end
-    assert plan_infill(200, (0, 4)).window == (0, 32)
+    assert plan_infill(200 * 16, (190 * 16, 200 * 16)).window == (68, 100)  # clamped at the end
+    assert plan_infill(200 * 16, (0, 4 * 16)).window == (0, 32)
     with pytest.raises(GenerateError, match="outside the melody"):
-        plan_infill(9, (5, 12))
-    with pytest.raises(GenerateError, match="at most 64 bars"):
-        plan_infill(200, (1, 67))
+        plan_infill(9 * 16, (5 * 16, 12 * 16))
+    with pytest.raises(GenerateError, match="64 bars of 4/4"):
+        plan_infill(200 * 16, (16, 67 * 16))
 
 
 def test_generate_lengths_seed_and_notes(pipe):
@@ -79,7 +81,7 @@ def test_generate_reports_every_step(pipe):
 ])
 def test_infill_keeps_the_users_notes_outside_the_range(pipe, name, bars):
     line = melody.read_midi(MIDI / name).chosen
-    res = pipe.infill(line.tokens, bars, steps=20, seed=3)
+    res = pipe.infill(line.tokens, (bars[0] * BARS, bars[1] * BARS), steps=20, seed=3)
     out, src = res.tokens[0], line.tokens
     assert len(out) == len(src)
     lo, hi = bars[0] * BARS, bars[1] * BARS
@@ -91,7 +93,7 @@ def test_infill_keeps_the_users_notes_outside_the_range(pipe, name, bars):
 def test_infill_a_long_multitrack_file_in_a_window(pipe):
     found = melody.read_midi(MIDI / "m21_test04_orchestra_2-4_tempo_map.mid")  # 21 tracks, 122 bars
     line = found.pick(found.chosen.index)
-    res = pipe.infill(line.tokens, (80, 90), steps=10, seed=0)
+    res = pipe.infill(line.tokens, (80 * BARS, 90 * BARS), steps=10, seed=0)
     assert res.plan.window[1] - res.plan.window[0] == 32
     assert res.latents.shape[1] == 32
     out = res.tokens[0]
@@ -100,7 +102,7 @@ def test_infill_a_long_multitrack_file_in_a_window(pipe):
 
 def test_infill_with_the_paper_sampler_keeps_known_latents_exactly(pipe):
     line = melody.read_midi(MIDI / "oneills_003_4-4_melody.mid").chosen
-    res = pipe.infill(line.tokens, (4, 12), sampler="ddpm", steps=1000, seed=1)
+    res = pipe.infill(line.tokens, (4 * BARS, 12 * BARS), sampler="ddpm", steps=1000, seed=1)
     known = pipe.codec.encode(line.tokens)
     keep = ~torch.from_numpy(res.plan.mask())
     assert torch.allclose(res.latents[0][keep], known[keep])
@@ -137,7 +139,7 @@ def test_cli_sample_and_infill(tmp_path, capsys):
 
     assert main(["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "4-7", "--steps", "5",
                  "--out", str(tmp_path / "j.mid"), "--quiet"]) == 0
-    assert "regenerated bars 3-8" in capsys.readouterr().out
+    assert "infilled bars 4-7 of 16 bars of 4/4" in capsys.readouterr().out  # exactly these, in the file's bars
     assert main(["extend", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "4", "--steps", "5",
                  "--out", str(tmp_path / "e.mid"), "--quiet"]) == 0
     assert "added bars 17-20" in capsys.readouterr().out
@@ -149,7 +151,7 @@ def test_cli_sample_and_infill(tmp_path, capsys):
     (["sample", "--steps", "0"], "steps must be between 1 and 1000"),
     (["sample", "--seed", "-1"], "--seed must be"),
     (["sample", "--checkpoint", "/nonexistent"], "no diffusion checkpoint"),
-    (["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "10-40"], "outside the melody"),
+    (["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "10-40"], "outside the music, which has 16 bars of 4/4"),
     (["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "x"], "expected FIRST-LAST"),
     (["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "1-2", "--track", "9"], "no melody track 9"),
     (["infill", str(MIDI / "bad" / "not_midi.mid"), "--bars", "1-2"], ""),
@@ -162,6 +164,7 @@ def test_cli_bad_input_gives_one_line(tmp_path, capsys, args, message):
     assert not (tmp_path / "o.mid").exists()
 
 
+@pytest.mark.quality
 def test_shipped_samples_have_the_spread_of_real_latents(pipe):
     """The shipped model's samples sit where real latents do: per-dim spread and mean like the
     sampled z of real test windows, and few silent chunks. (The eps model shipped before came

@@ -7,7 +7,9 @@ z dims are made to collapse (posterior sigma ~3), so the active-dim rule has som
 """
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,8 @@ from symdiff import melody
 from symdiff.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines
 from symdiff.diffusion import LatentScaler
 from symdiff.vae import MusicVAE, VAEConfig
+
+REPO = Path(__file__).resolve().parent.parent
 
 torch.set_num_threads(1)
 
@@ -221,3 +225,28 @@ def test_cache_reused_and_rebuilt(setup, monkeypatch):
     p2, _ = L.cache_path(root / "vae", root / "corpus.npz", root / "cache", L.LatentSettings(transpositions=2))
     assert p2 != rebuilt.path
     tiny_vae().save_pretrained(root / "vae")  # the module's other tests see the original again
+
+
+def test_posterior_mean_holds_mu_and_the_default_key_is_unchanged(setup):
+    """posterior="mean" stores the VAE's mu (what `LatentCodec.encode` gives) in a cache of its
+    own; the default settings name the cache as before the field existed (the shipped model's)."""
+    root = setup["root"]
+    settings = L.LatentSettings(transpositions=1, bf16=False, seed=3, posterior="mean")
+    ds = L.ensure_latents(root / "vae", root / "corpus.npz", root / "cache", settings, batch_size=64, progress=False)
+    assert ds.path != setup["ds"].path
+    codec = L.LatentCodec(MusicVAE.from_pretrained(root / "vae"), ds.scaler(), ds.silence_threshold)
+    s = int(ds.sequences("train")[0])
+    a, b = ds.offsets[s], ds.offsets[s + 1]
+    live = ~ds.silent[a:b]
+    mu = ds.scaler().unscale(codec.encode(setup["corpus"].tokens[int(ds.line[s])]))[live]
+    assert np.allclose(ds.latents[a:b][live].astype(np.float32), mu.numpy(), atol=2e-2)  # float16 storage
+    sampled = setup["ds"]
+    assert np.abs(sampled.latents[a:b][live].astype(np.float32) - mu.numpy()).mean() > 0.1
+    with pytest.raises(ValueError, match="posterior"):
+        L.LatentSettings(posterior="mode")
+    shipped = json.loads((REPO / "checkpoints" / "diffusion-cpu" / "config.json").read_text())["extra"]["latents"]
+    assert "posterior" not in shipped["settings"]
+    assert L.key_name(shipped["settings"]) == Path(shipped["path"]).name
+    key = L.LatentSettings(**{k: shipped["settings"][k] for k in ("transpositions", "max_shift", "seed", "threshold", "bf16")})
+    assert L.key_name(key.key(REPO / "checkpoints" / "musicvae-mel2bar-small", REPO / "data" / "corpus.npz")) \
+        == Path(shipped["path"]).name

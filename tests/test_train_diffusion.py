@@ -158,7 +158,7 @@ def test_conditional_standardized_run_serves_both_infill_methods(setup):
     assert pipe.infill_methods == ("conditioned", "replace") and pipe.sampler("ddim", 5).clip == extra["clip"]
     line = Lines.load(setup / "corpus.npz").tokens[0][: 8 * 16]
     for method in pipe.infill_methods:
-        res = pipe.infill(line, (2, 6), steps=5, seed=0, method=method)
+        res = pipe.infill(line, (2 * 16, 6 * 16), steps=5, seed=0, method=method)
         assert np.array_equal(res.tokens[0][: 2 * 16], line[: 2 * 16]) and np.array_equal(res.tokens[0][6 * 16 :], line[6 * 16 :])
     assert pipe.codec.is_silent(torch.full((1, pipe.codec.scaler.dim), L.STANDARD_SILENCE_VALUE)).all()
 
