@@ -106,9 +106,11 @@ def main() -> None:
             shutil.copyfile(args.eval / "figure3.png", args.out / "figure3.png")
             evals += "\n![Figure 3: metrics across the refinement](figure3.png)\n"
     scaler = LatentScaler.from_pretrained(best)
+    posterior = ("the posterior mean mu: our VAE's posterior noise is 2/3 of a sampled z's variance"
+                 if e.get("latents", {}).get("settings", {}).get("posterior") == "mean" else "sampled z, as the paper")
     scaling = (f"the paper's [-1, 1] min/max scaling, then centred per dim and divided by one global std "
                f"({scaler.std:.4f}), so the data has unit variance for the noise schedule; the samplers clip "
-               f"x0 at +-{e.get('clip', 1.0)}" if scaler.standardized else
+               f"x0 at +-{e.get('clip', 1.0):.2f}" if scaler.standardized else
                "the paper's [-1, 1] scaling (one global min/max); the samplers clip x0 at +-1")
     conditioning = ""
     if cfg.get("conditional"):
@@ -126,7 +128,7 @@ Load: `{load}("{rel}")`{codec}
 ## Data
 - VAE: `{e.get('vae', {}).get('path')}` (sha256 `{e.get('vae', {}).get('sha256', '')[:16]}...`).
 - Corpus: `data/corpus.npz` (see data/corpus.md), train split; every line cut into 2-bar chunks and
-  encoded with the VAE (sampled z, as the paper), plus random transpositions
+  encoded with the VAE ({posterior}), plus random transpositions
   (settings: {json.dumps({k: v for k, v in e.get('latents', {}).get('settings', {}).items() if k in ('transpositions', 'max_shift', 'threshold', 'seed')})}).
 - Windows of up to 32 chunks at a stride of one chunk: {start.get('train_windows'):,} training windows,
   {start.get('held_windows'):,} held-out (valid split) windows for the loss.

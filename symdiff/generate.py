@@ -37,7 +37,7 @@ from .latents import LatentCodec
 from .schedulers import SAMPLERS, Callback, Sampler
 from .vae import checkpoints_dir
 
-DEFAULT_DIFFUSION = checkpoints_dir() / "diffusion-cpu"
+DEFAULT_DIFFUSION = checkpoints_dir() / "diffusion-cond"
 DEFAULT_SAMPLER = "ddim"
 DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50}
 # How an infill uses the known music. "replace" is the paper's Algorithm 1: after every step the
@@ -46,7 +46,7 @@ DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50}
 # chunks (a model trained with `DiffusionConfig.conditional`).
 INFILL_METHODS = ("conditioned", "replace")
 # Classifier-free guidance weight of a conditioned infill (`MelodyDiffusion.guided_eps`).
-DEFAULT_GUIDANCE = 1.0
+DEFAULT_GUIDANCE = 3.0
 
 
 class GenerateError(SymdiffError):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +137,10 @@ def time_is_up(t_start: float, minutes: float | None, rt: Runtime) -> bool:
     return up
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def train_loop(state: dict, rt: Runtime, batches: Callable[[int], Iterable], train_step: Callable[[object, int], dict],
                evaluate: Callable[[int], None], checkpoint: Callable[[], None], log: JsonLog, max_steps: int,
                minutes: float | None = None, eval_every: int = 1000, save_minutes: float = 5.0,
@@ -145,8 +151,11 @@ def train_loop(state: dict, rt: Runtime, batches: Callable[[int], Iterable], tra
     step and returns the numbers to log (tensors are read only at log steps, every `log_every`);
     `evaluate(step)` runs every `eval_every` steps and at the stop (the last weights are judged
     too); `checkpoint()` every `save_minutes` and at the stop. A run already at max_steps does
-    nothing. `postfix`: the logged numbers the progress bar shows. Ctrl-C saves a checkpoint
-    and returns with state["interrupted"] set."""
+    nothing. `postfix`: the logged numbers the progress bar shows. Ctrl-C, or SIGTERM (`kill`:
+    a run started in the background with nohup or & ignores SIGINT), saves a checkpoint and
+    returns with state["interrupted"] set."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) \
+        if threading.current_thread() is threading.main_thread() else None
     t_start = t_saved = time.time()
     seconds_before = state["seconds"]
     bar = tqdm(total=max_steps, initial=state["step"], desc=desc, disable=not rt.main, unit="step")
@@ -177,4 +186,7 @@ def train_loop(state: dict, rt: Runtime, batches: Callable[[int], Iterable], tra
             tqdm.write(f"interrupted at step {state['step']}: saving the checkpoint")
         checkpoint()
         state["interrupted"] = True
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     bar.close()

@@ -179,8 +179,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pipe():
-    """The shipped diffusion pipeline (checkpoints/diffusion-cpu and the VAE beside it), loaded
-    once; tests must not change its attributes."""
+    """The shipped default diffusion pipeline (`generate.DEFAULT_DIFFUSION` and the VAE beside
+    it), loaded once; tests must not change its attributes."""
     from symdiff.generate import DEFAULT_DIFFUSION, MelodyDiffusion
 
     return MelodyDiffusion.from_pretrained(DEFAULT_DIFFUSION)

@@ -320,7 +320,8 @@ def test_time_limit_and_sweep(tmp_path):
     swept while nobody asks anything."""
     from app_server import start_app
 
-    srv = start_app(tmp_path / "app.log", "--time-limit", "3", "--max-age", "2", "--sweep-every", "1")
+    # --max-age 10: long enough for a slowed client to fetch its result before the sweep
+    srv = start_app(tmp_path / "app.log", "--time-limit", "3", "--max-age", "10", "--sweep-every", "1")
     try:
         c = Client(srv.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "dl"))
         expect_error(c, srv, "limit of 3 s", handle_file(str(ALOHA)), "auto", 1, 20, "ddpm", 1000, 0,
@@ -331,7 +332,7 @@ def test_time_limit_and_sweep(tmp_path):
         c.predict(handle_file(str(ALOHA)), api_name="/load_midi")
         root = srv.tmp_root
         assert any(p.suffix == ".mid" for p in root.rglob("*"))  # the upload, the generated MIDI
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and any(p not in (root / "requests", root / "gradio")
                                                   for p in root.rglob("*")):
             time.sleep(1)

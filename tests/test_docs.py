@@ -36,13 +36,13 @@ ARCHITECTURE = REPO / "ARCHITECTURE.md"
 CARDS = sorted(REPO.glob("checkpoints/*/README.md"))
 EVAL = REPO / "eval"
 VAE_DIR = REPO / "checkpoints" / "musicvae-mel2bar-small"
-LATENT_MODELS = [d for d in (REPO / "checkpoints" / "diffusion-cpu", REPO / "checkpoints" / "mdn-cpu")
-                 if (d / "config.json").is_file()]
+LATENT_MODELS = [d for d in sorted((REPO / "checkpoints").iterdir()) if (d / "config.json").is_file()
+                 and json.loads((d / "config.json").read_text()).get("extra", {}).get("vae")]
 
 
 def docs() -> list[Path]:
     """Every markdown file we write (not third_party, not test data)."""
-    found = [README, ARCHITECTURE, *sorted((REPO / "docs").glob("*.md")), *CARDS, *sorted(EVAL.glob("*.md")),
+    found = [README, ARCHITECTURE, *sorted((REPO / "docs").glob("*.md")), *CARDS, *sorted(EVAL.rglob("*.md")),
              *sorted(REPO.glob("data/*.md")), *sorted(REPO.glob("assets/*.md"))]
     return [p for p in found if p.is_file()]
 
@@ -101,15 +101,30 @@ def agrees(cell: str, expected: list[float]) -> bool:
 
 # --- what the committed evaluation says -------------------------------------------------------
 
-def load(name: str) -> dict:
-    return json.loads((EVAL / name).read_text())
+def load(name: str, folder: Path = EVAL) -> dict:
+    return json.loads((folder / name).read_text())
 
 
-def table1_rows() -> dict[str, dict[str, list[float]]]:
+def eval_dir(doc: Path) -> Path:
+    """Where a doc's figures come from: eval/ holds the default model's evaluation, and
+    eval/NAME/ that of the model in checkpoints/NAME, or the folder a card names as its source
+    (the MDN card quotes the evaluation it was part of)."""
+    if doc.parent.parent == EVAL:  # eval/NAME/*.md
+        return doc.parent
+    if doc.parent.parent.name != "checkpoints":
+        return EVAL
+    own = EVAL / doc.parent.name
+    named = re.search(r"eval/([\w-]+)/", doc.read_text())
+    return own if own.is_dir() else EVAL / named.group(1) if named and (EVAL / named.group(1)).is_dir() else EVAL
+
+
+def table1_rows(folder: Path = EVAL) -> dict[str, dict[str, list[float]]]:
     """"unconditional: diffusion" -> {column title: [value(s)]} from eval/{unconditional,infill}.json."""
     rows = {}
     for task in ("unconditional", "infill"):
-        ev = load(f"{task}.json")
+        if not (folder / f"{task}.json").is_file():
+            continue
+        ev = load(f"{task}.json", folder)
         for name, r in ev["rows"].items():
             rows[f"{task}: {name}"] = {
                 "pitch C": [r["pitch"]["consistency"]], "pitch Var": [r["pitch"]["variance"]],
@@ -125,18 +140,18 @@ def paper_rows() -> dict[str, tuple[float, ...]]:
     """The paper's Table 1 as the committed evaluation carries it (its figures in brackets)."""
     out = {}
     for task in ("unconditional", "infill"):
-        for name, vals in load(f"{task}.json")["paper"].items():
+        for name, vals in load(f"{task}.json", EVAL / "diffusion-cpu")["paper"].items():
             out[f"{task}: {name}"] = tuple(vals)
     return out
 
 
-def fit_rows() -> dict[str, dict[str, list[float]]]:
+def fit_rows(folder: Path = EVAL) -> dict[str, dict[str, list[float]]]:
     """Fidelity ("folk: diffusion (replace)") and coherence ("diffusion samples") rows by column title."""
     from symdiff.fidelity import COHERENCE, FIT
 
     rows = {}
     for task, cols, count in (("fidelity", FIT, "pieces"), ("coherence", COHERENCE, "melodies")):
-        path = EVAL / f"{task}.json"
+        path = folder / f"{task}.json"
         if not path.is_file():
             continue
         for group, g in json.loads(path.read_text())["groups"].items():
@@ -160,7 +175,8 @@ def quoted_rows(path: Path, expected: dict[str, dict[str, list[float]]]):
 
 @pytest.mark.parametrize("path", [d for d in docs() if d != NOTES], ids=rel)  # the notes quote the paper's
 def test_quoted_evaluation_rows_are_the_committed_ones(path):
-    expected = {**table1_rows(), **fit_rows()}
+    folder = eval_dir(path)
+    expected = {**table1_rows(folder), **fit_rows(folder)}
     wrong = [f"{name!r} {title}: the doc says {cell!r}, the committed JSON {vals}"
              for name, title, cell, vals in quoted_rows(path, expected) if not agrees(cell, vals)]
     assert not wrong, f"{rel(path)} disagrees with eval/*.json:\n" + "\n".join(wrong)
@@ -204,16 +220,17 @@ def test_every_card_quoting_table_1_quotes_the_committed_rows():
     """A card that shows Table 1 rows shows today's: a card written at shipping time must not
     keep an older model's figures (the MDN card once kept the first diffusion model's)."""
     for card in CARDS:
-        for name, title, cell, vals in quoted_rows(card, table1_rows()):
+        for name, title, cell, vals in quoted_rows(card, table1_rows(eval_dir(card))):
             assert agrees(cell, vals), (rel(card), name, title, cell, vals)
 
 
-def test_eval_markdown_is_rendered_from_the_json():
+@pytest.mark.parametrize("folder", [EVAL, *sorted(p for p in EVAL.iterdir() if p.is_dir())], ids=rel)
+def test_eval_markdown_is_rendered_from_the_json(folder):
     for task in ("unconditional", "infill", "fidelity", "coherence"):
-        md = EVAL / f"{task}.md"
+        md = folder / f"{task}.md"
         if not md.is_file():
             continue
-        rows = {name for name, *_ in quoted_rows(md, {**table1_rows(), **fit_rows()})}
+        rows = {name for name, *_ in quoted_rows(md, {**table1_rows(folder), **fit_rows(folder)})}
         assert rows, f"{rel(md)} quotes no row of {task}.json"
 
 

@@ -357,9 +357,11 @@ def test_fewer_chunks_than_a_batch_is_an_error_not_a_hang(small_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_the_checkpoint_and_a_rerun_resumes(small_data, tmp_path):
-    """Ctrl-C in the middle of a run (SIGINT, as a terminal sends it) writes last/ at the step
-    reached and exits cleanly; the same command then resumes from that step."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_saves_the_checkpoint_and_a_rerun_resumes(small_data, tmp_path, sig):
+    """Ctrl-C in the middle of a run (SIGINT, as a terminal sends it), or `kill` (SIGTERM: a
+    background run ignores SIGINT), writes last/ at the step reached and exits cleanly; the same
+    command then resumes from that step."""
     out = tmp_path / "run"
     args = train_args(out, small_data, 100_000, 100_000, "--save-minutes", "100")  # no save but Ctrl-C's
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -372,7 +374,7 @@ def test_ctrl_c_saves_the_checkpoint_and_a_rerun_resumes(small_data, tmp_path):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
