@@ -167,8 +167,8 @@ def pipe() -> MelodyDiffusion:
 def test_tiny_run_real_middle_and_copied_context(pipe, lines):
     pieces = fd.select_pieces(lines, "folk", 3, 0)
     rows = fd.infill_rows(pipe, pieces, "ddim", 4, 0, progress=False)
-    assert list(rows) == ["real middle", "real middle, VAE-decoded", "diffusion (replace)", "interpolation",
-                          "N(0,I) prior", "repetition"]
+    assert list(rows) == ["real middle", "real middle, VAE-decoded", "diffusion (conditioned)", "diffusion (replace)",
+                          "interpolation", "N(0,I) prior", "repetition"]  # the shipped default serves both methods
     for i, p in enumerate(pieces):
         lo, hi = (b * STEPS_PER_BAR for b in p.region)
         for name, tokens in rows.items():
@@ -177,6 +177,7 @@ def test_tiny_run_real_middle_and_copied_context(pipe, lines):
             assert np.array_equal(t[hi:], p.tokens[hi:]), name
         assert rows["real middle"][i] is p.tokens
         assert not np.array_equal(rows["diffusion (replace)"][i][lo:hi], p.tokens[lo:hi])
+        assert not np.array_equal(rows["diffusion (conditioned)"][i][lo:hi], p.tokens[lo:hi])
     report = fd.fidelity(pipe, 3, ("folk",), steps=4, progress=False)
     folk = report.groups["folk"]
     assert [it["piece"] for it in folk["items"]] == [p.piece for p in pieces]
@@ -198,7 +199,7 @@ def test_cli_writes_fidelity_and_coherence(tmp_path, capsys):
     assert "| folk: real middle | 2 |" in printed and "| diffusion samples | 2 |" in printed
     d = json.loads((out / "fidelity.json").read_text())
     assert set(d["groups"]) == {"folk", "chorale"} and d["settings"]["steps"] == 4
-    assert d["settings"]["sampler"] == "ddim" and d["settings"]["checkpoint"] == "checkpoints/diffusion-cpu"
+    assert d["settings"]["sampler"] == "ddim" and d["settings"]["checkpoint"] == "checkpoints/diffusion-cond"
     items = d["groups"]["chorale"]["items"]
     assert len(items) == 2 and set(items[0]["rows"]["repetition"]) == set(fd.FIT)
     md = (out / "fidelity.md").read_text()
