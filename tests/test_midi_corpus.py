@@ -381,8 +381,11 @@ def _start_ctrl_c_build(lakh, out: Path, workers: int, checkpoint_every: int, ho
     progress = out.parent / "progress.txt"
     args = [str(lakh["root"]), str(out), str(workers), str(checkpoint_every), str(progress), hold,
             str(int(interrupt_in_commit))]
+    # preexec_fn: a test run started in the background (nohup, &) ignores SIGINT, and so would
+    # the child; the default disposition lets Python install its Ctrl-C handler there.
     proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return proc, progress
 
 

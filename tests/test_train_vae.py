@@ -365,8 +365,11 @@ def test_ctrl_c_saves_the_checkpoint_and_a_rerun_resumes(small_data, tmp_path, s
     out = tmp_path / "run"
     args = train_args(out, small_data, 100_000, 100_000, "--save-minutes", "100")  # no save but Ctrl-C's
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    # preexec_fn: a test run started in the background (nohup, &) ignores SIGINT, and so would
+    # the child; the default disposition lets Python install its Ctrl-C handler there.
     proc = subprocess.Popen([sys.executable, "-m", "symdiff.cli", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         t0 = time.time()
         while time.time() - t0 < 300 and proc.poll() is None:  # until the first logged training row
