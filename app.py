@@ -4,7 +4,7 @@ file, and learn how diffusion works. Thin wiring over the library: the generatio
 `symdiff.pianoroll` and the sound in `symdiff.audio`.
 
     python app.py                      # http://127.0.0.1:7860
-    python app.py --host 0.0.0.0 --port 7860 --diffusion checkpoints/diffusion-cpu
+    python app.py --host 0.0.0.0 --port 7860 --diffusion checkpoints/diffusion-cpu   # the paper's architecture
 
 Files: uploads and outputs live only in a temporary folder made at start-up (gradio's cache is
 pointed there); outputs are written to a fresh folder per request; every 5 minutes, uploads,
