@@ -270,7 +270,7 @@ class MelodyDiffusion:
         known = self.codec.encode(full)[plan.window[0] : plan.window[1]]
         mask = torch.from_numpy(plan.mask())
         x = self.sample_latents(1, len(known), self.sampler(sampler, steps), seed, callback, mask, known[None],
-                                self.check_method(method), guidance)
+                                method, guidance)
         return Result([splice_bars(full, self.decode(x)[0], plan)], x, time.perf_counter() - t0, plan)
 
     def extend(self, tokens: np.ndarray, bars: int, **kwargs) -> Result:
