@@ -28,8 +28,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
-from typing import Collection
 
 # Everything gradio stores (uploads, outputs) goes under one private temporary folder, set
 # before gradio is imported.
@@ -275,8 +275,7 @@ class SymdiffApp:
         bars = whole("bars", bars, 1, MAX_BARS)
         steps = whole("steps", steps, 1, MAX_STEPS)
         seed = whole("seed", seed, 0, MAX_SEED)
-        if sampler not in SAMPLERS:
-            raise _UserError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        self.pipe.sampler(sampler, steps)  # the one check of sampler settings
         t0 = time.perf_counter()
         stop, points = threading.Event(), queue.Queue()
         trace = demo.RefinementTrace(self.pipe, self.reference, bars, points=8, stages=4,
@@ -370,8 +369,7 @@ class SymdiffApp:
     def infill(self, midi_file, track, first_bar, last_bar, sampler, steps, seed):
         steps = whole("steps", steps, 1, MAX_STEPS)
         seed = whole("seed", seed, 0, MAX_SEED)
-        if sampler not in SAMPLERS:
-            raise _UserError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        self.pipe.sampler(sampler, steps)  # the one check of sampler settings
         found, cand = self._load(midi_file, track)
         t0 = time.perf_counter()
         plan, tokens = demo.plan_bars(found, cand, first_bar, last_bar, self.pipe.seq_len)
@@ -422,7 +420,7 @@ class SymdiffApp:
 
     @user_errors
     def learn_noise(self, example, t, seed):
-        n = self.pipe.model.config.num_steps
+        n = self.pipe.schedule.num_steps
         t = whole("noise step", t, 0, n)
         seed = whole("seed", seed, 0, MAX_SEED)
         tokens = self._learn_tokens(example)
@@ -441,7 +439,7 @@ class SymdiffApp:
 
     @user_errors
     def learn_reverse(self, example, start_t, steps, seed):
-        n = self.pipe.model.config.num_steps
+        n = self.pipe.schedule.num_steps
         start_t = whole("start step", start_t, 1, n)
         steps = whole("steps", steps, 1, 100)
         seed = whole("seed", seed, 0, MAX_SEED)
@@ -465,7 +463,7 @@ Mittal et al., *Symbolic Music Generation with Diffusion Models* (ISMIR 2021).
 
 
 def build(app: SymdiffApp) -> gr.Blocks:
-    n_steps = app.pipe.model.config.num_steps
+    n_steps = app.pipe.schedule.num_steps
     example_names = [p.name for p in app.examples]
     with gr.Blocks(title="symdiff: symbolic music diffusion", analytics_enabled=False) as ui:
         gr.Markdown(INTRO)

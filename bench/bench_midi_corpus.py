@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from symdiff import melody  # noqa: E402
-from symdiff.midi_corpus import build_from_midi_folder, list_midi_files  # noqa: E402
+from symdiff.data.midi_corpus import build_from_midi_folder, list_midi_files  # noqa: E402
 
 
 def real_files(source: Path | None) -> list[Path]:

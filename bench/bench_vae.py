@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from symdiff.dataset import Lines, transpose_chunks
-from symdiff.train_vae import vae_loss
+from symdiff.data.dataset import Lines, transpose_chunks
+from symdiff.train.vae import vae_loss
 from symdiff.vae import CONFIGS, DEFAULT_CHECKPOINT, MusicVAE
 
 

@@ -19,19 +19,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from symdiff.diffusion import LatentScaler  # noqa: E402
-from symdiff.train_diffusion import KNOWN_MODES  # noqa: E402
+from symdiff.atomic import read_json, write_text  # noqa: E402
+from symdiff.checkpoint import upgrade_config  # noqa: E402
+from symdiff.codec import LatentScaler  # noqa: E402
+from symdiff.train.diffusion import KNOWN_MODES  # noqa: E402
 
 
-def portable(extra: dict) -> dict:
-    """Paths in config.extra relative to the repository (the VAE is found beside the checkpoint)."""
-    out = json.loads(json.dumps(extra))
-    for key in ("vae", "data", "latents"):
-        path = out.get(key, {}).get("path")
-        if path:
-            p = Path(path)
-            out[key]["path"] = str(p.relative_to(ROOT)) if p.is_absolute() and p.is_relative_to(ROOT) else p.name
-    return out
+def portable(path: str | None) -> str | None:
+    """A path relative to the repository (the VAE is found beside the checkpoint)."""
+    if not path:
+        return path
+    p = Path(path)
+    return str(p.relative_to(ROOT)) if p.is_absolute() and p.is_relative_to(ROOT) else p.name
 
 
 def this_machine() -> str:
@@ -70,28 +69,31 @@ def main() -> None:
     args = ap.parse_args()
 
     best = args.run / "best"
-    cfg = json.loads((best / "config.json").read_text())
-    cfg["extra"] = portable(cfg["extra"])
+    full = upgrade_config(read_json(best / "config.json"))  # runs started before format 2 too
+    full["codec"]["vae_path"] = portable(full["codec"]["vae_path"])
+    for key in ("data", "latents"):
+        if key in full["training"]:
+            full["training"][key]["path"] = portable(full["training"][key]["path"])
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("model.safetensors", "scaler.safetensors"):
         shutil.copyfile(best / name, args.out / name)
-    (args.out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    write_text(args.out / "config.json", json.dumps(full, indent=1) + "\n")
+    cfg, e, codec_cfg, recipe = full["model"], full["training"], full["codec"], full["recipe"]
 
     rows = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
     # The run's length from its log (last/ may predate the end: it is saved every few minutes),
     # these weights' step and held-out figure from best/ itself.
     steps, seconds = max(r["step"] for r in rows), max(r.get("seconds", 0.0) for r in rows)
-    metric = "valid_nll" if "valid_nll" in cfg["extra"] else "valid_loss"
-    best_row = {"step": cfg["extra"].get("train_step"), metric: cfg["extra"].get(metric)}
+    metric = "valid_nll" if "valid_nll" in e else "valid_loss"
+    best_row = {"step": e.get("train_step"), metric: e.get(metric)}
     start = next(r for r in rows if r.get("event") == "start")
     is_mdn = "mixtures" in cfg
     prediction = cfg.get("prediction", "eps")
     plot_losses(rows, args.out, "NLL" if is_mdn else f"{prediction} MSE")
 
-    e = cfg["extra"]
     rel = args.out.resolve().relative_to(ROOT) if args.out.resolve().is_relative_to(ROOT) else args.out
     load = "symdiff.baselines.TransformerMDN.from_pretrained" if is_mdn else "symdiff.generate.MelodyDiffusion.from_pretrained"
-    codec = ("; `symdiff.latents.LatentCodec.from_pretrained` on this folder decodes its samples" if is_mdn else
+    codec = ("; `symdiff.codec.LatentCodec.from_pretrained` on this folder decodes its samples" if is_mdn else
              "\n(the VAE is found beside this folder and checked by the sha256 of its weights).")
     params = start.get("parameters")
     objective = ("" if is_mdn or prediction == "eps" else
@@ -110,7 +112,7 @@ def main() -> None:
                  if e.get("latents", {}).get("settings", {}).get("posterior") == "mean" else "sampled z, as the paper")
     scaling = (f"the paper's [-1, 1] min/max scaling, then centred per dim and divided by one global std "
                f"({scaler.std:.4f}), so the data has unit variance for the noise schedule; the samplers clip "
-               f"x0 at +-{e.get('clip', 1.0):.2f}" if scaler.standardized else
+               f"x0 at +-{codec_cfg.get('clip', 1.0):.2f}" if scaler.standardized else
                "the paper's [-1, 1] scaling (one global min/max); the samplers clip x0 at +-1")
     conditioning = ""
     if cfg.get("conditional"):
@@ -126,23 +128,23 @@ the VAE below), sequences of up to {cfg['seq_len']} latents (64 bars).
 Load: `{load}("{rel}")`{codec}
 
 ## Data
-- VAE: `{e.get('vae', {}).get('path')}` (sha256 `{e.get('vae', {}).get('sha256', '')[:16]}...`).
+- VAE: `{codec_cfg.get('vae_path')}` (sha256 `{codec_cfg.get('vae_sha256', '')[:16]}...`).
 - Corpus: `data/corpus.npz` (see data/corpus.md), train split; every line cut into 2-bar chunks and
   encoded with the VAE ({posterior}), plus random transpositions
   (settings: {json.dumps({k: v for k, v in e.get('latents', {}).get('settings', {}).items() if k in ('transpositions', 'max_shift', 'threshold', 'seed')})}).
 - Windows of up to 32 chunks at a stride of one chunk: {start.get('train_windows'):,} training windows,
   {start.get('held_windows'):,} held-out (valid split) windows for the loss.
 - Model space: {scaling}.
-- Silent chunks: {e.get('silence', {}).get('rule')} (see symdiff/latents.py: a fixed silence latent at
-  {e.get('silence', {}).get('value')} in every dim, decoded as a rest; the paper drops such windows instead,
+- Silent chunks: {codec_cfg.get('silence_rule')} (see symdiff/data/latents.py: a fixed silence latent at
+  {codec_cfg.get('silence_value')} in every dim, decoded as a rest; the paper drops such windows instead,
   which would discard two thirds of our 64-bar material).
 {conditioning}
 ## Training
 ```
 {args.command}
 ```
-{steps:,} steps in {seconds / 3600:.2f} h of wall time (batch {cfg['batch_size']}, Adam lr
-{cfg['learning_rate']:g}, {e.get('precision', 'bf16')} on {args.machine}{objective}). These weights: step {best_row['step']:,}, the lowest held-out loss
+{steps:,} steps in {seconds / 3600:.2f} h of wall time (batch {recipe['batch_size']}, Adam lr
+{recipe['learning_rate']:g}, {e.get('precision', 'bf16')} on {args.machine}{objective}). These weights: step {best_row['step']:,}, the lowest held-out loss
 ({json.dumps(best_row)}).
 
 ![loss curves](training.png)

@@ -16,7 +16,8 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from symdiff.dataset import Lines  # noqa: E402
+from symdiff.data.dataset import Lines  # noqa: E402
+from symdiff.train.vae import VAERecipe  # noqa: E402
 from symdiff.vae import DEFAULT_CHECKPOINT, MusicVAE, evaluate  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def main() -> None:
     state = json.loads((args.run / "last" / "state.json").read_text())
     # best/ is written at every new best evaluation, last/ only every few minutes: best/'s own
     # config names its step, and the log has that evaluation.
-    best_step = json.loads((args.run / "best" / "config.json").read_text())["extra"]["train_step"]
+    best_step = MusicVAE.from_pretrained(args.run / "best").sections["training"]["train_step"]
     best = next(({"step": r["step"], **{k: r[k] for k in ("accuracy", "accuracy_teacher_forced", "kl", "active_dims")}}
                  for r in evals if r["step"] == best_step), state.get("best", {}))
     state["step"] = max(state["step"], max((r["step"] for r in rows), default=0))
@@ -44,7 +45,9 @@ def main() -> None:
     model = MusicVAE.from_pretrained(args.run / "best")
     best_seconds = max((r["seconds"] for r in evals if r["step"] == best.get("step")), default=state["seconds"])
     # the step count lets `train vae --init-from` continue it
-    model.save_pretrained(args.out, extra={"train_step": best.get("step", state["step"]), "train_seconds": best_seconds})
+    training = {**model.sections.get("training", {}), "train_step": best.get("step", state["step"]),
+                "train_seconds": best_seconds}
+    model.save_pretrained(args.out, {**model.sections, "training": training})
 
     chunks = Lines.load().select("test").vae_chunks()
     rng = np.random.default_rng(0)
@@ -63,6 +66,7 @@ def main() -> None:
     fig.tight_layout(); fig.savefig(args.out / "training.png", dpi=110)
 
     cfg = model.config
+    recipe = VAERecipe.from_dict(model.sections['recipe'])
     status = "It is reached." if m["accuracy"] >= 0.95 else (
         "It is not reached yet: training continues from these weights with "
         f"`symdiff train vae ... --init-from {args.out}` (the step count is in config.json, so "
@@ -73,7 +77,7 @@ def main() -> None:
 
 The 2-bar melody MusicVAE of Roberts et al. (2018) in the `{cfg.name}` size
 (BiLSTM encoder {cfg.enc_size}x2, LSTM decoder {list(cfg.dec_sizes)}, z = {cfg.z_size};
-{params / 1e6:.1f}M parameters), trained on a 2-core CPU in {cfg.extra.get('precision', 'bf16')} (autocast; fp32 weights). Load it with
+{params / 1e6:.1f}M parameters), trained on a 2-core CPU in {model.sections['training'].get('precision', 'bf16')} (autocast; fp32 weights). Load it with
 `symdiff.vae.MusicVAE.from_pretrained("{args.out.relative_to(Path.cwd()) if args.out.is_relative_to(Path.cwd()) else args.out}")`.
 
 ## Data
@@ -87,9 +91,9 @@ pieces never seen in training).
 ```
 {args.command}
 ```
-MusicVAE's recipe: Adam, lr {cfg.learning_rate:g} x {cfg.decay_rate}^step (floor {cfg.min_learning_rate:g}),
-beta = (1 - {cfg.beta_rate}^step) x {cfg.max_beta}, free bits {cfg.free_bits}, scheduled sampling
-with inverse-sigmoid rate {cfg.sampling_rate:g}, global-norm clip {cfg.grad_clip}, batch {cfg.batch_size}.
+MusicVAE's recipe: Adam, lr {recipe.learning_rate:g} x {recipe.decay_rate}^step (floor {recipe.min_learning_rate:g}),
+beta = (1 - {recipe.beta_rate}^step) x {recipe.max_beta}, free bits {recipe.free_bits}, scheduled sampling
+with inverse-sigmoid rate {recipe.sampling_rate:g}, global-norm clip {recipe.grad_clip}, batch {recipe.batch_size}.
 Ran {state['step']} steps in {hours:.2f} h of wall time; these weights are from step
 {best.get('step', '?')} (best held-out accuracy on the valid split during training:
 {best.get('accuracy', float('nan')):.4f}).

@@ -14,16 +14,17 @@ Reads: `read_json` and `read_tensors` turn a malformed, truncated or oversized f
 """
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import io
 import json
 import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -203,6 +204,14 @@ def recover_dir(target: str | Path) -> None:
         fsync_dir(target.parent)
 
 
+def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 # --- reading our own files ------------------------------------------------------------------------
 
 def read_json(path: str | Path) -> dict:
@@ -238,16 +247,6 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"cannot read {path}: {_reason(e)}") from None
     except (SafetensorError, ValueError, RuntimeError):
         raise CheckpointError(f"{path} is corrupt or truncated (not a readable safetensors file)") from None
-
-
-def read_config(path: str | Path, cls: type) -> dict:
-    """The fields of config dataclass `cls` from a JSON file; CheckpointError if the file is not
-    readable JSON or holds fields `cls` does not have (another model's config)."""
-    d = read_json(path)
-    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-        raise CheckpointError(f"{path} is not a config of this model (unknown fields: {', '.join(unknown)})")
-    return d
 
 
 def state_dict_mismatch(weights: Path, e: RuntimeError) -> CheckpointError:

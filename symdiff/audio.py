@@ -31,9 +31,9 @@ import importlib.util
 import io
 import os
 import wave
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -305,7 +305,7 @@ SINE_RELEASE = 0.08  # time constant after the key is released
 WAVETABLE_SIZE = 4096
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _wavetable(harmonics: int) -> np.ndarray:
     """One period of the tone with its first `harmonics` partials (fewer for high notes,
     so that nothing lies above Nyquist)."""

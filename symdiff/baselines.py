@@ -16,7 +16,7 @@ draws one latent at a time at temperature 1.0 (`TransformerMDN.sample`; clipped 
 like the diffusion samples), optionally continuing a given prefix.
 
 Log-sigma is clamped to [min_log_sigma, max_log_sigma] (default [-5, 2]). The floor matters
-here: the silence latent (`latents.SILENCE_VALUE` in every dim) is one exact point, on which
+here: the silence latent (`codec.SILENCE_VALUE` in every dim) is one exact point, on which
 the likelihood grows without bound as a component's sigma shrinks; at sigma = e^-5 = 0.007 a
 silent chunk is already modelled far more finely than the spread of real latents (~0.1), and
 the loss stays finite.
@@ -33,20 +33,22 @@ Prior (`prior_latents`): z ~ N(0, I) in all z_size dims, mapped to model space b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .diffusion import LN_EPS, ConfigIO, DenseResBlock, LatentScaler, LatentTransformer, _flax_init
-from .latents import SILENCE_VALUE
+from .checkpoint import ConfigIO
+from .codec import SILENCE_VALUE, LatentScaler
+from .transformer import LN_EPS, DenseResBlock, LatentTransformer, flax_init
 
 
 @dataclass
 class MDNConfig(ConfigIO):
-    """Architecture and training recipe of the TransformerMDN (official `configs/mdn-*.cfg`)."""
+    """Architecture of the TransformerMDN (official `configs/mdn-*.cfg`; its training recipe is
+    `symdiff.train.mdn.RECIPES`)."""
 
     name: str = "paper"
     data_dim: int = 42  # set from the latent dataset (LatentScaler.dim)
@@ -60,14 +62,6 @@ class MDNConfig(ConfigIO):
     mixtures: int = 100
     min_log_sigma: float = -5.0
     max_log_sigma: float = 2.0
-    # training recipe (official train_mdn.py): Adam lr * decay^(step // decay_every), clip
-    learning_rate: float = 3e-4
-    lr_decay: float = 0.98
-    lr_decay_every: int = 4000
-    grad_clip: float = 1.0
-    batch_size: int = 128
-    max_steps: int = 250_000
-    extra: dict = field(default_factory=dict)  # provenance: VAE checkpoint, data, ...
 
 
 MDN_CONFIGS = {
@@ -75,7 +69,7 @@ MDN_CONFIGS = {
     # the same code, small enough to train on CPU: at d = 256 (our VAE) 2,180,234 parameters and
     # a bf16 training step of batch 64 x 32 in ~0.3 s of one core (mixtures=20: 3.5M, ~0.55 s;
     # the head's K x 2d outputs dominate). At d = 42: 1.05M.
-    "cpu": MDNConfig(name="cpu", layers=4, mlp=256, dense=256, mixtures=10, batch_size=64),
+    "cpu": MDNConfig(name="cpu", layers=4, mlp=256, dense=256, mixtures=10),
 }
 
 
@@ -168,7 +162,7 @@ class TransformerMDN(LatentTransformer):
         self.mu = nn.Linear(cfg.dense, cfg.mixtures * cfg.data_dim)
         self.log_sigma = nn.Linear(cfg.dense, cfg.mixtures * cfg.data_dim)
         self.logits = nn.Linear(cfg.dense, cfg.mixtures)
-        _flax_init(self)
+        flax_init(self)
 
     def _hidden(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         h = self.trunk(shift_right(x), causal=True)

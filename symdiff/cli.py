@@ -64,25 +64,25 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 def cmd_data_build(args: argparse.Namespace) -> None:
     import time
 
-    from .dataset import save_stats
+    from .data.dataset import save_stats
 
     t0 = time.time()
     if args.midi_dir:
-        from .midi_corpus import build_from_midi_folder
+        from .data.midi_corpus import build_from_midi_folder
 
         report = build_from_midi_folder(args.midi_dir, args.out, workers=args.workers, shard=args.shard,
                                         restart=args.restart, limit=args.limit)
         if report["interrupted"]:
             sys.exit(130)
         return
-    from .corpus import build
+    from .data.corpus import build
 
     lines, counts = build(Path(args.out), args.sources, args.workers, not args.no_halve, args.limit)
     stats = lines.stats()
     stats["_build"] = {**counts, "seconds": round(time.time() - t0, 1)}
     save_stats(stats, Path(args.out).with_suffix(".stats.json"))
     from .atomic import write_text
-    from .corpus import dataset_card
+    from .data.corpus import dataset_card
 
     write_text(Path(args.out).with_suffix(".md"), dataset_card(stats, stats["_build"]))
     print(f"wrote {args.out}: {len(lines)} lines, {stats['all']['all']['bars']} bars, "
@@ -90,14 +90,14 @@ def cmd_data_build(args: argparse.Namespace) -> None:
 
 
 def cmd_data_merge(args: argparse.Namespace) -> None:
-    from .midi_corpus import merge_shards
+    from .data.midi_corpus import merge_shards
 
     check_out(args.out, *args.shards)
     merge_shards(args.shards, args.out)
 
 
 def cmd_data_stats(args: argparse.Namespace) -> None:
-    from .dataset import Lines
+    from .data.dataset import Lines
 
     stats = Lines.load(args.path).stats()
     if args.json:
@@ -110,34 +110,41 @@ def cmd_data_stats(args: argparse.Namespace) -> None:
             print(f"{source:<14} {split:<6}" + "".join(f"{row[c]:>16}" for c in cols))
 
 
-def parse_overrides(pairs: list[str], cfg):
-    """--set key=value pairs -> a config with those fields replaced (types follow the field)."""
+def parse_overrides(pairs: list[str], configs: tuple) -> tuple:
+    """--set key=value pairs -> the preset's configs (architecture, schedule, recipe) with those
+    fields replaced, in whichever config has the field (types follow the field)."""
     import dataclasses
 
-    fields = {f.name: f for f in dataclasses.fields(cfg)}
-    changes = {}
+    owner = {f.name: i for i, c in enumerate(configs) for f in dataclasses.fields(c) if f.name != "name"}
+    changes: list[dict] = [{} for _ in configs]
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or key not in fields:
-            raise UsageError(f"--set {pair}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
-        current = getattr(cfg, key)
-        if isinstance(current, tuple):
-            changes[key] = tuple(int(v) for v in value.split(","))
-        elif isinstance(current, bool):
-            changes[key] = value.lower() in ("1", "true", "yes")
-        else:
-            changes[key] = type(current)(value)
-    return dataclasses.replace(cfg, **changes)
+        if not sep or key not in owner:
+            raise UsageError(f"--set {pair}: expected KEY=VALUE with KEY one of {', '.join(owner)}")
+        current = getattr(configs[owner[key]], key)
+        try:
+            if isinstance(current, tuple):
+                new = tuple(int(v) for v in value.split(","))
+            elif isinstance(current, bool):
+                new = value.lower() in ("1", "true", "yes")
+            else:
+                new = type(current)(value)
+        except ValueError:
+            raise UsageError(f"--set {pair}: {value!r} is not a {type(current).__name__}") from None
+        changes[owner[key]][key] = new
+    try:
+        return tuple(dataclasses.replace(c, **ch) for c, ch in zip(configs, changes))
+    except ValueError as e:  # a config's own check
+        raise UsageError(f"--set: {e}") from None
 
 
 def cmd_train_vae(args: argparse.Namespace) -> None:
-    from .train_vae import train_vae
-    from .vae import CONFIGS
+    from .train.vae import PRESETS, train_vae
 
-    if args.config not in CONFIGS:
-        raise UsageError(f"unknown config {args.config!r}; choose from {', '.join(CONFIGS)}")
-    cfg = parse_overrides(args.set, CONFIGS[args.config])
-    state = train_vae(cfg, args.out, args.data, args.max_steps, args.minutes, args.eval_every,
+    if args.config not in PRESETS:
+        raise UsageError(f"unknown config {args.config!r}; choose from {', '.join(PRESETS)}")
+    cfg, recipe = parse_overrides(args.set, PRESETS[args.config])
+    state = train_vae(cfg, recipe, args.out, args.data, args.max_steps, args.minutes, args.eval_every,
                       args.save_minutes, precision=args.precision, seed=args.seed, init_from=args.init_from)
     print(f"stopped at step {state['step']} after {state['seconds'] / 60:.1f} min; "
           f"best held-out accuracy {state['best_accuracy']:.4f}; checkpoints in {args.out}")
@@ -147,23 +154,23 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
     """`train diffusion` and `train mdn`: the same data, options and report."""
     import os
 
-    from .latents import LatentSettings
+    from .data.latents import LatentSettings
     from .precision import resolve_precision
 
     if args.model == "diffusion":
-        from .diffusion import CONFIGS
-        from .train_diffusion import train_diffusion as train
+        from .train.diffusion import PRESETS
+        from .train.diffusion import train_diffusion as train
     else:
-        from .baselines import MDN_CONFIGS as CONFIGS
-        from .train_mdn import train_mdn as train
-    if args.config not in CONFIGS:
-        raise UsageError(f"unknown config {args.config!r}; choose from {', '.join(CONFIGS)}")
-    cfg = parse_overrides(args.set, CONFIGS[args.config])
+        from .train.mdn import PRESETS
+        from .train.mdn import train_mdn as train
+    if args.config not in PRESETS:
+        raise UsageError(f"unknown config {args.config!r}; choose from {', '.join(PRESETS)}")
+    configs = parse_overrides(args.set, PRESETS[args.config])
     precision = resolve_precision(args.precision, _device())  # the latents are encoded in it too
     # the latents' own seed: --seed does not re-encode
     settings = LatentSettings(transpositions=args.transpositions, bf16=precision == "bf16", posterior=args.posterior)
     state = train(
-        cfg, args.vae, args.out, data=args.data, cache_dir=args.latents, latent_settings=settings,
+        *configs, args.vae, args.out, data=args.data, cache_dir=args.latents, latent_settings=settings,
         max_steps=args.max_steps, minutes=args.minutes, eval_every=args.eval_every,
         save_minutes=args.save_minutes, eval_windows=args.eval_windows, precision=precision,
         seed=args.seed, ema=args.ema, silence=args.silence, bucket=args.bucket, log_every=args.log_every,
@@ -178,7 +185,7 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
 
 
 def cmd_data_latents(args: argparse.Namespace) -> None:
-    from .latents import LatentSettings, ensure_latents
+    from .data.latents import LatentSettings, ensure_latents
     from .precision import resolve_precision
 
     device = args.device or _device()
@@ -287,9 +294,9 @@ def _bar(args: argparse.Namespace):
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .baselines import TransformerMDN
-    from .evaluate import TASKS, evaluate, write_outputs
-    from .latents import LatentCodec
-    from .fidelity import DEFAULT_PIECES, DEFAULT_SAMPLES, coherence, fidelity, write_report
+    from .codec import LatentCodec
+    from .evaluation.fidelity import DEFAULT_PIECES, DEFAULT_SAMPLES, coherence, fidelity, write_report
+    from .evaluation.table1 import TASKS, evaluate, write_outputs
     from .generate import MelodyDiffusion
 
     _check_seed(args)
@@ -302,7 +309,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if not (args.mdn / "model.safetensors").is_file():
             raise UsageError(f"{args.mdn}: no TransformerMDN checkpoint there (use --mdn none to leave it out)")
         mdn = TransformerMDN.from_pretrained(args.mdn)
-        if mdn.config.extra.get("vae", {}).get("sha256") != pipe.model.config.extra.get("vae", {}).get("sha256"):
+        if LatentCodec.from_pretrained(args.mdn, check_hash=False).config.vae_sha256 != pipe.codec.config.vae_sha256:
             raise UsageError(f"{args.mdn} models another VAE's latents than {args.checkpoint}")
     vae_dir = pipe.codec.vae_dir
     mdn_codec = LatentCodec.from_pretrained(args.mdn, vae_dir) if mdn is not None else None
@@ -334,7 +341,7 @@ def cmd_import_magenta(args: argparse.Namespace) -> None:
     except ImportError as e:  # TensorFlow is not installed
         raise UsageError(str(e)) from None
     n = sum(p.numel() for p in model.parameters())
-    source = model.config.extra["imported_from"]
+    source = model.sections["training"]["imported_from"]
     step = f", global step {source['global_step']}" if "global_step" in source else ""
     print(f"imported {source['model_variables']} variables ({n / 1e6:.1f}M parameters{step}; "
           f"{source['skipped_variables']} optimizer/counter variables skipped) as {args.config}; wrote {args.out}")
@@ -348,7 +355,7 @@ def precision_arg(s: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .dataset import DEFAULT_PATH
+    from .data.dataset import DEFAULT_PATH
     from .vae import DEFAULT_CHECKPOINT
 
     p = argparse.ArgumentParser(prog="symdiff", description=__doc__)
@@ -443,9 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     generation_args(s)
     s.set_defaults(func=cmd_infill)
 
-    from .evaluate import CACHE, TASKS
-    from .fidelity import STYLES
-    from .fidelity import TASKS as FIT_TASKS
+    from .evaluation.fidelity import STYLES
+    from .evaluation.fidelity import TASKS as FIT_TASKS
+    from .evaluation.table1 import CACHE, TASKS
 
     s = sub.add_parser("evaluate", help="the paper's Table 1 and Figure 3: diffusion vs baselines on held-out data; "
                        "infill fidelity and sample coherence (--task fidelity coherence)")

@@ -24,18 +24,19 @@ import math
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from . import melody, metrics, pianoroll
+from . import melody, pianoroll
 from .baselines import interpolate_infill, prior_latents
-from .dataset import random_windows
+from .data.dataset import random_windows
+from .evaluation import metrics
 from .generate import GenerateError, InfillPlan, MelodyDiffusion, plan_infill, splice_bars
-from .schedulers import SAMPLERS
+from .schedulers import make_sampler
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = REPO / "assets" / "examples"
@@ -158,7 +159,7 @@ def baseline_infills(pipe: MelodyDiffusion, tokens: np.ndarray, plan: InfillPlan
     mask = torch.from_numpy(plan.mask())
     out: dict[str, np.ndarray | None] = {}
     if bool((~mask).any()):
-        x = interpolate_infill(known, mask, pipe.codec.scaler, silence_value=pipe.codec.silence_value)
+        x = interpolate_infill(known, mask, pipe.codec.scaler, silence_value=pipe.codec.config.silence_value)
         out["interpolation"] = splice_bars(tokens, pipe.decode(x[None])[0], plan)
     else:
         out["interpolation"] = None
@@ -187,7 +188,7 @@ def reference_stats(pipe: MelodyDiffusion, lines=None, num_windows: int = 300, l
     shipped corpus); the latents come from the first `latent_windows` of them, encoded in one
     batch (32 chunks each)."""
     if lines is None:
-        from .dataset import Lines
+        from .data.dataset import Lines
 
         lines = Lines.load()
     wins = random_windows(lines, "train", num_windows, seed)
@@ -285,7 +286,7 @@ def learn_melody(tokens: np.ndarray, bars: int = LEARN_BARS) -> np.ndarray:
 
 def noise_level(pipe: MelodyDiffusion, t: int) -> float:
     """sqrt(alpha_bar_t) of the model's schedule for a step t in 0..N (0 = clean)."""
-    schedule = pipe.model.config.schedule()
+    schedule = pipe.schedule
     if not 0 <= t <= schedule.num_steps:
         raise GenerateError(f"the noise step must be between 0 and {schedule.num_steps}, got {t}")
     return schedule.noise_level(t)
@@ -298,13 +299,13 @@ def forward_noise(pipe: MelodyDiffusion, tokens: np.ndarray, t: int, seed: int =
     level = noise_level(pipe, t)
     x0 = pipe.codec.encode(tokens)
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(seed)))
-    x_t = pipe.model.config.schedule().q_sample(x0, level, eps)
+    x_t = pipe.schedule.q_sample(x0, level, eps)
     return pipe.decode(x_t[None])[0][: len(tokens)], x_t
 
 
 def noise_caption(pipe: MelodyDiffusion, t: int) -> str:
     """Plain words for a noise step."""
-    n = pipe.model.config.schedule().num_steps
+    n = pipe.schedule.num_steps
     a = noise_level(pipe, t)
     signal, noise = a * a, 1.0 - a * a
     if t == 0:
@@ -330,17 +331,15 @@ def reverse_trace(pipe: MelodyDiffusion, tokens: np.ndarray, start_t: int, steps
     """A reverse run from `tokens` noised to step `start_t` (1000 = from almost pure noise: a new
     melody; smaller = the model restores a melody close to the given one), on `steps` evenly
     spaced steps down to 0, every frame decoded (all in one batch)."""
-    schedule = pipe.model.config.schedule()
+    schedule = pipe.schedule
     n = schedule.num_steps
     start_t, steps = int(start_t), int(steps)
     if not 1 <= start_t <= n:
         raise GenerateError(f"the start step must be between 1 and {n}, got {start_t}")
     if not 1 <= steps <= start_t:
         raise GenerateError(f"the number of steps must be between 1 and the start step ({start_t}), got {steps}")
-    if sampler not in SAMPLERS:
-        raise GenerateError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     ts = sorted({int(round(v)) for v in np.linspace(1, start_t, steps)} | {start_t})
-    chain = SAMPLERS[sampler](schedule, ts)
+    chain = make_sampler(sampler, schedule, ts)
     g = torch.Generator().manual_seed(int(seed))
     x0 = pipe.codec.encode(tokens)[None]
     eps = torch.randn(x0.shape, generator=g)

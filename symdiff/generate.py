@@ -22,19 +22,19 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from . import melody
+from .codec import LatentCodec
 from .diffusion import TransformerDDPM
 from .errors import SymdiffError
 from .precision import autocast, resolve_precision
-from .latents import LatentCodec
-from .schedulers import SAMPLERS, Callback, Sampler
+from .schedulers import Callback, Sampler, ScheduleConfig, make_sampler
 from .vae import checkpoints_dir
 
 DEFAULT_DIFFUSION = checkpoints_dir() / "diffusion-cond"
@@ -145,18 +145,23 @@ class Result:
 class MelodyDiffusion:
     """Model + codec + sampler: the one way to generate in symdiff."""
 
-    def __init__(self, model: TransformerDDPM, codec: LatentCodec, precision: str = "fp32"):
+    def __init__(self, model: TransformerDDPM, codec: LatentCodec, precision: str = "fp32",
+                 schedule: ScheduleConfig | None = None):
         """`precision`: 'fp32' by default (one melody at a time, this model's matmuls are too
         small for bf16 units to pay), 'bf16', or 'auto' (bf16 where the hardware has it natively,
-        see `symdiff.precision`; what the CLI uses). `self.precision` is the resolved one."""
+        see `symdiff.precision`; what the CLI uses). `self.precision` is the resolved one.
+        `schedule`: the noise schedule the model was trained with (default: its checkpoint's)."""
         self.model, self.codec = model.eval(), codec
+        if schedule is None:
+            schedule = ScheduleConfig.from_dict(getattr(model, "sections", {}).get("schedule", {}))
+        self.schedule = schedule.build()
         self.precision = resolve_precision(precision, next(model.parameters()).device)
         if model.config.data_dim != codec.scaler.dim:
             raise ValueError(f"the model has {model.config.data_dim} dims, the codec {codec.scaler.dim}")
 
     @classmethod
     def from_pretrained(cls, diffusion_dir: str | Path = DEFAULT_DIFFUSION, vae_dir: str | Path | None = None,
-                        precision: str = "fp32") -> "MelodyDiffusion":
+                        precision: str = "fp32") -> MelodyDiffusion:
         diffusion_dir = Path(diffusion_dir)
         if not (diffusion_dir / "model.safetensors").is_file():
             raise FileNotFoundError(f"{diffusion_dir}: no diffusion checkpoint (model.safetensors) there")
@@ -168,14 +173,8 @@ class MelodyDiffusion:
         return self.model.config.seq_len
 
     def sampler(self, name: str = DEFAULT_SAMPLER, steps: int | None = None) -> Sampler:
-        if name not in SAMPLERS:
-            raise GenerateError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
-        cls = SAMPLERS[name]
-        steps = DEFAULT_STEPS.get(name, cls.default_steps) if steps is None else steps
-        n = self.model.config.num_steps
-        if not 1 <= steps <= n:
-            raise GenerateError(f"steps must be between 1 and {n}, got {steps}")
-        return cls(self.model.config.schedule(), steps, clip=self.codec.clip)
+        """A sampler on this model's schedule and clip (`schedulers.make_sampler` checks the settings)."""
+        return make_sampler(name, self.schedule, DEFAULT_STEPS.get(name) if steps is None else steps, self.codec.config.clip)
 
     @property
     def infill_methods(self) -> tuple[str, ...]:

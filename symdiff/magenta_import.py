@@ -23,14 +23,13 @@ scripts/magenta_parity_big.py (big).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import tarfile
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -295,8 +294,8 @@ def import_magenta(ckpt_prefix: str | Path, config_name: str = "cat-mel_2bar_big
     }
     if "global_step" in shapes:
         source["global_step"] = int(np.asarray(get("global_step")))
-    cfg = dataclasses.replace(CONFIGS[config_name], extra={"imported_from": source})
-    model = convert(shapes, get, cfg, ignore)
+    model = convert(shapes, get, CONFIGS[config_name], ignore)
+    model.sections = {"training": {"imported_from": source}}
     if out_dir is not None:
-        model.save_pretrained(out_dir)
+        model.save_pretrained(out_dir, model.sections)
     return model

@@ -23,14 +23,37 @@ Both do the paper's infilling (Algorithm 1) for any boolean mask over the chunk 
 """
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
+from .checkpoint import ConfigIO
+from .errors import SymdiffError
+
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class ScheduleConfig(ConfigIO):
+    """The forward process a diffusion model was trained with: N steps, betas linear from
+    beta_start to beta_end (paper sec. 3; the "schedule" section of its checkpoint)."""
+
+    beta_start: float = 1e-6
+    beta_end: float = 0.01
+    num_steps: int = 1000
+
+    def build(self) -> NoiseSchedule:
+        """The schedule, built once per setting (the training loss asks every step)."""
+        return _build(self.beta_start, self.beta_end, self.num_steps)
+
+
+@functools.lru_cache(maxsize=8)
+def _build(beta_start: float, beta_end: float, num_steps: int) -> NoiseSchedule:
+    return NoiseSchedule(beta_start, beta_end, num_steps)
 
 
 class NoiseSchedule:
@@ -74,7 +97,7 @@ class NoiseSchedule:
         hi, lo = ext[t - 1], ext[t]
         return (lo + u * (hi - lo)).sqrt().to(device)
 
-    def training_noise(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> "TrainingNoise":
+    def training_noise(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> TrainingNoise:
         """(x_t, eps, sqrt(alpha_bar)) for a batch x0 (B, ...): the inputs and target of eq. 6."""
         level = self.sample_noise_level(x0.shape[0], generator, x0.device)
         dev = generator.device if generator is not None else x0.device
@@ -322,3 +345,21 @@ class DDIM(Sampler):
 
 
 SAMPLERS = {"ddpm": DDPMAncestral, "ddim": DDIM}
+
+
+class SamplerError(SymdiffError):
+    """Sampler settings that cannot run (unknown name, steps outside 1..N); the message is for the user."""
+
+
+def make_sampler(name: str, schedule: NoiseSchedule, steps: int | Sequence[int] | None = None,
+                 clip: float | None = 1.0) -> Sampler:
+    """The one place sampler settings are checked: a name of `SAMPLERS`, and `steps` a count in
+    1..N or a list of distinct timesteps in 1..N (None: the sampler's default, at most N)."""
+    if name not in SAMPLERS:
+        raise SamplerError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+    n = schedule.num_steps
+    if isinstance(steps, int) and not 1 <= steps <= n:
+        raise SamplerError(f"steps must be between 1 and {n}, got {steps}")
+    if steps is not None and not isinstance(steps, int) and not all(1 <= int(t) <= n for t in steps):
+        raise SamplerError(f"timesteps must lie in 1..{n}")
+    return SAMPLERS[name](schedule, steps, clip=clip)

@@ -13,9 +13,8 @@ which keeps the loop cheap on a CPU.
 """
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import melody
-from .atomic import read_config, read_tensors, save_tensors, state_dict_mismatch, write_text
+from .atomic import sha256_file
+from .checkpoint import ConfigIO, Pretrained
+
 
 def checkpoints_dir() -> Path:
     """Where the shipped checkpoints are: $SYMDIFF_CHECKPOINTS, else the checkout's checkpoints/
@@ -40,8 +41,9 @@ DEFAULT_CHECKPOINT = checkpoints_dir() / "musicvae-mel2bar-small"
 
 
 @dataclass
-class VAEConfig:
-    """Architecture and MusicVAE training hyper-parameters (magenta `configs.py`)."""
+class VAEConfig(ConfigIO):
+    """MusicVAE's architecture (magenta `configs.py`; its training recipe is
+    `symdiff.train.vae.VAERecipe`)."""
 
     name: str = "cat-mel_2bar_small"
     num_classes: int = melody.NUM_CLASSES
@@ -49,37 +51,20 @@ class VAEConfig:
     enc_size: int = 512  # units per direction of the bidirectional LSTM
     dec_sizes: tuple[int, ...] = (256, 256)
     z_size: int = 256
-    max_beta: float = 0.2
-    beta_rate: float = 0.99999
-    free_bits: float = 0.0
-    learning_rate: float = 1e-3
-    decay_rate: float = 0.9999
-    min_learning_rate: float = 1e-5
-    grad_clip: float = 1.0
-    batch_size: int = 512
-    sampling_rate: float = 1000.0  # inverse-sigmoid scheduled sampling; 0 = always teacher forcing
-    extra: dict = field(default_factory=dict)  # provenance, e.g. the import source
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1) + "\n"
-
-    def save(self, path: str | Path) -> None:
-        write_text(Path(path), self.to_json())
-
-    @classmethod
-    def load(cls, path: str | Path) -> "VAEConfig":
-        d = read_config(path, cls)
-        if "dec_sizes" in d:
-            d["dec_sizes"] = tuple(d["dec_sizes"])
-        return cls(**d)
 
 
 CONFIGS = {
     "cat-mel_2bar_small": VAEConfig(),
-    "cat-mel_2bar_big": VAEConfig(
-        name="cat-mel_2bar_big", enc_size=2048, dec_sizes=(2048, 2048, 2048), z_size=512, max_beta=0.5
-    ),
+    "cat-mel_2bar_big": VAEConfig(name="cat-mel_2bar_big", enc_size=2048, dec_sizes=(2048, 2048, 2048), z_size=512),
 }
+
+
+def vae_hash(vae_dir: str | Path) -> str:
+    """The sha256 of a VAE checkpoint's weights file: what names a VAE in caches and codecs."""
+    path = Path(vae_dir) / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{vae_dir}: no model.safetensors (not a symdiff VAE checkpoint)")
+    return sha256_file(path)
 
 
 class Encoder(nn.Module):
@@ -170,7 +155,12 @@ class Decoder(nn.Module):
         return torch.stack(logits_all, 1), torch.stack(tokens_all, 1)
 
 
-class MusicVAE(nn.Module):
+class MusicVAE(Pretrained, nn.Module):
+    """Storage: `save_pretrained` / `from_pretrained` (`symdiff.checkpoint`)."""
+
+    kind = "vae"
+    config_class = VAEConfig
+
     def __init__(self, cfg: VAEConfig):
         super().__init__()
         self.config = cfg
@@ -193,30 +183,6 @@ class MusicVAE(nn.Module):
     def decode(self, z: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, z) -> (B, 32) tokens; temperature 0 is argmax (the paper decodes at 0.001)."""
         return self.decoder.run(z, temperature=temperature, generator=generator)[1]
-
-    # --- storage ---
-    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
-        """Weights (safetensors) and config.json; `extra` adds provenance (e.g. the training
-        step) to the saved config without touching this model's own."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().float().contiguous() for k, v in self.state_dict().items()}
-        save_tensors(state, directory / "model.safetensors", "symdiff-musicvae")
-        write_text(directory / "config.json", replace(self.config, extra={**self.config.extra, **(extra or {})}).to_json())
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "MusicVAE":
-        directory = Path(directory)
-        if not (directory / "config.json").is_file():
-            raise FileNotFoundError(f"{directory}: no config.json (not a symdiff VAE checkpoint)")
-        model = cls(VAEConfig.load(directory / "config.json"))
-        weights = directory / "model.safetensors"
-        try:
-            model.load_state_dict(read_tensors(weights))
-        except RuntimeError as e:  # missing, unexpected or misshapen tensors
-            raise state_dict_mismatch(weights, e) from None
-        return model.eval()
 
 
 def _sample(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

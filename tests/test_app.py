@@ -12,11 +12,11 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
-from PIL import Image
-
 from midi_bombs import BOMBS
+from PIL import Image
 from test_arrangement import check_only_range_changed
 from test_bars import long_song
+
 from symdiff import arrangement, audio, melody
 
 gradio_client = pytest.importorskip("gradio_client")

@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from app_server import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -12,16 +12,27 @@ import torch
 from safetensors.torch import load_file
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
-from symdiff import latents as L
+from symdiff.atomic import CheckpointError
 from symdiff.baselines import (
-    MDN_CONFIGS, PAPER_INFILL_MASK, MDNConfig, Mixture, TransformerMDN, interpolate_infill, mdn_loss,
-    mixture_log_prob, prior_latents, shift_right, slerp,
+    MDN_CONFIGS,
+    PAPER_INFILL_MASK,
+    MDNConfig,
+    Mixture,
+    TransformerMDN,
+    interpolate_infill,
+    mdn_loss,
+    mixture_log_prob,
+    prior_latents,
+    shift_right,
+    slerp,
 )
-from symdiff.dataset import DEFAULT_PATH, Lines
-from symdiff.diffusion import LatentScaler
-from symdiff.precision import autocast, resolve_precision
 from symdiff.cli import main
-from symdiff.vae import MusicVAE, VAEConfig
+from symdiff.codec import SILENCE_VALUE, LatentCodec, LatentScaler
+from symdiff.data import latents as L
+from symdiff.data.dataset import DEFAULT_PATH, Lines
+from symdiff.precision import autocast, resolve_precision
+from symdiff.train.mdn import PRESETS as MDN_PRESETS
+from symdiff.vae import MusicVAE, VAEConfig, vae_hash
 
 torch.set_num_threads(1)
 
@@ -41,7 +52,8 @@ def test_paper_config_has_the_papers_size():
     print(f"paper config: {n:,} parameters at d = 42; cpu config: {cpu:,} at d = 256")
     assert abs(n - 38e6) < 0.1e6  # the paper: "about 38M"
     assert len(model.layers) == 6 and len(model.blocks) == 2 and model.config.mixtures == 100
-    assert MDN_CONFIGS["paper"].learning_rate == 3e-4 and MDN_CONFIGS["paper"].batch_size == 128
+    recipe = MDN_PRESETS["paper"][1]
+    assert recipe.learning_rate == 3e-4 and recipe.batch_size == 128 and recipe.lr_decay_every == 4000
 
 
 def _random_mixture(g: torch.Generator, shape=(3, 4), k=5, d=6, dtype=torch.float64) -> tuple[Mixture, torch.Tensor]:
@@ -186,7 +198,8 @@ def test_save_load_round_trip(tmp_path, small_model):
     assert sorted(p.name for p in (tmp_path / "mdn").iterdir()) == ["config.json", "model.safetensors", "scaler.safetensors"]
     loaded = TransformerMDN.from_pretrained(tmp_path / "mdn")
     assert loaded.config == small_model.config and isinstance(loaded.config, MDNConfig) and not loaded.training
-    assert json.loads((tmp_path / "mdn" / "config.json").read_text())["mixtures"] == 5
+    saved = json.loads((tmp_path / "mdn" / "config.json").read_text())
+    assert saved["kind"] == "mdn" and saved["model"]["mixtures"] == 5
     x = torch.randn(2, 7, 12)
     with torch.no_grad():
         for a, b in zip(loaded(x)[:3], small_model(x)[:3]):
@@ -194,7 +207,7 @@ def test_save_load_round_trip(tmp_path, small_model):
     assert torch.equal(loaded.sample(2, 4, seed=0), small_model.sample(2, 4, seed=0))
     assert loaded.scaler is not None and (loaded.scaler.min, loaded.scaler.max, loaded.scaler.z_size) == (-2.5, 3.0, 16)
     assert set(load_file(str(tmp_path / "mdn" / "model.safetensors"))) == set(small_model.state_dict())
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CheckpointError):
         TransformerMDN.from_pretrained(tmp_path / "nothing")
 
 
@@ -222,7 +235,7 @@ def test_a_few_steps_fit_smooth_sequences():
         loss = mdn_loss(mix, x, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
     after = mdn_loss(model(held), held).item()
     print(f"held-out NLL {before:.2f} -> {after:.2f} nats per latent")
@@ -274,10 +287,11 @@ def test_train_lowers_the_nll_and_resumes(tiny_data, capsys):
     assert state["step"] == 20 and state["best"]["valid_nll"] == state["best_loss"]
 
     model = TransformerMDN.from_pretrained(out / "best")
-    ds = L.LatentDataset.load(model.config.extra["latents"]["path"])
+    training, codec = model.sections["training"], LatentCodec.from_pretrained(out / "best").config
+    ds = L.LatentDataset.load(training["latents"]["path"])
     assert model.config.data_dim == ds.dim == model.scaler.dim and model.config.mixtures == 4
-    assert model.config.extra["vae"]["sha256"] == L.vae_hash(tiny_data / "vae")
-    assert model.config.extra["silence"]["rule"] == "token" and model.config.extra["train_step"] == state["best"]["step"]
+    assert codec.vae_sha256 == vae_hash(tiny_data / "vae")
+    assert codec.silence_rule == "token" and training["train_step"] == state["best"]["step"]
     x = model.sample(2, 6, seed=0)
     assert x.shape == (2, 6, ds.dim)
 
@@ -340,7 +354,7 @@ def test_interpolate_infill_the_papers_gap():
 
 
 def test_interpolate_infill_edges_and_silence():
-    s = L.SILENCE_VALUE
+    s = SILENCE_VALUE
     x = torch.rand(1, 8, 4) * 1.6 - 0.8
     # gaps at the start and the end repeat their one neighbour
     mask = torch.tensor([1, 1, 0, 0, 0, 1, 1, 1], dtype=torch.bool)

@@ -1,4 +1,4 @@
-"""symdiff.corpus: repeat expansion, music21 parts -> notes -> tokens, whole score files.
+"""symdiff.data.corpus: repeat expansion, music21 parts -> notes -> tokens, whole score files.
 
 Hand-made ABC goes through music21's real ABC parser; real tunes come from the corpus in the
 music21 wheel, with the expected bar orders and notes worked out from their ABC/kern text.
@@ -11,8 +11,8 @@ import music21
 import numpy as np
 import pytest
 
-from symdiff import corpus as C
-from symdiff.dataset import split_of
+from symdiff.data import corpus as C
+from symdiff.data.dataset import split_of
 
 warnings.filterwarnings("ignore")  # music21 warns about every odd ABC header
 

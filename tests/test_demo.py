@@ -11,14 +11,13 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
-
-from symdiff.errors import SymdiffError
-from symdiff.generate import plan_infill
 import torch
 
-from symdiff import demo, melody, metrics
-from symdiff.dataset import Lines, random_windows
-from symdiff.generate import GenerateError
+from symdiff import demo, melody
+from symdiff.data.dataset import Lines, random_windows
+from symdiff.errors import SymdiffError
+from symdiff.evaluation import metrics
+from symdiff.generate import GenerateError, plan_infill
 
 torch.set_num_threads(1)
 MIDI = Path(__file__).parent / "data" / "midi"

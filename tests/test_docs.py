@@ -147,7 +147,7 @@ def paper_rows() -> dict[str, tuple[float, ...]]:
 
 def fit_rows(folder: Path = EVAL) -> dict[str, dict[str, list[float]]]:
     """Fidelity ("folk: diffusion (replace)") and coherence ("diffusion samples") rows by column title."""
-    from symdiff.fidelity import COHERENCE, FIT
+    from symdiff.evaluation.fidelity import COHERENCE, FIT
 
     rows = {}
     for task, cols, count in (("fidelity", FIT, "pieces"), ("coherence", COHERENCE, "melodies")):

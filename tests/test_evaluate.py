@@ -10,8 +10,8 @@ import torch
 
 from symdiff import melody
 from symdiff.cli import main
-from symdiff.dataset import Lines, random_windows
-from symdiff.evaluate import splice
+from symdiff.data.dataset import Lines, random_windows
+from symdiff.evaluation.table1 import splice
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""Issue 11's figures (`symdiff.fidelity`): the fit and coherence figures on hand-made melodies
+"""Issue 11's figures (`symdiff.evaluation.fidelity`): the fit and coherence figures on hand-made melodies
 with answers worked out by hand, the repetition baseline, the pieces drawn from the real
 corpus, and a tiny run with the shipped checkpoint through the library and the CLI."""
 from __future__ import annotations
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from symdiff import fidelity as fd
 from symdiff.cli import build_parser, main
-from symdiff.dataset import Lines
+from symdiff.data.dataset import Lines
+from symdiff.evaluation import fidelity as fd
 from symdiff.generate import MelodyDiffusion
 from symdiff.melody import MIN_PITCH, NOTE_OFF, STEPS_PER_BAR
 

@@ -170,10 +170,10 @@ def test_shipped_samples_have_the_spread_of_real_latents(pipe):
     latents of real test windows it learnt (sampled z or mu, `LatentCodec.posterior`), and few
     silent chunks. (An eps model shipped before came out at 3.4x the spread with 19% silent
     chunks; this pins the v-prediction fix.)"""
-    from symdiff.evaluate import encode_windows, held_out_melodies
+    from symdiff.evaluation.table1 import encode_windows, held_out_melodies
 
     z, mu = encode_windows(pipe, held_out_melodies(24, seed=3), seed=0)
-    real = z if pipe.codec.posterior == "sample" else mu
+    real = z if pipe.codec.config.posterior == "sample" else mu
     real = real.reshape(-1, real.shape[-1])
     real = real[~pipe.codec.is_silent(real)]
     made = pipe.sample_latents(24, 32, pipe.sampler("ddim", 50), seed=0).reshape(-1, real.shape[-1])

@@ -14,8 +14,8 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
-
 from midi_bombs import BOMBS, REPO, run_bounded
+
 from symdiff import melody
 
 MIDI = REPO / "tests" / "data" / "midi"

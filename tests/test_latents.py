@@ -1,4 +1,4 @@
-"""The latent dataset (`symdiff.latents`) on real corpus lines with a tiny random MusicVAE.
+"""The latent dataset (`symdiff.data.latents`) on real corpus lines with a tiny random MusicVAE.
 
 The lines are real: a few voices of the valid split of the music21 corpus (long ones with and
 without silent chunks, short ones with and without), re-split train/valid/test among
@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from symdiff import latents as L
 from symdiff import melody
-from symdiff.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines
-from symdiff.diffusion import LatentScaler
-from symdiff.vae import MusicVAE, VAEConfig
+from symdiff.codec import SILENCE_VALUE, CodecConfig, LatentCodec, LatentScaler, silence_chunk
+from symdiff.data import latents as L
+from symdiff.data.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines
+from symdiff.vae import MusicVAE, VAEConfig, vae_hash
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -134,20 +134,20 @@ def test_silent_chunks_token_rule(setup):
         np.testing.assert_array_equal(ds.silent[ds.offsets[s] : ds.offsets[s + 1]], silent)
     assert ds.silent.sum() > 20
     x = ds.model_space()
-    assert (x[ds.silent] == L.SILENCE_VALUE).all() and (ds.latents[ds.silent] == 0).all()
+    assert (x[ds.silent] == SILENCE_VALUE).all() and (ds.latents[ds.silent] == 0).all()
     # real chunks are never taken for silence; the silence latent always is
-    codec = L.LatentCodec(MusicVAE.from_pretrained(setup["root"] / "vae"), ds.scaler(), ds.silence_threshold)
+    codec = LatentCodec(MusicVAE.from_pretrained(setup["root"] / "vae"), ds.scaler(), CodecConfig(silence_threshold=ds.silence_threshold))
     assert not codec.is_silent(torch.from_numpy(x[~ds.silent])).any()
-    assert codec.is_silent(torch.full((3, ds.dim), L.SILENCE_VALUE)).all()
+    assert codec.is_silent(torch.full((3, ds.dim), SILENCE_VALUE)).all()
     # decoding: silence -> 2 bars of rest; the others through the VAE
     tokens = codec.decode(torch.from_numpy(x[ds.offsets[0] : ds.offsets[1]]))
     chunks = tokens.reshape(-1, melody.CHUNK_STEPS)
     sil = ds.silent[ds.offsets[0] : ds.offsets[1]]
-    assert sil.any() and (chunks[sil] == L.silence_chunk()).all()
-    assert (L.silence_chunk()[0] == melody.NOTE_OFF) and (L.silence_chunk()[1:] == melody.NO_EVENT).all()
+    assert sil.any() and (chunks[sil] == silence_chunk()).all()
+    assert (silence_chunk()[0] == melody.NOTE_OFF) and (silence_chunk()[1:] == melody.NO_EVENT).all()
     # encoding a line gives the silence latent at its silent chunks
     enc = codec.encode(corpus.tokens[ds.line[0]])
-    assert enc.shape == (len(sil), ds.dim) and (enc[torch.from_numpy(sil)] == L.SILENCE_VALUE).all()
+    assert enc.shape == (len(sil), ds.dim) and (enc[torch.from_numpy(sil)] == SILENCE_VALUE).all()
 
 
 def test_windows(setup):
@@ -213,7 +213,7 @@ def test_cache_reused_and_rebuilt(setup, monkeypatch):
     cached = L.ensure_latents(root / "vae", root / "corpus.npz", root / "cache", settings, progress=False)
     assert time.time() - t0 < 2.0 and cached.path == path and path.stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(cached.latents, ds.latents)
-    assert cached.key == ds.key and cached.key["vae_sha256"] == L.vae_hash(root / "vae")
+    assert cached.key == ds.key and cached.key["vae_sha256"] == vae_hash(root / "vae")
     monkeypatch.undo()
 
     # A changed VAE file: another key, another file, rebuilt.
@@ -234,7 +234,7 @@ def test_posterior_mean_holds_mu_and_the_default_key_is_unchanged(setup):
     settings = L.LatentSettings(transpositions=1, bf16=False, seed=3, posterior="mean")
     ds = L.ensure_latents(root / "vae", root / "corpus.npz", root / "cache", settings, batch_size=64, progress=False)
     assert ds.path != setup["ds"].path
-    codec = L.LatentCodec(MusicVAE.from_pretrained(root / "vae"), ds.scaler(), ds.silence_threshold)
+    codec = LatentCodec(MusicVAE.from_pretrained(root / "vae"), ds.scaler(), CodecConfig(silence_threshold=ds.silence_threshold))
     s = int(ds.sequences("train")[0])
     a, b = ds.offsets[s], ds.offsets[s + 1]
     live = ~ds.silent[a:b]
@@ -244,7 +244,7 @@ def test_posterior_mean_holds_mu_and_the_default_key_is_unchanged(setup):
     assert np.abs(sampled.latents[a:b][live].astype(np.float32) - mu.numpy()).mean() > 0.1
     with pytest.raises(ValueError, match="posterior"):
         L.LatentSettings(posterior="mode")
-    shipped = json.loads((REPO / "checkpoints" / "diffusion-cpu" / "config.json").read_text())["extra"]["latents"]
+    shipped = json.loads((REPO / "checkpoints" / "diffusion-cpu" / "config.json").read_text())["training"]["latents"]
     assert "posterior" not in shipped["settings"]
     assert L.key_name(shipped["settings"]) == Path(shipped["path"]).name
     key = L.LatentSettings(**{k: shipped["settings"][k] for k in ("transpositions", "max_shift", "seed", "threshold", "bf16")})

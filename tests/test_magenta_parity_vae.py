@@ -329,8 +329,7 @@ def test_checkpoint_is_what_training_writes(parity):
     assert {"global_step", "beta1_power", "beta2_power"} <= names
     assert names - model_vars - {"global_step", "beta1_power", "beta2_power"} == {
         f"{n}/{slot}" for n in model_vars for slot in ("Adam", "Adam_1")}
-    cfg = MusicVAE.from_pretrained(parity["tmp"] / "ours").config
-    source = cfg.extra["imported_from"]
+    source = MusicVAE.from_pretrained(parity["tmp"] / "ours").sections["training"]["imported_from"]
     assert source["magenta_config"] == "cat-mel_2bar_small" and source["global_step"] == 1234
     assert source["checkpoint"] == str(parity["prefix"].resolve()) and source["model_variables"] == 16
 

@@ -11,10 +11,10 @@ import io
 import mido
 import numpy as np
 import pytest
+from conftest import colleague_bad_files, conductor, notes_track, write_midi
 from note_seq import melodies_lib
 from note_seq.melody_encoder_decoder import MelodyOneHotEncoding
 
-from conftest import colleague_bad_files, conductor, notes_track, write_midi
 from symdiff import melody as M
 
 

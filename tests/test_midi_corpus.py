@@ -23,10 +23,17 @@ import pytest
 
 from symdiff import melody
 from symdiff.cli import main as cli_main
-from symdiff.dataset import FIELDS, Lines, split_of
-from symdiff.midi_corpus import (
-    REASONS, BuildError, build_from_midi_folder, list_midi_files, merge_shards, shard_files,
-    shard_of, shard_output, side_path,
+from symdiff.data.dataset import FIELDS, Lines, split_of
+from symdiff.data.midi_corpus import (
+    REASONS,
+    BuildError,
+    build_from_midi_folder,
+    list_midi_files,
+    merge_shards,
+    shard_files,
+    shard_of,
+    shard_output,
+    side_path,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -298,7 +305,7 @@ def _wait_for_commits(log: Path, proc: subprocess.Popen, n: int, limit: float = 
 
 BUILD_SCRIPT = """
 import sys
-from symdiff.midi_corpus import build_from_midi_folder
+from symdiff.data.midi_corpus import build_from_midi_folder
 r = build_from_midi_folder(sys.argv[1], sys.argv[2], workers=int(sys.argv[3]), checkpoint_every=1,
                            progress=False, verbose=False)
 print("INTERRUPTED" if r["interrupted"] else "DONE")
@@ -346,7 +353,7 @@ def test_kill_9_then_resume(lakh, tmp_path):
 CTRL_C_SCRIPT = """
 import os, pathlib, signal, sys, threading, time
 import tqdm
-from symdiff.midi_corpus import build_from_midi_folder, side_path
+from symdiff.data.midi_corpus import build_from_midi_folder, side_path
 
 root, out, workers, checkpoint_every, progress, hold, interrupt_in_commit = sys.argv[1:]
 real_update, taken = tqdm.tqdm.update, [0]

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from symdiff import atomic
 from symdiff.cli import main
-from symdiff.dataset import DEFAULT_PATH, Lines
+from symdiff.data.dataset import DEFAULT_PATH, Lines
 from symdiff.errors import SymdiffError
 from symdiff.precision import ENV, resolve_precision
 from symdiff.vae import DEFAULT_CHECKPOINT
@@ -189,7 +189,7 @@ def corrupt(case: str, folder: Path) -> Path:
         target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
     else:  # weights of another shape than the config says: the weights are named
         cfg = json.loads((folder / "config.json").read_text())
-        cfg["z_size"] = cfg["z_size"] * 2
+        cfg["model"]["z_size"] = cfg["model"]["z_size"] * 2
         (folder / "config.json").write_text(json.dumps(cfg))
         target = folder / "model.safetensors"
     return target
@@ -299,11 +299,11 @@ def test_user_errors_share_one_base_class():
     from symdiff.atomic import CheckpointError, WriteError
     from symdiff.audio import AudioError
     from symdiff.cli import UsageError
+    from symdiff.data.midi_corpus import BuildError
     from symdiff.generate import GenerateError
     from symdiff.magenta_import import MagentaImportError
     from symdiff.melody import MelodyError
-    from symdiff.midi_corpus import BuildError
-    from symdiff.train_diffusion import TrainLatentsError
+    from symdiff.train.latents import TrainLatentsError
 
     for cls in (MelodyError, GenerateError, BuildError, TrainLatentsError, MagentaImportError, AudioError, UsageError,
                 WriteError, CheckpointError):

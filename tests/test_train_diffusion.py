@@ -13,15 +13,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from symdiff import latents as L
 from symdiff.cli import main
-from symdiff.dataset import DEFAULT_PATH, Lines
-from symdiff.diffusion import DiffusionConfig, LatentScaler, TransformerDDPM
-from symdiff.schedulers import DDIM
+from symdiff.codec import STANDARD_SILENCE_VALUE, LatentCodec, LatentScaler
+from symdiff.data import latents as L
+from symdiff.data.dataset import DEFAULT_PATH, Lines
+from symdiff.diffusion import TransformerDDPM
 from symdiff.generate import MelodyDiffusion
-from symdiff.train_diffusion import KNOWN_MODES, epoch_batches, lr_at, random_known
-from symdiff.training import Runtime
-from symdiff.vae import MusicVAE, VAEConfig
+from symdiff.schedulers import DDIM, ScheduleConfig
+from symdiff.train.diffusion import KNOWN_MODES, random_known
+from symdiff.train.latents import epoch_batches
+from symdiff.train.loop import Recipe, Runtime
+from symdiff.vae import MusicVAE, VAEConfig, vae_hash
 
 torch.set_num_threads(1)
 
@@ -70,16 +72,18 @@ def test_train_save_resume(setup, capsys):
 
     # the checkpoint: scaler of the latent dataset, pointer to its VAE, silence rule
     model = TransformerDDPM.from_pretrained(out / "best")
-    ds = L.LatentDataset.load(model.config.extra["latents"]["path"])
+    training = model.sections["training"]
+    ds = L.LatentDataset.load(training["latents"]["path"])
     assert model.config.data_dim == ds.dim == model.scaler.dim
     assert model.scaler.to_dict()["range"].tolist() == list(ds.range)
-    vae_info = model.config.extra["vae"]
-    assert vae_info["sha256"] == L.vae_hash(root / "vae") and vae_info["path"] == str((root / "vae").resolve())
-    assert model.config.extra["silence"]["rule"] == "token"
-    assert model.config.extra["train_step"] == state["best"]["step"]
     # one object: tokens -> model space -> a sample -> tokens
-    codec = L.LatentCodec.from_pretrained(out / "best")
-    x = DDIM(model.config.schedule(), steps=5).sample(model, (1, 4, model.config.data_dim), seed=0)
+    codec = LatentCodec.from_pretrained(out / "best")
+    assert codec.config.vae_sha256 == vae_hash(root / "vae") and codec.config.vae_path == str((root / "vae").resolve())
+    assert codec.config.silence_rule == "token" and codec.config.posterior == "sample"
+    assert training["train_step"] == state["best"]["step"]
+    assert model.sections["schedule"] == ScheduleConfig().to_dict()
+    assert model.sections["recipe"] == {**Recipe().to_dict(), "batch_size": 8}
+    x = DDIM(ScheduleConfig().build(), steps=5).sample(model, (1, 4, model.config.data_dim), seed=0)
     tokens = codec.decode(x[0])
     assert tokens.shape == (4 * 32,) and tokens.dtype == np.uint8
     line = Lines.load(root / "corpus.npz").tokens[0]
@@ -115,10 +119,10 @@ def test_paper_rule_and_ema(setup):
     out = setup / "run_drop"
     assert main(argv(setup, out, 3, "--silence", "drop", "--ema", "0.9", "--bucket")) == 0
     start = read_log(out)[0]
-    cfg = DiffusionConfig.load(out / "last" / "config.json")
-    ds = L.LatentDataset.load(cfg.extra["latents"]["path"])
+    training = TransformerDDPM.from_pretrained(out / "last").sections["training"]
+    ds = L.LatentDataset.load(training["latents"]["path"])
     assert start["train_windows"] == len(ds.windows("train", drop_silent=True)) < len(ds.windows("train"))
-    assert cfg.extra["silence"]["rule"] == "drop" and cfg.extra["ema"] == 0.9
+    assert LatentCodec.from_pretrained(out / "last").config.silence_rule == "drop" and training["ema"] == 0.9
     ema = load_file(str(out / "last" / "extra.safetensors"))
     raw = load_file(str(out / "last" / "model.safetensors"))
     assert set(ema) == {f"ema.{k}" for k in raw}
@@ -127,9 +131,9 @@ def test_paper_rule_and_ema(setup):
 
 
 def test_lr_and_batches():
-    cfg = DiffusionConfig(lr_decay_every=4000)
-    assert lr_at(0, cfg) == lr_at(3999, cfg) == 1e-3 and lr_at(4000, cfg) == pytest.approx(0.98e-3)
-    assert lr_at(8000, cfg) == pytest.approx(1e-3 * 0.98**2)
+    recipe = Recipe(lr_decay_every=4000)
+    assert recipe.lr_at(0) == recipe.lr_at(3999) == 1e-3 and recipe.lr_at(4000) == pytest.approx(0.98e-3)
+    assert recipe.lr_at(8000) == pytest.approx(1e-3 * 0.98**2)
     lengths = np.random.default_rng(0).integers(1, 33, 1003)
     for bucket in (False, True):
         # two ranks always get the same number of batches (DDP steps together), disjoint windows
@@ -151,16 +155,16 @@ def test_conditional_standardized_run_serves_both_infill_methods(setup):
     assert main([*argv(setup, out, 3, "--standardize")[:3], "cpu-cond", *argv(setup, out, 3, "--standardize")[4:]]) == 0
     model = TransformerDDPM.from_pretrained(out / "best")
     assert model.config.conditional and model.config.trunk_noise and model.scaler.standardized
-    extra = model.config.extra
-    assert extra["silence"]["value"] == L.STANDARD_SILENCE_VALUE and extra["silence"]["threshold"] == 0.5 * L.STANDARD_SILENCE_VALUE
-    assert extra["clip"] >= -L.STANDARD_SILENCE_VALUE
+    codec = LatentCodec.from_pretrained(out / "best").config
+    assert codec.silence_value == STANDARD_SILENCE_VALUE and codec.silence_threshold == 0.5 * STANDARD_SILENCE_VALUE
+    assert codec.clip >= -STANDARD_SILENCE_VALUE
     pipe = MelodyDiffusion.from_pretrained(out / "best")
-    assert pipe.infill_methods == ("conditioned", "replace") and pipe.sampler("ddim", 5).clip == extra["clip"]
+    assert pipe.infill_methods == ("conditioned", "replace") and pipe.sampler("ddim", 5).clip == codec.clip
     line = Lines.load(setup / "corpus.npz").tokens[0][: 8 * 16]
     for method in pipe.infill_methods:
         res = pipe.infill(line, (2 * 16, 6 * 16), steps=5, seed=0, method=method)
         assert np.array_equal(res.tokens[0][: 2 * 16], line[: 2 * 16]) and np.array_equal(res.tokens[0][6 * 16 :], line[6 * 16 :])
-    assert pipe.codec.is_silent(torch.full((1, pipe.codec.scaler.dim), L.STANDARD_SILENCE_VALUE)).all()
+    assert pipe.codec.is_silent(torch.full((1, pipe.codec.scaler.dim), STANDARD_SILENCE_VALUE)).all()
 
 
 def test_random_known_masks():

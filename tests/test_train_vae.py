@@ -1,4 +1,4 @@
-"""`symdiff train vae` (symdiff.train_vae): MusicVAE's schedules and loss by hand, and short
+"""`symdiff train vae` (symdiff.train.vae): MusicVAE's schedules and loss by hand, and short
 real runs of the command on a small dataset cut from the real corpus: checkpoints and log,
 resuming (step, log, optimizer moments), and the same command under torchrun with 2 ranks.
 
@@ -6,8 +6,6 @@ Runs use a tiny model (enc 16, dec 16+16, z 8, batch 16) for a handful of steps.
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import math
 import os
@@ -26,28 +24,17 @@ import torch
 from safetensors.torch import load_file
 
 from symdiff.cli import main as cli_main
-from symdiff.dataset import DEFAULT_PATH, Lines
-from symdiff.train_vae import beta_at, lr_at, teacher_forcing_prob, vae_loss
-from symdiff.vae import CONFIGS, MusicVAE, evaluate
+from symdiff.data.dataset import DEFAULT_PATH, Lines
+from symdiff.train.vae import PRESETS, VAERecipe, beta_at, lr_at, teacher_forcing_prob, vae_loss
+from symdiff.vae import MusicVAE, evaluate
 
 REPO = Path(__file__).resolve().parent.parent
-CFG = CONFIGS["cat-mel_2bar_small"]
+CFG = PRESETS["cat-mel_2bar_small"][1]  # the recipe
 TINY_SET = ["enc_size=16", "dec_sizes=16,16", "z_size=8", "batch_size=16"]
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which train_vae uses
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
-
-
-@pytest.fixture(autouse=True, scope="module")
-def configs_restored():
-    """In-process runs must not leave anything in the global CONFIGS for other test modules
-    (see test_a_run_leaves_the_global_configs_alone)."""
-    saved = {name: dataclasses.replace(cfg, extra=copy.deepcopy(cfg.extra)) for name, cfg in CONFIGS.items()}
-    yield
-    for name, cfg in saved.items():
-        CONFIGS[name].extra.clear()
-        CONFIGS[name].extra.update(cfg.extra)
 
 
 # --- schedules ------------------------------------------------------------------------------
@@ -83,7 +70,7 @@ def test_vae_loss_by_hand():
     mu = torch.tensor([[0.1, -0.2], [2.0, 1.0]])
     sigma = torch.tensor([[0.9, 1.1], [0.5, 0.8]])
     # free bits: 0.5 bits = 0.3466 nats; example 0 has a smaller KL (no cost), example 1 a larger one
-    cfg = type(CFG)(free_bits=0.5)
+    cfg = VAERecipe(free_bits=0.5)
     beta = 0.3
 
     def nll(row, k):
@@ -100,7 +87,7 @@ def test_vae_loss_by_hand():
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     assert parts["r_loss"] == pytest.approx((r[0] + r[1]) / 2, rel=1e-6)
     assert parts["kl"] == pytest.approx((kl[0] + kl[1]) / 2, rel=1e-6)  # reported before free bits
-    loss0, _ = vae_loss(logits, targets, mu, sigma, beta, type(CFG)(free_bits=0.0))
+    loss0, _ = vae_loss(logits, targets, mu, sigma, beta, VAERecipe(free_bits=0.0))
     assert loss0.item() == pytest.approx((r[0] + r[1]) / 2 + beta * (kl[0] + kl[1]) / 2, rel=1e-6)
     # bf16 logits (autocast) give the float32 loss of those values
     loss_bf16, _ = vae_loss(logits.bfloat16(), targets, mu, sigma, beta, cfg)
@@ -119,7 +106,7 @@ def small_data(tmp_path_factory) -> Path:
     if DEFAULT_PATH.is_file():
         lines = Lines.load(DEFAULT_PATH)
     else:  # a fresh checkout: build one subcorpus (a few seconds)
-        from symdiff.corpus import build
+        from symdiff.data.corpus import build
 
         lines, _ = build(path.with_name("josquin.npz"), ["josquin"], workers=1)
     train, valid = lines.select("train"), lines.select("valid")
@@ -158,17 +145,18 @@ def copy_run(run: Path, to: Path) -> Path:
 
 def test_train_writes_checkpoints_and_log(six_steps, small_data):
     out = six_steps
-    assert sorted(p.name for p in out.iterdir()) == ["best", "config.json", "last", "log.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["best", "last", "log.jsonl"]
     assert sorted(p.name for p in (out / "last").iterdir()) == [
         "config.json", "model.safetensors", "optimizer.safetensors", "state.json"]
     assert sorted(p.name for p in (out / "best").iterdir()) == ["config.json", "model.safetensors"]
-    cfg = json.loads((out / "config.json").read_text())
-    assert (cfg["enc_size"], cfg["dec_sizes"], cfg["z_size"], cfg["batch_size"]) == (16, [16, 16], 8, 16)
+    cfg = json.loads((out / "last" / "config.json").read_text())
+    assert (cfg["model"]["enc_size"], cfg["model"]["dec_sizes"], cfg["model"]["z_size"]) == (16, [16, 16], 8)
+    assert cfg["recipe"] == {**VAERecipe().to_dict(), "batch_size": 16} and cfg["training"]["train_step"] == 6
 
     state = read_state(out)
     assert state["step"] == 6 and state["epoch"] == 0 and state["seconds"] > 0
     assert len(state["param_groups"]) == 1
-    assert state["param_groups"][0]["lr"] == pytest.approx(lr_at(5, MusicVAE.from_pretrained(out / "last").config))
+    assert state["param_groups"][0]["lr"] == pytest.approx(lr_at(5, VAERecipe.from_dict(MusicVAE.from_pretrained(out / "last").sections["recipe"])))
 
     log = read_log(out)
     assert log[0]["event"] == "start" and log[0]["step"] == 0 and log[0]["world"] == 1
@@ -217,7 +205,7 @@ def test_resume_continues_and_restores_the_optimizer_exactly(six_steps, small_da
     after_opt = {k: v.double() for k, v in load_file(str(out / "last" / "optimizer.safetensors")).items()}
     names = list(MusicVAE.from_pretrained(out / "last").state_dict())  # parameter order = optimizer order
     b1, b2 = ADAM_BETAS
-    lr = lr_at(6, MusicVAE.from_pretrained(out / "last").config)
+    lr = lr_at(6, VAERecipe.from_dict(MusicVAE.from_pretrained(out / "last").sections["recipe"]))
     bc1, bc2 = 1 - b1**7, 1 - b2**7
     steps, directions = [], []
     for i, name in enumerate(names):
@@ -243,13 +231,6 @@ def test_rerun_at_max_steps_trains_nothing(six_steps, small_data, tmp_path):
     assert read_state(out)["step"] == 6
     after = load_file(str(out / "last" / "model.safetensors"))
     assert all(torch.equal(after[k], v) for k, v in weights.items())
-
-
-def test_a_run_leaves_the_global_configs_alone(six_steps):
-    assert read_state(six_steps)["best"]  # a best/ was saved in this process
-    assert CONFIGS["cat-mel_2bar_small"].extra == {}
-    last = json.loads((six_steps / "last" / "config.json").read_text())["extra"]
-    assert last.get("train_step", 6) == 6
 
 
 def free_port() -> int:

@@ -20,6 +20,7 @@ from safetensors import safe_open
 from torch import nn
 
 from symdiff import melody
+from symdiff.atomic import CheckpointError
 from symdiff.cli import main as cli_main
 from symdiff.vae import CONFIGS, DEFAULT_CHECKPOINT, MusicVAE, VAEConfig, evaluate, kl_divergence, reconstruct
 
@@ -228,15 +229,16 @@ def test_forward_samples_z_with_the_generator():
 # --- storage --------------------------------------------------------------------------------
 
 def test_save_and_from_pretrained_round_trip(tmp_path):
-    cfg = dataclasses.replace(TINY_UNEVEN, max_beta=0.5, extra={"imported_from": {"global_step": 7}})
+    cfg = TINY_UNEVEN
     model = tiny_model(cfg, seed=15).train()
-    out = model.save_pretrained(tmp_path / "ckpt")
+    out = model.save_pretrained(tmp_path / "ckpt", {"training": {"imported_from": {"global_step": 7}}})
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     with safe_open(str(out / "model.safetensors"), "pt") as f:
-        assert f.metadata() == {"format": "symdiff-musicvae"}
+        assert f.metadata() == {"format": "symdiff-vae"}
         assert set(f.keys()) == set(model.state_dict())
     back = MusicVAE.from_pretrained(out)
     assert back.config == cfg and back.config.dec_sizes == (16, 12)
+    assert back.sections == {"training": {"imported_from": {"global_step": 7}}}
     assert not back.training
     for name, value in model.state_dict().items():
         assert torch.equal(back.state_dict()[name], value), name
@@ -256,9 +258,9 @@ def test_save_and_from_pretrained_round_trip(tmp_path):
 def test_from_pretrained_without_config_is_a_clear_error(tmp_path):
     folder = tiny_model().save_pretrained(tmp_path / "ckpt")
     (folder / "config.json").unlink()
-    with pytest.raises(FileNotFoundError, match=r"no config\.json \(not a symdiff VAE checkpoint\)"):
+    with pytest.raises(CheckpointError, match=r"no config\.json \(not a symdiff vae checkpoint\)"):
         MusicVAE.from_pretrained(folder)
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(CheckpointError, match="config.json"):
         MusicVAE.from_pretrained(tmp_path / "does-not-exist")
 
 

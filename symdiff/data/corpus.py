@@ -20,9 +20,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import melody
+from .. import melody
 from .dataset import Lines
-from .melody import music_pb2
+from ..melody import music_pb2
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ def dataset_card(stats: dict, build: dict) -> str:
     return f"""# The symdiff corpus (`corpus.npz`)
 
 Monophonic lines from the scores shipped inside the music21 wheel ({music21_version()}): folk tunes
-(one line per tune, repeats expanded by `symdiff.corpus.expand_repeats`) and every voice of the
+(one line per tune, repeats expanded by `symdiff.data.corpus.expand_repeats`) and every voice of the
 chorales and vocal works, on MusicVAE's melody grid (16 steps per 4-quarter bar, 90 classes).
 Rebuild with `symdiff data build` ({build.get('seconds', 0) / 60:.0f} min on 2 cores); describe with
 `symdiff data stats`. The split is by piece (`dataset.split_of`, 90/5/5), never by window.

@@ -53,20 +53,20 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .atomic import write_text
-from .baselines import interpolate_infill, prior_latents
-from .corpus import SUBCORPORA
-from .dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
-from .generate import DEFAULT_GUIDANCE, MelodyDiffusion, plan_infill, splice_bars
-from .melody import BARS_PER_CHUNK, CHUNK_STEPS, STEPS_PER_BAR
+from ..atomic import write_text
+from ..baselines import interpolate_infill, prior_latents
+from ..data.corpus import SUBCORPORA
+from ..data.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
+from ..generate import DEFAULT_GUIDANCE, MelodyDiffusion, plan_infill, splice_bars
+from ..melody import BARS_PER_CHUNK, CHUNK_STEPS, STEPS_PER_BAR
 from .metrics import STD_EPS, gaussian_overlap, melody_notes
 
 TASKS = ("fidelity", "coherence")
@@ -274,7 +274,7 @@ class Report:
                 lines.append(f"| {f'{group}: {name}' if fit else name} | {r['n']} | " + " | ".join(cells) + " |")
         s = self.settings
         lines += ["", NOTES[self.task], "", f"Diffusion: {s['checkpoint']}, {s['sampler']} sampler, {s['steps']} "
-                  f"steps, seed {s['seed']}; {s['seconds']:.0f} s in all. Definitions: `symdiff/fidelity.py`."]
+                  f"steps, seed {s['seed']}; {s['seconds']:.0f} s in all. Definitions: `symdiff/evaluation/fidelity.py`."]
         return "\n".join(lines) + "\n"
 
 
@@ -333,7 +333,7 @@ def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps:
         known = torch.stack([pipe.codec.encode(pieces[i].tokens) for i in idx])
         made = {"real middle, VAE-decoded": known,
                 "interpolation": interpolate_infill(known, mask, pipe.codec.scaler, silent=pipe.codec.is_silent(known),
-                                                    silence_value=pipe.codec.silence_value),
+                                                    silence_value=pipe.codec.config.silence_value),
                 "N(0,I) prior": torch.where(mask[None, :, None], prior_latents(len(idx), c, pipe.codec.scaler, gen),
                                             known)}
         for name, (m, w) in runs.items():

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import melody
-from .atomic import save_npz, write_text
+from .. import melody
+from ..atomic import save_npz, write_text
 
 FIELDS = ("source", "piece", "voice", "meter", "key", "split")
 SPLITS = ("train", "valid", "test")
 WINDOW_CHUNKS = 32  # 64 bars, the diffusion model's sequence length
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "data" / "corpus.npz"
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "data" / "corpus.npz"  # the checkout's data/
 
 
 def split_of(piece: str, valid: float = 0.05, test: float = 0.05) -> str:

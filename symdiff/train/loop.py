@@ -14,16 +14,33 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .atomic import append_text, read_json, read_tensors, save_tensors, write_text
-from .precision import autocast, available_cores
+from ..atomic import append_text, read_json, read_tensors, save_tensors, write_text
+from ..checkpoint import ConfigIO
+from ..precision import autocast, available_cores
+
+
+@dataclass(frozen=True)
+class Recipe(ConfigIO):
+    """How a latent model is trained (the official code's Adam recipe): lr = learning_rate *
+    lr_decay^(step // lr_decay_every), global-norm clip, batch size, step budget."""
+
+    learning_rate: float = 1e-3
+    lr_decay: float = 0.98
+    lr_decay_every: int = 10_000  # the official code; the paper's text says 4000
+    grad_clip: float = 1.0
+    batch_size: int = 64
+    max_steps: int = 500_000
+
+    def lr_at(self, step: int) -> float:
+        return self.learning_rate * self.lr_decay ** (step // self.lr_decay_every)
 
 
 @dataclass

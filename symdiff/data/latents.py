@@ -72,37 +72,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import melody
-from .atomic import CheckpointError, read_json, save_npz
+from .. import melody
+from ..atomic import save_npz, sha256_file
+from ..codec import SILENCE_VALUE, LatentScaler, chunks_of
+from ..errors import SymdiffError
+from ..precision import autocast, resolve_precision
+from ..vae import MusicVAE, vae_hash
 from .dataset import DEFAULT_PATH, SPLITS, WINDOW_CHUNKS, Lines, window_starts
-from .diffusion import LatentScaler
-from .errors import SymdiffError
-from .precision import resolve_precision
-from .training import Runtime
-from .vae import MusicVAE
 
 FORMAT = 1
-SILENCE_VALUE = -1.0
-# The silence latent of a standardized model space (`LatentScaler.standardize`): every dim at
-# -4 global stds, far from the real latents (their chunk means sit at 0) and inside the clip.
-STANDARD_SILENCE_VALUE = -4.0
 DEFAULT_CACHE = DEFAULT_PATH.parent / "cache" / "latents"
-
-
-def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def vae_hash(vae_dir: str | Path) -> str:
-    """The sha256 of a VAE checkpoint's weights file: what names a VAE in caches and checkpoints."""
-    path = Path(vae_dir) / "model.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"{vae_dir}: no model.safetensors (not a symdiff VAE checkpoint)")
-    return sha256_file(path)
 
 
 # --- transposition of whole lines -------------------------------------------------------------
@@ -131,15 +110,7 @@ def transpose_line(tokens: np.ndarray, shift: int) -> np.ndarray:
 
 def line_chunks(tokens: np.ndarray, shift: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A line (transposed by `shift`) as the VAE's input chunks (n, 32) and their silent mask."""
-    chunks = melody.as_vae_input(melody.to_chunks(transpose_line(tokens, shift)))
-    return chunks, melody.silent_chunks(chunks)
-
-
-def silence_chunk() -> np.ndarray:
-    """How a silent latent decodes: a rest for 2 bars (a note-off, then no events)."""
-    out = np.zeros(melody.CHUNK_STEPS, dtype=np.uint8)
-    out[0] = melody.NOTE_OFF
-    return out
+    return chunks_of(transpose_line(tokens, shift))
 
 
 # --- settings, key, cache -----------------------------------------------------------------
@@ -288,10 +259,9 @@ def _encode(vae: MusicVAE, chunks: np.ndarray, rng: np.random.Generator, batch_s
     """Sampled z (or mu, `posterior="mean"`) of `chunks` into `out` (float16; only `dims` when
     given); sum sigma if asked. eps is drawn from `rng` in chunk order either way, so the result
     does not depend on the batch size."""
-    rt = Runtime(device, 0, 1)
     for i in range(0, len(chunks), batch_size):
         x = torch.from_numpy(chunks[i : i + batch_size]).long().to(device)
-        with rt.autocast(bf16):
+        with autocast("bf16" if bf16 else "fp32", device.type):
             mu, sigma = vae.encode(x)
         mu, sigma = mu.float().cpu().numpy(), sigma.float().cpu().numpy()
         eps = rng.standard_normal(mu.shape, dtype=np.float32)
@@ -427,76 +397,3 @@ def gather_windows(x: np.ndarray, windows: np.ndarray) -> tuple[torch.Tensor, to
     idx = np.where(mask, windows[:, :1] + pos[None, :], 0)
     out = x[idx] * mask[..., None]
     return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)), torch.from_numpy(mask)
-
-
-# --- tokens <-> model space: one object -----------------------------------------------------
-
-class LatentCodec:
-    """A VAE, the `LatentScaler` and the silence rule a diffusion model was trained with:
-    melody tokens -> model-space sequences (n, d) -> tokens."""
-
-    def __init__(self, vae: MusicVAE, scaler: LatentScaler, silence_threshold: float,
-                 silence_value: float = SILENCE_VALUE, vae_dir: Path | None = None, clip: float = 1.0,
-                 posterior: str = "sample"):
-        self.vae, self.scaler, self.vae_dir = vae.eval(), scaler, vae_dir  # vae_dir names the VAE in caches
-        self.silence_threshold, self.silence_value = float(silence_threshold), float(silence_value)
-        self.clip = float(clip)  # the samplers' x0 clip: the training set's largest |value|
-        self.posterior = posterior  # what the model learnt: sampled z or mu (`LatentSettings.posterior`)
-
-    @classmethod
-    def from_pretrained(cls, diffusion_dir: str | Path, vae_dir: str | Path | None = None,
-                        check_hash: bool = True) -> "LatentCodec":
-        """From a diffusion checkpoint: its scaler, its silence rule, and the VAE its config
-        points to (or `vae_dir`), which must be the same weights (sha256) unless told otherwise."""
-        diffusion_dir = Path(diffusion_dir)
-        extra = read_json(diffusion_dir / "config.json").get("extra", {})  # DDPM or MDN
-        info = extra.get("vae", {})
-        if vae_dir is None:
-            # The path recorded at training time, else a checkpoint of that name beside this one
-            # (shipped checkpoints live side by side in checkpoints/).
-            recorded = Path(info.get("path", ""))
-            vae_dir = recorded if (recorded / "model.safetensors").is_file() else diffusion_dir.parent / recorded.name
-        vae_dir = Path(vae_dir)
-        if check_hash and info.get("sha256") and vae_hash(vae_dir) != info["sha256"]:
-            raise CheckpointError(f"{vae_dir} is not the VAE {diffusion_dir} was trained with (sha256 differs)")
-        silence = extra.get("silence", {})
-        return cls(MusicVAE.from_pretrained(vae_dir), LatentScaler.from_pretrained(diffusion_dir),
-                   silence.get("threshold", 0.5 * SILENCE_VALUE), silence.get("value", SILENCE_VALUE), vae_dir,
-                   extra.get("clip", 1.0), extra.get("latents", {}).get("settings", {}).get("posterior", "sample"))
-
-    def is_silent(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., d) model-space latents -> (...) bool: decoded as a rest."""
-        return torch.as_tensor(x).float().mean(-1) < self.silence_threshold
-
-    @torch.no_grad()
-    def encode(self, tokens: np.ndarray, sample: bool = False, seed: int | None = None) -> torch.Tensor:
-        """A line -> (n, d) model space: mu (or a sampled z with `sample`), silence at silent chunks."""
-        chunks, silent = line_chunks(tokens)
-        x = torch.full((len(chunks), self.scaler.dim), self.silence_value)
-        live = np.flatnonzero(~silent)
-        if len(live):
-            mu, sigma = self.vae.encode(torch.from_numpy(chunks[live]).long())
-            z = mu
-            if sample:
-                g = torch.Generator().manual_seed(seed) if seed is not None else None
-                z = mu + sigma * torch.randn(mu.shape, generator=g)
-            x[torch.from_numpy(live)] = self.scaler.transform(z).float()
-        return x
-
-    @torch.no_grad()
-    def decode(self, x: torch.Tensor, seed: int | None = 0, temperature: float = 0.0,
-               batch_size: int = 4096) -> np.ndarray:
-        """(n, d) model space -> tokens (n * 32,) uint8; silent latents become 2-bar rests; the
-        collapsed z dims get seeded N(0, 1) noise (`LatentScaler.inverse`)."""
-        x = torch.as_tensor(x).float().reshape(-1, self.scaler.dim)
-        silent = self.is_silent(x)
-        out = np.tile(silence_chunk(), (len(x), 1))
-        live = torch.nonzero(~silent).reshape(-1)
-        if len(live):
-            z = self.scaler.inverse(x[live], seed=seed)
-            g = torch.Generator().manual_seed(seed) if seed is not None else None
-            idx = live.numpy()
-            for i in range(0, len(z), batch_size):  # bounded memory for thousands of chunks
-                out[idx[i : i + batch_size]] = self.vae.decode(z[i : i + batch_size], temperature=temperature,
-                                                               generator=g).numpy().astype(np.uint8)
-        return melody.from_chunks(out)

@@ -56,11 +56,11 @@ from typing import Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from . import melody
-from .atomic import append_text, write_text
+from .. import melody
+from ..atomic import append_text, write_text
 from .dataset import Lines
-from .errors import SymdiffError
-from .melody import music_pb2
+from ..errors import SymdiffError
+from ..melody import music_pb2
 
 MIDI_SUFFIXES = (".mid", ".midi")
 SOURCE = "midi"

@@ -1,66 +1,57 @@
-"""`symdiff train diffusion`: the paper's TransformerDDPM on MusicVAE latents, resumable, DDP-ready.
+"""What every model trained on latent windows shares (TransformerDDPM, TransformerMDN): data,
+batches, checkpoints, held-out figure and the step loop.
 
-Data: the latent dataset of `symdiff.latents` (built once per VAE, corpus and settings, then
+Data: the latent dataset of `symdiff.data.latents` (built once per VAE, corpus and settings, then
 read from its cache): windows of up to 32 chunks at a stride of one chunk, in model space
-([-1, 1] by the training set's scaler; silent chunks as the silence latent, or windows with
-silence dropped as the paper does with `silence="drop"`). A batch pads its windows to the
-longest and passes the key padding mask to the model and the loss; `bucket=True` groups
-windows of similar length (within pools of 32 batches) to spend less on padding.
+(the paper's [-1, 1] by the training set's scaler, or standardized; silent chunks as the silence
+latent, or windows with silence dropped as the paper does with `silence="drop"`). A batch pads its
+windows to the longest and passes the key padding mask to the model and the loss; `bucket=True`
+groups windows of similar length (within pools of 32 batches) to spend less on padding.
 
-Objective (paper sec. 3, the official `diffusion_loss`): continuous noise level
-sqrt(alpha_bar), alpha_bar ~ U(alpha_bar_{t-1}, alpha_bar_t), t ~ U{1..N};
-loss = mean over real positions of (eps - eps_theta(x_t, sqrt(alpha_bar)))^2, divided by
-alpha_bar per example for a v-predicting config (`DiffusionConfig.prediction`).
-Adam, lr = learning_rate * lr_decay^(step // lr_decay_every), global-norm clip, no EMA unless
-asked for, bf16 autocast with fp32 weights.
-
-Checkpoints (`OUT/last` every `save_minutes` and at the end, `OUT/best` at the lowest held-out
-loss on the valid split): `TransformerDDPM.save_pretrained` with the `LatentScaler`, and
-config.extra naming the VAE (path + sha256 of its weights), the corpus, the latent cache and the
-silence rule, so `latents.LatentCodec.from_pretrained(OUT/best)` rebuilds tokens <-> model space.
-With EMA, `last/` holds the raw weights (EMA in extra.safetensors, for resuming) and `best/` the
-EMA weights. Under `torchrun`, rank 0 builds the latent cache while the others wait for it.
-
-The data (`load_latent_windows`), the provenance, the resume check and the step loop
-(`training.train_loop`) are shared with `symdiff.train_mdn`.
+Checkpoints (`OUT/last` every `save_minutes` and at the end, `OUT/best` at the best held-out
+figure on the valid split) in the one format of `symdiff.checkpoint`: the weights, the
+architecture, the codec (`codec.CodecConfig`: VAE by path and sha256, silence rule, clip), the
+recipe, the objective's own sections (a diffusion model's schedule) and the training provenance
+(corpus, latent cache, steps, time, precision, EMA). With EMA, `last/` holds the raw weights (EMA
+in extra.safetensors, for resuming) and `best/` the EMA weights. Under `torchrun`, rank 0 builds
+the latent cache while the others wait for it.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .atomic import read_json, recover_dir, replace_dir
-from .dataset import DEFAULT_PATH
-from .diffusion import DiffusionConfig, TransformerDDPM, load_extra_tensors
-from .latents import (
-    SILENCE_VALUE, STANDARD_SILENCE_VALUE, LatentDataset, LatentSettings, ensure_latents, gather_windows,
-    wait_for_latents,
-)
-from .diffusion import LatentScaler
-from .errors import SymdiffError
-from .precision import resolve_precision
-from .schedulers import diffusion_loss
-from .training import (
-    JsonLog, Runtime, load_training_state, rank_batches, save_training_state, setup_runtime, shutdown, train_loop,
-    unwrap, wrap_ddp,
+from ..atomic import recover_dir, replace_dir
+from ..checkpoint import load_tensors, read_checkpoint_config
+from ..codec import SILENCE_VALUE, STANDARD_SILENCE_VALUE, CodecConfig, LatentScaler
+from ..data.dataset import DEFAULT_PATH
+from ..data.latents import LatentDataset, LatentSettings, ensure_latents, gather_windows, wait_for_latents
+from ..errors import SymdiffError
+from ..precision import resolve_precision
+from .loop import (
+    JsonLog,
+    Recipe,
+    Runtime,
+    load_training_state,
+    rank_batches,
+    save_training_state,
+    setup_runtime,
+    shutdown,
+    train_loop,
+    unwrap,
+    wrap_ddp,
 )
 
 
 class TrainLatentsError(SymdiffError):
     """A run on latent windows that cannot start as asked (e.g. resuming with another VAE)."""
-
-
-
-
-def lr_at(step: int, cfg) -> float:
-    """learning_rate * lr_decay^(step // lr_decay_every) (any config with those fields)."""
-    return cfg.learning_rate * cfg.lr_decay ** (step // cfg.lr_decay_every)
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, rt: Runtime, seed: int, epoch: int,
@@ -96,17 +87,19 @@ class LatentWindows:
     silence_threshold: float
     clip: float  # the largest |value| of the training set: the samplers' x0 clip
 
-    def provenance(self, vae: Path, data: Path) -> dict:
-        """config.extra entries naming the VAE, the corpus, the latent cache and the silence rule,
-        so `latents.LatentCodec.from_pretrained(checkpoint)` rebuilds tokens <-> model space."""
+    def codec(self, vae: Path) -> CodecConfig:
+        """What the model's numbers mean, so `codec.LatentCodec.from_pretrained(checkpoint)`
+        rebuilds tokens <-> model space."""
+        return CodecConfig(vae_path=str(Path(vae).resolve()), vae_sha256=self.ds.key["vae_sha256"],
+                           z_size=self.ds.z_size, silence_rule=self.silence, silence_value=self.silence_value,
+                           silence_threshold=self.silence_threshold, clip=self.clip,
+                           posterior=self.ds.key.get("posterior", "sample"))
+
+    def provenance(self, data: Path) -> dict[str, Any]:
+        """The corpus and the latent cache the model was trained on (the card's data)."""
         ds = self.ds
-        return dict(
-            vae={"path": str(Path(vae).resolve()), "sha256": ds.key["vae_sha256"], "z_size": ds.z_size},
-            data={"path": str(Path(data).resolve()), "sha256": ds.key["data_sha256"]},
-            latents={"path": str(ds.path.resolve()) if ds.path else None, "settings": ds.key},
-            silence={"rule": self.silence, "value": self.silence_value, "threshold": self.silence_threshold},
-            clip=self.clip,
-        )
+        return {"data": {"path": str(Path(data).resolve()), "sha256": ds.key["data_sha256"]},
+                "latents": {"path": str(ds.path.resolve()) if ds.path else None, "settings": ds.key}}
 
     def held_out_batches(self, batch_size: int = 256):
         """The held-out windows as padded batches (x0, mask), similar lengths together."""
@@ -155,8 +148,8 @@ def resumable(last: Path, vae_sha: str) -> bool:
         recover_dir(folder)
     if not (last / "state.json").is_file():
         return False
-    saved = read_json(last / "config.json").get("extra", {})
-    if saved.get("vae", {}).get("sha256") != vae_sha:
+    saved = read_checkpoint_config(last, "diffusion", "mdn").get("codec", {})
+    if saved.get("vae_sha256") != vae_sha:
         raise TrainLatentsError(f"{last} was trained on another VAE's latents; use a new --out")
     return True
 
@@ -175,6 +168,7 @@ class Objective:
     metric: str
     report: str
     desc: str
+    sections: dict[str, Any] = field(default_factory=dict)  # saved with every checkpoint (a schedule)
 
 
 @torch.no_grad()
@@ -194,34 +188,36 @@ def held_out(objective: Objective, model: torch.nn.Module, windows: LatentWindow
     return total / max(count, 1.0)
 
 
-def train_on_latents(objective: Objective, cfg, vae: Path, out: Path, data: Path = DEFAULT_PATH,
+def train_on_latents(objective: Objective, cfg, recipe: Recipe, vae: Path, out: Path, data: Path = DEFAULT_PATH,
                      cache_dir: Path | None = None, latent_settings: LatentSettings | None = None,
                      max_steps: int | None = None, minutes: float | None = None, eval_every: int = 1000,
                      save_minutes: float = 5.0, eval_windows: int = 2048, precision: str = "auto", seed: int = 0,
                      ema: float = 0.0, silence: str = "token", bucket: bool = False, log_every: int = 50,
                      encode_batch: int = 512, standardize: bool = False) -> dict:
-    """Train `objective.model_class(cfg)` on the cached latent windows: resumable from `OUT/last`
-    (weights, optimizer, step, EMA, written as one folder), `OUT/best` at the best held-out figure
-    (EMA weights when `ema` > 0), a JSON-lines log, DDP under torchrun. `precision` 'auto' | 'bf16'
-    | 'fp32' (`symdiff.precision`) for training and, without `latent_settings`, for encoding the
-    latents; the one used is logged and recorded in config.extra. Returns the training state."""
+    """Train `objective.model_class(cfg)` by `recipe` on the cached latent windows: resumable from
+    `OUT/last` (weights, optimizer, step, EMA, written as one folder), `OUT/best` at the best
+    held-out figure (EMA weights when `ema` > 0), a JSON-lines log, DDP under torchrun.
+    `precision` 'auto' | 'bf16' | 'fp32' (`symdiff.precision`) for training and, without
+    `latent_settings`, for encoding the latents; the one used is logged and recorded in the
+    checkpoints. Returns the training state."""
     rt = setup_runtime()
     precision = resolve_precision(precision, rt.device)
     bf16 = precision == "bf16"
     latent_settings = latent_settings or LatentSettings(bf16=bf16)
     torch.manual_seed(seed)
     out, vae, data = Path(out), Path(vae), Path(data)
-    max_steps = cfg.max_steps if max_steps is None else max_steps
-    lw = load_latent_windows(vae, data, cache_dir, latent_settings, cfg.seq_len, cfg.batch_size, rt, silence,
+    max_steps = recipe.max_steps if max_steps is None else max_steps
+    lw = load_latent_windows(vae, data, cache_dir, latent_settings, cfg.seq_len, recipe.batch_size, rt, silence,
                              eval_windows, encode_batch, standardize)
     ds, scaler = lw.ds, lw.scaler
 
-    cfg = dataclasses.replace(cfg, data_dim=ds.dim, extra=dict(cfg.extra))
-    cfg.extra.update(lw.provenance(vae, data), ema=ema, precision=precision)
+    cfg = dataclasses.replace(cfg, data_dim=ds.dim)
+    training: dict[str, Any] = {**lw.provenance(data), "ema": ema, "precision": precision}
+    sections = {"codec": lw.codec(vae), "recipe": recipe, **objective.sections, "training": training}
     cls = objective.model_class
     model = cls(cfg).to(rt.device)
     model.scaler = scaler
-    opt = torch.optim.Adam(model.parameters(), lr=lr_at(0, cfg))
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr_at(0))
     ema_state = ({k: v.detach().clone().float() for k, v in model.state_dict().items()} if ema > 0 else None)
     state = {"step": 0, "epoch": 0, "best_loss": None, "seconds": 0.0}
     last = out / "last"
@@ -229,16 +225,15 @@ def train_on_latents(objective: Objective, cfg, vae: Path, out: Path, data: Path
         model.load_state_dict(cls.from_pretrained(last).state_dict())
         state = load_training_state(last, opt)
         if ema_state is not None:
-            saved_ema = {k[4:]: v for k, v in load_extra_tensors(last).items() if k.startswith("ema.")}
+            saved_ema = {k[4:]: v for k, v in load_tensors(last, "extra").items() if k.startswith("ema.")}
             ema_state = {k: saved_ema.get(k, v).to(rt.device).float() for k, v in ema_state.items()}
     ddp = wrap_ddp(model, rt)
     log = JsonLog(out / "log.jsonl", rt.main)
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.json")
         log.write(event="start", step=state["step"], train_windows=len(lw.train), held_windows=len(lw.held),
                   data_dim=ds.dim, parameters=model.num_parameters(), world=rt.world, silence=silence,
-                  latents=str(ds.path), precision=precision)
+                  latents=str(ds.path), precision=precision, recipe=recipe.to_dict())
 
     def ema_model():
         if ema_state is None:
@@ -249,9 +244,9 @@ def train_on_latents(objective: Objective, cfg, vae: Path, out: Path, data: Path
 
     def checkpoint() -> None:
         if rt.main:
-            cfg.extra.update(train_step=state["step"], train_seconds=round(state["seconds"], 1))
-            extra = {f"ema.{k}": v for k, v in ema_state.items()} if ema_state is not None else None
-            replace_dir(last, lambda d: (unwrap(ddp).save_pretrained(d, scaler=scaler, extra_tensors=extra),
+            training.update(train_step=state["step"], train_seconds=round(state["seconds"], 1))
+            extra = {"extra": {f"ema.{k}": v for k, v in ema_state.items()}} if ema_state is not None else None
+            replace_dir(last, lambda d: (unwrap(ddp).save_pretrained(d, sections, extra, scaler),
                                          save_training_state(d, opt, state)))
 
     def evaluate(step: int) -> None:
@@ -263,9 +258,11 @@ def train_on_latents(objective: Objective, cfg, vae: Path, out: Path, data: Path
         if state["best_loss"] is None or value < state["best_loss"]:
             state["best_loss"] = value
             state["best"] = {"step": step, objective.metric: value}
-            cfg.extra.update(train_step=step, train_seconds=round(state["seconds"], 1), **{objective.metric: value})
+            best_training = {**training, "train_step": step, "train_seconds": round(state["seconds"], 1),
+                             objective.metric: value}
             best = ema_model()
-            replace_dir(out / "best", lambda d: best.save_pretrained(d, scaler=scaler))
+            replace_dir(out / "best", lambda d: best.save_pretrained(d, {**sections, "training": best_training},
+                                                                     scaler=scaler))
 
     lengths = lw.train[:, 1]
     gen = torch.Generator(device=rt.device).manual_seed(seed + rt.rank + state["step"])
@@ -273,13 +270,13 @@ def train_on_latents(objective: Objective, cfg, vae: Path, out: Path, data: Path
     def train_step(idx: np.ndarray, step: int) -> dict:
         x0, mask = gather_windows(lw.x, lw.train[idx])
         x0, mask = x0.to(rt.device), mask.to(rt.device)
-        lr = lr_at(step, cfg)
+        lr = recipe.lr_at(step)
         for g in opt.param_groups:
             g["lr"] = lr
         loss = objective.loss(ddp, x0, mask, gen, rt, bf16)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         opt.step()
         if ema_state is not None:
             with torch.no_grad():
@@ -289,7 +286,7 @@ def train_on_latents(objective: Objective, cfg, vae: Path, out: Path, data: Path
         return {"loss": loss.detach(), "lr": lr, "grad_norm": grad_norm, "length": mask.sum(1).float().mean()}
 
     model.train()
-    train_loop(state, rt, lambda epoch: epoch_batches(lengths, cfg.batch_size // rt.world, rt, seed, epoch, bucket),
+    train_loop(state, rt, lambda epoch: epoch_batches(lengths, recipe.batch_size // rt.world, rt, seed, epoch, bucket),
                train_step, evaluate, checkpoint, log, max_steps, minutes, eval_every, save_minutes, log_every,
                desc=f"{objective.desc} ({precision})")
     shutdown(rt)
@@ -298,51 +295,3 @@ def train_on_latents(objective: Objective, cfg, vae: Path, out: Path, data: Path
 
 # --- the diffusion model -------------------------------------------------------------------------
 
-# What a conditional model is trained on: nothing known (unconditional generation), one
-# contiguous unknown span (infilling; a span that reaches an end is continuation or a new
-# opening), or scattered unknown chunks.
-KNOWN_MODES = {"none": 0.25, "span": 0.6, "scattered": 0.15}
-
-
-def random_known(mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """(B, k) bool, True = known, for a padded batch (`mask` True at real positions), drawn by
-    `KNOWN_MODES`; every row keeps at least one real position unknown."""
-    b, k = mask.shape
-    dev = gen.device
-    length = mask.to(dev).sum(1)
-    mode = torch.rand(b, generator=gen, device=dev)
-    u = torch.rand(b, 2, generator=gen, device=dev)
-    start = (u[:, 0] * length).long()
-    stop = start + 1 + (u[:, 1] * (length - start)).long()
-    pos = torch.arange(k, device=dev)[None]
-    span = (pos < start[:, None]) | (pos >= stop[:, None])
-    scattered = torch.rand(b, k, generator=gen, device=dev) < 0.5
-    p_none, p_span = KNOWN_MODES["none"], KNOWN_MODES["span"]
-    keep = torch.where((mode < p_none + p_span)[:, None], span, scattered)
-    keep = keep & (mode >= p_none)[:, None] & mask.to(dev)
-    keep = keep & ~(keep == mask.to(dev)).all(1, keepdim=True)  # all known: make it unconditional
-    return keep.to(mask.device)
-
-
-def diffusion_step_loss(net, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Generator, rt: Runtime,
-                        bf16: bool) -> torch.Tensor:
-    """Eq. 6 on a padded batch: noise x0 at a continuous level, predict eps (v-weighted for a
-    v-predicting config). A conditional config sees random known chunks (`random_known`), clean,
-    beside the noisy x_t, and is scored on the unknown ones only."""
-    cfg = unwrap(net).config
-    noise = cfg.schedule().training_noise(x0, gen)  # on x0's device, whatever the generator's
-    cond, scored = {}, mask
-    if cfg.conditional:
-        keep = random_known(mask, gen)
-        cond, scored = {"known": x0, "keep": keep}, mask & ~keep
-    with rt.autocast(bf16):
-        pred = net(noise.x_t, noise.noise_level, mask, **cond)
-    return diffusion_loss(pred, noise.eps, scored, cfg.loss_weight(noise.noise_level))
-
-
-DIFFUSION = Objective(TransformerDDPM, diffusion_step_loss, "valid_loss", "held-out loss {:.5f}", "train diffusion")
-
-
-def train_diffusion(cfg: DiffusionConfig, vae: Path, out: Path, **kwargs) -> dict:
-    """Train a TransformerDDPM (`train_on_latents` takes the options)."""
-    return train_on_latents(DIFFUSION, cfg, vae, out, **kwargs)

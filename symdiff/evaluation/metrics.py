@@ -26,15 +26,15 @@
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from math import sqrt
-from typing import Sequence
 
 import numpy as np
 import scipy.linalg
 from scipy.special import erf
 
-from .melody import MIN_PITCH, STEPS_PER_BAR
+from ..melody import MIN_PITCH, STEPS_PER_BAR
 
 FRAME_BARS = 4
 HOP_BARS = 2

@@ -1,0 +1,79 @@
+"""`symdiff train diffusion`: the TransformerDDPM on MusicVAE latents (the shared latent-model
+training of `symdiff.train.latents` with the diffusion objective).
+
+Objective (paper sec. 3, the official `diffusion_loss`): continuous noise level
+sqrt(alpha_bar), alpha_bar ~ U(alpha_bar_{t-1}, alpha_bar_t), t ~ U{1..N};
+loss = mean over real positions of (eps - eps_theta(x_t, sqrt(alpha_bar)))^2, divided by
+alpha_bar per example for a v-predicting config (`DiffusionConfig.prediction`). A conditional
+config also sees random known chunks and is scored on the unknown ones (`random_known`).
+Adam by the `Recipe`, no EMA unless asked for, bf16 autocast with fp32 weights where the CPU is
+fast at it.
+
+A preset (`PRESETS`, the CLI's `--config`) is an architecture (`diffusion.CONFIGS`), a noise
+schedule and a training recipe; `--set KEY=VALUE` changes any field of the three.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from ..diffusion import CONFIGS, DiffusionConfig, TransformerDDPM
+from ..schedulers import NoiseSchedule, ScheduleConfig, diffusion_loss
+from .latents import Objective, train_on_latents
+from .loop import Recipe, Runtime, unwrap
+
+# Every preset trains with the paper's schedule and the official recipe.
+PRESETS = {name: (arch, ScheduleConfig(), Recipe()) for name, arch in CONFIGS.items()}
+
+
+# What a conditional model is trained on: nothing known (unconditional generation), one
+# contiguous unknown span (infilling; a span that reaches an end is continuation or a new
+# opening), or scattered unknown chunks.
+KNOWN_MODES = {"none": 0.25, "span": 0.6, "scattered": 0.15}
+
+
+def random_known(mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """(B, k) bool, True = known, for a padded batch (`mask` True at real positions), drawn by
+    `KNOWN_MODES`; every row keeps at least one real position unknown."""
+    b, k = mask.shape
+    dev = gen.device
+    length = mask.to(dev).sum(1)
+    mode = torch.rand(b, generator=gen, device=dev)
+    u = torch.rand(b, 2, generator=gen, device=dev)
+    start = (u[:, 0] * length).long()
+    stop = start + 1 + (u[:, 1] * (length - start)).long()
+    pos = torch.arange(k, device=dev)[None]
+    span = (pos < start[:, None]) | (pos >= stop[:, None])
+    scattered = torch.rand(b, k, generator=gen, device=dev) < 0.5
+    p_none, p_span = KNOWN_MODES["none"], KNOWN_MODES["span"]
+    keep = torch.where((mode < p_none + p_span)[:, None], span, scattered)
+    keep = keep & (mode >= p_none)[:, None] & mask.to(dev)
+    keep = keep & ~(keep == mask.to(dev)).all(1, keepdim=True)  # all known: make it unconditional
+    return keep.to(mask.device)
+
+
+def diffusion_step_loss(net, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Generator, rt: Runtime,
+                        bf16: bool, schedule: NoiseSchedule) -> torch.Tensor:
+    """Eq. 6 on a padded batch: noise x0 at a continuous level, predict eps (v-weighted for a
+    v-predicting config). A conditional config sees random known chunks (`random_known`), clean,
+    beside the noisy x_t, and is scored on the unknown ones only."""
+    cfg = unwrap(net).config
+    noise = schedule.training_noise(x0, gen)  # on x0's device, whatever the generator's
+    cond, scored = {}, mask
+    if cfg.conditional:
+        keep = random_known(mask, gen)
+        cond, scored = {"known": x0, "keep": keep}, mask & ~keep
+    with rt.autocast(bf16):
+        pred = net(noise.x_t, noise.noise_level, mask, **cond)
+    return diffusion_loss(pred, noise.eps, scored, cfg.loss_weight(noise.noise_level))
+
+
+def train_diffusion(cfg: DiffusionConfig, schedule: ScheduleConfig, recipe: Recipe, vae: Path, out: Path,
+                    **kwargs) -> dict:
+    """Train a TransformerDDPM (`train_on_latents` takes the options); the schedule is stored with
+    every checkpoint."""
+    objective = Objective(TransformerDDPM, functools.partial(diffusion_step_loss, schedule=schedule.build()),
+                          "valid_loss", "held-out loss {:.5f}", "train diffusion", {"schedule": schedule})
+    return train_on_latents(objective, cfg, recipe, vae, out, **kwargs)

@@ -1,0 +1,84 @@
+"""The package's layers (symdiff/__init__.py, ARCHITECTURE.md): what may import what, checked on
+the source of every module, and what importing the inference pipeline really loads."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "symdiff"
+TOP = ("demo", "cli")  # the app and the command: may import anything
+# layer of each subpackage; the modules directly in symdiff/ are layer 0 (inference)
+SUBPACKAGES = {"data": 1, "train": 2, "evaluation": 2}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_symdiff_modules(path: Path) -> set[str]:
+    """Every symdiff module a file imports, relative imports resolved, lazy imports included."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("symdiff")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            if not base.startswith("symdiff"):
+                continue
+            if node.module is None or base in ("symdiff", "symdiff.data", "symdiff.train", "symdiff.evaluation"):
+                found |= {f"{base}.{a.name}" for a in node.names}  # from . import melody
+            else:
+                found.add(base)
+    return found
+
+
+def layer(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) == 2:
+        return 3 if parts[1] in TOP else 0
+    return SUBPACKAGES[parts[1]]
+
+
+def test_every_module_imports_only_from_its_own_layer_or_below():
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = module_name(path)
+        if name == "symdiff":
+            continue
+        for target in imported_symdiff_modules(path):
+            if target in ("symdiff",):
+                continue
+            if layer(target) > layer(name):
+                wrong.append(f"{name} imports {target}")
+            if name.startswith("symdiff.evaluation") and target.startswith("symdiff.train"):
+                wrong.append(f"{name} imports {target} (evaluation never uses training code)")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_checker_resolves_relative_and_lazy_imports():
+    """The rule above can fail: it sees `from . import melody`, `from ..codec import`, and the
+    imports inside functions (the CLI's are all lazy)."""
+    names = imported_symdiff_modules(PACKAGE / "generate.py")
+    assert {"symdiff.diffusion", "symdiff.melody", "symdiff.codec"} <= names
+    names = imported_symdiff_modules(PACKAGE / "data" / "latents.py")
+    assert {"symdiff.data.dataset", "symdiff.codec", "symdiff.melody"} <= names
+    assert "symdiff.train.diffusion" in imported_symdiff_modules(PACKAGE / "cli.py")
+    assert layer("symdiff.train.loop") > layer("symdiff.data.latents") > layer("symdiff.generate")
+
+
+def test_importing_the_pipeline_loads_no_data_training_or_evaluation_module():
+    code = ("import sys, symdiff.generate, symdiff.baselines, symdiff.pianoroll, symdiff.arrangement\n"
+            "print('\\n'.join(sorted(m for m in sys.modules if m.startswith('symdiff'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=PACKAGE.parent).stdout.split()
+    assert "symdiff.generate" in loaded and "symdiff.codec" in loaded
+    outside = [m for m in loaded if m.split(".")[1:2] and m.split(".")[1] in SUBPACKAGES]
+    assert not outside, f"importing symdiff.generate loads {outside}"
