@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
-import warnings
 from pathlib import Path
 
 from .errors import SymdiffError
@@ -68,10 +68,11 @@ def cmd_data_build(args: argparse.Namespace) -> None:
 
     t0 = time.time()
     if args.midi_dir:
-        from .data.midi_corpus import build_from_midi_folder
+        from .data.midi_corpus import build_from_midi_folder, format_report
 
         report = build_from_midi_folder(args.midi_dir, args.out, workers=args.workers, shard=args.shard,
                                         restart=args.restart, limit=args.limit)
+        print(format_report(report))
         if report["interrupted"]:
             sys.exit(130)
         return
@@ -93,7 +94,9 @@ def cmd_data_merge(args: argparse.Namespace) -> None:
     from .data.midi_corpus import merge_shards
 
     check_out(args.out, *args.shards)
-    merge_shards(args.shards, args.out)
+    report = merge_shards(args.shards, args.out)
+    print(f"wrote {args.out}: {len(report['shards'])} shards, {report['pieces']} files with lines, "
+          f"{report['lines']} lines, {report['bars']} bars")
 
 
 def cmd_data_stats(args: argparse.Namespace) -> None:
@@ -531,8 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    warnings.filterwarnings("ignore")
     from .precision import limit_threads
+
+    # The library reports through `logging` (symdiff.*); the command shows its warnings as
+    # one-line messages. No warning is switched off here: the library scopes its own.
+    logging.basicConfig(format="symdiff: %(message)s", level=logging.WARNING)
+    logging.getLogger("symdiff").setLevel(logging.INFO)
 
     limit_threads()  # never more compute threads than this process' cores
     args = build_parser().parse_args(argv)

@@ -49,7 +49,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,14 +62,18 @@ from .errors import SymdiffError
 
 # pyfluidsynth prints "'fluidsynth' was found at ..." to stdout on import whenever $CI is set,
 # and note_seq's pretty_midi imports it: import it first, silenced, so the CLI's stdout (JSON
-# included) stays exactly what symdiff writes. symdiff reaches note_seq only through this module.
+# included) stays exactly what symdiff writes. note_seq also imports pydub, which warns that it
+# finds no ffmpeg (symdiff never asks pydub for audio). symdiff reaches note_seq only through
+# this module.
 with contextlib.redirect_stdout(io.StringIO()):
     try:
         import fluidsynth  # noqa: F401
     except (ImportError, OSError):
         pass
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Couldn't find ffmpeg", category=RuntimeWarning)
+    import note_seq  # noqa: E402
 import mido  # noqa: E402
-import note_seq  # noqa: E402
 import pretty_midi  # noqa: E402
 from mido.midifiles.meta import build_meta_message  # noqa: E402
 from note_seq import melodies_lib, midi_io, sequences_lib  # noqa: E402
@@ -77,6 +83,8 @@ from note_seq.protobuf import music_pb2  # noqa: E402
 # event at tick 1e8 builds a tick table of gigabytes; `bounded_midi` clips every file first, and
 # pretty_midi's own guard is back for anyone who calls it another way.
 pretty_midi.pretty_midi.MAX_TICK = 1e7
+
+log = logging.getLogger(__name__)
 
 STEPS_PER_QUARTER = 4
 STEPS_PER_BAR = 16
@@ -461,6 +469,17 @@ def _scan_track(data: bytes, end_tick: int) -> list[tuple[int, int, int, int | b
     return out
 
 
+def read_pretty_midi(mid: mido.MidiFile) -> pretty_midi.PrettyMIDI:
+    """pretty_midi's reading of a (bounded) file. Its warnings about odd but readable files (tempo
+    or meter events on a later track) go to the log, not to the user's terminal."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pm = pretty_midi.PrettyMIDI(mido_object=mid)
+    for w in caught:
+        log.debug("pretty_midi: %s", w.message)
+    return pm
+
+
 def bounded_midi(data: bytes, max_bars: int = MAX_BARS) -> mido.MidiFile:
     """The bytes of a MIDI file -> a mido file that pretty_midi reads in bounded time and memory,
     whatever the file says: the file is cut at quarter 4 * max_bars (the melody is cut there
@@ -532,7 +551,7 @@ def load_note_sequence(source: str | Path | bytes, max_bars: int = MAX_BARS) -> 
     if not data.startswith(b"MThd"):
         raise MelodyError(f"{name}: not a MIDI file (no MThd header)")
     try:
-        return midi_io.midi_to_note_sequence(pretty_midi.PrettyMIDI(mido_object=bounded_midi(data, max_bars)))
+        return midi_io.midi_to_note_sequence(read_pretty_midi(bounded_midi(data, max_bars)))
     except _Corrupt as e:
         raise MelodyError(f"{name}: corrupt MIDI file ({e})") from None
     except Exception as e:  # mido's and pretty_midi's many kinds on corrupt data

@@ -126,7 +126,7 @@ def lakh(tmp_path_factory):
     root = tmp_path_factory.mktemp("lmd") / "lmd_full"
     sources = make_lakh_folder(root)
     out = root.parent / "full" / "corpus.npz"
-    report = build_from_midi_folder(root, out, workers=0, progress=False, verbose=False)
+    report = build_from_midi_folder(root, out, workers=0, progress=False)
     return {"root": root, "sources": sources, "out": out, "report": report, "lines": Lines.load(out)}
 
 
@@ -220,7 +220,7 @@ def test_shards_are_disjoint_and_merge_to_the_full_build(lakh, tmp_path):
     out = tmp_path / "corpus.npz"
     shard_paths, reads = [], []
     for i in range(3):
-        r = build_from_midi_folder(lakh["root"], out, workers=0, shard=f"{i}/3", progress=False, verbose=False)
+        r = build_from_midi_folder(lakh["root"], out, workers=0, shard=f"{i}/3", progress=False)
         shard_paths.append(Path(r["out"]))
         reads.append(set(read_errors(side_path(Path(r["out"]), ".errors.tsv")))
                      | {m["piece"] for m in Lines.load(r["out"]).meta})
@@ -236,11 +236,11 @@ def test_shards_are_disjoint_and_merge_to_the_full_build(lakh, tmp_path):
     assert json.loads(side_path(merged, ".build.json").read_text())["errors"] == lakh["report"]["errors"]
 
     with pytest.raises(BuildError, match="missing"):
-        merge_shards(shard_paths[:2], tmp_path / "partial.npz", verbose=False)
+        merge_shards(shard_paths[:2], tmp_path / "partial.npz")
     twice = tmp_path / "twice.npz"
     shutil.copy(shard_paths[0], twice)
     with pytest.raises(BuildError, match="in both"):
-        merge_shards([shard_paths[0], twice], tmp_path / "dup.npz", verbose=False)
+        merge_shards([shard_paths[0], twice], tmp_path / "dup.npz")
 
 
 def test_cli_build_with_one_worker_process(lakh, tmp_path, capsys):
@@ -263,13 +263,13 @@ def test_cli_build_with_one_worker_process(lakh, tmp_path, capsys):
 def test_stop_and_resume_equals_uninterrupted(lakh, tmp_path):
     out = tmp_path / "corpus.npz"
     r1 = build_from_midi_folder(lakh["root"], out, workers=0, stop_after=7, checkpoint_every=3,
-                                progress=False, verbose=False)
+                                progress=False)
     assert not r1["complete"] and r1["files_done"] == 7 and not out.exists()
     parts = side_path(out, ".parts")
     assert len((parts / "done.jsonl").read_text().splitlines()) == 3  # 3 + 3 + the last one
     for part in parts.glob("part-*.npz"):
         Lines.load(part)  # every saved part is a whole dataset
-    r2 = build_from_midi_folder(lakh["root"], out, workers=0, checkpoint_every=3, progress=False, verbose=False)
+    r2 = build_from_midi_folder(lakh["root"], out, workers=0, checkpoint_every=3, progress=False)
     assert r2["complete"] and r2["files_resumed"] == 7
     assert r2["files_read_now"] == r2["files"] - 7
     assert same_lines(Lines.load(out), lakh["lines"])
@@ -281,15 +281,15 @@ def test_stop_and_resume_equals_uninterrupted(lakh, tmp_path):
 def test_resume_with_a_worker_process_and_other_settings(lakh, tmp_path):
     out = tmp_path / "corpus.npz"
     r1 = build_from_midi_folder(lakh["root"], out, workers=1, stop_after=5, checkpoint_every=2,
-                                progress=False, verbose=False)
+                                progress=False)
     assert r1["files_done"] == 5
     with pytest.raises(BuildError, match="restart"):
-        build_from_midi_folder(lakh["root"], out, workers=1, max_bars=64, progress=False, verbose=False)
-    r2 = build_from_midi_folder(lakh["root"], out, workers=1, progress=False, verbose=False)
+        build_from_midi_folder(lakh["root"], out, workers=1, max_bars=64, progress=False)
+    r2 = build_from_midi_folder(lakh["root"], out, workers=1, progress=False)
     assert r2["complete"] and r2["files_resumed"] == 5
     assert same_lines(Lines.load(out), lakh["lines"])
-    r3 = build_from_midi_folder(lakh["root"], out, workers=0, stop_after=3, progress=False, verbose=False)
-    r4 = build_from_midi_folder(lakh["root"], out, workers=0, restart=True, progress=False, verbose=False)
+    r3 = build_from_midi_folder(lakh["root"], out, workers=0, stop_after=3, progress=False)
+    r4 = build_from_midi_folder(lakh["root"], out, workers=0, restart=True, progress=False)
     assert r3["files_done"] == 3 and r4["files_resumed"] == 0 and r4["complete"]
 
 
@@ -307,7 +307,7 @@ BUILD_SCRIPT = """
 import sys
 from symdiff.data.midi_corpus import build_from_midi_folder
 r = build_from_midi_folder(sys.argv[1], sys.argv[2], workers=int(sys.argv[3]), checkpoint_every=1,
-                           progress=False, verbose=False)
+                           progress=False)
 print("INTERRUPTED" if r["interrupted"] else "DONE")
 """
 
@@ -338,7 +338,7 @@ def test_kill_9_then_resume(lakh, tmp_path):
     Lines.load(parts / next(p for p in committed if p)).save(parts / "part-999999.npz")
     with open(parts / "done.jsonl", "a") as f:
         f.write('{"part": "part-999999.npz", "files": [["0/corr')
-    r = build_from_midi_folder(lakh["root"], out, workers=0, progress=False, verbose=False)
+    r = build_from_midi_folder(lakh["root"], out, workers=0, progress=False)
     assert r["complete"] and 2 <= r["files_resumed"] < r["files"]
     assert same_lines(Lines.load(out), lakh["lines"])
     assert read_errors(side_path(out, ".errors.tsv")) == read_errors(side_path(lakh["out"], ".errors.tsv"))
@@ -378,7 +378,7 @@ def fsync(fd):
         signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # thread, so it lands here
 os.fsync = fsync
 r = build_from_midi_folder(root, out, workers=int(workers), checkpoint_every=int(checkpoint_every),
-                           checkpoint_seconds=1e9, progress=False, verbose=False)
+                           checkpoint_seconds=1e9, progress=False)
 print("INTERRUPTED" if r["interrupted"] else "DONE")
 """
 
@@ -436,7 +436,7 @@ def test_ctrl_c_with_a_worker_process_then_resume(lakh, tmp_path):
     # for files done together is any order), and not the held one
     assert sorted(_committed_files(parts)) == files[:n]
     assert len((parts / "done.jsonl").read_text().splitlines()) == (n - 1) // 2 + 1  # + the last one
-    r = build_from_midi_folder(lakh["root"], out, workers=1, progress=False, verbose=False)
+    r = build_from_midi_folder(lakh["root"], out, workers=1, progress=False)
     assert r["complete"] and r["files_resumed"] == n and r["files_read_now"] == len(files) - n
     assert same_lines(Lines.load(out), lakh["lines"])
     assert read_errors(side_path(out, ".errors.tsv")) == read_errors(side_path(lakh["out"], ".errors.tsv"))
@@ -458,7 +458,7 @@ def test_ctrl_c_during_a_commit_commits_each_file_once(lakh, tmp_path, workers):
     committed = _committed_files(parts)
     assert committed and set(committed) <= set(list_midi_files(lakh["root"]))
     assert len(set(committed)) == len(committed)  # no file twice: fails while the bug is there
-    r = build_from_midi_folder(lakh["root"], out, workers=0, progress=False, verbose=False)
+    r = build_from_midi_folder(lakh["root"], out, workers=0, progress=False)
     assert r["complete"] and same_lines(Lines.load(out), lakh["lines"])
     assert r["files_resumed"] == len(committed)  # fails while a file is logged twice
 
@@ -472,10 +472,10 @@ def test_size_cap_and_timeout(lakh, tmp_path):
     shutil.copy(biggest, root / "a" / "big.mid")
     shutil.copy(biggest, root / "a" / "slow.mid")
     r = build_from_midi_folder(root, tmp_path / "capped.npz", workers=0, max_bytes=biggest.stat().st_size - 1,
-                               progress=False, verbose=False)
+                               progress=False)
     assert r["errors_by_reason"] == {"too_large": 2} and r["complete"]
     assert len(Lines.load(tmp_path / "capped.npz")) == 0
-    r = build_from_midi_folder(root, tmp_path / "slow.npz", workers=1, timeout=1e-5, progress=False, verbose=False)
+    r = build_from_midi_folder(root, tmp_path / "slow.npz", workers=1, timeout=1e-5, progress=False)
     assert r["errors_by_reason"] == {"timeout": 2}
     errors = read_errors(side_path(tmp_path / "slow.npz", ".errors.tsv"))
     assert errors == {"a/big.mid": "timeout", "a/slow.mid": "timeout"}
@@ -483,4 +483,4 @@ def test_size_cap_and_timeout(lakh, tmp_path):
 
 def test_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError):
-        build_from_midi_folder(tmp_path / "nope", tmp_path / "x.npz", workers=0, progress=False, verbose=False)
+        build_from_midi_folder(tmp_path / "nope", tmp_path / "x.npz", workers=0, progress=False)

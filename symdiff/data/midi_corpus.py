@@ -39,12 +39,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import signal
 import threading
 import time
-import warnings
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -61,6 +61,8 @@ from ..atomic import append_text, write_text
 from .dataset import Lines
 from ..errors import SymdiffError
 from ..melody import music_pb2
+
+log = logging.getLogger(__name__)
 
 MIDI_SUFFIXES = (".mid", ".midi")
 SOURCE = "midi"
@@ -283,7 +285,6 @@ def read_file(
 def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    warnings.filterwarnings("ignore")  # pretty_midi warns about odd but readable files
 
 
 def _isolated(args: tuple) -> FileResult:
@@ -474,7 +475,6 @@ def build_from_midi_folder(
     max_bytes: int = melody.MAX_FILE_BYTES,
     max_bars: int = melody.MAX_BARS,
     progress: bool = True,
-    verbose: bool = True,
 ) -> dict:
     """Build (or resume) this shard's dataset from a MIDI folder; returns the report.
 
@@ -504,8 +504,8 @@ def build_from_midi_folder(
     wanted = set(files)
     todo = [f for f in files if f not in done_before]
     resumed = len(files) - len(todo)
-    if verbose and resumed:
-        print(f"resuming {out}: {resumed} of {len(files)} files already done")
+    if resumed:
+        log.info("resuming %s: %d of %d files already done", out, resumed, len(files))
 
     pending: list[FileResult] = []
     read_now = 0
@@ -546,8 +546,6 @@ def build_from_midi_folder(
         for p in state.dir.iterdir():
             p.unlink()
         state.dir.rmdir()
-    if verbose:
-        print(format_report(report))
     return report
 
 
@@ -611,7 +609,7 @@ def format_report(r: dict) -> str:
 _SHARD_NAME = re.compile(r"\.shard-(\d+)-of-(\d+)$")
 
 
-def merge_shards(paths: list[str | Path], out: str | Path, verbose: bool = True) -> dict:
+def merge_shards(paths: list[str | Path], out: str | Path) -> dict:
     """Join shard datasets into one (file order, as a single build writes it), with their
     errors and build counts. Refuses overlapping shards and, for `*.shard-i-of-n` names,
     an incomplete or mixed set."""
@@ -668,7 +666,4 @@ def merge_shards(paths: list[str | Path], out: str | Path, verbose: bool = True)
         "errors_by_reason": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
     }
     write_text(side_path(out, ".build.json"), json.dumps(report, indent=1) + "\n")
-    if verbose:
-        print(f"wrote {out}: {len(paths)} shards, {report['pieces']} files with lines, "
-              f"{report['lines']} lines, {report['bars']} bars")
     return report
