@@ -182,7 +182,12 @@ def threaded(work, updates: queue.Queue, stop: threading.Event, show, limit_s: f
             updates.put(None)
 
     timed_out = threading.Event()
-    timer = threading.Timer(limit_s, lambda: (timed_out.set(), stop.set()))
+
+    def time_up() -> None:
+        timed_out.set()
+        stop.set()
+
+    timer = threading.Timer(limit_s, time_up)
     worker = threading.Thread(target=run, name="symdiff-model", daemon=True)
     timer.start()
     worker.start()
@@ -289,8 +294,8 @@ class SymdiffApp:
             self.time_limit_s)
         tokens = result.tokens[0]
         sampled = time.perf_counter() - t0
-        roll = image(pianoroll.plot_pianoroll(tokens, title=f"{bars} bars, {sampler.upper()} {steps} steps, seed {seed}",
-                                              width_px=WIDTH_PX, height_px=260))
+        title = f"{bars} bars, {sampler.upper()} {steps} steps, seed {seed}"
+        roll = image(pianoroll.plot_pianoroll(tokens, title=title, width_px=WIDTH_PX, height_px=260))
         stages = image(pianoroll.plot_stages(trace.stage_tokens, ncols=2, width_px=WIDTH_PX))
         wav = sound(tokens, melody.DEFAULT_QPM)
         midi_path = request_dir() / f"symdiff_{bars}bars_seed{seed}.mid"
@@ -484,7 +489,8 @@ def build(app: SymdiffApp) -> gr.Blocks:
                     with gr.Column(scale=3):
                         g_roll = roll_image("Piano roll", elem_id="generate-roll")
                         with gr.Row():
-                            g_audio = gr.Audio(label="Listen", type="numpy", interactive=False, elem_id="generate-audio")
+                            g_audio = gr.Audio(label="Listen", type="numpy", interactive=False,
+                                               elem_id="generate-audio")
                             g_midi = gr.File(label="MIDI", interactive=False, elem_id="generate-midi")
                 gr.Markdown("**While it samples:** the model's estimate of the finished melody (x0), measured every "
                             "few steps against real music from the training data: framewise *Consistency* and "
@@ -534,7 +540,8 @@ def build(app: SymdiffApp) -> gr.Blocks:
                             i_run = gr.Button("Infill", variant="primary", elem_id="infill-button")
                             i_stop = gr.Button("Stop", variant="secondary")
                     with gr.Column(scale=3):
-                        i_range = gr.Markdown("Upload a MIDI file or pick an example.", label="Range", elem_id="infill-range")
+                        i_range = gr.Markdown("Upload a MIDI file or pick an example.", label="Range",
+                                              elem_id="infill-range")
                         i_preview = roll_image("Your melody: pick the bars to regenerate", elem_id="infill-preview")
                         i_status = gr.Markdown(label="Status", elem_id="infill-status")
                         i_rows = roll_image("Original / diffusion / interpolation / prior", elem_id="infill-rows")
@@ -600,7 +607,9 @@ def build(app: SymdiffApp) -> gr.Blocks:
     return ui
 
 
-def load(diffusion: str | Path = DEFAULT_DIFFUSION, reference_windows: int = 300, latent_windows: int = 32) -> SymdiffApp:
+def load(
+    diffusion: str | Path = DEFAULT_DIFFUSION, reference_windows: int = 300, latent_windows: int = 32
+) -> SymdiffApp:
     """The model, the reference statistics and a warm-up run (so the first visitor waits less)."""
     t0 = time.perf_counter()
     pipe = MelodyDiffusion.from_pretrained(diffusion)

@@ -94,8 +94,8 @@ def main() -> None:
             for bf16 in (False, True):
                 pipe.precision = "bf16" if bf16 else "fp32"
                 sampler = pipe.sampler(name, steps)
-                out.append(timed(lambda: pipe.sample_latents(batch, CHUNKS, sampler, seed=0)))
-            ref = timed(lambda: reference_sample(model, batch)) if (name, steps) == ("ddpm", 1000) else None
+                out.append(timed(lambda b=batch, s=sampler: pipe.sample_latents(b, CHUNKS, s, seed=0)))
+            ref = timed(lambda b=batch: reference_sample(model, b)) if (name, steps) == ("ddpm", 1000) else None
             times[(name, steps, batch)] = min(out)
             ref_s = f"{ref:13.2f}" if ref is not None else f"{'':>13}"
             print(f"{name + ' ' + str(steps):<22}{batch:>6}{out[0]:>10.3f}{out[1]:>10.3f}{ref_s}")

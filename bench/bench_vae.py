@@ -77,10 +77,12 @@ def main() -> None:
         assert torch.equal(naive_decode(model, z256[:8]), model.decode(z256[:8])), "decoders disagree"
         for b in (1, 256):
             x, z = x256[:b], z256[:b]
-            enc = rate(lambda: model.encode(x), b, args.seconds)
-            enc_loop = rate(lambda: [model.encode(x[i : i + 1]) for i in range(b)], b, args.seconds) if b > 1 else enc
-            dec = rate(lambda: model.decode(z), b, args.seconds)
-            dec_naive = rate(lambda: naive_decode(model, z), b, args.seconds)
+            # this batch's x, z and b bound as default arguments
+            enc = rate(lambda x=x: model.encode(x), b, args.seconds)
+            one_by_one = lambda x=x, b=b: [model.encode(x[i : i + 1]) for i in range(b)]
+            enc_loop = rate(one_by_one, b, args.seconds) if b > 1 else enc
+            dec = rate(lambda z=z: model.decode(z), b, args.seconds)
+            dec_naive = rate(lambda z=z: naive_decode(model, z), b, args.seconds)
             print(f"batch {b:>3}: encode {enc:9.1f} chunks/s (chunk-by-chunk {enc_loop:8.1f}) | "
                   f"decode {dec:8.1f} chunks/s (naive nn.LSTM loop {dec_naive:8.1f}, x{dec / dec_naive:.2f})")
         t0 = time.perf_counter()
@@ -93,7 +95,8 @@ def main() -> None:
     all_chunks = Lines.load().select("train").vae_chunks()
 
     def step(bf16: bool) -> None:
-        xb = torch.from_numpy(transpose_chunks(all_chunks[rng.integers(0, len(all_chunks), args.train_batch)], rng)).long()
+        picked = all_chunks[rng.integers(0, len(all_chunks), args.train_batch)]
+        xb = torch.from_numpy(transpose_chunks(picked, rng)).long()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits, mu, sigma = train_model(xb, teacher_prob=0.5)
         loss, _ = vae_loss(logits, xb, mu, sigma, 0.1, train_model.config)

@@ -46,7 +46,8 @@ def plot_losses(rows: list[dict], out: Path, label: str) -> None:
     key = "valid_loss" if evals and "valid_loss" in evals[0] else "valid_nll"
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.6, alpha=0.6, label=f"training {label}")
-    ax.plot([r["step"] for r in evals], [r[key] for r in evals], marker="o", ms=3, label=f"held-out {label} (valid split)")
+    ax.plot([r["step"] for r in evals], [r[key] for r in evals], marker="o", ms=3,
+            label=f"held-out {label} (valid split)")
     ax.set_xlabel("step")
     if all(r["loss"] > 0 for r in train):
         ax.set_yscale("log")
@@ -92,12 +93,14 @@ def main() -> None:
     plot_losses(rows, args.out, "NLL" if is_mdn else f"{prediction} MSE")
 
     rel = args.out.resolve().relative_to(ROOT) if args.out.resolve().is_relative_to(ROOT) else args.out
-    load = "symdiff.baselines.TransformerMDN.from_pretrained" if is_mdn else "symdiff.generate.MelodyDiffusion.from_pretrained"
+    load = ("symdiff.baselines.TransformerMDN.from_pretrained" if is_mdn else
+            "symdiff.generate.MelodyDiffusion.from_pretrained")
     codec = ("; `symdiff.codec.LatentCodec.from_pretrained` on this folder decodes its samples" if is_mdn else
              "\n(the VAE is found beside this folder and checked by the sha256 of its weights).")
     params = start.get("parameters")
     objective = ("" if is_mdn or prediction == "eps" else
-                 "; the net predicts v = sqrt(ab) eps - sqrt(1 - ab) x0 and the loss is MSE(v), see `DiffusionConfig.prediction`")
+                 "; the net predicts v = sqrt(ab) eps - sqrt(1 - ab) x0 and the loss is MSE(v), "
+                 "see `DiffusionConfig.prediction`")
     evals = ""
     if args.eval:
         for task in ("unconditional", "infill", "fidelity", "coherence"):
@@ -119,6 +122,9 @@ def main() -> None:
         modes = ", ".join(f"{k} {v:.0%}" for k, v in KNOWN_MODES.items())
         conditioning = (f"- Known chunks for the conditional input, drawn per window ({modes}: nothing known, one "
                         "unknown span, scattered unknown chunks); the loss is taken on the unknown chunks only.\n")
+    latent_settings = {k: v for k, v in e.get("latents", {}).get("settings", {}).items()
+                       if k in ("transpositions", "max_shift", "threshold", "seed")}
+    lr, precision, best_step = recipe["learning_rate"], e.get("precision", "bf16"), best_row["step"]
     bench = f"\n## Speed (bench/bench_sampling.py)\n```\n{args.bench.read_text().strip()}\n```\n" if args.bench else ""
     card = f"""# {args.title} ({cfg['name']} config)
 
@@ -131,7 +137,7 @@ Load: `{load}("{rel}")`{codec}
 - VAE: `{codec_cfg.get('vae_path')}` (sha256 `{codec_cfg.get('vae_sha256', '')[:16]}...`).
 - Corpus: `data/corpus.npz` (see data/corpus.md), train split; every line cut into 2-bar chunks and
   encoded with the VAE ({posterior}), plus random transpositions
-  (settings: {json.dumps({k: v for k, v in e.get('latents', {}).get('settings', {}).items() if k in ('transpositions', 'max_shift', 'threshold', 'seed')})}).
+  (settings: {json.dumps(latent_settings)}).
 - Windows of up to 32 chunks at a stride of one chunk: {start.get('train_windows'):,} training windows,
   {start.get('held_windows'):,} held-out (valid split) windows for the loss.
 - Model space: {scaling}.
@@ -144,7 +150,7 @@ Load: `{load}("{rel}")`{codec}
 {args.command}
 ```
 {steps:,} steps in {seconds / 3600:.2f} h of wall time (batch {recipe['batch_size']}, Adam lr
-{recipe['learning_rate']:g}, {e.get('precision', 'bf16')} on {args.machine}{objective}). These weights: step {best_row['step']:,}, the lowest held-out loss
+{lr:g}, {precision} on {args.machine}{objective}). These weights: step {best_step:,}, the lowest held-out loss
 ({json.dumps(best_row)}).
 
 ![loss curves](training.png)

@@ -57,13 +57,20 @@ def main() -> None:
         m = evaluate(model, sample)
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
-    ax[0].plot([r["step"] for r in train_rows], [r["r_loss"] for r in train_rows], lw=0.8, label="reconstruction NLL")
-    ax[0].plot([r["step"] for r in train_rows], [r["kl"] for r in train_rows], lw=0.8, label="KL")
-    ax[0].set_xlabel("step"); ax[0].legend(); ax[0].set_yscale("log")
-    ax[1].plot([r["step"] for r in evals], [r["accuracy"] for r in evals], marker=".", label="argmax from mu")
-    ax[1].plot([r["step"] for r in evals], [r["accuracy_teacher_forced"] for r in evals], marker=".", label="teacher-forced")
-    ax[1].axhline(0.95, color="gray", ls="--", lw=0.8); ax[1].set_xlabel("step"); ax[1].set_ylabel("held-out token accuracy"); ax[1].legend()
-    fig.tight_layout(); fig.savefig(args.out / "training.png", dpi=110)
+    train_steps, eval_steps = [r["step"] for r in train_rows], [r["step"] for r in evals]
+    ax[0].plot(train_steps, [r["r_loss"] for r in train_rows], lw=0.8, label="reconstruction NLL")
+    ax[0].plot(train_steps, [r["kl"] for r in train_rows], lw=0.8, label="KL")
+    ax[0].set_xlabel("step")
+    ax[0].legend()
+    ax[0].set_yscale("log")
+    ax[1].plot(eval_steps, [r["accuracy"] for r in evals], marker=".", label="argmax from mu")
+    ax[1].plot(eval_steps, [r["accuracy_teacher_forced"] for r in evals], marker=".", label="teacher-forced")
+    ax[1].axhline(0.95, color="gray", ls="--", lw=0.8)
+    ax[1].set_xlabel("step")
+    ax[1].set_ylabel("held-out token accuracy")
+    ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(args.out / "training.png", dpi=110)
 
     cfg = model.config
     recipe = VAERecipe.from_dict(model.sections['recipe'])
@@ -73,12 +80,14 @@ def main() -> None:
         "the beta, sampling and lr schedules go on where they were), and they will be replaced.")
     hours = state["seconds"] / 3600
     params = sum(p.numel() for p in model.parameters())
+    precision = model.sections["training"].get("precision", "bf16")
+    shown = args.out.relative_to(Path.cwd()) if args.out.is_relative_to(Path.cwd()) else args.out
     card = f"""# MusicVAE 2-bar melody ({cfg.name}), trained by symdiff
 
 The 2-bar melody MusicVAE of Roberts et al. (2018) in the `{cfg.name}` size
 (BiLSTM encoder {cfg.enc_size}x2, LSTM decoder {list(cfg.dec_sizes)}, z = {cfg.z_size};
-{params / 1e6:.1f}M parameters), trained on a 2-core CPU in {model.sections['training'].get('precision', 'bf16')} (autocast; fp32 weights). Load it with
-`symdiff.vae.MusicVAE.from_pretrained("{args.out.relative_to(Path.cwd()) if args.out.is_relative_to(Path.cwd()) else args.out}")`.
+{params / 1e6:.1f}M parameters), trained on a 2-core CPU in {precision} (autocast; fp32 weights). Load it with
+`symdiff.vae.MusicVAE.from_pretrained("{shown}")`.
 
 ## Data
 `data/corpus.npz` (see [`data/corpus.md`](../../data/corpus.md)): the public-domain folk, chorale and vocal scores
@@ -128,7 +137,8 @@ parameters: mu 8.0e-7, sigma 6.0e-7, teacher-forced logits 1.7e-6, free-running 
 0 token mismatches; tolerance 1e-4).
 """
     (args.out / "README.md").write_text(card)
-    (args.out / "metrics.json").write_text(json.dumps({"test": m, "steps": state["step"], "hours": hours, "best": best}, indent=1) + "\n")
+    metrics = {"test": m, "steps": state["step"], "hours": hours, "best": best}
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     print(json.dumps(m, indent=1))
 
 

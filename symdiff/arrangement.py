@@ -50,7 +50,9 @@ def _absolute(track: mido.MidiTrack) -> list[tuple[int, mido.Message]]:
 def _line_notes(events: list[tuple[int, mido.Message]], channel: int, program: int) -> list[_Note]:
     """The notes of one channel of a track played under `program`, note-ons paired first in,
     first out with the note-offs of their pitch."""
-    current, open_, notes = 0, {}, []
+    current = 0
+    open_: dict[int, list[_Note]] = {}  # pitch -> its notes still sounding, oldest first
+    notes: list[_Note] = []
     for i, (tick, msg) in enumerate(events):
         if getattr(msg, "channel", None) != channel:
             continue
@@ -112,7 +114,8 @@ def replace_range(source: str | Path | bytes, line: melody.Candidate, tokens: np
     events = _absolute(mid.tracks[track_index])
     notes = _line_notes(events, channel, line.program)
 
-    drop, moved = set(), {}  # event indexes removed; note-off index -> new tick
+    drop: set[int] = set()  # event indexes removed
+    moved: dict[int, int] = {}  # note-off index -> new tick
     for n in notes:
         if t_lo <= n.start < t_hi:
             drop.update(i for i in (n.on, n.off) if i is not None)

@@ -128,7 +128,8 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, fmt: str | 
 def save_npz(path: str | Path, compressed: bool = False, **arrays: np.ndarray) -> Path:
     """An .npz of plain arrays (no pickles)."""
     with open_atomic(path) as f:
-        (np.savez_compressed if compressed else np.savez)(f, **arrays)
+        # mypy matches **arrays against numpy's keyword `allow_pickle: bool` in the stubs
+        (np.savez_compressed if compressed else np.savez)(f, **arrays)  # type: ignore[arg-type]
     return Path(path)
 
 

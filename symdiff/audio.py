@@ -198,7 +198,8 @@ class _Synth:
     def program(self, chan: int, program: int, is_drum: bool) -> None: ...
     def noteon(self, chan: int, key: int, velocity: int) -> None: ...
     def noteoff(self, chan: int, key: int) -> None: ...
-    def generate(self, frames: int) -> np.ndarray: ...  # mono float
+    def generate(self, frames: int) -> np.ndarray:  # mono float
+        raise NotImplementedError
     def close(self) -> None: ...
 
 
@@ -287,7 +288,10 @@ def _render_events(synth: _Synth, notes: Sequence[Note], sample_rate: int, frame
 
 def _render_soundfont(kind, notes, sample_rate, frames, soundfont) -> np.ndarray:
     cls = _FluidSynth if kind == "fluidsynth" else _TinySoundFont
-    synth = cls(sample_rate, Path(soundfont or soundfont_for(kind)))
+    path = soundfont or soundfont_for(kind)
+    if path is None:  # resolve_backend found one; it can have gone since
+        raise AudioError(f"{kind}: no soundfont found (install pretty_midi, or set ${SOUNDFONT_ENV})")
+    synth = cls(sample_rate, Path(path))
     try:
         return _render_events(synth, notes, sample_rate, frames)
     finally:

@@ -72,7 +72,9 @@ def save_checkpoint(directory: str | Path, kind: str, model: torch.nn.Module, se
     for name, group in (tensors or {}).items():
         save_tensors({k: v.detach().contiguous().cpu() for k, v in group.items()}, directory / f"{name}.safetensors",
                      f"symdiff-{kind}-{name}")
-    config: dict[str, Any] = {"format": FORMAT, "kind": kind, "model": model.config.to_dict()}
+    model_config = model.config
+    assert isinstance(model_config, ConfigIO), "a model's .config is one of the config dataclasses"
+    config: dict[str, Any] = {"format": FORMAT, "kind": kind, "model": model_config.to_dict()}
     for name, value in sections.items():
         if value is not None:
             config[name] = value.to_dict() if isinstance(value, ConfigIO) else value
@@ -89,7 +91,8 @@ def read_checkpoint_config(directory: str | Path, *kinds: str) -> dict[str, Any]
         raise CheckpointError(f"{directory}: no config.json (not a symdiff {' or '.join(kinds)} checkpoint)")
     config = upgrade_config(read_json(path), path)
     if config.get("kind") not in kinds:
-        raise CheckpointError(f"{path} is the config of a {config.get('kind')} model, not of a {' or '.join(kinds)} model")
+        raise CheckpointError(f"{path} is the config of a {config.get('kind')} model, "
+                              f"not of a {' or '.join(kinds)} model")
     if not isinstance(config.get("model"), dict):
         raise CheckpointError(f"{path} is corrupt (no model section)")
     return config

@@ -5,7 +5,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .errors import SymdiffError
 
@@ -35,10 +37,10 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     from .melody import read_midi
 
     found = read_midi(args.file)
-    report = {
+    report: dict[str, Any] = {
         "file": str(args.file),
         "qpm": round(found.qpm, 3),
-        "time_signature": "%d/%d" % found.time_signature,
+        "time_signature": "{}/{}".format(*found.time_signature),
         "meter": found.bars.meter,
         "bars": found.bars.num_bars,
         "pickup": found.bars.first_number == 0,
@@ -54,7 +56,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
           f"{found.tempo_changes} tempo / {found.time_signature_changes} meter changes")
     print(f"{'track':>5} {'program':>7} {'bars':>5} {'notes':>6} {'range':>9} {'poly':>5}  {'instrument':<24}  name")
     for c in report["candidates"]:
-        rng = "%d-%d" % tuple(c["pitch_range"]) if c["pitch_range"] else "-"
+        rng = "{}-{}".format(*c["pitch_range"]) if c["pitch_range"] else "-"
         mark = "*" if c["index"] == found.chosen.index else " "
         print(f"{c['index']:>4}{mark} {c['program']:>7} {c['bars']:>5} {c['notes']:>6} {rng:>9} "
               f"{c['polyphony']:>5.2f}  {c['instrument_name']:<24}  {c['name'].strip()}")
@@ -125,6 +127,7 @@ def parse_overrides(pairs: list[str], configs: tuple) -> tuple:
         if not sep or key not in owner:
             raise UsageError(f"--set {pair}: expected KEY=VALUE with KEY one of {', '.join(owner)}")
         current = getattr(configs[owner[key]], key)
+        new: object
         try:
             if isinstance(current, tuple):
                 new = tuple(int(v) for v in value.split(","))
@@ -136,7 +139,7 @@ def parse_overrides(pairs: list[str], configs: tuple) -> tuple:
             raise UsageError(f"--set {pair}: {value!r} is not a {type(current).__name__}") from None
         changes[owner[key]][key] = new
     try:
-        return tuple(dataclasses.replace(c, **ch) for c, ch in zip(configs, changes))
+        return tuple(dataclasses.replace(c, **ch) for c, ch in zip(configs, changes, strict=True))
     except ValueError as e:  # a config's own check
         raise UsageError(f"--set: {e}") from None
 
@@ -160,15 +163,17 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
     from .data.latents import LatentSettings
     from .precision import resolve_precision
 
+    presets: dict[str, tuple]  # name -> the trainer's configs (architecture, [schedule,] recipe)
+    train: Callable[..., dict]
     if args.model == "diffusion":
-        from .train.diffusion import PRESETS
+        from .train.diffusion import PRESETS as presets
         from .train.diffusion import train_diffusion as train
     else:
-        from .train.mdn import PRESETS
+        from .train.mdn import PRESETS as presets
         from .train.mdn import train_mdn as train
-    if args.config not in PRESETS:
-        raise UsageError(f"unknown config {args.config!r}; choose from {', '.join(PRESETS)}")
-    configs = parse_overrides(args.set, PRESETS[args.config])
+    if args.config not in presets:
+        raise UsageError(f"unknown config {args.config!r}; choose from {', '.join(presets)}")
+    configs = parse_overrides(args.set, presets[args.config])
     precision = resolve_precision(args.precision, _device())  # the latents are encoded in it too
     # the latents' own seed: --seed does not re-encode
     settings = LatentSettings(transpositions=args.transpositions, bf16=precision == "bf16", posterior=args.posterior)
@@ -244,7 +249,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     except OSError as e:
         raise UsageError(f"cannot make the folder {args.out}: {e.strerror}") from None
     width = len(str(args.num - 1))
-    paths = [tokens_to_midi(t, args.out / f"sample_{i:0{width}d}.mid", qpm=args.qpm) for i, t in enumerate(result.tokens)]
+    paths = [tokens_to_midi(t, args.out / f"sample_{i:0{width}d}.mid", qpm=args.qpm)
+             for i, t in enumerate(result.tokens)]
     print(f"wrote {len(paths)} melodies of {args.bars} bars to {args.out} in {result.seconds:.2f} s "
           f"({args.sampler}, {pipe.sampler(args.sampler, args.steps).num_steps} steps, {pipe.precision})")
 
@@ -305,7 +311,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _check_seed(args)
     paper = [task for task in args.task if task in TASKS]
     if args.num is not None and args.num < (2 if paper else 1):
-        raise UsageError(f"--num must be at least {2 if paper else 1}" + (" (the metrics compare sets)" if paper else ""))
+        raise UsageError(f"--num must be at least {2 if paper else 1}"
+                         + (" (the metrics compare sets)" if paper else ""))
     pipe = MelodyDiffusion.from_pretrained(args.checkpoint, args.vae, args.precision)
     mdn = None
     if args.mdn is not None and "unconditional" in args.task:
@@ -324,15 +331,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     # issue 11's tasks: DDIM 50 by default, which is what a user of `symdiff infill` gets
     fit_args = dict(sampler=args.sampler or "ddim", steps=args.steps, seed=args.seed or 0, data=args.data,
                     checkpoint=args.checkpoint, progress=not args.quiet)
+    reports = []
     if "fidelity" in args.task:
-        results.append(fidelity(pipe, args.num or DEFAULT_PIECES, tuple(args.styles), guidance=tuple(args.guidance),
+        reports.append(fidelity(pipe, args.num or DEFAULT_PIECES, tuple(args.styles), guidance=tuple(args.guidance),
                                 **fit_args))
-        paths += write_report(results[-1], args.out)
+        paths += write_report(reports[-1], args.out)
     if "coherence" in args.task:
-        results.append(coherence(pipe, args.num or DEFAULT_SAMPLES, **fit_args))
-        paths += write_report(results[-1], args.out)
+        reports.append(coherence(pipe, args.num or DEFAULT_SAMPLES, **fit_args))
+        paths += write_report(reports[-1], args.out)
     for ev in results:
         print(ev.markdown())
+    for report in reports:
+        print(report.markdown())
     print("wrote " + ", ".join(str(p) for p in paths))
 
 
@@ -369,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_inspect)
 
-    data = sub.add_parser("data", help="build or describe the training dataset").add_subparsers(dest="data_command", required=True)
+    data = sub.add_parser("data", help="build or describe the training dataset").add_subparsers(
+        dest="data_command", required=True)
     s = data.add_parser("build", help="build the dataset from music21's corpus or a MIDI folder")
     s.add_argument("--out", type=Path, default=DEFAULT_PATH)
     s.add_argument("--sources", nargs="*", help="music21 subcorpora (default: all of corpus.SUBCORPORA)")
@@ -389,11 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--path", type=Path, default=DEFAULT_PATH)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_data_stats)
-    s = data.add_parser("latents", help="encode the corpus with a VAE into the diffusion model's latent dataset (cached)")
+    s = data.add_parser("latents",
+                        help="encode the corpus with a VAE into the diffusion model's latent dataset (cached)")
     s.add_argument("--vae", type=Path, default=DEFAULT_CHECKPOINT)
     s.add_argument("--data", type=Path, default=DEFAULT_PATH)
     s.add_argument("--cache", type=Path, help="cache folder (default: DATA's folder/cache/latents)")
-    s.add_argument("--transpositions", type=int, default=4, help="versions of each training line (1 = untransposed only)")
+    s.add_argument("--transpositions", type=int, default=4,
+                   help="versions of each training line (1 = untransposed only)")
     s.add_argument("--posterior", choices=("sample", "mean"), default="sample",
                    help="encode each chunk as a sampled z (the paper) or as the posterior mean mu")
     s.add_argument("--seed", type=int, default=0)
@@ -414,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     def generation_args(s: argparse.ArgumentParser) -> None:
         s.add_argument("--steps", type=int, help="reverse steps (default: 50 for ddim, 1000 for ddpm)")
         s.add_argument("--sampler", choices=tuple(SAMPLERS), default=DEFAULT_SAMPLER,
-                       help="ddim (fast, deterministic) or ddpm (the paper's ancestral sampler, respaced below 1000 steps)")
+                       help="ddim (fast, deterministic) or ddpm "
+                            "(the paper's ancestral sampler, respaced below 1000 steps)")
         s.add_argument("--seed", type=int, help="repeatable results (default: fresh randomness)")
         s.add_argument("--checkpoint", type=Path, default=DEFAULT_DIFFUSION, help="diffusion checkpoint")
         s.add_argument("--vae", type=Path, help="its VAE (default: the one named in the checkpoint)")
@@ -434,12 +448,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "replace: the paper's Algorithm 1")
     s = sub.add_parser("infill", help="regenerate a bar range of a melody")
     s.add_argument("file", type=Path)
-    s.add_argument("--bars", required=True, help="FIRST-LAST, bars in the file's own meter as a score numbers them (1 = the first full bar, 0 = a pickup), e.g. 17-48")
+    s.add_argument("--bars", required=True,
+                   help="FIRST-LAST, bars in the file's own meter as a score numbers them "
+                        "(1 = the first full bar, 0 = a pickup), e.g. 17-48")
     s.add_argument("--track", type=int, help="candidate index from `symdiff inspect` (default: the melody)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--method", choices=INFILL_METHODS, help=method_help)
     s.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
-                   help=f"classifier-free guidance weight of a conditioned infill (default {DEFAULT_GUIDANCE:g}; 1 = none)")
+                   help=f"classifier-free guidance weight of a conditioned infill "
+                        f"(default {DEFAULT_GUIDANCE:g}; 1 = none)")
     generation_args(s)
     s.set_defaults(func=cmd_infill)
     s = sub.add_parser("extend", help="continue a melody by some bars")
@@ -449,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--method", choices=INFILL_METHODS, help=method_help)
     s.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
-                   help=f"classifier-free guidance weight of a conditioned infill (default {DEFAULT_GUIDANCE:g}; 1 = none)")
+                   help=f"classifier-free guidance weight of a conditioned infill "
+                        f"(default {DEFAULT_GUIDANCE:g}; 1 = none)")
     generation_args(s)
     s.set_defaults(func=cmd_infill)
 
@@ -461,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "infill fidelity and sample coherence (--task fidelity coherence)")
     s.add_argument("--task", nargs="+", choices=TASKS + FIT_TASKS, default=list(TASKS),
                    help="unconditional, infill: the paper's Table 1 (the default); fidelity: regenerated middles of "
-                        "test pieces against the rest of each piece; coherence: key, register and repetition of samples")
+                        "test pieces against the rest of each piece; coherence: key, register and repetition "
+                        "of samples")
     s.add_argument("--num", type=int, help="melodies of 64 bars per row (default 1000); fidelity: test pieces per "
                    "style (default 30); coherence: samples and real windows (default 64)")
     s.add_argument("--styles", nargs="+", choices=STYLES, default=list(STYLES), help="fidelity: the styles measured")
@@ -494,17 +513,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train_vae)
 
     for model, help_, configs in (
-        ("diffusion", "train the TransformerDDPM on the VAE's latents", "paper (25.6M parameters at d = 42), cpu (4.2M at d = 256) or cpu-cond (cpu + known-music input and adaLN)"),
+        ("diffusion", "train the TransformerDDPM on the VAE's latents",
+         "paper (25.6M parameters at d = 42), cpu (4.2M at d = 256) or cpu-cond (cpu + known-music input and adaLN)"),
         ("mdn", "train the TransformerMDN baseline on the VAE's latents", "paper (38M parameters at d = 42) or cpu"),
     ):
         s = train.add_parser(model, help=help_ + " (resumes from OUT/last)")
         s.add_argument("--config", default="cpu", help=configs)
         s.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
-        s.add_argument("--vae", type=Path, default=DEFAULT_CHECKPOINT, help="the MusicVAE checkpoint whose latents to model")
+        s.add_argument("--vae", type=Path, default=DEFAULT_CHECKPOINT,
+                       help="the MusicVAE checkpoint whose latents to model")
         s.add_argument("--out", type=Path, default=Path(f"runs/{model}-cpu"))
         s.add_argument("--data", type=Path, default=DEFAULT_PATH)
         s.add_argument("--latents", type=Path, help="latent cache folder (default: DATA's folder/cache/latents)")
-        s.add_argument("--transpositions", type=int, default=4, help="versions of each training line (1 = untransposed only)")
+        s.add_argument("--transpositions", type=int, default=4,
+                       help="versions of each training line (1 = untransposed only)")
         s.add_argument("--posterior", choices=("sample", "mean"), default="sample",
                        help="train on sampled z (the paper) or on the posterior mean mu")
         s.add_argument("--silence", choices=("token", "drop"), default="token",

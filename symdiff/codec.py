@@ -96,10 +96,13 @@ class LatentScaler:
             raise ValueError("active dims out of range")
         if (center is None) != (std is None):
             raise ValueError("a standardized scaler needs both center and std")
-        self.center = None if center is None else torch.as_tensor(center, dtype=torch.float32).reshape(-1)
-        self.std = None if std is None else float(std)
-        if self.center is not None and (len(self.center) != len(self.dims) or not self.std > 0):
-            raise ValueError(f"center has {len(self.center)} dims for {len(self.dims)}, std {self.std}")
+        self.center: torch.Tensor | None = None
+        self.std: float | None = None
+        if center is not None and std is not None:
+            self.center = torch.as_tensor(center, dtype=torch.float32).reshape(-1)
+            self.std = float(std)
+            if len(self.center) != len(self.dims) or not self.std > 0:
+                raise ValueError(f"center has {len(self.center)} dims for {len(self.dims)}, std {self.std}")
 
     @property
     def standardized(self) -> bool:
@@ -154,10 +157,12 @@ class LatentScaler:
 
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         x = 2.0 * (x - self.min) / (self.max - self.min) - 1.0
-        return x if self.center is None else (x - self.center.to(x)) / self.std
+        if self.center is None or self.std is None:  # set together, or neither
+            return x
+        return (x - self.center.to(x)) / self.std
 
     def unscale(self, x: torch.Tensor) -> torch.Tensor:
-        if self.center is not None:
+        if self.center is not None and self.std is not None:
             x = x * self.std + self.center.to(x)
         return (x + 1.0) * 0.5 * (self.max - self.min) + self.min
 
@@ -166,7 +171,9 @@ class LatentScaler:
         z = torch.as_tensor(z)
         return self.scale(z[..., self.dims.to(z.device)])
 
-    def inverse(self, x: torch.Tensor, generator: torch.Generator | None = None, seed: int | None = None) -> torch.Tensor:
+    def inverse(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, seed: int | None = None
+    ) -> torch.Tensor:
         """(..., d) -> full (..., z_size): unscaled values at the active dims, N(0, 1) elsewhere
         (seeded by `generator` or `seed`)."""
         if generator is None:

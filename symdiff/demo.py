@@ -253,7 +253,7 @@ class RefinementTrace:
     def __call__(self, i: int, total: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
         if self.stop is not None and self.stop.is_set():
             raise Cancelled()
-        if self._when is None:
+        if self._when is None or self._stage_at is None:  # the first step: both set together
             self._stage_at = {0} | (set(checkpoints(total, self.stages - 1)) if self.stages > 1 else set())
             self._when = set(checkpoints(total, self.points)) | self._stage_at
         if i not in self._when:

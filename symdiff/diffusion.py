@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import ConfigIO
-from .transformer import LN_EPS, DenseResBlock, LatentTransformer, flax_init, sinusoid
+from .transformer import LN_EPS, DenseResBlock, EncoderLayer, LatentTransformer, flax_init, sinusoid
 
 
 @dataclass
@@ -115,13 +115,15 @@ class TransformerDDPM(LatentTransformer):
         in_dim = 2 * cfg.data_dim + 1 if cfg.conditional else cfg.data_dim
         super().__init__(cfg, in_dim, cfg.film if cfg.trunk_noise else 0)
         if cfg.trunk_noise:
-            self.noise_embed = nn.Sequential(nn.Linear(cfg.noise_dim, cfg.film), nn.SiLU(), nn.Linear(cfg.film, cfg.film))
+            self.noise_embed = nn.Sequential(
+                nn.Linear(cfg.noise_dim, cfg.film), nn.SiLU(), nn.Linear(cfg.film, cfg.film))
         self.films = nn.ModuleList(DenseFiLM(cfg.noise_dim, cfg.film, cfg.dense) for _ in range(cfg.res_blocks))
         self.blocks = nn.ModuleList(DenseResBlock(cfg.dense) for _ in range(cfg.res_blocks))
         self.ln_out = nn.LayerNorm(cfg.dense, eps=LN_EPS)
         self.output = nn.Linear(cfg.dense, cfg.data_dim)
         flax_init(self)
         for layer in self.layers:
+            assert isinstance(layer, EncoderLayer)  # nn.ModuleList types its items as plain Modules
             layer.zero_modulation()
 
     def forward(self, x: torch.Tensor, noise_level: torch.Tensor | float, mask: torch.Tensor | None = None,
@@ -147,7 +149,7 @@ class TransformerDDPM(LatentTransformer):
         elif known is not None or keep is not None:
             raise ValueError("this diffusion model was not trained to see known latents (config.conditional)")
         h = self.trunk(inp, mask, cond=self.noise_embed(enc) if self.config.trunk_noise else None)
-        for film, block in zip(self.films, self.blocks):
+        for film, block in zip(self.films, self.blocks, strict=True):
             scale, shift = film(enc)
             h = block(h, scale, shift)
         eps = self.output(self.ln_out(h))

@@ -10,8 +10,9 @@ range is given in token steps (a file's bars, in its own meter, map to steps thr
 the range is generated (`InfillPlan.chunk_range`). Only the steps asked for are taken from the
 result: the melody's tokens outside the range are copied back exactly, so the user's notes
 outside it are untouched (not their VAE reconstruction) and the generated notes are spliced in
-at the range's barlines, wherever they fall in a chunk. No note crosses a splice point: a user's note sounding into the range ends where it
-begins, and a generated note sounding at its end ends there (`splice_bars`).
+at the range's barlines, wherever they fall in a chunk. No note crosses a splice point: a user's
+note sounding into the range ends where it begins, and a generated note sounding at its end ends
+there (`splice_bars`).
 
 Windows. The model sees at most `seq_len` chunks (32 = 64 bars). A longer melody is infilled in
 a window of 32 chunks centred on the range (clamped to the melody); a shorter one is used as
@@ -174,7 +175,8 @@ class MelodyDiffusion:
 
     def sampler(self, name: str = DEFAULT_SAMPLER, steps: int | None = None) -> Sampler:
         """A sampler on this model's schedule and clip (`schedulers.make_sampler` checks the settings)."""
-        return make_sampler(name, self.schedule, DEFAULT_STEPS.get(name) if steps is None else steps, self.codec.config.clip)
+        steps = DEFAULT_STEPS.get(name) if steps is None else steps
+        return make_sampler(name, self.schedule, steps, self.codec.config.clip)
 
     @property
     def infill_methods(self) -> tuple[str, ...]:

@@ -108,7 +108,8 @@ def variable_table(cfg: VAEConfig) -> list[Entry]:
     def lstm(scope: str, input_size: int, n: int, ours: str, suffix: str = "") -> list[Entry]:
         """A TF LSTMBlockCell's kernel and bias -> torch's {weight,bias}_{ih,hh}{suffix} under `ours`."""
         return [
-            Entry(f"{scope}/kernel", (input_size + n, 4 * n), (f"{ours}.weight_ih{suffix}", f"{ours}.weight_hh{suffix}"),
+            Entry(f"{scope}/kernel", (input_size + n, 4 * n),
+                  (f"{ours}.weight_ih{suffix}", f"{ours}.weight_hh{suffix}"),
                   _lstm_kernel(input_size),
                   "transpose; rows [input ; hidden] -> weight_ih, weight_hh; gates i,j,f,o -> i,f,g,o"),
             Entry(f"{scope}/bias", (4 * n,), (f"{ours}.bias_ih{suffix}", f"{ours}.bias_hh{suffix}"), _lstm_bias,
@@ -255,7 +256,7 @@ def convert(shapes: dict[str, tuple[int, ...]], get: Callable[[str], np.ndarray]
             raise MagentaImportError(f"{e.tf_name}: dtype {value.dtype}, expected float32")
         outputs = e.transform(value)
         assert len(outputs) == len(e.targets), e.tf_name
-        for target, out in zip(e.targets, outputs):
+        for target, out in zip(e.targets, outputs, strict=True):
             if target not in ours:
                 raise AssertionError(f"{e.tf_name} -> {target}: no such parameter in MusicVAE")
             if target in state:

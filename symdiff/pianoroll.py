@@ -69,8 +69,8 @@ def pitch_name(pitch: int) -> str:
 
 def pitch_range(*melodies: Tokens) -> tuple[int, int]:
     """Lowest and highest pitch over the melodies (EMPTY_RANGE when none has a note)."""
-    pitches = [note_spans(m)[2] for m in melodies]
-    pitches = np.concatenate(pitches) if pitches else np.zeros(0, np.int64)
+    per_melody = [note_spans(m)[2] for m in melodies]
+    pitches = np.concatenate(per_melody) if per_melody else np.zeros(0, np.int64)
     if len(pitches) == 0:
         return EMPTY_RANGE
     return int(pitches.min()), int(pitches.max())
@@ -114,8 +114,9 @@ def draw_pianoroll(
         np.stack([x0, note_pitches - h], -1), np.stack([x0, note_pitches + h], -1),
         np.stack([x1, note_pitches + h], -1), np.stack([x1, note_pitches - h], -1),
     ], axis=1) if len(starts) else np.zeros((0, 4, 2))
+    # matplotlib's stub asks for a Sequence; the (N, 4, 2) array is documented and takes the fast path
     notes = PolyCollection(
-        verts, facecolors=color, edgecolors=NOTE_EDGE, linewidths=0.4, zorder=2, gid=NOTE_GID
+        verts, facecolors=color, edgecolors=NOTE_EDGE, linewidths=0.4, zorder=2, gid=NOTE_GID  # type: ignore[arg-type]
     )
     ax.add_collection(notes, autolim=False)
     ax.set_xlim(0, n_bars)
@@ -123,6 +124,8 @@ def draw_pianoroll(
 
     # Time axis: a labelled tick every `bars_per_tick` bars, a faint line at every bar.
     step = max(1, int(bars_per_tick))
+    positions: np.ndarray  # bar starts, in bars
+    numbers: np.ndarray  # the bars' numbers
     if barlines is None:
         positions, numbers = np.arange(n_bars + 1), np.arange(n_bars + 1)
     else:
@@ -219,7 +222,8 @@ def plot_pianoroll(
     if ax is not None:
         draw_pianoroll(ax, tokens, box_bars=box_bars, bars_per_tick=bars_per_tick,
                        pitches=pitches, label=title, color=color, barlines=barlines)
-        return ax.figure
+        fig = ax.figure
+        return fig if isinstance(fig, Figure) else fig.figure  # an Axes of a SubFigure: its Figure
     fig = new_figure(width_px, height_px, dpi)
     ax = fig.add_subplot(1, 1, 1)
     _margins(fig, top=24 if title else 10)
@@ -252,7 +256,7 @@ def plot_rows(
     fig = new_figure(width_px, top + 30 + n * row_height_px + (n - 1) * 18, dpi)
     axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
     _margins(fig, top=top, hspace_px=18 + 4, nrows=n)
-    for i, (ax, (label, tokens)) in enumerate(zip(axes, rows)):
+    for i, (ax, (label, tokens)) in enumerate(zip(axes, rows, strict=True)):
         draw_pianoroll(ax, tokens, box_bars=box_bars, bars_per_tick=bars_per_tick,
                        pitches=shared, bars=bars, label=label, show_xlabel=i == n - 1, barlines=barlines)
         if i < n - 1:

@@ -34,7 +34,7 @@ from .checkpoint import ConfigIO
 from .errors import SymdiffError
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
+Callback = Callable[[int, int, torch.Tensor, torch.Tensor], object]  # what it returns is ignored
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ class Sampler:
         # contiguous (always, for the full schedule) the schedule's own beta is used, exactly.
         self.betas = [
             float(self.schedule.betas[t - 1]) if p == t - 1 else 1.0 - float(ext[t]) / float(ext[p])
-            for t, p in zip(ts, prev)
+            for t, p in zip(ts, prev, strict=True)
         ]
 
     @property
@@ -263,7 +263,7 @@ class Sampler:
             eps = eps_fn(x, self.noise_levels(i, shape[0], device)).to(dtype)
             out = self.step(eps, i, x, generator)
             x = out.prev_sample
-            if keep is not None:
+            if keep is not None and known is not None:  # infilling: both set above
                 ab_prev = self.alpha_bar_prev[i]
                 if i < total - 1:
                     # Diffuse the known data to the level x now sits at (alpha_bar_{t-1}). The

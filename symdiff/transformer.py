@@ -114,7 +114,9 @@ class DenseResBlock(nn.Module):
         self.ln2 = nn.LayerNorm(dense, eps=LN_EPS)
         self.fc2 = nn.Linear(dense, dense)
 
-    def forward(self, h: torch.Tensor, scale: torch.Tensor | float = 1.0, shift: torch.Tensor | float = 0.0) -> torch.Tensor:
+    def forward(
+        self, h: torch.Tensor, scale: torch.Tensor | float = 1.0, shift: torch.Tensor | float = 0.0
+    ) -> torch.Tensor:
         out = self.fc1(F.silu(scale * self.ln1(h) + shift))
         out = self.fc2(F.silu(scale * self.ln2(out) + shift))
         return h + out

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -96,10 +97,15 @@ class Decoder(nn.Module):
         self.z_to_initial_state = nn.Linear(cfg.z_size, 2 * sum(sizes))
         self.output_projection = nn.Linear(sizes[-1], cfg.num_classes)
 
+    @property
+    def lstm_cells(self) -> list[nn.LSTMCell]:
+        """`cells` typed as what they hold (nn.ModuleList types its items as plain Modules)."""
+        return cast("list[nn.LSTMCell]", list(self.cells))
+
     def initial_state(self, z: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         flat = torch.tanh(self.z_to_initial_state(z))
         state, at = [], 0
-        for cell in self.cells:  # magenta order: c0, h0, c1, h1, ...
+        for cell in self.lstm_cells:  # magenta order: c0, h0, c1, h1, ...
             n = cell.hidden_size
             state.append((flat[:, at + n : at + 2 * n], flat[:, at : at + n]))  # (h, c)
             at += 2 * n
@@ -119,7 +125,8 @@ class Decoder(nn.Module):
         `teacher_prob` and the model's own sample otherwise (scheduled sampling); without,
         the model feeds back its argmax (temperature 0) or a tempered sample.
         """
-        cell0 = self.cells[0]
+        cells = self.lstm_cells
+        cell0 = cells[0]
         c = self.num_classes
         # First-layer input [one-hot ; z]: one-hot rows are columns of W_ih; z's part is fixed.
         tok_w = torch.cat([cell0.weight_ih[:, :c].t(), cell0.weight_ih.new_zeros(1, 4 * cell0.hidden_size)])
@@ -128,12 +135,13 @@ class Decoder(nn.Module):
         prev = torch.full((z.shape[0],), c, dtype=torch.long, device=z.device)  # row c = zeros
         logits_all, tokens_all = [], []
         for t in range(self.seq_len):
-            x = None
-            for i, cell in enumerate(self.cells):
+            x: torch.Tensor | None = None  # the output of the layer below
+            for i, cell in enumerate(cells):
                 h, cs = state[i]
                 if i == 0:
                     gates = tok_w[prev] + z_gates + F.linear(h, cell.weight_hh)
                 else:
+                    assert x is not None
                     gates = F.linear(x, cell.weight_ih, cell.bias_ih) + F.linear(h, cell.weight_hh, cell.bias_hh)
                 ig, fg, gg, og = gates.chunk(4, dim=-1)
                 cs = torch.sigmoid(fg) * cs + torch.sigmoid(ig) * torch.tanh(gg)
@@ -180,7 +188,9 @@ class MusicVAE(Pretrained, nn.Module):
         return logits, mu, sigma
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    def decode(
+        self, z: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """(B, z) -> (B, 32) tokens; temperature 0 is argmax (the paper decodes at 0.001)."""
         return self.decoder.run(z, temperature=temperature, generator=generator)[1]
 
@@ -199,8 +209,10 @@ def evaluate(model: MusicVAE, chunks: torch.Tensor, batch_size: int = 512) -> di
     """Held-out figures: argmax reconstruction accuracy from mu (free-running, what a user
     hears), teacher-forced accuracy, mean KL, and the active dims (mean sigma < 0.98)."""
     model.eval()
-    hits_free = hits_tf = 0
-    kl, sigma_sum = 0.0, None
+    hits_free: float = 0
+    hits_tf: float = 0
+    kl = 0.0
+    sigma_sum: torch.Tensor | None = None
     for i in range(0, len(chunks), batch_size):
         x = chunks[i : i + batch_size].long()
         mu, sigma = model.encode(x)
@@ -211,6 +223,8 @@ def evaluate(model: MusicVAE, chunks: torch.Tensor, batch_size: int = 512) -> di
         s = sigma.float().sum(0)
         sigma_sum = s if sigma_sum is None else sigma_sum + s
     n = len(chunks)
+    if sigma_sum is None:
+        raise ValueError("no chunks to evaluate")
     mean_sigma = sigma_sum / n
     return {
         "accuracy": hits_free / (n * chunks.shape[1]),

@@ -122,7 +122,8 @@ def notes_track(notes, channel: int = 0, program: int | None = 0, name: str | No
         events.append((0, mido.Message("program_change", channel=channel, program=program)))
     for start, length, pitch in notes:
         events.append((round(start * step), mido.Message("note_on", channel=channel, note=pitch, velocity=90)))
-        events.append((round((start + length) * step), mido.Message("note_off", channel=channel, note=pitch, velocity=0)))
+        off = mido.Message("note_off", channel=channel, note=pitch, velocity=0)
+        events.append((round((start + length) * step), off))
     return events
 
 

@@ -48,7 +48,7 @@ def check_only_range_changed(src: Path, out: Path, track: int, channel: int, lo:
     tokens' notes inside it, at the median velocity of the neighbours."""
     a, b = mido.MidiFile(src), mido.MidiFile(out)
     assert (b.type, b.ticks_per_beat, len(b.tracks)) == (a.type, a.ticks_per_beat, len(a.tracks))
-    for t, (ta, tb) in enumerate(zip(a.tracks, b.tracks)):
+    for t, (ta, tb) in enumerate(zip(a.tracks, b.tracks, strict=True)):
         if t != track:
             assert list(ta) == list(tb), f"track {t} changed"
     ea, eb = absolute(a.tracks[track]), absolute(b.tracks[track])
@@ -99,7 +99,7 @@ def test_cli_infill_and_extend_give_the_whole_file_back(tmp_path, capsys):
     meta = lambda f: [(m.type, getattr(m, "tempo", None), getattr(m, "numerator", None), getattr(m, "key", None))
                       for t in f.tracks for m in t if m.is_meta]  # noqa: E731
     assert meta(a) == meta(b)
-    assert sum(list(x) != list(y) for x, y in zip(a.tracks, b.tracks)) == 1
+    assert sum(list(x) != list(y) for x, y in zip(a.tracks, b.tracks, strict=True)) == 1
     piano = REPO / "tests" / "data" / "midi" / "joplin_maple_leaf_rag_2-4_piano.mid"
     assert main(["extend", str(piano), "--bars", "4", "--steps", "5", "--seed", "1", "--out",
                  str(tmp_path / "e.mid"), "--quiet"]) == 0
@@ -107,7 +107,8 @@ def test_cli_infill_and_extend_give_the_whole_file_back(tmp_path, capsys):
     assert "note: track 0 plays chords; the new bars" in out and "added bars 130-133 (2/4)" in out  # bars of 2/4
     found, longer = melody.read_midi(piano), melody.read_midi(tmp_path / "e.mid")
     assert found.bars.num_bars < longer.bars.num_bars <= found.bars.num_bars + 4
-    assert all(np.array_equal(x.tokens, y.tokens) for x, y in zip(found.candidates[1:], longer.candidates[1:]))
+    assert all(np.array_equal(x.tokens, y.tokens)
+               for x, y in zip(found.candidates[1:], longer.candidates[1:], strict=True))
 
 
 def test_type0_file_keeps_the_other_channels(pipe, tmp_path, m21_midi):
@@ -121,7 +122,8 @@ def test_type0_file_keeps_the_other_channels(pipe, tmp_path, m21_midi):
     res = pipe.infill(line.tokens, (2 * BAR, 4 * BAR), steps=5, seed=3)
     arrangement.write_arrangement(tmp_path / "type0.mid", line, res.tokens[0], (2 * BAR, 4 * BAR), tmp_path / "o.mid")
     track, channel = arrangement._find_line(merged, (tmp_path / "type0.mid").read_bytes(), line)
-    check_only_range_changed(tmp_path / "type0.mid", tmp_path / "o.mid", track, channel, 2 * BAR, 4 * BAR, res.tokens[0])
+    check_only_range_changed(tmp_path / "type0.mid", tmp_path / "o.mid", track, channel, 2 * BAR, 4 * BAR,
+                             res.tokens[0])
 
 
 def rests_after(tokens: np.ndarray, length: int = 2) -> list[tuple[int, int]]:
@@ -137,7 +139,8 @@ def test_no_generated_note_sounds_past_the_range_nor_a_users_note_into_it(pipe, 
     range ends at its start."""
     midi = REPO / "tests" / "data" / "midi"
     files = [ALOHA, midi / "schubert_lindenbaum_3-4_triplets.mid", midi / "m21_test09_piano_6-8_tempo_changes.mid",
-             midi.parent / "melody_set" / "m21_handel_lascia_chio_pianga.mid", midi.parent / "melody_set" / "m21_mozart_k155_mvt2.mid"]
+             midi.parent / "melody_set" / "m21_handel_lascia_chio_pianga.mid",
+             midi.parent / "melody_set" / "m21_mozart_k155_mvt2.mid"]
     cut = 0
     for src in files:
         line = melody.read_midi(src).chosen

@@ -83,7 +83,7 @@ def test_nll_is_the_mixture_log_likelihood():
     w = torch.randn(ours.shape, generator=g, dtype=torch.float64)
     (ours * w).sum().backward()
     (ref * w).sum().backward()
-    for a, b in zip(params, ref_params):
+    for a, b in zip(params, ref_params, strict=True):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-10)
 
     # clamped log-sigma: the value of the clamped mixture, zero gradient where clamped
@@ -128,11 +128,12 @@ def test_causal_and_shifted(small_model):
             y = x.clone()
             y[0, j] += 1.0
             out = small_model(y)
-            for a, b in zip(base[:3], out[:3]):
+            for a, b in zip(base[:3], out[:3], strict=True):
                 torch.testing.assert_close(a[:, : j + 1], b[:, : j + 1], rtol=0, atol=0)
                 if j < 9:
                     assert (a[:, j + 1] - b[:, j + 1]).abs().max() > 1e-4  # the next position sees it
-    assert base.mu.shape == (1, 10, 5, 12) and base.log_sigma.shape == (1, 10, 5, 12) and base.logits.shape == (1, 10, 5)
+    assert base.mu.shape == (1, 10, 5, 12) and base.log_sigma.shape == (1, 10, 5, 12)
+    assert base.logits.shape == (1, 10, 5)
 
 
 def test_right_padding_leaves_real_positions_untouched(small_model):
@@ -144,7 +145,7 @@ def test_right_padding_leaves_real_positions_untouched(small_model):
     with torch.no_grad():
         out = small_model(batch)
         alone = small_model(short)
-    for a, b in zip(out[:3], alone[:3]):
+    for a, b in zip(out[:3], alone[:3], strict=True):
         torch.testing.assert_close(a[1, :7], b[0], atol=1e-5, rtol=1e-5)
 
 
@@ -155,7 +156,7 @@ def test_incremental_head_matches_the_full_forward(small_model):
         full = small_model(x)
         for i in (0, 3, 8):
             step = small_model._head(small_model._hidden(x[:, : i + 1], last_only=True))
-            for a, b in zip(full[:3], step[:3]):
+            for a, b in zip(full[:3], step[:3], strict=True):
                 torch.testing.assert_close(a[:, i], b[:, 0], atol=1e-5, rtol=1e-5)
 
 
@@ -195,14 +196,15 @@ def test_sampling_follows_the_mixture():
 def test_save_load_round_trip(tmp_path, small_model):
     scaler = LatentScaler(list(range(12)), z_size=16, min=-2.5, max=3.0)
     small_model.save_pretrained(tmp_path / "mdn", scaler=scaler)
-    assert sorted(p.name for p in (tmp_path / "mdn").iterdir()) == ["config.json", "model.safetensors", "scaler.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "mdn").iterdir()) == [
+        "config.json", "model.safetensors", "scaler.safetensors"]
     loaded = TransformerMDN.from_pretrained(tmp_path / "mdn")
     assert loaded.config == small_model.config and isinstance(loaded.config, MDNConfig) and not loaded.training
     saved = json.loads((tmp_path / "mdn" / "config.json").read_text())
     assert saved["kind"] == "mdn" and saved["model"]["mixtures"] == 5
     x = torch.randn(2, 7, 12)
     with torch.no_grad():
-        for a, b in zip(loaded(x)[:3], small_model(x)[:3]):
+        for a, b in zip(loaded(x)[:3], small_model(x)[:3], strict=True):
             assert torch.equal(a, b)
     assert torch.equal(loaded.sample(2, 4, seed=0), small_model.sample(2, 4, seed=0))
     assert loaded.scaler is not None and (loaded.scaler.min, loaded.scaler.max, loaded.scaler.z_size) == (-2.5, 3.0, 16)
@@ -281,7 +283,8 @@ def test_train_lowers_the_nll_and_resumes(tiny_data, capsys):
     assert [r["step"] for r in evals] == [5, 10, 15, 20]
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 21))
     first, last_loss = rows[1]["loss"], rows[20]["loss"]
-    print(f"training NLL {first:.2f} -> {last_loss:.2f}; held-out {evals[0]['valid_nll']:.2f} -> {evals[-1]['valid_nll']:.2f}")
+    print(f"training NLL {first:.2f} -> {last_loss:.2f}; "
+          f"held-out {evals[0]['valid_nll']:.2f} -> {evals[-1]['valid_nll']:.2f}")
     assert last_loss < first and evals[-1]["valid_nll"] < evals[0]["valid_nll"]
     state = json.loads((out / "last" / "state.json").read_text())
     assert state["step"] == 20 and state["best"]["valid_nll"] == state["best_loss"]
@@ -350,7 +353,8 @@ def test_interpolate_infill_the_papers_gap():
     mask = torch.ones(32, dtype=torch.bool)
     mask[[0, 31]] = False
     ends = interpolate_infill(x, mask, scaler)
-    torch.testing.assert_close(ends[:, 16], scaler.scale(slerp(scaler.unscale(x[:, 0]), scaler.unscale(x[:, 31]), 16 / 31)))
+    middle = slerp(scaler.unscale(x[:, 0]), scaler.unscale(x[:, 31]), 16 / 31)
+    torch.testing.assert_close(ends[:, 16], scaler.scale(middle))
 
 
 def test_interpolate_infill_edges_and_silence():

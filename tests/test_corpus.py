@@ -220,7 +220,7 @@ def test_read_score_file_multi_tune_abc(corpus_root):
     assert counts["scores"] == 10 and counts["parts"] == 10 and counts["errors"] == 0
     pieces = [m["piece"] for m in lines.meta]
     assert pieces == [f"oneills1850/0721-0730.abc#{n}" for n in range(721, 731)]
-    for toks, m in zip(lines.tokens, lines.meta):
+    for toks, m in zip(lines.tokens, lines.meta, strict=True):
         assert m["source"] == "oneills1850" and m["split"] == split_of(m["piece"])
         assert toks.dtype == np.uint8 and len(toks) % 16 == 0 and (toks >= 2).any()
 

@@ -49,7 +49,7 @@ def test_save_load_round_trip(tmp_path):
     assert path == tmp_path / "sub" / "d.npz"
     back = Lines.load(path)
     assert len(back) == 3
-    for a, b in zip(lines.tokens, back.tokens):
+    for a, b in zip(lines.tokens, back.tokens, strict=True):
         assert b.dtype == np.uint8
         np.testing.assert_array_equal(a, b)
     assert back.meta == lines.meta  # unicode and empty strings included
@@ -102,7 +102,7 @@ def test_split_is_deterministic_and_follows_sha1():
     ids = [f"oneills1850/{k:04d}.abc#{k}" for k in range(300)]
     first = [split_of(i) for i in ids]
     assert first == [split_of(i) for i in ids]
-    for piece, split in zip(ids, first):  # u = first 8 hex digits of sha1 / 2**32
+    for piece, split in zip(ids, first, strict=True):  # u = first 8 hex digits of sha1 / 2**32
         u = int(hashlib.sha1(piece.encode()).hexdigest()[:8], 16) / 2**32
         assert split == ("test" if u < 0.05 else "valid" if u < 0.10 else "train")
     assert set(first) == {"train", "valid", "test"}
@@ -211,7 +211,7 @@ def test_transpose_keeps_every_chunk_in_range():
         assert (out[~notes] == chunks[~notes]).all()  # 0 and 1 never move
         assert (out[notes] >= 2).all() and (out[notes] <= 89).all()
         shift = out.astype(int) - chunks.astype(int)
-        for row, n in zip(shift, notes):  # one shift per chunk, within -5..5
+        for row, n in zip(shift, notes, strict=True):  # one shift per chunk, within -5..5
             s = set(row[n].tolist())
             assert len(s) <= 1 and all(-5 <= v <= 5 for v in s)
         lowest = (chunks == 2).any(axis=1)

@@ -43,7 +43,8 @@ def test_load_melody_from_bytes_and_path_and_track():
     found, cand = demo.load_melody(path.read_bytes())
     assert len(found.candidates) == 7 and cand.index == found.default
     _, solo = demo.load_melody(path, 4)
-    assert demo.track_label(found, solo) == "4: Solo Voice, Voice Oohs, D4-C5, 36 notes to bar 12"  # name, GM instrument, range
+    # name, GM instrument, range
+    assert demo.track_label(found, solo) == "4: Solo Voice, Voice Oohs, D4-C5, 36 notes to bar 12"
     with pytest.raises(melody.MelodyError, match="no melody track 9"):
         demo.load_melody(path, 9)
     with pytest.raises(melody.MelodyError, match="larger than"):
@@ -198,8 +199,8 @@ def test_forward_noise(pipe):
     level = demo.noise_level(pipe, 1000)
     assert level < 0.1
     eps = (x_end - level * x0) / math.sqrt(1 - level**2)  # the same noise at every t with one seed
-    assert torch.allclose(eps, (xa - demo.noise_level(pipe, 500) * x0) / math.sqrt(1 - demo.noise_level(pipe, 500) ** 2),
-                          atol=1e-4)
+    level_500 = demo.noise_level(pipe, 500)
+    assert torch.allclose(eps, (xa - level_500 * x0) / math.sqrt(1 - level_500**2), atol=1e-4)
     assert "melody itself" in demo.noise_caption(pipe, 0)
     assert "pure noise" in demo.noise_caption(pipe, 1000)
     with pytest.raises(GenerateError, match="between 0 and 1000"):
@@ -214,7 +215,7 @@ def test_reverse_trace(pipe):
     assert all(len(f.x_t) == len(tokens) and (f.x0 is None or len(f.x0) == len(tokens)) for f in frames)
     assert np.array_equal(frames[-1].x_t, frames[-1].x0)  # the last step lands on its x0 estimate
     again = demo.reverse_trace(pipe, tokens, 1000, 5, seed=0)
-    assert all(np.array_equal(f.x_t, g.x_t) for f, g in zip(frames, again))
+    assert all(np.array_equal(f.x_t, g.x_t) for f, g in zip(frames, again, strict=True))
     short = demo.reverse_trace(pipe, tokens, 20, 20, seed=0)  # every step from t = 20
     assert [f.t for f in short] == list(range(20, -1, -1))
     assert "Start" in demo.reverse_caption(frames[0], 0, 6) and "Done" in demo.reverse_caption(frames[-1], 5, 6)

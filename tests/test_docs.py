@@ -96,7 +96,7 @@ def printed(cell: str) -> list[tuple[float, float]]:
 
 def agrees(cell: str, expected: list[float]) -> bool:
     got = printed(cell)
-    return len(got) >= len(expected) and all(abs(v - e) <= t for (v, t), e in zip(got, expected))
+    return len(got) >= len(expected) and all(abs(v - e) <= t for (v, t), e in zip(got, expected, strict=False))
 
 
 # --- what the committed evaluation says -------------------------------------------------------
@@ -168,7 +168,7 @@ def quoted_rows(path: Path, expected: dict[str, dict[str, list[float]]]):
             name = label(row[0])
             if name not in expected:
                 continue
-            for title, cell in zip(header[1:], row[1:]):
+            for title, cell in zip(header[1:], row[1:], strict=False):
                 if title in expected[name]:
                     yield name, title, cell, expected[name][title]
 
@@ -190,7 +190,7 @@ def test_bracketed_figures_are_the_papers(path):
     for header, body in tables(path.read_text()):
         for row in body:
             name = label(row[0])
-            for title, cell in zip(header[1:], row[1:]):
+            for title, cell in zip(header[1:], row[1:], strict=False):
                 m = re.search(r"\(([\d.]+)\)", cell)
                 if name in paper and title in titles and m and float(m.group(1)) != paper[name][titles.index(title)]:
                     wrong.append(f"{name!r} {title}: ({m.group(1)}), the paper {paper[name][titles.index(title)]}")
@@ -249,7 +249,7 @@ def test_vae_figures_in_readme_and_card():
     }
     for path in (README, VAE_DIR / "README.md"):
         seen = set()
-        for header, body in tables(path.read_text()):
+        for _header, body in tables(path.read_text()):
             for row in body:
                 name = label(row[0])
                 if name in figures:
@@ -340,7 +340,7 @@ def test_readme_sampler_table_is_the_cards_bench():
         for row in body:
             m = re.match(r"(DDPM|DDIM) (\d+)", row[0])
             key = (m.group(1).lower(), int(m.group(2)))
-            cells = dict(zip(header, row))
+            cells = dict(zip(header, row, strict=True))
             assert quality, "the README quotes a sampling bench the diffusion card does not have"
             want = quality[key]
             for i, title in enumerate(("pitch C", "pitch Var", "duration C", "duration Var")):
@@ -348,7 +348,8 @@ def test_readme_sampler_table_is_the_cards_bench():
             one = times[(*key, 1)]
             assert agrees(cells["1 melody"], [one[0]] + ([one[2]] if "reference" in cells["1 melody"] else [])), row
             many = times[(*key, 16)]
-            assert agrees(cells["16 melodies (bf16)"], [many[1]] + ([many[2]] if "reference" in cells["16 melodies (bf16)"] else [])), row
+            cell = cells["16 melodies (bf16)"]
+            assert agrees(cell, [many[1]] + ([many[2]] if "reference" in cell else [])), row
             seen += 1
     assert seen == 0 or seen >= 2
 

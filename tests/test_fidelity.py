@@ -150,7 +150,7 @@ def test_pieces_are_test_lines_of_the_style_one_voice_per_work_first(lines):
     works = [p.piece for p in pieces]
     n = len(set(works))
     assert n == 9 and len(set(works[:n])) == n  # the test split's 9 chorales, each before any second voice
-    test = {(m["piece"], m["voice"]): t for t, m in zip(lines.tokens, lines.meta) if m["split"] == "test"}
+    test = {(m["piece"], m["voice"]): t for t, m in zip(lines.tokens, lines.meta, strict=True) if m["split"] == "test"}
     for p in pieces:
         line = test[(p.piece, p.voice)]
         assert len(line) >= 16 * STEPS_PER_BAR and p.chunks >= 8
@@ -181,7 +181,7 @@ def test_tiny_run_real_middle_and_copied_context(pipe, lines):
     report = fd.fidelity(pipe, 3, ("folk",), steps=4, progress=False)
     folk = report.groups["folk"]
     assert [it["piece"] for it in folk["items"]] == [p.piece for p in pieces]
-    for it, p in zip(folk["items"], pieces):
+    for it, p in zip(folk["items"], pieces, strict=True):
         assert it["rows"]["real middle"] == fd.fit_figures(p.tokens, p.region)
     real = folk["rows"]["real middle"]["mean"]
     # a real tune's middle fits the rest of it: the same register, key, rhythm and pace

@@ -60,7 +60,7 @@ def test_generate_lengths_seed_and_notes(pipe):
     c = pipe.generate(num=2, bars=24, steps=20, seed=8)
     assert [len(t) for t in a.tokens] == [24 * BARS] * 2
     assert a.latents.shape == (2, 12, pipe.codec.scaler.dim)
-    assert all(np.array_equal(x, y) for x, y in zip(a.tokens, b.tokens))
+    assert all(np.array_equal(x, y) for x, y in zip(a.tokens, b.tokens, strict=True))
     assert not torch.equal(a.latents, c.latents)
     assert all((t >= 2).sum() > 0 for t in a.tokens)  # real melodies, not silence
     odd = pipe.generate(bars=5, steps=5, seed=0)
@@ -151,7 +151,8 @@ def test_cli_sample_and_infill(tmp_path, capsys):
     (["sample", "--steps", "0"], "steps must be between 1 and 1000"),
     (["sample", "--seed", "-1"], "--seed must be"),
     (["sample", "--checkpoint", "/nonexistent"], "no diffusion checkpoint"),
-    (["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "10-40"], "outside the music, which has 16 bars of 4/4"),
+    (["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "10-40"],
+     "outside the music, which has 16 bars of 4/4"),
     (["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "x"], "expected FIRST-LAST"),
     (["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "1-2", "--track", "9"], "no melody track 9"),
     (["infill", str(MIDI / "bad" / "not_midi.mid"), "--bars", "1-2"], ""),

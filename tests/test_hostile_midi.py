@@ -39,7 +39,7 @@ def test_the_bombs_are_tiny(bombs):
 @pytest.mark.slow
 def test_bombs_are_read_in_bounded_time_and_memory(bombs):
     names = list(bombs)
-    results = dict(zip(names, run_bounded([bombs[n] for n in names], limit_mb=200)))
+    results = dict(zip(names, run_bounded([bombs[n] for n in names], limit_mb=200), strict=True))
     for name, r in results.items():
         assert r["seconds"] < 2.0 and r["peak_mb"] < 200, (name, r)
     # what each one is: a note-on past the 1024 bars read and never ended; notes held for
@@ -69,7 +69,7 @@ def test_fine_resolution_is_rescaled_to_the_same_melody(tmp_path):
     assert melody.bounded_midi((tmp_path / "fine.mid").read_bytes()).ticks_per_beat == melody.RESCALED_TPB
     a, b = melody.read_midi(src), melody.read_midi(tmp_path / "fine.mid")
     assert [c.summary() for c in a.candidates] == [c.summary() for c in b.candidates]
-    assert all(np.array_equal(x.tokens, y.tokens) for x, y in zip(a.candidates, b.candidates))
+    assert all(np.array_equal(x.tokens, y.tokens) for x, y in zip(a.candidates, b.candidates, strict=True))
 
 
 def test_a_file_with_more_events_than_the_limit_is_cut_in_time(tmp_path):
@@ -111,8 +111,8 @@ def cli(tmp_path: Path, *args: str) -> tuple[int, list[str], float, float]:
     """`symdiff ARGS` in a fresh process -> (exit status, stderr lines, seconds and growth of the
     peak RSS in MB from the start of the command, after the imports)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-W", "ignore", "-c", _CLI, str(tmp_path / "usage.json"), *args], cwd=REPO, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-W", "ignore", "-c", _CLI, str(tmp_path / "usage.json"), *args],
+                          cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300)
     seconds, mb = json.loads((tmp_path / "usage.json").read_text())
     return proc.returncode, proc.stderr.splitlines(), seconds, mb
 

@@ -33,7 +33,7 @@ def tiny_corpus() -> Lines:
     """14 real lines: long (>= 32 chunks) and short, with and without silent chunks."""
     v = Lines.load(DEFAULT_PATH).select("valid")
     kinds = {"long_sil": [], "long": [], "short_sil": [], "short": []}
-    for t, m in zip(v.tokens, v.meta):
+    for t, m in zip(v.tokens, v.meta, strict=True):
         ch = melody.to_chunks(t)
         kind = ("long" if len(ch) >= WINDOW_CHUNKS else "short") + ("_sil" if melody.silent_chunks(ch).any() else "")
         kinds[kind].append((t, m))
@@ -42,7 +42,7 @@ def tiny_corpus() -> Lines:
     splits = ["train"] * 9 + ["valid"] * 3 + ["test"] * 2
     order = [0, 1, 3, 5, 6, 8, 9, 10, 11,  2, 7, 12,  4, 13]  # valid: a long silent, a short silent, a short
     lines = Lines()
-    for i, split in zip(order, splits):
+    for i, split in zip(order, splits, strict=True):
         t, m = picked[i]
         lines.tokens.append(t)
         lines.meta.append({**m, "split": split})
@@ -136,7 +136,8 @@ def test_silent_chunks_token_rule(setup):
     x = ds.model_space()
     assert (x[ds.silent] == SILENCE_VALUE).all() and (ds.latents[ds.silent] == 0).all()
     # real chunks are never taken for silence; the silence latent always is
-    codec = LatentCodec(MusicVAE.from_pretrained(setup["root"] / "vae"), ds.scaler(), CodecConfig(silence_threshold=ds.silence_threshold))
+    codec = LatentCodec(MusicVAE.from_pretrained(setup["root"] / "vae"), ds.scaler(),
+                        CodecConfig(silence_threshold=ds.silence_threshold))
     assert not codec.is_silent(torch.from_numpy(x[~ds.silent])).any()
     assert codec.is_silent(torch.full((3, ds.dim), SILENCE_VALUE)).all()
     # decoding: silence -> 2 bars of rest; the others through the VAE
@@ -234,7 +235,8 @@ def test_posterior_mean_holds_mu_and_the_default_key_is_unchanged(setup):
     settings = L.LatentSettings(transpositions=1, bf16=False, seed=3, posterior="mean")
     ds = L.ensure_latents(root / "vae", root / "corpus.npz", root / "cache", settings, batch_size=64, progress=False)
     assert ds.path != setup["ds"].path
-    codec = LatentCodec(MusicVAE.from_pretrained(root / "vae"), ds.scaler(), CodecConfig(silence_threshold=ds.silence_threshold))
+    codec = LatentCodec(MusicVAE.from_pretrained(root / "vae"), ds.scaler(),
+                        CodecConfig(silence_threshold=ds.silence_threshold))
     s = int(ds.sequences("train")[0])
     a, b = ds.offsets[s], ds.offsets[s + 1]
     live = ~ds.silent[a:b]
@@ -247,6 +249,7 @@ def test_posterior_mean_holds_mu_and_the_default_key_is_unchanged(setup):
     shipped = json.loads((REPO / "checkpoints" / "diffusion-cpu" / "config.json").read_text())["training"]["latents"]
     assert "posterior" not in shipped["settings"]
     assert L.key_name(shipped["settings"]) == Path(shipped["path"]).name
-    key = L.LatentSettings(**{k: shipped["settings"][k] for k in ("transpositions", "max_shift", "seed", "threshold", "bf16")})
+    fields = ("transpositions", "max_shift", "seed", "threshold", "bf16")
+    key = L.LatentSettings(**{k: shipped["settings"][k] for k in fields})
     assert L.key_name(key.key(REPO / "checkpoints" / "musicvae-mel2bar-small", REPO / "data" / "corpus.npz")) \
         == Path(shipped["path"]).name

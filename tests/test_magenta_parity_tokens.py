@@ -309,15 +309,9 @@ def without_out_of_range(ns):
     return out
 
 
-def check_file(path: Path) -> FileReport:
-    rep = FileReport(path.name)
-    ns = note_seq.midi_file_to_note_sequence(str(path))
-    try:
-        ours = {c.instrument: c for c in melody.read_midi(path).candidates}
-    except melody.MelodyError:
-        ours = {}  # drums only / no notes: Magenta must give nothing either
-
-    # The line each prediction starts from: read_midi's, except for rule RANGE.
+def prediction_lines(ns, ours: dict[int, melody.Candidate], rep: FileReport) -> dict[int, np.ndarray]:
+    """The line each prediction starts from: read_midi's, except for rule RANGE (its instruments
+    are recorded in `rep`)."""
     lines: dict[int, np.ndarray] = {}
     for inst, cand in ours.items():
         lines[inst] = cand.tokens
@@ -331,6 +325,59 @@ def check_file(path: Path) -> FileReport:
                 lines[inst] = filtered[inst].tokens
             else:
                 del lines[inst]
+    return lines
+
+
+def count_magenta_window(rep: FileReport, w: Predicted, have: tuple, p: Part, b: float, where: str) -> None:
+    """Magenta -> ours: Magenta's window `w` is our window at the same bar (`have`), equal or
+    once our leading note-offs are cleaned, or shifted (the part starts mid-bar), or differs only
+    after the part's end `b`, where a note was cut; counted in `rep`. `where` names the part and
+    instrument in a failure."""
+    if have == w.tokens and w.pos % SPB == 0:
+        rep.magenta_on_our_grid += 1
+    elif clean_leading_offs(have) == w.tokens and w.pos % SPB == 0:
+        rep.magenta_leading_off += 1  # LEADING_OFF
+    elif clean_leading_offs(have) == w.tokens:
+        assert p.a % SPB != 0
+        rep.magenta_shifted += 1  # SPLIT: the part starts mid-bar on our grid
+    else:  # ... or differs only after the part's end, where a note was cut
+        diff = split_cut_steps(have, w.tokens, w.pos, b)
+        assert diff is not None, (
+            f"{where}: Magenta's window at step "
+            f"{w.pos} differs from ours\n magenta {list(w.tokens)}\n ours    {list(have)}")
+        rep.magenta_split_cut += 1
+
+
+def check_our_windows(path: Path, ours: dict[int, melody.Candidate], parts: list[Part], predicted: dict,
+                      rep: FileReport) -> None:
+    """Ours -> Magenta: each window of each line is Magenta's window at that place, or a rule
+    says why Magenta has none there."""
+    for inst, cand in ours.items():
+        for j, win in enumerate(melody.windows(cand.tokens, bars=2, hop_bars=1)):
+            rep.ours_total += 1
+            pos, win = j * SPB, tuple(int(x) for x in win)
+            reason, expected = explain(pos, inst, cand, parts, predicted, rep)
+            if reason is not None:
+                rep.ours_explained[reason] += 1
+                continue
+            if win == expected:
+                rep.ours_found += 1
+            else:
+                assert clean_leading_offs(win) == expected, (
+                    f"{path.name}: inst {inst}: our window at bar {j} lies inside a Magenta "
+                    f"melody but differs from Magenta's window there\n ours    {list(win)}\n"
+                    f" magenta {list(expected)}")
+                rep.ours_found_leading_off += 1
+
+
+def check_file(path: Path) -> FileReport:
+    rep = FileReport(path.name)
+    ns = note_seq.midi_file_to_note_sequence(str(path))
+    try:
+        ours = {c.instrument: c for c in melody.read_midi(path).candidates}
+    except melody.MelodyError:
+        ours = {}  # drums only / no notes: Magenta must give nothing either
+    lines = prediction_lines(ns, ours, rep)
 
     # Magenta's parts, located on our grid. The last one runs on past the file's end.
     times = split_times(ns)
@@ -338,7 +385,7 @@ def check_file(path: Path) -> FileReport:
     assert len(times) - 1 == len(official), "split times do not match note_seq's split"
     beats = beat_map(ns)
     parts = []
-    for i, (t0, t1) in enumerate(zip(times[:-1], times[1:])):
+    for i, (t0, t1) in enumerate(zip(times[:-1], times[1:], strict=True)):
         last = i == len(official) - 1
         end = float("inf") if last else 4 * beats(t1)
         parts.append(Part(i, t0, t1, 4 * beats(t0), end, part_steps_per_bar(official[i]), official[i]))
@@ -356,7 +403,7 @@ def check_file(path: Path) -> FileReport:
     drums = {n.instrument for n in ns.notes if n.is_drum}
     instruments = sorted({n.instrument for n in ns.notes})
     predicted: dict[tuple[int, int], tuple[dict[int, tuple], list[MelodySpan], float]] = {}
-    for p, mag_part in zip(parts, per_part):
+    for p, mag_part in zip(parts, per_part, strict=True):
         assert len(mag_part) == len(set(mag_part)), f"{path.name}: part {p.index} not deduped"
         union = set()
         for inst in instruments:
@@ -381,39 +428,10 @@ def check_file(path: Path) -> FileReport:
             ours_line = ours[inst].tokens
             for w in pred:
                 have = tuple(int(x) for x in padded(ours_line, w.pos))
-                if have == w.tokens and w.pos % SPB == 0:
-                    rep.magenta_on_our_grid += 1
-                elif clean_leading_offs(have) == w.tokens and w.pos % SPB == 0:
-                    rep.magenta_leading_off += 1  # LEADING_OFF
-                elif clean_leading_offs(have) == w.tokens:
-                    assert p.a % SPB != 0
-                    rep.magenta_shifted += 1  # SPLIT: the part starts mid-bar on our grid
-                else:  # ... or differs only after the part's end, where a note was cut
-                    diff = split_cut_steps(have, w.tokens, w.pos, b)
-                    assert diff is not None, (
-                        f"{path.name}: part {p.index} inst {inst}: Magenta's window at step "
-                        f"{w.pos} differs from ours\n magenta {list(w.tokens)}\n ours    {list(have)}")
-                    rep.magenta_split_cut += 1
+                count_magenta_window(rep, w, have, p, b, f"{path.name}: part {p.index} inst {inst}")
         assert set(mag_part) == union, f"{path.name}: part {p.index}: instruments do not add up"
 
-    # Ours -> Magenta: each window of each line is Magenta's window at that place, or a
-    # rule says why Magenta has none there.
-    for inst, cand in ours.items():
-        for j, win in enumerate(melody.windows(cand.tokens, bars=2, hop_bars=1)):
-            rep.ours_total += 1
-            pos, win = j * SPB, tuple(int(x) for x in win)
-            reason, expected = explain(pos, inst, cand, parts, predicted, rep)
-            if reason is not None:
-                rep.ours_explained[reason] += 1
-                continue
-            if win == expected:
-                rep.ours_found += 1
-            else:
-                assert clean_leading_offs(win) == expected, (
-                    f"{path.name}: inst {inst}: our window at bar {j} lies inside a Magenta "
-                    f"melody but differs from Magenta's window there\n ours    {list(win)}\n"
-                    f" magenta {list(expected)}")
-                rep.ours_found_leading_off += 1
+    check_our_windows(path, ours, parts, predicted, rep)
     return rep
 
 

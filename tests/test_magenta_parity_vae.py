@@ -241,7 +241,7 @@ def test_table_covers_every_parameter_once():
         got = {}
         for e in magenta_import.variable_table(cfg):
             outs = e.transform(np.broadcast_to(np.float32(0), e.tf_shape))
-            got.update({t: tuple(o.shape) for t, o in zip(e.targets, outs)})
+            got.update({t: tuple(o.shape) for t, o in zip(e.targets, outs, strict=True)})
         assert got == want
 
 

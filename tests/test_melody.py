@@ -290,7 +290,8 @@ def test_a_first_tempo_after_the_start_does_not_move_the_grid(tmp_path):
 
 def test_time_signatures_reported_and_grid_kept(tmp_path):
     sigs = ((0, 3, 4), (12, 4, 4))  # one bar of 3/4, then 4/4
-    path = write_midi(tmp_path / "sig.mid", [conductor(sigs=sigs), notes_track([(0, 12, 60), (12, 4, 62), (16, 4, 64)])])
+    path = write_midi(tmp_path / "sig.mid",
+                      [conductor(sigs=sigs), notes_track([(0, 12, 60), (12, 4, 62), (16, 4, 64)])])
     found = M.read_midi(path)
     assert found.time_signature == (3, 4) and found.time_signature_changes == 1
     assert found.chosen.tokens.tolist() == tok((0, 41), (12, 43), (16, 45), (20, 1), length=32).tolist()
@@ -353,7 +354,7 @@ def test_real_multitrack_and_type0_give_the_same_candidates(m21_midi):
     merged.save(file=buf)
     found0 = M.read_midi(buf.getvalue())  # one track, five channels
     assert len(found0.candidates) == 5 and found0.default == 0
-    for a, b in zip(found.candidates, found0.candidates):
+    for a, b in zip(found.candidates, found0.candidates, strict=True):
         np.testing.assert_array_equal(a.tokens, b.tokens)
 
 
@@ -368,7 +369,7 @@ def test_max_bars_cuts(m21_midi):
     full = M.read_midi(m21_midi("test03.mid"))
     cut = M.read_midi(m21_midi("test03.mid"), max_bars=10)
     assert full.chosen.num_bars == 97
-    for a, b in zip(full.candidates, cut.candidates):
+    for a, b in zip(full.candidates, cut.candidates, strict=True):
         assert b.num_bars == 10
         np.testing.assert_array_equal(b.tokens, a.tokens[:160])
 

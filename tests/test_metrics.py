@@ -96,7 +96,7 @@ def test_gaussian_overlap_equals_normaldist_on_random_pairs():
     mu2[5500:9000] = mu1[5500:9000]  # equal means
     mu2[9000:10000] = mu1[9000:10000] + rng.uniform(0, 1e-5, 1000)  # nearly equal means
     got = gaussian_overlap(mu1, s1, mu2, s2)
-    want = np.array([NormalDist(a, b).overlap(NormalDist(c, d)) for a, b, c, d in zip(mu1, s1, mu2, s2)])
+    want = np.array([NormalDist(a, b).overlap(NormalDist(c, d)) for a, b, c, d in zip(mu1, s1, mu2, s2, strict=True)])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
     np.testing.assert_array_equal(got, gaussian_overlap(mu2, s2, mu1, s1))  # symmetric
 
@@ -157,7 +157,8 @@ def schmubert_overlaps(tokens: np.ndarray) -> np.ndarray:
     for f in range((len(by_bar) - 4) // 2 + 1):
         notes = list(itertools.chain(*by_bar[2 * f : 2 * f + 4]))
         fit = lambda x: NormalDist(np.mean(x), statistics.pstdev(x) + 1e-6) if x else NormalDist(1, 1e-6)
-        frames.append((fit([n.pitch for n in notes]), fit([n.quantized_end_step - n.quantized_start_step for n in notes])))
+        durations = [n.quantized_end_step - n.quantized_start_step for n in notes]
+        frames.append((fit([n.pitch for n in notes]), fit(durations)))
     return np.array([[frames[i][j].overlap(frames[i + 1][j]) for j in (0, 1)] for i in range(len(frames) - 1)])
 
 
@@ -331,7 +332,7 @@ def test_copy_index_agrees_with_brute_force_on_a_small_alphabet():
             continue
         index = CopyIndex(lines)
         samples = [alphabet[rng.integers(0, 4, rng.integers(0, 14))].reshape(-1) for _ in range(8)]
-        for sample, match in zip(samples, index.longest_many(samples)):
+        for sample, match in zip(samples, index.longest_many(samples), strict=True):
             assert match.bars == brute_force_copy(lines, sample)
             if match.bars:
                 got = sample[match.sample_bar * BAR : (match.sample_bar + match.bars) * BAR]
@@ -384,7 +385,7 @@ def test_random_melodies_copy_fewer_than_8_bars(train, index):
 
 def test_training_windows_copy_themselves(train, index):
     windows = real_windows(train, 20, seed=8)
-    for w, m in zip(windows, index.longest_many(windows)):
+    for w, m in zip(windows, index.longest_many(windows), strict=True):
         onsets = np.flatnonzero((w.reshape(-1, BAR) >= 2).any(axis=1))
         assert m.bars == onsets[-1] - onsets[0] + 1  # the whole window, cut to its onset bars
         there = train.tokens[m.line][m.line_bar * BAR : (m.line_bar + m.bars) * BAR]
@@ -400,4 +401,5 @@ def test_copy_report_by_hand():
         np.concatenate([B, A, B, A, B, A, B, A, B, A, noise_bars(rng, 1)]),  # 10
     ]
     assert [m.bars for m in index.longest_many(samples)] == [4, 0, 10]
-    assert copy_report(samples, index, min_bars=8) == {"longest_mean": 14 / 3, "longest_max": 10, "share_copying": 1 / 3}
+    assert copy_report(samples, index, min_bars=8) == {"longest_mean": 14 / 3, "longest_max": 10,
+                                                       "share_copying": 1 / 3}

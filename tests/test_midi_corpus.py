@@ -114,7 +114,8 @@ def reference_lines(path: Path) -> list[melody.Candidate] | None:
 
 
 def same_lines(a: Lines, b: Lines) -> bool:
-    return a.meta == b.meta and len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a.tokens, b.tokens))
+    return a.meta == b.meta and len(a) == len(b) and all(
+        np.array_equal(x, y) for x, y in zip(a.tokens, b.tokens, strict=True))
 
 
 def dir_names(path: Path) -> set[str]:
@@ -186,7 +187,7 @@ def test_full_build_matches_a_plain_loop(lakh):
         assert rel not in errors, (rel, errors.get(rel))
         got = by_piece[rel]
         assert [lines.meta[k]["voice"].split(":")[0] for k in got] == [str(c.instrument) for c in expected]
-        for k, c in zip(got, expected):
+        for k, c in zip(got, expected, strict=True):
             assert np.array_equal(lines.tokens[k], c.tokens), rel
     assert set(by_piece) <= set(lakh["sources"])
     assert len(lines) == report["lines"]
@@ -198,7 +199,7 @@ def test_full_build_matches_a_plain_loop(lakh):
 def test_metadata(lakh):
     lines = lakh["lines"]
     assert len(lines) > 10
-    for toks, m in zip(lines.tokens, lines.meta):
+    for toks, m in zip(lines.tokens, lines.meta, strict=True):
         assert set(m) == set(FIELDS)
         assert m["source"] == "midi" and m["split"] == split_of(m["piece"])
         assert m["meter"] == "" or m["meter"].count("/") == 1

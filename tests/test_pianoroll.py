@@ -58,7 +58,7 @@ def test_note_spans_match_note_seq(bach, foster64):
     for tokens in (bach, foster64):
         starts, ends, pitches = pr.note_spans(tokens)
         assert len(starts) == int((tokens >= 2).sum())
-        got = sorted(zip(starts / 16, ends / 16, pitches.astype(float)))
+        got = sorted(zip(starts / 16, ends / 16, pitches.astype(float), strict=True))
         np.testing.assert_allclose(got, expected_notes(tokens), atol=1e-9)
 
 
@@ -127,7 +127,7 @@ def test_rows_like_figure_2(foster64, bach):
     fig = pr.plot_rows(rows, box_bars=(16, 48), title="infilling")
     axes = fig.axes
     assert [ax.get_title(loc="left") for ax in axes] == [r[0] for r in rows]
-    for ax, (_, tokens) in zip(axes, rows):
+    for ax, (_, tokens) in zip(axes, rows, strict=True):
         assert ax.get_xlim() == (0, 64)
         np.testing.assert_allclose(drawn_notes(ax), expected_notes(tokens), atol=1e-9)
         (box,) = boxes(ax)
@@ -160,7 +160,7 @@ def test_stages_small_multiples(foster64):
     assert len(visible) == 5 and len(fig.axes) == 6
     assert [ax.get_title(loc="left") for ax in visible] == [s[0] for s in stages]
     assert len({ax.get_ylim() for ax in visible}) == 1  # one pitch scale for all stages
-    for ax, (_, tokens) in zip(visible, stages):
+    for ax, (_, tokens) in zip(visible, stages, strict=True):
         np.testing.assert_allclose(drawn_notes(ax), expected_notes(tokens), atol=1e-9)
         assert len(boxes(ax)) == 1
     # the panel with no panel below it (row 2, column 2) keeps its bar numbers

@@ -164,7 +164,8 @@ def test_bad_out_is_refused_before_any_work(case, tmp_path, capsys):
                     ["reconstruct", str(song)]):
         assert main([*command, "--out", str(out)]) == 2, command
         line = one_error_line(capsys.readouterr().err)
-        expected = {"input": f"--out {out} is the input file {song}", "directory": f"cannot write {out}: it is a directory",
+        expected = {"input": f"--out {out} is the input file {song}",
+                    "directory": f"cannot write {out}: it is a directory",
                     "read-only": f"cannot write {out}: the file is read-only",
                     "no folder": f"cannot write {out}: no folder {out.parent}"}[case]
         assert expected in line, line

@@ -77,7 +77,7 @@ def test_vae_loss_by_hand():
         return math.log(sum(math.exp(v) for v in row)) - row[k]
 
     r = [sum(nll(logits[b, t].tolist(), int(targets[b, t])) for t in range(2)) for b in range(2)]
-    kl = [0.5 * sum(m * m + s * s - 1 - 2 * math.log(s) for m, s in zip(mu[b].tolist(), sigma[b].tolist()))
+    kl = [0.5 * sum(m * m + s * s - 1 - 2 * math.log(s) for m, s in zip(mu[b].tolist(), sigma[b].tolist(), strict=True))
           for b in range(2)]
     free = 0.5 * math.log(2)
     assert kl[0] < free < kl[1]
@@ -156,7 +156,8 @@ def test_train_writes_checkpoints_and_log(six_steps, small_data):
     state = read_state(out)
     assert state["step"] == 6 and state["epoch"] == 0 and state["seconds"] > 0
     assert len(state["param_groups"]) == 1
-    assert state["param_groups"][0]["lr"] == pytest.approx(lr_at(5, VAERecipe.from_dict(MusicVAE.from_pretrained(out / "last").sections["recipe"])))
+    recipe = VAERecipe.from_dict(MusicVAE.from_pretrained(out / "last").sections["recipe"])
+    assert state["param_groups"][0]["lr"] == pytest.approx(lr_at(5, recipe))
 
     log = read_log(out)
     assert log[0]["event"] == "start" and log[0]["step"] == 0 and log[0]["world"] == 1

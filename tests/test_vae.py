@@ -113,7 +113,7 @@ def reference_teacher_forced(model: MusicVAE, z: torch.Tensor, targets: torch.Te
     prev = F.one_hot(targets[:, :-1].long(), C).float()
     prev = torch.cat([torch.zeros(len(z), 1, C), prev], dim=1)  # zeros before step 0
     x = torch.cat([prev, z.unsqueeze(1).expand(-1, T, -1)], dim=-1)
-    for lstm, state in zip(reference_layers(model), reference_initial_state(model, z)):
+    for lstm, state in zip(reference_layers(model), reference_initial_state(model, z), strict=True):
         x, _ = lstm(x, state)
     return model.decoder.output_projection(x)
 
@@ -291,7 +291,7 @@ def test_evaluate_known_values(real_chunks):
     zeros = (x == 0).double().mean().item()
     assert 0 < zeros < 1
     assert got["accuracy"] == got["accuracy_teacher_forced"] == pytest.approx(zeros, abs=1e-12)
-    kl = 0.5 * sum(m * m + s * s - 1 - 2 * math.log(s) for m, s in zip(MUS, SIGMAS))
+    kl = 0.5 * sum(m * m + s * s - 1 - 2 * math.log(s) for m, s in zip(MUS, SIGMAS, strict=True))
     assert got["kl"] == pytest.approx(kl, rel=1e-5)
     assert got["active_dims"] == sum(s < 0.98 for s in SIGMAS) == 4
 

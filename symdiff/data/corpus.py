@@ -21,8 +21,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import melody
-from .dataset import Lines
 from ..melody import music_pb2
+from .dataset import Lines
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ def expand_repeats(bars: list[Bar]) -> list[int] | None:
 
 
 def _bar_marks(part, score) -> list[Bar]:
-    from music21 import bar as m21bar, spanner
+    from music21 import bar as m21bar
+    from music21 import spanner
 
     measures = list(part.getElementsByClass("Measure"))
     endings: dict[int, frozenset[int]] = {}
@@ -134,10 +135,12 @@ def part_notes(part, score, halve_long_meters: bool = True) -> tuple[list[tuple[
     if not measures:  # some encodings come without measures: play the notes as they are
         measures, order = [part], [0]
     else:
-        order = expand_repeats(_bar_marks(part, score))
-        info["repeats"] = "expanded" if order and len(order) > len(measures) else "none"
-        if order is None:
+        playback = expand_repeats(_bar_marks(part, score))
+        info["repeats"] = "expanded" if playback and len(playback) > len(measures) else "none"
+        if playback is None:
             order, info["repeats"] = list(range(len(measures))), "ignored"
+        else:
+            order = playback
     bar_q = float(ts.barDuration.quarterLength) if ts else 4.0
     notes, length = _play(measures, order, bar_q, 1.0)
     if halve_long_meters and ts and ts.denominator == 2 and len(notes) < 2 * length / 4.0:
@@ -232,6 +235,8 @@ def _read_score_file(source: str, path: Path, root: Path, halve_long_meters: boo
         return lines, counts
     scores = list(parsed.scores) if isinstance(parsed, music21.stream.Opus) else [parsed]
     for s_idx, score in enumerate(scores):
+        # ABC, Humdrum and MusicXML (SCORE_SUFFIXES) parse to a Score or an Opus, never a bare Part
+        assert isinstance(score, music21.stream.Score), f"{rel}: music21 gave a {type(score).__name__}"
         counts["scores"] += 1
         number = score.metadata.number if score.metadata and score.metadata.number else s_idx
         # A folk-tune file holds many tunes; a vocal work's ABC file holds one voice per tune.
@@ -269,7 +274,8 @@ def build(
 
     root = Path(music21.__file__).parent / "corpus"
     files = score_files(root, sources)[:limit] if limit else score_files(root, sources)
-    lines, counts = Lines(), {}
+    lines = Lines()
+    counts: dict[str, int] = {}
     results: dict[Path, Lines] = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(read_score_file, s, p, root, halve_long_meters): p for s, p in files}

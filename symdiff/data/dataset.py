@@ -51,11 +51,11 @@ class Lines:
         self.tokens.append(np.asarray(tokens, dtype=np.uint8))
         self.meta.append({k: str(meta.get(k, "")) for k in FIELDS})
 
-    def extend(self, other: "Lines") -> None:
+    def extend(self, other: Lines) -> None:
         self.tokens += other.tokens
         self.meta += other.meta
 
-    def select(self, split: str | None = None, sources: set[str] | None = None) -> "Lines":
+    def select(self, split: str | None = None, sources: set[str] | None = None) -> Lines:
         keep = [
             i for i, m in enumerate(self.meta)
             if (split is None or m["split"] == split) and (sources is None or m["source"] in sources)
@@ -78,15 +78,15 @@ class Lines:
         return path
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULT_PATH) -> "Lines":
+    def load(cls, path: str | Path = DEFAULT_PATH) -> Lines:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no dataset here; build one with `symdiff data build`")
         with np.load(path, allow_pickle=False) as z:
             flat, offsets = z["tokens"], z["offsets"]
             cols = {k: z[k].tolist() for k in FIELDS}
-        tokens = [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-        meta = [dict(zip(FIELDS, vals)) for vals in zip(*(cols[k] for k in FIELDS))]
+        tokens = [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+        meta = [dict(zip(FIELDS, vals, strict=True)) for vals in zip(*(cols[k] for k in FIELDS), strict=True)]
         return cls(tokens, meta)
 
     # --- views ---
@@ -105,7 +105,7 @@ class Lines:
         """Counts per source and split: pieces, lines, bars, non-empty chunks, 64-bar windows."""
         rows: dict = defaultdict(Counter)
         pieces: dict = defaultdict(set)
-        for toks, m in zip(self.tokens, self.meta):
+        for toks, m in zip(self.tokens, self.meta, strict=True):
             chunks = melody.to_chunks(toks)
             n = len(chunks)
             for key in ((m["source"], m["split"]), (m["source"], "all"), ("all", m["split"]), ("all", "all")):

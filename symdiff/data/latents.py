@@ -202,8 +202,9 @@ class LatentDataset:
         seqs = self.sequences(split)
         seqs = seqs[self.lengths()[seqs] > 0]  # an empty line has no window
         lengths = self.lengths()[seqs]
-        starts = [self.offsets[s] + np.asarray(window_starts(int(n), size), dtype=np.int64) for s, n in zip(seqs, lengths)]
-        sizes = [np.full(len(w), min(int(n), size), dtype=np.int64) for w, n in zip(starts, lengths)]
+        starts = [self.offsets[s] + np.asarray(window_starts(int(n), size), dtype=np.int64)
+                  for s, n in zip(seqs, lengths, strict=True)]
+        sizes = [np.full(len(w), min(int(n), size), dtype=np.int64) for w, n in zip(starts, lengths, strict=True)]
         if not starts:
             return np.zeros((0, 2), dtype=np.int64)
         out = np.stack([np.concatenate(starts), np.concatenate(sizes)], axis=1)
@@ -227,12 +228,12 @@ class LatentDataset:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "LatentDataset":
+    def load(cls, path: str | Path) -> LatentDataset:
         with np.load(path, allow_pickle=False) as z:
             return cls(
                 latents=z["latents"], silent=z["silent"], offsets=z["offsets"], split=z["split"], line=z["line"],
                 shift=z["shift"], dims=z["dims"], sigma_mean=z["sigma_mean"], z_size=int(z["z_size"]),
-                range=tuple(float(v) for v in z["range"]), silence_threshold=float(z["silence_threshold"]),
+                range=(float(z["range"][0]), float(z["range"][1])), silence_threshold=float(z["silence_threshold"]),
                 key=json.loads(str(z["key"])), path=Path(path),
             )
 
@@ -262,8 +263,8 @@ def _encode(vae: MusicVAE, chunks: np.ndarray, rng: np.random.Generator, batch_s
     for i in range(0, len(chunks), batch_size):
         x = torch.from_numpy(chunks[i : i + batch_size]).long().to(device)
         with autocast("bf16" if bf16 else "fp32", device.type):
-            mu, sigma = vae.encode(x)
-        mu, sigma = mu.float().cpu().numpy(), sigma.float().cpu().numpy()
+            mu_t, sigma_t = vae.encode(x)
+        mu, sigma = mu_t.float().cpu().numpy(), sigma_t.float().cpu().numpy()
         eps = rng.standard_normal(mu.shape, dtype=np.float32)
         z = mu + sigma * eps if posterior == "sample" else mu
         if sigma_sum is not None:
@@ -298,7 +299,8 @@ def build_latents(vae_dir: str | Path, data: str | Path = DEFAULT_PATH, settings
         extra_shifts.append([int(v) for v in rng_shift.choice(allowed, k, replace=False)] if k else [])
     passes = [("train", 0, [(int(i), 0) for i in train_idx])]
     for v in range(1, s.transpositions):
-        passes.append(("train", v, [(int(i), sh[v - 1]) for i, sh in zip(train_idx, extra_shifts) if len(sh) >= v]))
+        passes.append(("train", v, [(int(i), sh[v - 1]) for i, sh in zip(train_idx, extra_shifts, strict=True)
+                                    if len(sh) >= v]))
     for split in s.splits:
         if split != "train":
             passes.append((split, 0, [(int(i), 0) for i in np.flatnonzero(split_of == split)]))
@@ -315,7 +317,7 @@ def build_latents(vae_dir: str | Path, data: str | Path = DEFAULT_PATH, settings
     bar = tqdm(total=total, desc="encode latents", unit="chunk", disable=not progress)
     z_size = vae.config.z_size
     outs, dims, sigma_mean = [], None, None
-    for p, (split, v, items, chunks, silent, counts) in enumerate(built):
+    for split, v, items, chunks, silent, counts in built:
         live = chunks[~silent]
         rng = np.random.default_rng([s.seed, 2, SPLITS.index(split) if split in SPLITS else 9, v])
         if dims is None:  # train, untransposed: full z, and the sigma statistics
@@ -342,20 +344,21 @@ def build_latents(vae_dir: str | Path, data: str | Path = DEFAULT_PATH, settings
     silent = np.concatenate([o[3] for o in outs])
     counts = np.concatenate([o[4] for o in outs])
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    split = np.array([o[0] for o in outs for _ in o[1]], dtype=str)
+    line_split = np.array([o[0] for o in outs for _ in o[1]], dtype=str)
     line = np.array([i for o in outs for i, _ in o[1]], dtype=np.int64)
     shift = np.array([sh for o in outs for _, sh in o[1]], dtype=np.int8)
 
     # One global min/max over the training latents (every version) at the active dims, taken
     # from the float16 values stored, so the training set maps onto [-1, 1] exactly.
-    is_train = np.repeat(split == "train", counts)
+    assert dims is not None and sigma_mean is not None  # set by the first pass (untransposed train)
+    is_train = np.repeat(line_split == "train", counts)
     train_live = latents[is_train & ~silent].astype(np.float32)
-    lo, hi = float(train_live.min()), float(train_live.max())
-    scaler = LatentScaler(torch.from_numpy(dims), z_size, lo, hi)
+    z_min, z_max = float(train_live.min()), float(train_live.max())
+    scaler = LatentScaler(torch.from_numpy(dims), z_size, z_min, z_max)
     chunk_means = scaler.scale(torch.from_numpy(train_live)).mean(-1)
     threshold = 0.5 * (SILENCE_VALUE + float(chunk_means.mean()))
-    return LatentDataset(latents, silent, offsets, split, line, shift, dims.astype(np.int64), sigma_mean,
-                         z_size, (lo, hi), threshold, key or s.key(vae_dir, data))
+    return LatentDataset(latents, silent, offsets, line_split, line, shift, dims.astype(np.int64), sigma_mean,
+                         z_size, (z_min, z_max), threshold, key or s.key(vae_dir, data))
 
 
 def ensure_latents(vae_dir: str | Path, data: str | Path = DEFAULT_PATH, cache_dir: str | Path = DEFAULT_CACHE,
@@ -373,7 +376,8 @@ def ensure_latents(vae_dir: str | Path, data: str | Path = DEFAULT_PATH, cache_d
     return ds
 
 
-def wait_for_latents(vae_dir, data=DEFAULT_PATH, cache_dir=DEFAULT_CACHE, settings=None, poll: float = 5.0) -> LatentDataset:
+def wait_for_latents(vae_dir, data=DEFAULT_PATH, cache_dir=DEFAULT_CACHE, settings=None,
+                     poll: float = 5.0) -> LatentDataset:
     """For the other ranks of a torchrun job while rank 0 builds the cache (a barrier would time
     out on a long build)."""
     path, key = cache_path(vae_dir, data, cache_dir, settings)

@@ -46,21 +46,21 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
 from .. import melody
 from ..atomic import append_text, write_text
-from .dataset import Lines
 from ..errors import SymdiffError
 from ..melody import music_pb2
+from .dataset import Lines
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +181,8 @@ class _Timeout(BaseException):
 
 
 @contextmanager
-def _deadline(seconds: float | None):
-    usable = seconds and seconds > 0 and threading.current_thread() is threading.main_thread()
-    if not usable:
+def _deadline(seconds: float | None) -> Iterator[None]:
+    if seconds is None or not seconds > 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
 
@@ -296,11 +295,11 @@ def _isolated(args: tuple) -> FileResult:
         return FileResult(args[1], reason="crashed", detail="the worker process died")
 
 
-def _results(root: Path, todo: list[str], workers: int, opts: tuple) -> Iterator[FileResult]:
+def _results(root: Path, todo: list[str], workers: int, opts: tuple) -> Generator[FileResult, None, None]:
     """FileResults for `todo`, in finishing order; a pool of `workers` (0: this process)."""
     if workers <= 0:
-        for rel in todo:
-            yield read_file(root, rel, *opts)
+        for name in todo:
+            yield read_file(root, name, *opts)
         return
     queue = iter(todo)
     suspects: list[str] = []
@@ -386,7 +385,7 @@ class _State:
 
     def done(self) -> dict[str, list]:
         """relative path -> [reason, detail, lines, bars, part] for every committed file."""
-        out = {}
+        out: dict[str, list] = {}
         for e in self.entries:
             for path, reason, detail, n_lines, bars in e["files"]:
                 out.setdefault(path, [reason, detail, n_lines, bars, e["part"]])
@@ -418,7 +417,7 @@ class _State:
 
 
 @contextmanager
-def _signals_held():
+def _signals_held() -> Iterator[None]:
     """SIGINT / SIGTERM that arrive in the block are handled when it ends.
 
     A handler that only records the signal, not a thread signal mask: the kernel hands a
@@ -613,15 +612,16 @@ def merge_shards(paths: list[str | Path], out: str | Path) -> dict:
     """Join shard datasets into one (file order, as a single build writes it), with their
     errors and build counts. Refuses overlapping shards and, for `*.shard-i-of-n` names,
     an incomplete or mixed set."""
-    paths = [Path(p) for p in paths]
+    shards = [Path(p) for p in paths]
     out = Path(out)
-    if not paths:
+    if not shards:
         raise BuildError("nothing to merge")
-    ids = []
-    for p in paths:
+    ids: list[tuple[int, int]] = []  # (i, n) of each `*.shard-i-of-n` name
+    for p in shards:
         m = _SHARD_NAME.search(p.name[: len(p.name) - len(p.suffix)])
-        ids.append((int(m.group(1)), int(m.group(2))) if m else None)
-    if all(ids):
+        if m:
+            ids.append((int(m.group(1)), int(m.group(2))))
+    if len(ids) == len(shards):  # every name is a shard's
         counts = {n for _, n in ids}
         if len(counts) > 1:
             raise BuildError(f"shards of different splits: {sorted(counts)} shards")
@@ -634,9 +634,9 @@ def merge_shards(paths: list[str | Path], out: str | Path) -> dict:
     merged = Lines()
     owner: dict[str, Path] = {}
     errors: list[str] = []
-    build = Counter()
-    reasons = Counter()
-    for p in paths:
+    build: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for p in shards:
         part = Lines.load(p)
         for piece in {m["piece"] for m in part.meta}:
             if piece in owner:
@@ -658,7 +658,7 @@ def merge_shards(paths: list[str | Path], out: str | Path) -> dict:
     write_text(side_path(out, ".errors.tsv"), "path\treason\tdetail\n" + "".join(sorted(errors)))
     report = {
         "out": str(out),
-        "shards": [str(p) for p in paths],
+        "shards": [str(p) for p in shards],
         "pieces": len(owner),
         **build,
         "lines": len(merged),

@@ -238,10 +238,10 @@ def make_piece(tokens: np.ndarray, meta: dict[str, str]) -> Piece:
 
 def select_pieces(lines: Lines, style: str, num: int, seed: int, split: str = "test") -> list[Piece]:
     """`num` random lines of a style with at least `MIN_BARS` bars, one voice per work first."""
-    cands = [i for i, (t, m) in enumerate(zip(lines.tokens, lines.meta))
+    cands = [i for i, (t, m) in enumerate(zip(lines.tokens, lines.meta, strict=True))
              if m["split"] == split and style_of(m["source"]) == style and len(t) // STEPS_PER_BAR >= MIN_BARS]
     taken: dict[str, int] = defaultdict(int)
-    keyed = []
+    keyed: list[tuple[int, int, int]] = []
     for j in np.random.default_rng(seed).permutation(len(cands)):
         i = cands[j]
         work = lines.meta[i]["piece"]
@@ -274,7 +274,8 @@ class Report:
                 lines.append(f"| {f'{group}: {name}' if fit else name} | {r['n']} | " + " | ".join(cells) + " |")
         s = self.settings
         lines += ["", NOTES[self.task], "", f"Diffusion: {s['checkpoint']}, {s['sampler']} sampler, {s['steps']} "
-                  f"steps, seed {s['seed']}; {s['seconds']:.0f} s in all. Definitions: `symdiff/evaluation/fidelity.py`."]
+                  f"steps, seed {s['seed']}; {s['seconds']:.0f} s in all. "
+                  "Definitions: `symdiff/evaluation/fidelity.py`."]
         return "\n".join(lines) + "\n"
 
 
@@ -301,7 +302,9 @@ def _settings(pipe: MelodyDiffusion, checkpoint: str | Path, data: Path, sampler
             "steps": pipe.sampler(sampler, steps).num_steps, "seed": seed}
 
 
-def method_runs(pipe: MelodyDiffusion, guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,)) -> dict[str, tuple[str, float]]:
+def method_runs(
+    pipe: MelodyDiffusion, guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,)
+) -> dict[str, tuple[str, float]]:
     """Row name -> (infill method, guidance): every method the pipeline serves, "conditioned" at
     each guidance weight (`MelodyDiffusion.guided_eps`; the default weight's row has no suffix)."""
     runs = {}
@@ -315,11 +318,9 @@ def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps:
                 progress: bool = True, desc: str = "fidelity",
                 guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,)) -> dict[str, list[np.ndarray]]:
     """Every row's spliced melodies, in the order of `pieces`."""
-    rows: dict[str, list[np.ndarray | None]] = {"real middle": [p.tokens for p in pieces]}
     runs = method_runs(pipe, guidance)
     names = ["real middle, VAE-decoded", *runs, "interpolation", "N(0,I) prior"]
-    for name in names:
-        rows[name] = [None] * len(pieces)
+    spliced: dict[str, dict[int, np.ndarray]] = {name: {} for name in names}  # row -> piece index -> melody
     by_chunks: dict[int, list[int]] = defaultdict(list)
     for i, p in enumerate(pieces):
         by_chunks[p.chunks].append(i)
@@ -328,7 +329,8 @@ def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps:
     bar = tqdm(total=len(by_chunks) * len(runs) * smp.num_steps, desc=desc, unit="step",
                disable=not progress, leave=False)
     for c, idx in sorted(by_chunks.items()):
-        plan = plan_infill(c * CHUNK_STEPS, tuple(b * STEPS_PER_BAR for b in pieces[idx[0]].region), pipe.seq_len)
+        first, end = pieces[idx[0]].region
+        plan = plan_infill(c * CHUNK_STEPS, (first * STEPS_PER_BAR, end * STEPS_PER_BAR), pipe.seq_len)
         mask = torch.from_numpy(plan.mask())
         known = torch.stack([pipe.codec.encode(pieces[i].tokens) for i in idx])
         made = {"real middle, VAE-decoded": known,
@@ -340,9 +342,11 @@ def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps:
             made[name] = pipe.sample_latents(len(idx), c, smp, seed=seed, mask=mask, known=known, method=m,
                                              guidance=w, callback=lambda *_: bar.update(1))
         for name, x in made.items():
-            for i, t in zip(idx, pipe.decode(x)):
-                rows[name][i] = splice_bars(pieces[i].tokens, t, plan)
+            for i, t in zip(idx, pipe.decode(x), strict=True):
+                spliced[name][i] = splice_bars(pieces[i].tokens, t, plan)
     bar.close()
+    rows = {"real middle": [p.tokens for p in pieces]}
+    rows.update({name: [spliced[name][i] for i in range(len(pieces))] for name in names})
     rows["repetition"] = [repetition_infill(p.tokens, p.region) for p in pieces]
     return rows
 
@@ -362,7 +366,8 @@ def fidelity(pipe: MelodyDiffusion, num: int = DEFAULT_PIECES, styles: tuple[str
             log(f"no {style} test piece of {MIN_BARS} bars or more")
             continue
         rows = infill_rows(pipe, pieces, sampler, steps, seed, progress, desc=f"fidelity: {style}", guidance=guidance)
-        figs = {name: [fit_figures(t, p.region) for t, p in zip(tokens, pieces)] for name, tokens in rows.items()}
+        figs = {name: [fit_figures(t, p.region) for t, p in zip(tokens, pieces, strict=True)]
+                for name, tokens in rows.items()}
         items = [{**p.info(), "rows": {name: figs[name][i] for name in rows}} for i, p in enumerate(pieces)]
         report.groups[style] = {"items": items, "rows": summarize(figs)}
     report.settings["seconds"] = round(time.perf_counter() - t0, 1)

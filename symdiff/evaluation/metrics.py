@@ -77,7 +77,8 @@ def gaussian_overlap(mu1, sigma1, mu2, sigma2) -> np.ndarray:
     """Overlapping area of N(mu1, sigma1) and N(mu2, sigma2), elementwise: the same arithmetic
     as `statistics.NormalDist.overlap` (its special case for equal sigmas included), vectorised
     because a sample set has tens of thousands of frame pairs."""
-    mu1, sigma1, mu2, sigma2 = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (mu1, sigma1, mu2, sigma2)))
+    mu1, sigma1, mu2, sigma2 = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64) for v in (mu1, sigma1, mu2, sigma2)))
     if np.any(sigma1 <= 0) or np.any(sigma2 <= 0):
         raise ValueError("overlap is not defined for sigma <= 0")
     swap = (sigma2 < sigma1) | ((sigma2 == sigma1) & (mu2 < mu1))  # NormalDist's ordering
@@ -123,7 +124,7 @@ def _frame_overlaps(
     left = np.flatnonzero(np.append(owner[1:] == owner[:-1], False)) if total else np.zeros(0, np.int64)
     n = np.bincount(frame, minlength=total).astype(np.float64)
     out = {}
-    for name, values in zip(FEATURES, (pitches, durations)):
+    for name, values in zip(FEATURES, (pitches, durations), strict=True):
         v = values[note].astype(np.float64)
         s1 = np.bincount(frame, weights=v, minlength=total)
         s2 = np.bincount(frame, weights=v * v, minlength=total)
@@ -242,7 +243,7 @@ def _bar_keys(tokens: np.ndarray) -> np.ndarray:
 
 
 def _has_onset(tokens: np.ndarray) -> np.ndarray:
-    return (_bars(tokens) >= 2).any(axis=1)
+    return np.asarray((_bars(tokens) >= 2).any(axis=1))
 
 
 def _suffix_array(seq: np.ndarray) -> np.ndarray:
@@ -285,7 +286,7 @@ class CopyIndex:
             raise ValueError("no training bars to index")
         self._vocab, ids = np.unique(np.concatenate(keys), return_inverse=True)
         # one sequence: symbols 1.. for the bars, a separator 0 after each non-empty line
-        separators_before = np.cumsum(lengths > 0) - (lengths > 0)
+        separators_before: np.ndarray = np.cumsum(lengths > 0) - (lengths > 0)
         bar_starts = np.cumsum(lengths) - lengths
         self._line_starts = bar_starts + separators_before
         seq = np.zeros(int(lengths.sum() + (lengths > 0).sum()), np.int64)

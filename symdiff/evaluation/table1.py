@@ -52,15 +52,17 @@ CACHE = DEFAULT_PATH.parent / "cache" / "eval"
 FIGURE_GROUPS = 5
 # The paper's Table 1 (docs/paper_notes.md sec. 8): pitch C, pitch Var, duration C, duration Var.
 PAPER = {
-    "unconditional": {"train data": (1.00, 1.00, 1.00, 1.00), "test data": (1.00, 0.96, 1.00, 0.91), "diffusion": (0.99, 0.90, 0.96, 0.92),
-                      "TransformerMDN": (0.93, 0.68, 0.93, 0.76), "interpolation": (0.85, 0.23, 0.91, 0.34),
-                      "N(0,I) prior": (0.84, 0.19, 0.90, 0.67)},
+    "unconditional": {"train data": (1.00, 1.00, 1.00, 1.00), "test data": (1.00, 0.96, 1.00, 0.91),
+                      "diffusion": (0.99, 0.90, 0.96, 0.92), "TransformerMDN": (0.93, 0.68, 0.93, 0.76),
+                      "interpolation": (0.85, 0.23, 0.91, 0.34), "N(0,I) prior": (0.84, 0.19, 0.90, 0.67)},
     "infill": {"diffusion": (0.97, 0.87, 0.97, 0.80), "interpolation": (0.94, 0.78, 0.96, 0.80),
                "N(0,I) prior": (0.89, 0.19, 0.94, 0.54)},
 }
 
 
-def held_out_melodies(num: int, seed: int = 0, split: str = "test", data: str | Path = DEFAULT_PATH) -> list[np.ndarray]:
+def held_out_melodies(
+    num: int, seed: int = 0, split: str = "test", data: str | Path = DEFAULT_PATH
+) -> list[np.ndarray]:
     return random_windows(Lines.load(data), split, num, seed)
 
 
@@ -249,8 +251,9 @@ def evaluate(task: str, num: int, pipe: MelodyDiffusion, mdn: TransformerMDN | N
 def splice(real: list[np.ndarray], made: list[np.ndarray]) -> list[np.ndarray]:
     """The paper's infilling task, bars 17-48 of each 64-bar window from `made`, the rest real,
     spliced as `symdiff infill` does."""
-    plan = plan_infill(64 * STEPS_PER_BAR, tuple(b * STEPS_PER_BAR for b in PAPER_INFILL_BARS))
-    return [splice_bars(a, b, plan) for a, b in zip(real, made)]
+    first, end = PAPER_INFILL_BARS
+    plan = plan_infill(64 * STEPS_PER_BAR, (first * STEPS_PER_BAR, end * STEPS_PER_BAR))
+    return [splice_bars(a, b, plan) for a, b in zip(real, made, strict=True)]
 
 
 def figure_point(pipe: MelodyDiffusion, i: int, total: int, x0: torch.Tensor, gt_stats: dict,
@@ -285,7 +288,7 @@ def plot_figure3(evaluations: list[Evaluation], path: Path) -> Path:
         if not f:
             continue
         steps = np.array(f["steps"])
-        for ax, (title, keys) in zip(axes, panels):
+        for ax, (title, keys) in zip(axes, panels, strict=True):
             for key in (keys if isinstance(keys, tuple) else (keys,)):
                 mean, std = np.array(f[key]["mean"]), np.array(f[key]["std"])
                 label = f"{ev.task}" + (f", {key.split()[0]}" if isinstance(keys, tuple) else "")

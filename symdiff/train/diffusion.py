@@ -59,7 +59,9 @@ def diffusion_step_loss(net, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Ge
     """Eq. 6 on a padded batch: noise x0 at a continuous level, predict eps (v-weighted for a
     v-predicting config). A conditional config sees random known chunks (`random_known`), clean,
     beside the noisy x_t, and is scored on the unknown ones only."""
-    cfg = unwrap(net).config
+    model = unwrap(net)
+    assert isinstance(model, TransformerDDPM)  # nn.Module types its attributes as Tensor | Module
+    cfg = model.config
     noise = schedule.training_noise(x0, gen)  # on x0's device, whatever the generator's
     cond, scored = {}, mask
     if cfg.conditional:

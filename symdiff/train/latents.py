@@ -35,6 +35,7 @@ from ..data.dataset import DEFAULT_PATH
 from ..data.latents import LatentDataset, LatentSettings, ensure_latents, gather_windows, wait_for_latents
 from ..errors import SymdiffError
 from ..precision import resolve_precision
+from ..transformer import LatentTransformer
 from .loop import (
     JsonLog,
     Recipe,
@@ -45,7 +46,6 @@ from .loop import (
     setup_runtime,
     shutdown,
     train_loop,
-    unwrap,
     wrap_ddp,
 )
 
@@ -117,7 +117,8 @@ def load_latent_windows(vae: Path, data: Path, cache_dir: Path | None, settings:
     `standardize`: model space per-dim centred with one global std (`LatentScaler`), silence at
     `STANDARD_SILENCE_VALUE`; else the paper's [-1, 1]."""
     if silence not in ("token", "drop"):
-        raise TrainLatentsError(f"silence must be 'token' (a silence latent) or 'drop' (the paper's rule), not {silence!r}")
+        raise TrainLatentsError(
+            f"silence must be 'token' (a silence latent) or 'drop' (the paper's rule), not {silence!r}")
     data = Path(data)
     cache_dir = Path(cache_dir) if cache_dir is not None else data.parent / "cache" / "latents"
     settings = settings or LatentSettings()
@@ -163,12 +164,32 @@ class Objective:
     `rt.autocast(bf16)`); on the held-out windows it picks `best/` (lower is better), logged as
     `metric` and printed as `report.format(value)`."""
 
-    model_class: type
+    model_class: type[LatentTransformer]
     loss: Callable[..., torch.Tensor]
     metric: str
     report: str
     desc: str
     sections: dict[str, Any] = field(default_factory=dict)  # saved with every checkpoint (a schedule)
+
+
+def resume(last: Path, model: LatentTransformer, opt: torch.optim.Optimizer,
+           ema_state: dict[str, torch.Tensor] | None, device: torch.device) -> tuple[dict, dict | None]:
+    """Load the run in `last/` into `model` and `opt` -> (loop state, EMA weights on `device`, or
+    None without EMA; a weight the saved EMA lacks starts from `ema_state`'s)."""
+    model.load_state_dict(type(model).from_pretrained(last).state_dict())
+    state = load_training_state(last, opt)
+    if ema_state is not None:
+        saved_ema = {k[4:]: v for k, v in load_tensors(last, "extra").items() if k.startswith("ema.")}
+        ema_state = {k: saved_ema.get(k, v).to(device).float() for k, v in ema_state.items()}
+    return state, ema_state
+
+
+@torch.no_grad()
+def update_ema(ema_state: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
+    """ema = decay * ema + (1 - decay) * weights, for every floating-point entry of the state dict."""
+    for k, v in model.state_dict().items():
+        if v.dtype.is_floating_point:
+            ema_state[k].mul_(decay).add_(v.float(), alpha=1.0 - decay)
 
 
 @torch.no_grad()
@@ -219,14 +240,10 @@ def train_on_latents(objective: Objective, cfg, recipe: Recipe, vae: Path, out: 
     model.scaler = scaler
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr_at(0))
     ema_state = ({k: v.detach().clone().float() for k, v in model.state_dict().items()} if ema > 0 else None)
-    state = {"step": 0, "epoch": 0, "best_loss": None, "seconds": 0.0}
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "best_loss": None, "seconds": 0.0}
     last = out / "last"
     if resumable(last, ds.key["vae_sha256"]):
-        model.load_state_dict(cls.from_pretrained(last).state_dict())
-        state = load_training_state(last, opt)
-        if ema_state is not None:
-            saved_ema = {k[4:]: v for k, v in load_tensors(last, "extra").items() if k.startswith("ema.")}
-            ema_state = {k: saved_ema.get(k, v).to(rt.device).float() for k, v in ema_state.items()}
+        state, ema_state = resume(last, model, opt, ema_state, rt.device)
     ddp = wrap_ddp(model, rt)
     log = JsonLog(out / "log.jsonl", rt.main)
     if rt.main:
@@ -242,12 +259,15 @@ def train_on_latents(objective: Objective, cfg, recipe: Recipe, vae: Path, out: 
         m.load_state_dict(ema_state)
         return m
 
+    def write_last(d: Path) -> None:
+        extra = {"extra": {f"ema.{k}": v for k, v in ema_state.items()}} if ema_state is not None else None
+        model.save_pretrained(d, sections, extra, scaler)  # `model` is what `ddp` wraps
+        save_training_state(d, opt, state)
+
     def checkpoint() -> None:
         if rt.main:
             training.update(train_step=state["step"], train_seconds=round(state["seconds"], 1))
-            extra = {"extra": {f"ema.{k}": v for k, v in ema_state.items()}} if ema_state is not None else None
-            replace_dir(last, lambda d: (unwrap(ddp).save_pretrained(d, sections, extra, scaler),
-                                         save_training_state(d, opt, state)))
+            replace_dir(last, write_last)
 
     def evaluate(step: int) -> None:
         if not rt.main or not len(lw.held):
@@ -279,10 +299,7 @@ def train_on_latents(objective: Objective, cfg, recipe: Recipe, vae: Path, out: 
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         opt.step()
         if ema_state is not None:
-            with torch.no_grad():
-                for k, v in model.state_dict().items():
-                    if v.dtype.is_floating_point:
-                        ema_state[k].mul_(ema).add_(v.float(), alpha=1.0 - ema)
+            update_ema(ema_state, model, ema)
         return {"loss": loss.detach(), "lr": lr, "grad_norm": grad_norm, "length": mask.sum(1).float().mean()}
 
     model.train()

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -90,7 +91,9 @@ def wrap_ddp(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
+    inner = model.module if hasattr(model, "module") else model
+    assert isinstance(inner, torch.nn.Module)  # nn.Module types its attributes as Tensor | Module
+    return inner
 
 
 def save_training_state(directory: Path, optimizer: torch.optim.Optimizer, state: dict) -> None:
@@ -158,8 +161,12 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def train_loop(state: dict, rt: Runtime, batches: Callable[[int], Iterable], train_step: Callable[[object, int], dict],
-               evaluate: Callable[[int], None], checkpoint: Callable[[], None], log: JsonLog, max_steps: int,
+Batch = TypeVar("Batch")
+
+
+def train_loop(state: dict, rt: Runtime, batches: Callable[[int], Iterable[Batch]],
+               train_step: Callable[[Batch, int], dict], evaluate: Callable[[int], None],
+               checkpoint: Callable[[], None], log: JsonLog, max_steps: int,
                minutes: float | None = None, eval_every: int = 1000, save_minutes: float = 5.0,
                log_every: int = 50, desc: str = "train", postfix: tuple[str, ...] = ("loss", "lr")) -> None:
     """The step loop every trainer shares. Runs epochs of `batches(epoch)` until

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,6 @@ from .loop import (
     setup_runtime,
     shutdown,
     train_loop,
-    unwrap,
     wrap_ddp,
 )
 
@@ -100,18 +100,18 @@ def train_vae(
     torch.manual_seed(seed)
     lines = Lines.load(data)
     train = lines.select("train").vae_chunks()
-    held = lines.select("valid").vae_chunks()
+    valid = lines.select("valid").vae_chunks()
     per_rank = recipe.batch_size // rt.world
     if per_rank < 1 or len(train) // rt.world < per_rank:
         raise SymdiffError(f"{len(train)} training chunks give no batch of {recipe.batch_size}"
                          + (f" over {rt.world} ranks" if rt.world > 1 else "")
                          + "; use a smaller batch_size or more data")
     rng_eval = np.random.default_rng(1234)
-    held = torch.from_numpy(held[rng_eval.permutation(len(held))[:eval_chunks]])
+    held = torch.from_numpy(valid[rng_eval.permutation(len(valid))[:eval_chunks]])
 
     model = MusicVAE(cfg).to(rt.device)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
-    state = {"step": 0, "epoch": 0, "best_accuracy": 0.0, "seconds": 0.0}
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "best_accuracy": 0.0, "seconds": 0.0}
     last = out / "last"
     for folder in (last, out / "best"):  # what a kill inside a checkpoint swap left, made whole
         recover_dir(folder)
@@ -136,10 +136,13 @@ def train_vae(
         return {"recipe": recipe,
                 "training": {"train_step": step, "train_seconds": round(state["seconds"], 1), "precision": precision}}
 
+    def write_last(d: Path) -> None:
+        model.save_pretrained(d, sections(state["step"]))  # `model` is what `ddp` wraps
+        save_training_state(d, opt, state)
+
     def checkpoint() -> None:
         if rt.main:
-            replace_dir(last, lambda d: (unwrap(ddp).save_pretrained(d, sections(state["step"])),
-                                         save_training_state(d, opt, state)))
+            replace_dir(last, write_last)
 
     rng = np.random.default_rng(seed * 7919 + rt.rank + state["step"])
     gen = torch.Generator(device=rt.device).manual_seed(seed + rt.rank + state["step"])
@@ -172,7 +175,7 @@ def train_vae(
         if metrics["accuracy"] > state["best_accuracy"]:
             state["best_accuracy"] = metrics["accuracy"]
             state["best"] = {"step": step, **metrics}
-            replace_dir(out / "best", lambda d: unwrap(ddp).save_pretrained(d, sections(step)))
+            replace_dir(out / "best", lambda d: model.save_pretrained(d, sections(step)))
 
     train_loop(state, rt, lambda epoch: rank_batches(len(train), per_rank, rt, seed, epoch), train_step, evaluate,
                checkpoint, log, max_steps, minutes, eval_every, save_minutes, desc=f"train vae ({precision})",

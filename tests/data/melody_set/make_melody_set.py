@@ -75,7 +75,7 @@ def harmony_of(score) -> tuple[list, list, list]:
         tune = [(float(n.offset), float(n.offset + n.quarterLength), [p.midi for p in n.pitches])
                 for n in flat.notes if not isinstance(n, harmony.ChordSymbol)]
         chords, bass = [], []
-        for a, b in zip(symbols, symbols[1:] + [None]):
+        for a, b in zip(symbols, symbols[1:] + [None], strict=True):
             t0, t1 = float(a.offset), float(b.offset) if b is not None else end
             if t1 <= t0:
                 continue
@@ -129,7 +129,8 @@ def band(source: str, index: int | None, style: str, lead, chord, bass, drums: b
     num, den = (ts[0].numerator, ts[0].denominator) if ts else (4, 4)
     f = mido.MidiFile(ticks_per_beat=TPB)
     head = mido.MidiTrack()
-    head.append(mido.MetaMessage("track_name", name=score.metadata.title if score.metadata and score.metadata.title else ""))
+    title = score.metadata.title if score.metadata and score.metadata.title else ""
+    head.append(mido.MetaMessage("track_name", name=title))
     head.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(100)))
     head.append(mido.MetaMessage("time_signature", numerator=num, denominator=den))
     f.tracks.append(head)
