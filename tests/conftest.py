@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import mido
+import numpy as np
 import pytest
 
 warnings.filterwarnings("ignore", message="Couldn't find ffmpeg")
@@ -185,3 +186,16 @@ def pipe():
     from symdiff.generate import DEFAULT_DIFFUSION, MelodyDiffusion
 
     return MelodyDiffusion.from_pretrained(DEFAULT_DIFFUSION)
+
+
+PHI_MINUS_1 = 0.15865525393145707  # standard normal cdf at -1
+
+
+def bar(*notes: tuple[int, int]) -> np.ndarray:
+    """One bar of melody tokens from (step, pitch) onsets (the fidelity and metric tests' pieces)."""
+    from symdiff.melody import MIN_PITCH, STEPS_PER_BAR
+
+    out = np.zeros(STEPS_PER_BAR, np.uint8)
+    for step, pitch in notes:
+        out[step] = pitch - MIN_PITCH + 2
+    return out

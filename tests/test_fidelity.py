@@ -10,23 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import PHI_MINUS_1, bar
 
 from symdiff.cli import build_parser, main
 from symdiff.data.dataset import Lines
 from symdiff.evaluation import fidelity as fd
 from symdiff.generate import MelodyDiffusion
-from symdiff.melody import MIN_PITCH, NOTE_OFF, STEPS_PER_BAR
+from symdiff.melody import NOTE_OFF, STEPS_PER_BAR
 
 torch.set_num_threads(1)
-PHI_MINUS_1 = 0.15865525393145707  # standard normal cdf at -1
-
-
-def bar(*notes: tuple[int, int]) -> np.ndarray:
-    """One bar of tokens from (step, pitch) onsets."""
-    out = np.zeros(STEPS_PER_BAR, np.uint8)
-    for step, pitch in notes:
-        out[step] = pitch - MIN_PITCH + 2
-    return out
 
 
 REST = bar()

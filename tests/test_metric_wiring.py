@@ -18,24 +18,16 @@ from statistics import NormalDist, fmean, pvariance
 import numpy as np
 import pytest
 import torch
+from conftest import PHI_MINUS_1, bar
 
 from symdiff.evaluation import fidelity, metrics, table1
 from symdiff.generate import MelodyDiffusion
-from symdiff.melody import MIN_PITCH, NOTE_OFF, STEPS_PER_BAR
+from symdiff.melody import NOTE_OFF, STEPS_PER_BAR
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "data" / "corpus.npz"
 CHECKPOINTS = REPO / "checkpoints"
-PHI_MINUS_1 = 0.15865525393145707  # standard normal cdf at -1
-
-
-def bar(*notes: tuple[int, int]) -> np.ndarray:
-    """One bar of tokens from (step, pitch) onsets."""
-    out = np.zeros(STEPS_PER_BAR, np.uint8)
-    for step, pitch in notes:
-        out[step] = pitch - MIN_PITCH + 2
-    return out
 
 
 def line(*bars: np.ndarray) -> np.ndarray:
