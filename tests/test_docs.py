@@ -37,7 +37,7 @@ CARDS = sorted(REPO.glob("checkpoints/*/README.md"))
 EVAL = REPO / "eval"
 VAE_DIR = REPO / "checkpoints" / "musicvae-mel2bar-small"
 LATENT_MODELS = [d for d in sorted((REPO / "checkpoints").iterdir()) if (d / "config.json").is_file()
-                 and json.loads((d / "config.json").read_text()).get("extra", {}).get("vae")]
+                 and "codec" in json.loads((d / "config.json").read_text())]
 
 
 def docs() -> list[Path]:
@@ -298,10 +298,10 @@ def test_card_parameter_count(directory):
 
 @pytest.mark.parametrize("directory", LATENT_MODELS, ids=lambda d: d.name)
 def test_latent_model_card_step(directory):
-    extra = json.loads((directory / "config.json").read_text())["extra"]
+    training = json.loads((directory / "config.json").read_text())["training"]
     card = " ".join((directory / "README.md").read_text().split())
     said = re.search(r"These weights: step ([\d,]+)", card)
-    assert said and int(said.group(1).replace(",", "")) == extra["train_step"]
+    assert said and int(said.group(1).replace(",", "")) == training["train_step"]
 
 
 def test_readme_diffusion_training_figures_match_the_card():

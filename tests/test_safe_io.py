@@ -94,7 +94,7 @@ def test_train_vae_runs_in_fp32_untold_on_a_cpu_without_native_bf16(small_data, 
     start = json.loads((out / "log.jsonl").read_text().splitlines()[0])
     assert start["event"] == "start" and start["precision"] == "fp32"
     for folder in ("last", "best"):
-        assert json.loads((out / folder / "config.json").read_text())["extra"]["precision"] == "fp32"
+        assert json.loads((out / folder / "config.json").read_text())["training"]["precision"] == "fp32"
 
 
 def test_old_flags_are_gone_and_precision_is_offered_everywhere():
@@ -252,7 +252,7 @@ def checkpoint_step(last: Path) -> int:
     adam = load_file(str(last / "optimizer.safetensors"))
     load_file(str(last / "model.safetensors"))  # whole, readable
     steps = {float(v) for k, v in adam.items() if k.endswith(".step")}
-    assert steps == {float(state["step"])} and config["extra"]["train_step"] == state["step"], (state, config, steps)
+    assert steps == {float(state["step"])} and config["training"]["train_step"] == state["step"], (state, config, steps)
     return state["step"]
 
 
@@ -291,7 +291,7 @@ def test_training_killed_at_random_moments_always_resumes_consistently(small_dat
     proc = cli(*args, "--max-steps", str(final), env={ENV: "fp32"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert checkpoint_step(out / "last") == final
-    assert sorted(p.name for p in out.iterdir()) == ["best", "config.json", "last", "log.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["best", "last", "log.jsonl"]
 
 
 # --- part 5: one error base class -----------------------------------------------------------------
