@@ -26,7 +26,10 @@ MODELS = {"diffusion-cond": TransformerDDPM, "mdn-cpu": TransformerMDN, "musicva
 
 def as_format1(name: str, tmp_path: Path) -> Path:
     """The shipped checkpoint `name` with its format-1 config.json (same weights)."""
-    folder = shutil.copytree(CHECKPOINTS / name, tmp_path / name, ignore=shutil.ignore_patterns("*.png", "*.md"))
+    folder = tmp_path / name
+    folder.mkdir()
+    for weights in (CHECKPOINTS / name).glob("*.safetensors"):
+        (folder / weights.name).symlink_to(weights)
     shutil.copyfile(FORMAT1 / f"{name}.json", folder / "config.json")
     return folder
 
@@ -63,11 +66,12 @@ def test_a_format1_codec_is_the_converted_one(tmp_path):
 
 
 def test_round_trip_keeps_every_section(tmp_path):
-    model = TransformerDDPM.from_pretrained(CHECKPOINTS / "diffusion-cond")
+    model = TransformerMDN.from_pretrained(CHECKPOINTS / "mdn-cpu")
     out = model.save_pretrained(tmp_path / "again", model.sections)
-    again = TransformerDDPM.from_pretrained(out)
+    again = TransformerMDN.from_pretrained(out)
     assert again.sections == model.sections and again.config == model.config
-    assert torch.equal(again.scaler.center, model.scaler.center) and again.scaler.std == model.scaler.std
+    assert torch.equal(again.scaler.dims, model.scaler.dims) and again.scaler.min == model.scaler.min
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in again.state_dict().items())
 
 
 def test_wrong_configs_are_one_clear_error(tmp_path):
