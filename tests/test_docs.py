@@ -163,23 +163,40 @@ def fit_rows(folder: Path = EVAL) -> dict[str, dict[str, list[float]]]:
 
 def quoted_rows(path: Path, expected: dict[str, dict[str, list[float]]]):
     """(label, column title, cell, expected values) of every cell of a known row that `path` quotes."""
+    for cells in quoted_tables(path, expected):
+        yield from cells
+
+
+def quoted_tables(path: Path, expected: dict[str, dict[str, list[float]]]):
+    """Per table of `path`: [(label, column title, cell, expected values)] of every cell of a known row."""
     for header, body in tables(path.read_text()):
+        cells = []
         for row in body:
             name = label(row[0])
             if name not in expected:
                 continue
             for title, cell in zip(header[1:], row[1:], strict=False):
                 if title in expected[name]:
-                    yield name, title, cell, expected[name][title]
+                    cells.append((name, title, cell, expected[name][title]))
+        yield cells
 
 
 @pytest.mark.parametrize("path", [d for d in docs() if d != NOTES], ids=rel)  # the notes quote the paper's
 def test_quoted_evaluation_rows_are_the_committed_ones(path):
-    folder = eval_dir(path)
-    expected = {**table1_rows(folder), **fit_rows(folder)}
-    wrong = [f"{name!r} {title}: the doc says {cell!r}, the committed JSON {vals}"
-             for name, title, cell, vals in quoted_rows(path, expected) if not agrees(cell, vals)]
-    assert not wrong, f"{rel(path)} disagrees with eval/*.json:\n" + "\n".join(wrong)
+    """Every table that quotes evaluation rows is, cell for cell, one committed evaluation: the
+    doc's own (`eval_dir`), or for the README, which shows both models' Table 1, eval/ or
+    eval/diffusion-cpu/."""
+    folders = [eval_dir(path)] + ([EVAL, EVAL / "diffusion-cpu"] if path == README else [])
+    expected = [{**table1_rows(f), **fit_rows(f)} for f in folders]
+    per_folder = [list(quoted_tables(path, e)) for e in expected]
+    wrong = []
+    for i in range(len(per_folder[0])):
+        tries = [[f"{name!r} {title}: the doc says {cell!r}, {rel(folder)} has {vals}"
+                  for name, title, cell, vals in cells[i] if not agrees(cell, vals)]
+                 for folder, cells in zip(folders, per_folder, strict=True)]
+        if all(tries):
+            wrong += tries[0]
+    assert not wrong, f"{rel(path)} disagrees with the committed evaluations:\n" + "\n".join(wrong)
 
 
 @pytest.mark.parametrize("path", docs(), ids=rel)
