@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import torch
@@ -119,7 +121,7 @@ class Pretrained:
 
     kind: str = ""
     config_class: type[ConfigIO] = ConfigIO
-    sections: dict[str, Any]
+    sections: Mapping[str, Any] = MappingProxyType({})  # a model built in code has none
 
     def save_pretrained(self, directory: str | Path, sections: dict[str, Any] | None = None,
                         tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
@@ -170,11 +172,9 @@ def upgrade_config(raw: dict[str, Any], path: Path | str = "config.json") -> dic
     extra = dict(flat.pop("extra", {}) or {})
     kind = _kind_of(flat, path)
     recipe = {k: flat.pop(k) for k in _RECIPE_FIELDS[kind] if k in flat}
-    out: dict[str, Any] = {"format": FORMAT, "kind": kind}
-    if kind == "diffusion":
-        schedule = {k: flat.pop(k) for k in _SCHEDULE_FIELDS if k in flat}
-    out["model"] = flat
-    if kind == "diffusion":
+    schedule = {k: flat.pop(k) for k in _SCHEDULE_FIELDS if k in flat} if kind == "diffusion" else None
+    out: dict[str, Any] = {"format": FORMAT, "kind": kind, "model": flat}
+    if schedule is not None:
         out["schedule"] = schedule
     if kind != "vae" and "vae" in extra:
         vae, silence = extra["vae"], extra.get("silence", {})

@@ -319,7 +319,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if not (args.mdn / "model.safetensors").is_file():
             raise UsageError(f"{args.mdn}: no TransformerMDN checkpoint there (use --mdn none to leave it out)")
         mdn = TransformerMDN.from_pretrained(args.mdn)
-        if LatentCodec.from_pretrained(args.mdn, check_hash=False).config.vae_sha256 != pipe.codec.config.vae_sha256:
+        if mdn.sections.get("codec", {}).get("vae_sha256") != pipe.codec.config.vae_sha256:
             raise UsageError(f"{args.mdn} models another VAE's latents than {args.checkpoint}")
     vae_dir = pipe.codec.vae_dir
     mdn_codec = LatentCodec.from_pretrained(args.mdn, vae_dir) if mdn is not None else None

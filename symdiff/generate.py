@@ -154,7 +154,7 @@ class MelodyDiffusion:
         `schedule`: the noise schedule the model was trained with (default: its checkpoint's)."""
         self.model, self.codec = model.eval(), codec
         if schedule is None:
-            schedule = ScheduleConfig.from_dict(getattr(model, "sections", {}).get("schedule", {}))
+            schedule = ScheduleConfig.from_dict(model.sections.get("schedule", {}))
         self.schedule = schedule.build()
         self.precision = resolve_precision(precision, next(model.parameters()).device)
         if model.config.data_dim != codec.scaler.dim:
