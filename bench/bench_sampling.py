@@ -83,7 +83,7 @@ def main() -> None:
 
     pipe = MelodyDiffusion.from_pretrained(args.checkpoint)
     model = pipe.model
-    d = pipe.codec.scaler.dim
+    d = pipe.codec.dim
     print(f"\nmodel: {model.config.name} config, {model.num_parameters():,} parameters, d = {d}")
     print(f"{'sampler':<22}{'batch':>6}{'fp32 s':>10}{'bf16 s':>10}{'reference s':>13}")
     rows = [("ddpm", 1000), ("ddpm", 100), ("ddpm", 20), ("ddim", 50), ("ddim", 20)]

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import ConfigIO
-from .codec import SILENCE_VALUE, LatentScaler
+from .codec import CodecConfig, LatentScaler
 from .transformer import LN_EPS, DenseResBlock, LatentTransformer, flax_init
 
 
@@ -252,7 +252,7 @@ PAPER_INFILL_MASK = torch.cat([torch.zeros(8), torch.ones(16), torch.zeros(8)]).
 
 
 def interpolate_infill(known: torch.Tensor, mask: torch.Tensor, scaler: LatentScaler | None = None,
-                       silent: torch.Tensor | None = None, silence_value: float = SILENCE_VALUE) -> torch.Tensor:
+                       silent: torch.Tensor | None = None, config: CodecConfig | None = None) -> torch.Tensor:
     """Fill the generated positions of `known` by slerp between their known neighbours.
 
     known (B, k, d) or (k, d) model-space latents; mask (k,) or (B, k) bool, True = generate
@@ -260,10 +260,11 @@ def interpolate_infill(known: torch.Tensor, mask: torch.Tensor, scaler: LatentSc
     between the known positions L and R gets slerp(x_L, x_R, (j - L) / (R - L)) at position j;
     with a scaler the slerp runs on the unscaled z (where the latents are Gaussian) and is
     mapped back. A run at the start or end (one neighbour) repeats that neighbour. A silent
-    neighbour (the silence latent, `silent` (B, k) bool; by default the positions equal to
-    `silence_value` in every dim) carries no latent to interpolate: the other neighbour is
-    repeated, and a run with only silent neighbours stays silent (`silence_value`, the codec's).
-    Known positions come back exactly."""
+    neighbour (`silent` (B, k) bool; by default what the codec `config` reads as silent)
+    carries no latent to interpolate: the other neighbour is repeated, and a run with only
+    silent neighbours stays silent (the codec's silence latent). Known positions come back
+    exactly."""
+    config = config or CodecConfig()
     x = torch.as_tensor(known).float()
     squeeze = x.dim() == 2
     if squeeze:
@@ -275,8 +276,9 @@ def interpolate_infill(known: torch.Tensor, mask: torch.Tensor, scaler: LatentSc
     if not bool(have.any(1).all()):
         raise ValueError("every row needs at least one known latent to interpolate from")
     if silent is None:
-        silent = (x == silence_value).all(-1)
+        silent = config.is_silent(x)
     silent = torch.as_tensor(silent, dtype=torch.bool, device=x.device).expand(b, k)
+    music = config.music(x)
     pos = torch.arange(k, device=x.device).expand(b, k)
     # nearest known position at or before / at or after each position (-1 / k when none)
     left = torch.cummax(torch.where(have, pos, -1), dim=1).values
@@ -284,7 +286,7 @@ def interpolate_infill(known: torch.Tensor, mask: torch.Tensor, scaler: LatentSc
     right = torch.where(after >= 0, k - 1 - after, k)
     li, ri = left.clamp(0, k - 1), right.clamp(0, k - 1)
     rows = torch.arange(b, device=x.device)[:, None]
-    xl, xr = x[rows, li], x[rows, ri]
+    xl, xr = music[rows, li], music[rows, ri]
     use_l = (left >= 0) & ~silent[rows, li]
     use_r = (right < k) & ~silent[rows, ri]
     t = (pos - left).float() / (right - left).clamp_min(1).float()
@@ -292,23 +294,24 @@ def interpolate_infill(known: torch.Tensor, mask: torch.Tensor, scaler: LatentSc
         between = scaler.scale(slerp(scaler.unscale(xl), scaler.unscale(xr), t))
     else:
         between = slerp(xl, xr, t)
-    fill = torch.full_like(x, silence_value)
-    fill = torch.where(use_r[..., None], xr, fill)
+    fill = torch.where(use_r[..., None], xr, torch.zeros_like(xr))
     fill = torch.where(use_l[..., None], xl, fill)
     fill = torch.where((use_l & use_r)[..., None], between, fill)
-    out = torch.where(gen[..., None], fill, x)
+    out = torch.where(gen[..., None], config.join(fill, ~(use_l | use_r)), x)
     return out[0] if squeeze else out
 
 
 # --- prior ------------------------------------------------------------------------------------
 
 def prior_latents(num: int, length: int, scaler: LatentScaler, generator: torch.Generator | None = None,
-                  seed: int | None = None) -> torch.Tensor:
-    """(num, length, d): z ~ N(0, I) in all z_size dims (the VAE prior, independent per latent)
-    mapped to model space by `scaler` (not clipped: values can leave [-1, 1]). Decoding rebuilds
-    the collapsed dims with fresh N(0, 1), the same distribution."""
+                  seed: int | None = None, config: CodecConfig | None = None) -> torch.Tensor:
+    """(num, length, dim): z ~ N(0, I) in all z_size dims (the VAE prior, independent per latent)
+    mapped to model space by `scaler` (not clipped: values can leave [-1, 1]) and the codec
+    `config` (no chunk silent). Decoding rebuilds the collapsed dims with fresh N(0, 1), the same
+    distribution."""
     if generator is None:
         generator = torch.Generator()
         generator.manual_seed(seed) if seed is not None else generator.seed()
     z = torch.randn((num, length, scaler.z_size), generator=generator, device=generator.device)
-    return scaler.transform(z)
+    x = scaler.transform(z)
+    return (config or CodecConfig()).join(x, torch.zeros(x.shape[:-1], dtype=torch.bool))

@@ -529,8 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="versions of each training line (1 = untransposed only)")
         s.add_argument("--posterior", choices=("sample", "mean"), default="sample",
                        help="train on sampled z (the paper) or on the posterior mean mu")
-        s.add_argument("--silence", choices=("token", "drop"), default="token",
-                       help="silent chunks as a silence latent (default) or drop windows holding one (the paper)")
+        s.add_argument("--silence", choices=("token", "flag", "drop"), default="token",
+                       help="silent chunks as a silence latent (default), as a silence dim of its own (flag), "
+                            "or drop windows holding one (the paper)")
         s.add_argument("--max-steps", type=int, help="default: the config's max_steps")
         s.add_argument("--minutes", type=float, help="stop (and save) after this much wall time")
         s.add_argument("--eval-every", type=int, default=1000)

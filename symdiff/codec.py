@@ -5,8 +5,9 @@ A latent model (TransformerDDPM, TransformerMDN) never sees tokens. Between the 
 - the MusicVAE whose 2-bar latents it models, named by the sha256 of its weights;
 - the `LatentScaler`: the active dims and the map from z to model space;
 - the silence rule: a silent 2-bar chunk is written as `silence_value` in every dim and read
-  back as silent below `silence_threshold` (why a silence latent and not the paper's dropped
-  windows: `symdiff.data.latents`);
+  back as silent below `silence_threshold` ("token"), or the model space gets one more dim, a
+  silence flag ("flag", below); why silence is written at all and not the paper's dropped
+  windows: `symdiff.data.latents`;
 - the samplers' x0 clip and whether the model learnt sampled z or the posterior mean mu.
 `CodecConfig` holds all but the VAE's weights and the scaler's tensors, typed and versioned, in
 the "codec" section of the checkpoint's config.json (`symdiff.checkpoint`); the scaler is
@@ -32,6 +33,13 @@ SILENCE_VALUE = -1.0  # the silence latent of the paper's [-1, 1] model space: a
 # The silence latent of a standardized model space (`LatentScaler.standardize`): every dim at
 # -4 global stds, far from the real latents (their chunk means sit at 0) and inside the clip.
 STANDARD_SILENCE_VALUE = -4.0
+# The "flag" rule: one extra dim, +1 at a silent chunk (its other dims at the centre, 0) and -1
+# at music, read as silent above 0 (an "analog bit", Chen et al. 2022). Why not the point at -4:
+# the schedule's last alpha_bar (0.0067) leaves that point sqrt(0.0067) * 4 * 16 = 5 noise stds
+# from pure noise along the all-ones direction, so a chain started from N(0, I) never reaches
+# it (measured: 1 silent chunk in 2,048 against 5% in real windows); the flag's two values are
+# 0.16 stds apart there, as the schedule expects of data.
+FLAG_SILENT = 1.0
 
 
 @dataclass
@@ -41,7 +49,7 @@ class CodecConfig(ConfigIO):
     vae_path: str = ""  # the VAE's folder at training time (a shipped checkpoint: its name)
     vae_sha256: str = ""  # the VAE's weights: a codec is only used with these
     z_size: int = 256
-    silence_rule: str = "token"  # "token": silent chunks are the silence latent; "drop": none seen
+    silence_rule: str = "token"  # "token": the silence latent; "flag": a silence dim; "drop": none seen
     silence_value: float = SILENCE_VALUE
     silence_threshold: float = 0.5 * SILENCE_VALUE
     clip: float = 1.0  # the samplers' x0 clip: the training set's largest |value|
@@ -51,8 +59,32 @@ class CodecConfig(ConfigIO):
     def __post_init__(self) -> None:
         if self.version != CODEC_VERSION:
             raise CheckpointError(f"codec version {self.version} is not the one this symdiff reads ({CODEC_VERSION})")
-        if self.silence_rule not in ("token", "drop") or self.posterior not in ("sample", "mean"):
+        if self.silence_rule not in ("token", "flag", "drop") or self.posterior not in ("sample", "mean"):
             raise CheckpointError(f"codec: unknown silence rule {self.silence_rule!r} or posterior {self.posterior!r}")
+
+    @property
+    def flag(self) -> bool:
+        return self.silence_rule == "flag"
+
+    def join(self, music: torch.Tensor, silent: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (..., d) and a silent mask (...) -> model space (..., d, + 1 with the
+        flag): silent positions become the silence latent (the flag rule: the centre, flag up)."""
+        silent = torch.as_tensor(silent, dtype=torch.bool, device=music.device)[..., None]
+        if not self.flag:
+            return torch.where(silent, torch.full_like(music, self.silence_value), music)
+        flag = torch.where(silent, FLAG_SILENT, -FLAG_SILENT).to(music)
+        return torch.cat([torch.where(silent, torch.zeros_like(music), music), flag], -1)
+
+    def music(self, x: torch.Tensor) -> torch.Tensor:
+        """Model space (..., dim) -> the scaled latents (..., d) (without the flag)."""
+        return x[..., :-1] if self.flag else x
+
+    def is_silent(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., dim) model-space latents -> (...) bool: decoded as a rest."""
+        x = torch.as_tensor(x).float()
+        if self.flag:
+            return x[..., -1] > self.silence_threshold
+        return x.mean(-1) < self.silence_threshold
 
 
 def chunks_of(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -243,15 +275,20 @@ class LatentCodec:
             raise CheckpointError(f"{vae_dir} is not the VAE {model_dir} was trained with (sha256 differs)")
         return cls(MusicVAE.from_pretrained(vae_dir), LatentScaler.from_pretrained(model_dir), config, vae_dir)
 
+    @property
+    def dim(self) -> int:
+        """The model space's dims: the scaler's, and the flag's (the latent model's data_dim)."""
+        return self.scaler.dim + int(self.config.flag)
+
     def is_silent(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., d) model-space latents -> (...) bool: decoded as a rest."""
-        return torch.as_tensor(x).float().mean(-1) < self.config.silence_threshold
+        """(..., dim) model-space latents -> (...) bool: decoded as a rest."""
+        return self.config.is_silent(x)
 
     @torch.no_grad()
     def encode(self, tokens: np.ndarray, sample: bool = False, seed: int | None = None) -> torch.Tensor:
-        """A line -> (n, d) model space: mu (or a sampled z with `sample`), silence at silent chunks."""
+        """A line -> (n, dim) model space: mu (or a sampled z with `sample`), silence at silent chunks."""
         chunks, silent = chunks_of(tokens)
-        x = torch.full((len(chunks), self.scaler.dim), self.config.silence_value)
+        x = torch.zeros((len(chunks), self.scaler.dim))
         live = np.flatnonzero(~silent)
         if len(live):
             mu, sigma = self.vae.encode(torch.from_numpy(chunks[live]).long())
@@ -260,15 +297,16 @@ class LatentCodec:
                 g = torch.Generator().manual_seed(seed) if seed is not None else None
                 z = mu + sigma * torch.randn(mu.shape, generator=g)
             x[torch.from_numpy(live)] = self.scaler.transform(z).float()
-        return x
+        return self.config.join(x, torch.from_numpy(silent))
 
     @torch.no_grad()
     def decode(self, x: torch.Tensor, seed: int | None = 0, temperature: float = 0.0,
                batch_size: int = 4096) -> np.ndarray:
-        """(n, d) model space -> tokens (n * 32,) uint8; silent latents become 2-bar rests; the
+        """(n, dim) model space -> tokens (n * 32,) uint8; silent latents become 2-bar rests; the
         collapsed z dims get seeded N(0, 1) noise (`LatentScaler.inverse`)."""
-        x = torch.as_tensor(x).float().reshape(-1, self.scaler.dim)
+        x = torch.as_tensor(x).float().reshape(-1, self.dim)
         silent = self.is_silent(x)
+        x = self.config.music(x)
         out = np.tile(silence_chunk(), (len(x), 1))
         live = torch.nonzero(~silent).reshape(-1)
         if len(live):

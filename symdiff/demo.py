@@ -159,12 +159,12 @@ def baseline_infills(pipe: MelodyDiffusion, tokens: np.ndarray, plan: InfillPlan
     mask = torch.from_numpy(plan.mask())
     out: dict[str, np.ndarray | None] = {}
     if bool((~mask).any()):
-        x = interpolate_infill(known, mask, pipe.codec.scaler, silence_value=pipe.codec.config.silence_value)
+        x = interpolate_infill(known, mask, pipe.codec.scaler, config=pipe.codec.config)
         out["interpolation"] = splice_bars(tokens, pipe.decode(x[None])[0], plan)
     else:
         out["interpolation"] = None
     g = torch.Generator().manual_seed(seed if seed is not None else 0)
-    prior = prior_latents(1, len(known), pipe.codec.scaler, generator=g)[0]
+    prior = prior_latents(1, len(known), pipe.codec.scaler, generator=g, config=pipe.codec.config)[0]
     x = torch.where(mask[:, None], prior.float(), known)
     out["prior"] = splice_bars(tokens, pipe.decode(x[None])[0], plan)
     return out

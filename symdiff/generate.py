@@ -157,8 +157,8 @@ class MelodyDiffusion:
             schedule = ScheduleConfig.from_dict(model.sections.get("schedule", {}))
         self.schedule = schedule.build()
         self.precision = resolve_precision(precision, next(model.parameters()).device)
-        if model.config.data_dim != codec.scaler.dim:
-            raise ValueError(f"the model has {model.config.data_dim} dims, the codec {codec.scaler.dim}")
+        if model.config.data_dim != codec.dim:
+            raise ValueError(f"the model has {model.config.data_dim} dims, the codec {codec.dim}")
 
     @classmethod
     def from_pretrained(cls, diffusion_dir: str | Path = DEFAULT_DIFFUSION, vae_dir: str | Path | None = None,
@@ -229,7 +229,7 @@ class MelodyDiffusion:
         if known is not None and self.check_method(method) == "conditioned":
             keep = ~torch.as_tensor(mask, dtype=torch.bool).expand(num, chunks)
             eps_fn = self.guided_eps(torch.as_tensor(known).expand(num, chunks, -1), keep, guidance)
-        return sampler.sample(eps_fn, (num, chunks, self.codec.scaler.dim), seed=seed, callback=callback,
+        return sampler.sample(eps_fn, (num, chunks, self.codec.dim), seed=seed, callback=callback,
                               mask=mask, known=known)
 
     def decode(self, latents: torch.Tensor, seed: int | None = 0) -> list[np.ndarray]:

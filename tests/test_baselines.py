@@ -27,7 +27,7 @@ from symdiff.baselines import (
     slerp,
 )
 from symdiff.cli import main
-from symdiff.codec import SILENCE_VALUE, LatentCodec, LatentScaler
+from symdiff.codec import FLAG_SILENT, SILENCE_VALUE, CodecConfig, LatentCodec, LatentScaler
 from symdiff.data import latents as L
 from symdiff.data.dataset import DEFAULT_PATH, Lines
 from symdiff.precision import autocast, resolve_precision
@@ -359,7 +359,7 @@ def test_interpolate_infill_the_papers_gap():
 
 def test_interpolate_infill_edges_and_silence():
     s = SILENCE_VALUE
-    x = torch.rand(1, 8, 4) * 1.6 - 0.8
+    x = torch.rand(1, 8, 4, generator=torch.Generator().manual_seed(0)) * 0.8 - 0.4  # never read as silent
     # gaps at the start and the end repeat their one neighbour
     mask = torch.tensor([1, 1, 0, 0, 0, 1, 1, 1], dtype=torch.bool)
     out = interpolate_infill(x, mask)
@@ -381,6 +381,28 @@ def test_interpolate_infill_edges_and_silence():
     torch.testing.assert_close(out[0, 3], slerp(x[0, 2], x[0, 5], 1 / 3))
     with pytest.raises(ValueError):
         interpolate_infill(x, torch.ones(8, dtype=torch.bool))
+
+
+def test_interpolate_infill_with_a_silence_flag():
+    """The flag rule's model space: the music dims are interpolated, the flag says which
+    positions are silent, and a gap between silent neighbours stays silent."""
+    config = CodecConfig(silence_rule="flag", silence_value=FLAG_SILENT, silence_threshold=0.0)
+    music = torch.randn(1, 8, 4, generator=torch.Generator().manual_seed(0))
+    silent = torch.tensor([[False, False, True, False, False, False, True, False]])
+    x = config.join(music, silent)
+    assert x.shape == (1, 8, 5) and config.is_silent(x).equal(silent)
+    mask = torch.tensor([0, 1, 1, 1, 0, 0, 0, 0], dtype=torch.bool)  # neighbours 0 and 4
+    out = interpolate_infill(x, mask, config=config)
+    torch.testing.assert_close(out[0, 2, :4], slerp(music[0, 0], music[0, 4], 2 / 4))
+    assert not config.is_silent(out[:, 1:4]).any() and torch.equal(out[0, ~mask], x[0, ~mask])
+    mask = torch.tensor([0, 0, 0, 0, 0, 0, 1, 0], dtype=torch.bool)
+    ends = x.clone()
+    ends[0, 5], ends[0, 7] = config.join(torch.zeros(4), torch.tensor(True)), config.join(torch.zeros(4),
+                                                                                           torch.tensor(True))
+    out = interpolate_infill(ends, mask, config=config)
+    assert config.is_silent(out[0, 6]) and torch.equal(out[0, 6], ends[0, 5])
+    p = prior_latents(3, 4, LatentScaler([0, 1, 2, 3], z_size=6, min=-3.0, max=3.0), seed=0, config=config)
+    assert p.shape == (3, 4, 5) and (p[..., -1] == -FLAG_SILENT).all()
 
 
 # --- prior --------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from symdiff.cli import main
-from symdiff.codec import STANDARD_SILENCE_VALUE, LatentCodec, LatentScaler
+from symdiff.codec import FLAG_SILENT, STANDARD_SILENCE_VALUE, LatentCodec, LatentScaler
 from symdiff.data import latents as L
 from symdiff.data.dataset import DEFAULT_PATH, Lines
 from symdiff.diffusion import TransformerDDPM
@@ -148,24 +148,39 @@ def test_lr_and_batches():
     assert spread(bucketed) < spread(plain) / 3
 
 
-def test_conditional_standardized_run_serves_both_infill_methods(setup):
+@pytest.mark.parametrize("silence", ["token", "flag"])
+def test_conditional_standardized_run_serves_both_infill_methods(setup, silence):
     """`--config cpu-cond --standardize`: the checkpoint carries the standardized scaler, its
-    silence latent and clip, and the pipeline infills by both methods, the known bars exact."""
-    out = setup / "run_cond"
-    assert main([*argv(setup, out, 3, "--standardize")[:3], "cpu-cond", *argv(setup, out, 3, "--standardize")[4:]]) == 0
+    silence rule and clip, and the pipeline infills by both methods, the known bars exact. With
+    `--silence flag` the model space has one more dim, up at silent chunks and down at music."""
+    out = setup / f"run_cond_{silence}"
+    args = argv(setup, out, 3, "--standardize", "--silence", silence)
+    assert main([*args[:3], "cpu-cond", *args[4:]]) == 0
     model = TransformerDDPM.from_pretrained(out / "best")
     assert model.config.conditional and model.config.trunk_noise and model.scaler.standardized
-    codec = LatentCodec.from_pretrained(out / "best").config
-    assert codec.silence_value == STANDARD_SILENCE_VALUE and codec.silence_threshold == 0.5 * STANDARD_SILENCE_VALUE
-    assert codec.clip >= -STANDARD_SILENCE_VALUE
+    codec = LatentCodec.from_pretrained(out / "best")
+    cfg = codec.config
+    assert cfg.silence_rule == silence and model.config.data_dim == codec.dim == codec.scaler.dim + cfg.flag
+    if silence == "flag":
+        assert cfg.silence_value == FLAG_SILENT and cfg.silence_threshold == 0.0
+    else:
+        assert cfg.silence_value == STANDARD_SILENCE_VALUE and cfg.silence_threshold == 0.5 * STANDARD_SILENCE_VALUE
+        assert cfg.clip >= -STANDARD_SILENCE_VALUE
     pipe = MelodyDiffusion.from_pretrained(out / "best")
-    assert pipe.infill_methods == ("conditioned", "replace") and pipe.sampler("ddim", 5).clip == codec.clip
+    assert pipe.infill_methods == ("conditioned", "replace") and pipe.sampler("ddim", 5).clip == cfg.clip
     line = Lines.load(setup / "corpus.npz").tokens[0][: 8 * 16]
     for method in pipe.infill_methods:
         res = pipe.infill(line, (2 * 16, 6 * 16), steps=5, seed=0, method=method)
         assert np.array_equal(res.tokens[0][: 2 * 16], line[: 2 * 16])
         assert np.array_equal(res.tokens[0][6 * 16 :], line[6 * 16 :])
-    assert pipe.codec.is_silent(torch.full((1, pipe.codec.scaler.dim), STANDARD_SILENCE_VALUE)).all()
+    # a line with a silent chunk: encoded as the rule says, decoded back as a rest
+    rest = np.concatenate([line[:32], np.zeros(32, np.uint8), line[64:96]])
+    rest[32] = 1  # note-off: the held note ends, then 2 bars of silence
+    x = codec.encode(rest)
+    assert codec.is_silent(x).tolist() == [False, True, False] and x.shape == (3, codec.dim)
+    if silence == "flag":
+        assert x[:, -1].tolist() == [-FLAG_SILENT, FLAG_SILENT, -FLAG_SILENT] and not x[1, :-1].any()
+    assert np.array_equal(codec.decode(x)[32:64], rest[32:64])
 
 
 def test_random_known_masks():

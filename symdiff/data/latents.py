@@ -40,6 +40,9 @@ held note lose that tail). A generated chunk counts as silent when its mean over
 below `silence_threshold`, halfway between -1 and the mean model-space value of the real
 training chunks (stored with the data and in the diffusion checkpoint). The paper's rule stays
 available: `windows(..., drop_silent=True)` / `symdiff train diffusion --silence drop`.
+A point far from the music is hard for a diffusion model to reach, though (`codec.FLAG_SILENT`
+says why and what was measured): `--silence flag` gives silence a dim of its own instead, +1 at a
+silent chunk (its other dims at the centre) and -1 at music.
 (Not the all-zero z of MusicVAE's pipeline: z = 0 is the prior mean, right among the real
 latents, so a generated chunk near it could not be told from a note-bearing one.)
 

@@ -333,11 +333,10 @@ def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps:
         plan = plan_infill(c * CHUNK_STEPS, (first * STEPS_PER_BAR, end * STEPS_PER_BAR), pipe.seq_len)
         mask = torch.from_numpy(plan.mask())
         known = torch.stack([pipe.codec.encode(pieces[i].tokens) for i in idx])
+        prior = prior_latents(len(idx), c, pipe.codec.scaler, gen, config=pipe.codec.config)
         made = {"real middle, VAE-decoded": known,
-                "interpolation": interpolate_infill(known, mask, pipe.codec.scaler, silent=pipe.codec.is_silent(known),
-                                                    silence_value=pipe.codec.config.silence_value),
-                "N(0,I) prior": torch.where(mask[None, :, None], prior_latents(len(idx), c, pipe.codec.scaler, gen),
-                                            known)}
+                "interpolation": interpolate_infill(known, mask, pipe.codec.scaler, config=pipe.codec.config),
+                "N(0,I) prior": torch.where(mask[None, :, None], prior, known)}
         for name, (m, w) in runs.items():
             made[name] = pipe.sample_latents(len(idx), c, smp, seed=seed, mask=mask, known=known, method=m,
                                              guidance=w, callback=lambda *_: bar.update(1))

@@ -165,8 +165,8 @@ def to_space(x: torch.Tensor, source: LatentCodec, target: LatentCodec) -> torch
     latent), so that every row's FD and MMD are taken in the diffusion model's space."""
     if source is target:
         return x
-    out = target.scaler.transform(source.scaler.inverse(x, seed=0))
-    return torch.where(source.is_silent(x)[..., None], torch.full_like(out, target.config.silence_value), out)
+    out = target.scaler.transform(source.scaler.inverse(source.config.music(x), seed=0))
+    return target.config.join(out, source.is_silent(x))
 
 
 def evaluate(task: str, num: int, pipe: MelodyDiffusion, mdn: TransformerMDN | None = None,
@@ -216,9 +216,9 @@ def evaluate(task: str, num: int, pipe: MelodyDiffusion, mdn: TransformerMDN | N
             rows.append(Row("TransformerMDN", tokens, to_space(x, own, pipe.codec), time.perf_counter() - t0))
         ends = torch.zeros(k, dtype=torch.bool)
         ends[1:-1] = True  # generate 1..30 between the real latents 0 and 31
-        x = interpolate_infill(test.mu, ends, pipe.codec.scaler, silence_value=pipe.codec.config.silence_value)
+        x = interpolate_infill(test.mu, ends, pipe.codec.scaler, config=pipe.codec.config)
         rows.append(Row("interpolation", pipe.decode(x), x))
-        x = prior_latents(num, k, pipe.codec.scaler, gen)
+        x = prior_latents(num, k, pipe.codec.scaler, gen, config=pipe.codec.config)
         rows.append(Row("N(0,I) prior", pipe.decode(x), x))
     else:
         mask = PAPER_INFILL_MASK
@@ -230,9 +230,10 @@ def evaluate(task: str, num: int, pipe: MelodyDiffusion, mdn: TransformerMDN | N
             rows.append(Row(name, splice(test.tokens, pipe.decode(x)), x, time.perf_counter() - t0))
             marks.clear()  # Figure 3 follows the default method
         bar.close()
-        x = interpolate_infill(test.mu, mask, pipe.codec.scaler, silence_value=pipe.codec.config.silence_value)
+        x = interpolate_infill(test.mu, mask, pipe.codec.scaler, config=pipe.codec.config)
         rows.append(Row("interpolation", splice(test.tokens, pipe.decode(x)), x))
-        x = torch.where(mask[None, :, None], prior_latents(num, k, pipe.codec.scaler, gen), test.mu)
+        prior = prior_latents(num, k, pipe.codec.scaler, gen, config=pipe.codec.config)
+        x = torch.where(mask[None, :, None], prior, test.mu)
         rows.append(Row("N(0,I) prior", splice(test.tokens, pipe.decode(x)), x))
     if trace:
         figure = {"steps": [t["step"] for t in trace], "total": smp.num_steps,

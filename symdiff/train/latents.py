@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from ..atomic import recover_dir, replace_dir
 from ..checkpoint import load_tensors, read_checkpoint_config
-from ..codec import SILENCE_VALUE, STANDARD_SILENCE_VALUE, CodecConfig, LatentScaler
+from ..codec import FLAG_SILENT, SILENCE_VALUE, STANDARD_SILENCE_VALUE, CodecConfig, LatentScaler
 from ..data.dataset import DEFAULT_PATH
 from ..data.latents import LatentDataset, LatentSettings, ensure_latents, gather_windows, wait_for_latents
 from ..errors import SymdiffError
@@ -78,22 +78,11 @@ class LatentWindows:
     """The latent dataset in model space and its training and held-out windows."""
 
     ds: LatentDataset
-    x: np.ndarray  # (N, d) model space
+    x: np.ndarray  # (N, dim) model space
     train: np.ndarray  # (W, 2) rows of (first chunk, length)
     held: np.ndarray
-    silence: str
     scaler: LatentScaler
-    silence_value: float
-    silence_threshold: float
-    clip: float  # the largest |value| of the training set: the samplers' x0 clip
-
-    def codec(self, vae: Path) -> CodecConfig:
-        """What the model's numbers mean, so `codec.LatentCodec.from_pretrained(checkpoint)`
-        rebuilds tokens <-> model space."""
-        return CodecConfig(vae_path=str(Path(vae).resolve()), vae_sha256=self.ds.key["vae_sha256"],
-                           z_size=self.ds.z_size, silence_rule=self.silence, silence_value=self.silence_value,
-                           silence_threshold=self.silence_threshold, clip=self.clip,
-                           posterior=self.ds.key.get("posterior", "sample"))
+    codec: CodecConfig  # what the model's numbers mean (`codec.LatentCodec.from_pretrained`)
 
     def provenance(self, data: Path) -> dict[str, Any]:
         """The corpus and the latent cache the model was trained on (the card's data)."""
@@ -113,12 +102,13 @@ def load_latent_windows(vae: Path, data: Path, cache_dir: Path | None, settings:
                         eval_windows: int = 2048, encode_batch: int = 512, standardize: bool = False) -> LatentWindows:
     """The latents cached per (VAE, corpus, settings), rank 0 building them while the other
     ranks wait; windows of up to `seq_len` chunks (`silence="drop"`: the paper's rule, windows
-    with a silent chunk left out); a fixed sample of `eval_windows` valid windows held out.
-    `standardize`: model space per-dim centred with one global std (`LatentScaler`), silence at
-    `STANDARD_SILENCE_VALUE`; else the paper's [-1, 1]."""
-    if silence not in ("token", "drop"):
-        raise TrainLatentsError(
-            f"silence must be 'token' (a silence latent) or 'drop' (the paper's rule), not {silence!r}")
+    with a silent chunk left out; "flag": a silence dim, `codec.FLAG_SILENT`); a fixed sample
+    of `eval_windows` valid windows held out. `standardize`: model space per-dim centred with one
+    global std (`LatentScaler`), the silence latent at `STANDARD_SILENCE_VALUE`; else the paper's
+    [-1, 1]."""
+    if silence not in ("token", "flag", "drop"):
+        raise TrainLatentsError(f"silence must be 'token' (a silence latent), 'flag' (a silence dim) or 'drop' "
+                                f"(the paper's rule), not {silence!r}")
     data = Path(data)
     cache_dir = Path(cache_dir) if cache_dir is not None else data.parent / "cache" / "latents"
     settings = settings or LatentSettings()
@@ -132,14 +122,19 @@ def load_latent_windows(vae: Path, data: Path, cache_dir: Path | None, settings:
     held_w = held_w[np.sort(np.random.default_rng(1234).permutation(len(held_w))[:eval_windows])]
     if len(train_w) < batch_size:
         raise TrainLatentsError(f"{len(train_w)} training windows: fewer than one batch of {batch_size}")
-    if standardize:
+    if silence == "flag":
+        scaler, value, threshold = (ds.standard_scaler() if standardize else ds.scaler()), FLAG_SILENT, 0.0
+    elif standardize:
         scaler, value = ds.standard_scaler(), STANDARD_SILENCE_VALUE
         threshold = 0.5 * value  # the real chunks' mean over dims averages 0 once centred
     else:
         scaler, value, threshold = ds.scaler(), SILENCE_VALUE, ds.silence_threshold
-    x = ds.model_space(scaler, value)
-    clip = 1.0 if not standardize else float(np.ceil(np.abs(x).max() * 100) / 100)
-    return LatentWindows(ds, x, train_w, held_w, silence, scaler, value, threshold, clip)
+    codec = CodecConfig(vae_path=str(vae.resolve()), vae_sha256=ds.key["vae_sha256"], z_size=ds.z_size,
+                        silence_rule=silence, silence_value=value, silence_threshold=threshold,
+                        posterior=ds.key.get("posterior", "sample"))
+    x = codec.join(torch.from_numpy(ds.model_space(scaler)), torch.from_numpy(ds.silent)).numpy()
+    codec.clip = 1.0 if not standardize else float(np.ceil(np.abs(x).max() * 100) / 100)
+    return LatentWindows(ds, x, train_w, held_w, scaler, codec)
 
 
 def resumable(last: Path, vae_sha: str) -> bool:
@@ -232,9 +227,9 @@ def train_on_latents(objective: Objective, cfg, recipe: Recipe, vae: Path, out: 
                              eval_windows, encode_batch, standardize)
     ds, scaler = lw.ds, lw.scaler
 
-    cfg = dataclasses.replace(cfg, data_dim=ds.dim)
+    cfg = dataclasses.replace(cfg, data_dim=lw.x.shape[1])
     training: dict[str, Any] = {**lw.provenance(data), "ema": ema, "precision": precision}
-    sections = {"codec": lw.codec(vae), "recipe": recipe, **objective.sections, "training": training}
+    sections = {"codec": lw.codec, "recipe": recipe, **objective.sections, "training": training}
     cls = objective.model_class
     model = cls(cfg).to(rt.device)
     model.scaler = scaler
@@ -249,7 +244,7 @@ def train_on_latents(objective: Objective, cfg, recipe: Recipe, vae: Path, out: 
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)
         log.write(event="start", step=state["step"], train_windows=len(lw.train), held_windows=len(lw.held),
-                  data_dim=ds.dim, parameters=model.num_parameters(), world=rt.world, silence=silence,
+                  data_dim=cfg.data_dim, parameters=model.num_parameters(), world=rt.world, silence=silence,
                   latents=str(ds.path), precision=precision, recipe=recipe.to_dict())
 
     def ema_model():
