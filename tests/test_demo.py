@@ -143,7 +143,7 @@ def test_training_windows_and_reference(pipe, reference):
     assert len(wins) == 10 and all(len(w) == 64 * BAR for w in wins)
     assert all(np.array_equal(w, random_windows(lines, "train", 10, 3)[i]) for i, w in enumerate(wins))
     assert set(reference.oa) == set(metrics.FEATURES) and reference.num_windows == 40
-    assert reference.latents.shape == (64, pipe.codec.scaler.dim)
+    assert reference.latents.shape == (64, pipe.codec.dim)
 
 
 def test_sample_metrics(reference):

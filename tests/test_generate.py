@@ -59,7 +59,7 @@ def test_generate_lengths_seed_and_notes(pipe):
     b = pipe.generate(num=2, bars=24, steps=20, seed=7)
     c = pipe.generate(num=2, bars=24, steps=20, seed=8)
     assert [len(t) for t in a.tokens] == [24 * BARS] * 2
-    assert a.latents.shape == (2, 12, pipe.codec.scaler.dim)
+    assert a.latents.shape == (2, 12, pipe.codec.dim)
     assert all(np.array_equal(x, y) for x, y in zip(a.tokens, b.tokens, strict=True))
     assert not torch.equal(a.latents, c.latents)
     assert all((t >= 2).sum() > 0 for t in a.tokens)  # real melodies, not silence
@@ -71,7 +71,7 @@ def test_generate_reports_every_step(pipe):
     seen = []
     pipe.generate(bars=8, steps=12, seed=0, callback=lambda i, n, x, x0: seen.append((i, n, tuple(x0.shape))))
     assert [s[0] for s in seen] == list(range(12)) and all(s[1] == 12 for s in seen)
-    assert seen[0][2] == (1, 4, pipe.codec.scaler.dim)
+    assert seen[0][2] == (1, 4, pipe.codec.dim)
 
 
 @pytest.mark.parametrize("name, bars", [

@@ -20,6 +20,7 @@ import pytest
 import torch
 from conftest import PHI_MINUS_1, bar
 
+from symdiff.codec import FLAG_SILENT
 from symdiff.evaluation import fidelity, metrics, table1
 from symdiff.generate import MelodyDiffusion
 from symdiff.melody import NOTE_OFF, STEPS_PER_BAR
@@ -181,13 +182,15 @@ def test_figure_steps_are_rounded_even_points_of_the_chain():
 
 def test_figure_point_is_mean_and_std_over_disjoint_groups(pipe):
     """Five x0 estimates, each the reference set shifted by c_g in every dim, and all below the
-    silence threshold: each decodes to rests without the VAE (every frame empty, so OA 1 and
-    variance 0), each is its own group, FD_g = 256 c_g^2 and MMD_g = ||m c^T + c m^T + c c^T||_F^2."""
-    d = pipe.codec.scaler.dim
-    assert d == 256 and silence(pipe.codec) == (-4.0, -2.0)
+    silence threshold (or with the silence flag up): each decodes to rests without the VAE (every
+    frame empty, so OA 1 and variance 0), each is its own group, FD_g = 256 c_g^2 and
+    MMD_g = ||m c^T + c m^T + c c^T||_F^2 (c_g in the 256 latent dims, 0 in the flag's)."""
+    d, flag = pipe.codec.scaler.dim, pipe.codec.config.flag
+    assert d == 256 and silence(pipe.codec) in ((-4.0, -2.0), (FLAG_SILENT, 0.0))
     base = -4.0 + 0.5 * np.random.default_rng(3).standard_normal((512, d))
+    base = np.concatenate([base, np.full((512, 1), FLAG_SILENT)], 1) if flag else base
     shifts = [0.0, 0.1, 0.2, 0.3, 0.4]
-    x0 = torch.from_numpy(np.stack([base + c for c in shifts]))  # (5, 512, 256)
+    x0 = torch.from_numpy(np.stack([base + np.r_[np.full(d, c), np.zeros(int(flag))] for c in shifts]))
     assert bool(pipe.codec.is_silent(x0).all())
     gt = {"pitch": (0.9, 0.02), "duration": (0.95, 0.01)}
     got = table1.figure_point(pipe, 7, 10, x0, gt, torch.from_numpy(base[None]))
@@ -199,7 +202,7 @@ def test_figure_point_is_mean_and_std_over_disjoint_groups(pipe):
     m = base.mean(axis=0)
     fds, mmds = [], []
     for c in shifts:
-        cc = np.full(d, c)
+        cc = np.r_[np.full(d, c), np.zeros(int(flag))]
         fds.append(d * c * c)
         delta = np.outer(m, cc) + np.outer(cc, m) + np.outer(cc, cc)
         mmds.append(float((delta * delta).sum()))
@@ -211,13 +214,14 @@ def test_figure_point_is_mean_and_std_over_disjoint_groups(pipe):
 
 def test_to_space_maps_mdn_latents_into_the_diffusion_space_by_hand(pipe):
     """The MDN's latents ([-1, 1] scaling, silence -1.0 below -0.52) into the default model's
-    space ([-1, 1] scaling by another range, then standardized; silence -4.0): live chunks by
+    space ([-1, 1] scaling by another range, then standardized; its silence rule): live chunks by
     the two affine maps, silent ones (by the source's threshold) at the target's silence latent."""
     source, target = type(pipe.codec).from_pretrained(CHECKPOINTS / "mdn-cpu"), pipe.codec
     s, t = source.scaler, target.scaler
     assert torch.equal(s.dims, t.dims) and s.dim == s.z_size == 256  # no collapsed dim gets noise
     assert not s.standardized and t.standardized
-    assert silence(source) == (-1.0, pytest.approx(-0.5205952, rel=1e-6)) and silence(target) == (-4.0, -2.0)
+    assert silence(source) == (-1.0, pytest.approx(-0.5205952, rel=1e-6))
+    assert silence(target) in ((-4.0, -2.0), (FLAG_SILENT, 0.0))
     x = torch.from_numpy(np.random.default_rng(4).uniform(-0.4, 0.6, (2, 4, 256)).astype(np.float32))
     x[0, 1] = -1.0  # the silence latent
     x[1, 3] = -0.8  # below the threshold: decoded as a rest, so silent too
@@ -227,9 +231,12 @@ def test_to_space_maps_mdn_latents_into_the_diffusion_space_by_hand(pipe):
     out = table1.to_space(x, source, target)
     z = (x.double().numpy() + 1) * 0.5 * (s.max - s.min) + s.min
     y = (2 * (z - t.min) / (t.max - t.min) - 1 - t.center.double().numpy()) / t.std
-    y[silent] = -4.0
+    if target.config.flag:  # the latent dims at the centre and the flag up where silent, down elsewhere
+        y = np.concatenate([np.where(silent[..., None], 0.0, y), np.where(silent, 1.0, -1.0)[..., None]], -1)
+    else:
+        y[silent] = -4.0
     np.testing.assert_allclose(out.numpy(), y, rtol=1e-5, atol=1e-5)
-    assert bool((out[torch.from_numpy(silent)] == -4.0).all())
+    assert target.is_silent(out).numpy().tolist() == silent.tolist()
     back = table1.to_space(out, target, source)  # and back: the live chunks return, silence is -1.0
     expect = x.clone()
     expect[torch.from_numpy(silent)] = -1.0
