@@ -122,14 +122,20 @@ def main() -> None:
         modes = ", ".join(f"{k} {v:.0%}" for k, v in KNOWN_MODES.items())
         conditioning = (f"- Known chunks for the conditional input, drawn per window ({modes}: nothing known, one "
                         "unknown span, scattered unknown chunks); the loss is taken on the unknown chunks only.\n")
+    silence = (f"a silence flag, one more model-space dim: {codec_cfg.get('silence_value')} at a silent chunk (its "
+               "other dims at the centre) and the opposite at music, decoded as a rest above "
+               f"{codec_cfg.get('silence_threshold')} (`symdiff.codec.FLAG_SILENT` says why)"
+               if codec_cfg.get("silence_rule") == "flag" else
+               f"a fixed silence latent at {codec_cfg.get('silence_value')} in every dim, decoded as a rest")
+    flag_dim = ", and the silence flag" if codec_cfg.get("silence_rule") == "flag" else ""
     latent_settings = {k: v for k, v in e.get("latents", {}).get("settings", {}).items()
                        if k in ("transpositions", "max_shift", "threshold", "seed")}
     lr, precision, best_step = recipe["learning_rate"], e.get("precision", "bf16"), best_row["step"]
     bench = f"\n## Speed (bench/bench_sampling.py)\n```\n{args.bench.read_text().strip()}\n```\n" if args.bench else ""
     card = f"""# {args.title} ({cfg['name']} config)
 
-Trained by symdiff on a 2-core CPU. {params:,} parameters; data dim {cfg['data_dim']} (the active dims of
-the VAE below), sequences of up to {cfg['seq_len']} latents (64 bars).
+Trained by symdiff on {args.machine}. {params:,} parameters; data dim {cfg['data_dim']} (the active dims of
+the VAE below{flag_dim}), sequences of up to {cfg['seq_len']} latents (64 bars).
 
 Load: `{load}("{rel}")`{codec}
 
@@ -141,8 +147,7 @@ Load: `{load}("{rel}")`{codec}
 - Windows of up to 32 chunks at a stride of one chunk: {start.get('train_windows'):,} training windows,
   {start.get('held_windows'):,} held-out (valid split) windows for the loss.
 - Model space: {scaling}.
-- Silent chunks: {codec_cfg.get('silence_rule')} (see symdiff/data/latents.py: a fixed silence latent at
-  {codec_cfg.get('silence_value')} in every dim, decoded as a rest; the paper drops such windows instead,
+- Silent chunks: {silence} (symdiff/data/latents.py; the paper drops windows holding one instead,
   which would discard two thirds of our 64-bar material).
 {conditioning}
 ## Training

@@ -21,7 +21,7 @@ from symdiff.vae import MusicVAE
 REPO = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPO / "checkpoints"
 FORMAT1 = Path(__file__).parent / "data" / "format1"  # the shipped config.json files before the split
-MODELS = {"diffusion-cond": TransformerDDPM, "mdn-cpu": TransformerMDN, "musicvae-mel2bar-small": MusicVAE}
+MODELS = {"diffusion-cpu": TransformerDDPM, "mdn-cpu": TransformerMDN, "musicvae-mel2bar-small": MusicVAE}
 
 
 def as_format1(name: str, tmp_path: Path) -> Path:
@@ -56,13 +56,13 @@ def test_the_shipped_checkpoints_are_format_2_with_typed_sections():
         assert raw["format"] == FORMAT and raw["kind"] == kind and "extra" not in raw
         assert ("codec" in raw) == (kind != "vae") and ("schedule" in raw) == (kind == "diffusion")
     pipe = MelodyDiffusion.from_pretrained(CHECKPOINTS / "diffusion-cond")
-    assert pipe.codec.config.posterior == "mean" and pipe.codec.config.silence_value == -4.0
+    assert pipe.codec.config.posterior == "mean" and pipe.codec.config.silence_rule == "flag"
     assert pipe.schedule.num_steps == 1000 and pipe.sampler("ddim").clip == pipe.codec.config.clip > 1
 
 
 def test_a_format1_codec_is_the_converted_one(tmp_path):
-    old = LatentCodec.from_pretrained(as_format1("diffusion-cond", tmp_path), CHECKPOINTS / "musicvae-mel2bar-small")
-    assert old.config == LatentCodec.from_pretrained(CHECKPOINTS / "diffusion-cond").config
+    old = LatentCodec.from_pretrained(as_format1("diffusion-cpu", tmp_path), CHECKPOINTS / "musicvae-mel2bar-small")
+    assert old.config == LatentCodec.from_pretrained(CHECKPOINTS / "diffusion-cpu").config
 
 
 def test_round_trip_keeps_every_section(tmp_path):

@@ -115,7 +115,7 @@ def test_baselines_keep_the_melody_outside_the_range(pipe):
     from symdiff.baselines import interpolate_infill
 
     known = pipe.codec.encode(cand.tokens)
-    x = interpolate_infill(known, torch.from_numpy(plan.mask()), pipe.codec.scaler)
+    x = interpolate_infill(known, torch.from_numpy(plan.mask()), pipe.codec.scaler, config=pipe.codec.config)
     assert np.array_equal(base["interpolation"][lo:hi], pipe.decode(x[None])[0][lo:hi])
 
 
