@@ -170,20 +170,26 @@ def test_shipped_samples_have_the_spread_of_real_latents(pipe):
     """The shipped model's samples sit where real latents do: per-dim spread and mean like the
     latents of real test windows it learnt (sampled z or mu, `LatentCodec.posterior`), and few
     silent chunks. (An eps model shipped before came out at 3.4x the spread with 19% silent
-    chunks; this pins the v-prediction fix.)"""
+    chunks; this pins the v-prediction fix.) DDIM overshoots the rests of the silence flag
+    (README, "Where this leaves us": ~14% of chunks against ~5% real); the ancestral sampler
+    recommended for new melodies stays near the real rate. Both are pinned."""
     from symdiff.evaluation.table1 import encode_windows, held_out_melodies
 
+    music = pipe.codec.config.music
     z, mu = encode_windows(pipe, held_out_melodies(24, seed=3), seed=0)
     real = z if pipe.codec.config.posterior == "sample" else mu
     real = real.reshape(-1, real.shape[-1])
-    real = real[~pipe.codec.is_silent(real)]
-    made = pipe.sample_latents(24, 32, pipe.sampler("ddim", 50), seed=0).reshape(-1, real.shape[-1])
+    real = music(real[~pipe.codec.is_silent(real)])
+    made = pipe.sample_latents(24, 32, pipe.sampler("ddim", 50), seed=0).reshape(-1, pipe.codec.dim)
     silent = pipe.codec.is_silent(made)
-    made = made[~silent]
+    made = music(made[~silent])
+    ancestral = pipe.sample_latents(24, 32, pipe.sampler("ddpm", 200), seed=0)
+    ancestral_silent = pipe.codec.is_silent(ancestral).float().mean().item()
     ratio = (made.std(0) / real.std(0)).median().item()
     shift = (made.mean(0) - real.mean(0)).abs().mean().item()
     print(f"std ratio {ratio:.3f}, mean shift {shift:.4f} (real std {real.std().item():.3f}), "
-          f"silent {silent.float().mean().item():.1%}")
+          f"silent {silent.float().mean().item():.1%} (DDPM 200: {ancestral_silent:.1%})")
     assert 0.8 < ratio < 1.25
     assert shift < 0.25 * real.std().item()
-    assert silent.float().mean().item() < 0.12
+    assert silent.float().mean().item() < 0.16
+    assert ancestral_silent < 0.12
