@@ -187,12 +187,12 @@ class LatentDataset:
         train = np.repeat(self.split == "train", self.lengths()) & ~self.silent
         return self.scaler().standardize(self.model_space()[train])
 
-    def model_space(self, scaler: LatentScaler | None = None, silence_value: float = SILENCE_VALUE) -> np.ndarray:
-        """(N, d) float32: latents scaled by `scaler` (default `scaler()`), `silence_value` in every
-        dim at silent chunks."""
+    def model_space(self, scaler: LatentScaler | None = None) -> np.ndarray:
+        """(N, d) float32: latents scaled by `scaler` (default `scaler()`), `SILENCE_VALUE` in every
+        dim at silent chunks (a trained model's own silence rule: `codec.CodecConfig.join`)."""
         scaler = scaler or self.scaler()
         x = scaler.scale(torch.from_numpy(self.latents.astype(np.float32))).numpy()
-        x[self.silent] = silence_value
+        x[self.silent] = SILENCE_VALUE
         return x
 
     def sequences(self, split: str) -> np.ndarray:

@@ -122,13 +122,14 @@ def load_latent_windows(vae: Path, data: Path, cache_dir: Path | None, settings:
     held_w = held_w[np.sort(np.random.default_rng(1234).permutation(len(held_w))[:eval_windows])]
     if len(train_w) < batch_size:
         raise TrainLatentsError(f"{len(train_w)} training windows: fewer than one batch of {batch_size}")
+    scaler = ds.standard_scaler() if standardize else ds.scaler()
     if silence == "flag":
-        scaler, value, threshold = (ds.standard_scaler() if standardize else ds.scaler()), FLAG_SILENT, 0.0
+        value, threshold = FLAG_SILENT, 0.0
     elif standardize:
-        scaler, value = ds.standard_scaler(), STANDARD_SILENCE_VALUE
+        value = STANDARD_SILENCE_VALUE
         threshold = 0.5 * value  # the real chunks' mean over dims averages 0 once centred
     else:
-        scaler, value, threshold = ds.scaler(), SILENCE_VALUE, ds.silence_threshold
+        value, threshold = SILENCE_VALUE, ds.silence_threshold
     codec = CodecConfig(vae_path=str(vae.resolve()), vae_sha256=ds.key["vae_sha256"], z_size=ds.z_size,
                         silence_rule=silence, silence_value=value, silence_threshold=threshold,
                         posterior=ds.key.get("posterior", "sample"))
