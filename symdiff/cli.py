@@ -182,7 +182,7 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
         max_steps=args.max_steps, minutes=args.minutes, eval_every=args.eval_every,
         save_minutes=args.save_minutes, eval_windows=args.eval_windows, precision=precision,
         seed=args.seed, ema=args.ema, silence=args.silence, bucket=args.bucket, log_every=args.log_every,
-        standardize=args.standardize,
+        standardize=args.standardize, init_from=args.init_from,
     )
     best = state["best_loss"]
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 evaluates and reports
@@ -514,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for model, help_, configs in (
         ("diffusion", "train the TransformerDDPM on the VAE's latents",
-         "paper (25.6M parameters at d = 42), cpu (4.2M at d = 256) or cpu-cond (cpu + known-music input and adaLN)"),
+         "paper (25.6M parameters at d = 42), cpu (4.2M at d = 256), cpu-cond (cpu + known-music input and adaLN) "
+         "or cpu-style (cpu-cond + style labels)"),
         ("mdn", "train the TransformerMDN baseline on the VAE's latents", "paper (38M parameters at d = 42) or cpu"),
     ):
         s = train.add_parser(model, help=help_ + " (resumes from OUT/last)")
@@ -542,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--bucket", action="store_true", help="batch windows of similar length (less padding)")
         s.add_argument("--standardize", action="store_true",
                        help="model space centred per dim with one global std (else the paper's [-1, 1])")
+        s.add_argument("--init-from", type=Path,
+                       help="start a new run from this checkpoint's weights (new weights, e.g. style labels, start "
+                            "at their initial values; steps and learning rate start at 0)")
         s.add_argument("--seed", type=int, default=0)
         precision_arg(s)
         s.set_defaults(func=cmd_train_latent)

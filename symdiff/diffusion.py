@@ -55,10 +55,26 @@ class DiffusionConfig(ConfigIO):
     # noise level; in the paper's design only the dense blocks after the trunk see it.
     conditional: bool = False
     trunk_noise: bool = False
+    # `styles`: the style labels the net is also conditioned on (the corpus' styles, e.g. folk,
+    # chorale, vocal), as a learnt embedding added to the noise embedding of every trunk layer
+    # (so it needs `trunk_noise`). Label 0 is "any style": trained on a share of the windows
+    # with the label dropped, it is the unconditional model classifier-free guidance needs.
+    styles: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.prediction not in ("eps", "v"):
             raise ValueError(f"prediction must be 'eps' or 'v', not {self.prediction!r}")
+        if self.styles and not self.trunk_noise:
+            raise ValueError("style labels enter through the trunk's noise embedding: they need trunk_noise")
+
+    def style_index(self, style: str | None) -> int:
+        """The label of `style` (0 for None: any style); an unknown name is refused."""
+        if style is None:
+            return 0
+        if style not in self.styles:
+            known = ", ".join(self.styles) if self.styles else "none: this model has no style labels"
+            raise ValueError(f"unknown style {style!r} (this model knows {known})")
+        return 1 + self.styles.index(style)
 
     def loss_weight(self, noise_level: torch.Tensor) -> torch.Tensor | None:
         """Per-example weight of the eps MSE that makes it this config's objective: None for
@@ -80,6 +96,9 @@ CONFIGS = {
     # the cpu config that sees the music it continues and the noise level in every layer
     "cpu-cond": DiffusionConfig(name="cpu-cond", width=256, layers=4, mlp=512, dense=512, film=256, prediction="v",
                                 conditional=True, trunk_noise=True),
+    # ... and also knows which of the corpus' styles it writes in
+    "cpu-style": DiffusionConfig(name="cpu-style", width=256, layers=4, mlp=512, dense=512, film=256, prediction="v",
+                                 conditional=True, trunk_noise=True, styles=("folk", "chorale", "vocal")),
 }
 
 
@@ -117,6 +136,8 @@ class TransformerDDPM(LatentTransformer):
         if cfg.trunk_noise:
             self.noise_embed = nn.Sequential(
                 nn.Linear(cfg.noise_dim, cfg.film), nn.SiLU(), nn.Linear(cfg.film, cfg.film))
+        if cfg.styles:
+            self.style_embed = nn.Embedding(1 + len(cfg.styles), cfg.film)
         self.films = nn.ModuleList(DenseFiLM(cfg.noise_dim, cfg.film, cfg.dense) for _ in range(cfg.res_blocks))
         self.blocks = nn.ModuleList(DenseResBlock(cfg.dense) for _ in range(cfg.res_blocks))
         self.ln_out = nn.LayerNorm(cfg.dense, eps=LN_EPS)
@@ -125,13 +146,18 @@ class TransformerDDPM(LatentTransformer):
         for layer in self.layers:
             assert isinstance(layer, EncoderLayer)  # nn.ModuleList types its items as plain Modules
             layer.zero_modulation()
+        if cfg.styles:
+            nn.init.zeros_(self.style_embed.weight)  # every label starts as "any style"
 
     def forward(self, x: torch.Tensor, noise_level: torch.Tensor | float, mask: torch.Tensor | None = None,
-                known: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+                known: torch.Tensor | None = None, keep: torch.Tensor | None = None,
+                style: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, k, d); noise_level sqrt(alpha_bar), (B,) or a scalar; mask (B, k) bool, True at
         real positions (each row needs at least one). A conditional config also takes `known`
         (B, k, d) and `keep` (B, k) bool, True where `known` holds the music (both None:
-        nothing is known, unconditional generation). Returns eps; zero at padded positions."""
+        nothing is known, unconditional generation); a config with `styles` takes `style` (B,)
+        labels (`DiffusionConfig.style_index`; None: any style). Returns eps; zero at padded
+        positions."""
         b = x.shape[0]
         # The encoding multiplies by 5000: keep the level in float32 whatever the input dtype.
         level = torch.as_tensor(noise_level, device=x.device).float().reshape(-1)
@@ -148,7 +174,14 @@ class TransformerDDPM(LatentTransformer):
             inp = torch.cat([x, ctx, flag.to(x.dtype)], dim=-1)
         elif known is not None or keep is not None:
             raise ValueError("this diffusion model was not trained to see known latents (config.conditional)")
-        h = self.trunk(inp, mask, cond=self.noise_embed(enc) if self.config.trunk_noise else None)
+        cond = self.noise_embed(enc) if self.config.trunk_noise else None
+        if self.config.styles:
+            assert cond is not None  # styles need trunk_noise (`DiffusionConfig.__post_init__`)
+            label = torch.as_tensor(0 if style is None else style, device=x.device).long().expand(b)
+            cond = cond + self.style_embed(label).to(cond.dtype)
+        elif style is not None:
+            raise ValueError("this diffusion model was not trained with style labels (config.styles)")
+        h = self.trunk(inp, mask, cond=cond)
         for film, block in zip(self.films, self.blocks, strict=True):
             scale, shift = film(enc)
             h = block(h, scale, shift)

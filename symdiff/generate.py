@@ -192,25 +192,36 @@ class MelodyDiffusion:
                                 f"{', '.join(self.infill_methods)}")
         return method
 
+    @property
+    def styles(self) -> tuple[str, ...]:
+        """The styles this model can be asked for (`DiffusionConfig.styles`; none for most)."""
+        return self.model.config.styles
+
     @torch.no_grad()
     def eps(self, x: torch.Tensor, level: torch.Tensor, known: torch.Tensor | None = None,
-            keep: torch.Tensor | None = None) -> torch.Tensor:
+            keep: torch.Tensor | None = None, style: torch.Tensor | None = None) -> torch.Tensor:
         """The noise prediction the samplers call (under `self.precision`); `known`/`keep`
-        condition a conditional model on the known chunks."""
+        condition a conditional model on the known chunks, `style` (B,) labels a model with styles."""
         with autocast(self.precision, x.device.type):
-            return self.model(x, level, known=known, keep=keep).float()
+            return self.model(x, level, known=known, keep=keep, style=style).float()
 
-    def guided_eps(self, known: torch.Tensor, keep: torch.Tensor, guidance: float) -> Callable:
-        """The eps_fn of a conditioned infill. With `guidance` w != 1, classifier-free guidance
-        (Ho & Salimans 2022): eps_uncond + w (eps_cond - eps_uncond), both from one batched call
-        (the conditional model was trained with nothing known a quarter of the time)."""
+    def guided_eps(self, cond: dict[str, torch.Tensor], guidance: float) -> Callable:
+        """The eps_fn of a generation conditioned on `cond` (known chunks: `known` and `keep`;
+        style labels: `style`). With `guidance` w != 1, classifier-free guidance (Ho & Salimans
+        2022): eps_uncond + w (eps_cond - eps_uncond), both from one batched call; the
+        unconditional half knows no chunk and no style (a conditional model was trained with
+        nothing known a quarter of the time, a styled one with its style dropped a fifth)."""
         if guidance == 1.0:
-            return functools.partial(self.eps, known=known, keep=keep)
+            return functools.partial(self.eps, **cond)
+        known, keep, style = cond.get("known"), cond.get("keep"), cond.get("style")
 
         def eps_fn(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
             b = x.shape[0]
-            both = self.eps(torch.cat([x, x]), torch.cat([level, level]), torch.cat([known, known]),
-                            torch.cat([keep, torch.zeros_like(keep)]))
+            both = self.eps(
+                torch.cat([x, x]), torch.cat([level, level]),
+                None if known is None else torch.cat([known, known]),
+                None if keep is None else torch.cat([keep, torch.zeros_like(keep)]),
+                None if style is None else torch.cat([style, torch.zeros_like(style)]))
             return both[b:] + guidance * (both[:b] - both[b:])
 
         return eps_fn
@@ -218,17 +229,25 @@ class MelodyDiffusion:
     def sample_latents(self, num: int, chunks: int, sampler: Sampler, seed: int | None = None,
                        callback: Callback | None = None, mask: torch.Tensor | None = None,
                        known: torch.Tensor | None = None, method: str | None = None,
-                       guidance: float = DEFAULT_GUIDANCE) -> torch.Tensor:
+                       guidance: float = DEFAULT_GUIDANCE, style: str | None = None) -> torch.Tensor:
         """(num, chunks, d) model-space latents from the reverse chain (infilling with mask/known,
-        by `method`, see `INFILL_METHODS`; `guidance` for "conditioned", see `guided_eps`)."""
+        by `method`, see `INFILL_METHODS`; in a `style` of `self.styles`, None for any). `guidance`
+        weighs what the chain is conditioned on, known music ("conditioned") and style, see
+        `guided_eps`; a plain unconditional sample has nothing to weigh."""
         if not 1 <= chunks <= self.seq_len:
             raise GenerateError(f"the model generates 1 to {self.seq_len} chunks at once, got {chunks}")
         if not 0.0 <= guidance <= 10.0:
             raise GenerateError(f"guidance must be between 0 and 10, got {guidance}")
-        eps_fn = self.eps
+        cond: dict[str, torch.Tensor] = {}
         if known is not None and self.check_method(method) == "conditioned":
-            keep = ~torch.as_tensor(mask, dtype=torch.bool).expand(num, chunks)
-            eps_fn = self.guided_eps(torch.as_tensor(known).expand(num, chunks, -1), keep, guidance)
+            cond["keep"] = ~torch.as_tensor(mask, dtype=torch.bool).expand(num, chunks)
+            cond["known"] = torch.as_tensor(known).expand(num, chunks, -1)
+        if style is not None:
+            if style not in self.styles:
+                raise GenerateError(f"style {style!r} is not served by this model; "
+                                    + (f"choose from {', '.join(self.styles)}" if self.styles else "it has no styles"))
+            cond["style"] = torch.full((num,), self.model.config.style_index(style), dtype=torch.long)
+        eps_fn = self.guided_eps(cond, guidance) if cond else self.eps
         return sampler.sample(eps_fn, (num, chunks, self.codec.dim), seed=seed, callback=callback,
                               mask=mask, known=known)
 
@@ -240,21 +259,24 @@ class MelodyDiffusion:
         return list(flat.reshape(b, k * melody.CHUNK_STEPS))
 
     def generate(self, num: int = 1, bars: int = 64, sampler: str = DEFAULT_SAMPLER, steps: int | None = None,
-                 seed: int | None = None, callback: Callback | None = None) -> Result:
-        """`num` new melodies of `bars` bars (up to 2 * seq_len)."""
+                 seed: int | None = None, callback: Callback | None = None, style: str | None = None,
+                 guidance: float = DEFAULT_GUIDANCE) -> Result:
+        """`num` new melodies of `bars` bars (up to 2 * seq_len), in `style` (None: any)."""
         max_bars = self.seq_len * melody.BARS_PER_CHUNK
         if not 1 <= bars <= max_bars:
             raise GenerateError(f"bars must be between 1 and {max_bars}, got {bars}")
         if not 1 <= num <= 4096:
             raise GenerateError(f"num must be between 1 and 4096, got {num}")
         t0 = time.perf_counter()
-        x = self.sample_latents(num, -(-bars // melody.BARS_PER_CHUNK), self.sampler(sampler, steps), seed, callback)
+        x = self.sample_latents(num, -(-bars // melody.BARS_PER_CHUNK), self.sampler(sampler, steps), seed, callback,
+                                guidance=guidance, style=style)
         tokens = [t[: bars * melody.STEPS_PER_BAR] for t in self.decode(x)]
         return Result(tokens, x, time.perf_counter() - t0)
 
     def infill(self, tokens: np.ndarray, span: tuple[int, int], sampler: str = DEFAULT_SAMPLER,
                steps: int | None = None, seed: int | None = None, callback: Callback | None = None,
-               extend_bars: int = 0, method: str | None = None, guidance: float = DEFAULT_GUIDANCE) -> Result:
+               extend_bars: int = 0, method: str | None = None, guidance: float = DEFAULT_GUIDANCE,
+               style: str | None = None) -> Result:
         """Regenerate the token steps `span` (end exclusive; `melody.BarMap.steps` turns a file's
         bars into them) of a melody (`method` from `infill_methods`, the model's default when
         None); with `extend_bars`, the melody first gets that many empty 4/4 bars appended
@@ -271,7 +293,7 @@ class MelodyDiffusion:
         known = self.codec.encode(full)[plan.window[0] : plan.window[1]]
         mask = torch.from_numpy(plan.mask())
         x = self.sample_latents(1, len(known), self.sampler(sampler, steps), seed, callback, mask, known[None],
-                                method, guidance)
+                                method, guidance, style)
         return Result([splice_bars(full, self.decode(x)[0], plan)], x, time.perf_counter() - t0, plan)
 
     def extend(self, tokens: np.ndarray, bars: int, **kwargs) -> Result:

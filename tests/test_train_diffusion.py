@@ -18,10 +18,10 @@ from symdiff.codec import FLAG_SILENT, STANDARD_SILENCE_VALUE, LatentCodec, Late
 from symdiff.data import latents as L
 from symdiff.data.dataset import DEFAULT_PATH, Lines
 from symdiff.diffusion import TransformerDDPM
-from symdiff.generate import MelodyDiffusion
+from symdiff.generate import GenerateError, MelodyDiffusion
 from symdiff.schedulers import DDIM, ScheduleConfig
 from symdiff.train.diffusion import KNOWN_MODES, random_known
-from symdiff.train.latents import epoch_batches
+from symdiff.train.latents import epoch_batches, style_labels
 from symdiff.train.loop import Recipe, Runtime
 from symdiff.vae import MusicVAE, VAEConfig, vae_hash
 
@@ -193,3 +193,50 @@ def test_random_known_masks():
     assert abs(float(none.float().mean()) - KNOWN_MODES["none"]) < 0.05 + 0.1  # single-chunk rows add to it
     spans = keep[(mask.sum(1) == 32) & keep.any(1)]
     assert float(spans.float().mean()) > 0.2
+
+
+def test_style_labels_warm_start_and_guidance(setup, capsys):
+    """`--config cpu-style --init-from CHECKPOINT`: a conditional flag model gains style labels.
+    The run starts from the checkpoint's weights (the style embedding at zero: every label is
+    "any style" at first), records where it started, and the pipeline samples and infills in a
+    style, with guidance on it; a style the model does not know is one clear error."""
+    base, out = setup / "run_style_base", setup / "run_style"
+    args = argv(setup, base, 2, "--standardize", "--silence", "flag")
+    assert main([*args[:3], "cpu-cond", *args[4:]]) == 0
+    args = argv(setup, out, 2, "--standardize", "--silence", "flag", "--init-from", str(base / "best"))
+    assert main([*args[:3], "cpu-style", *args[4:]]) == 0
+    model = TransformerDDPM.from_pretrained(out / "best")
+    assert model.config.styles == ("folk", "chorale", "vocal")
+    init = model.sections["training"]["init_from"]
+    assert init["path"] == str(base / "best") and init["new_weights"] == ["style_embed.weight"]
+    assert init["train_step"] == TransformerDDPM.from_pretrained(base / "best").sections["training"]["train_step"]
+
+    # the labels follow each line's subcorpus: this corpus holds Monteverdi voices and folk tunes
+    training = model.sections["training"]
+    ds = L.LatentDataset.load(training["latents"]["path"])
+    labels = style_labels(ds, setup / "corpus.npz", model.config.styles)
+    sources = np.load(setup / "corpus.npz")["source"]
+    per_seq = labels[ds.offsets[:-1][ds.lengths() > 0]]
+    want = [1 + model.config.styles.index("vocal" if sources[i] == "monteverdi" else "folk")
+            for i in ds.line[ds.lengths() > 0]]
+    assert per_seq.tolist() == want and set(want) == {1, 3}
+
+    pipe = MelodyDiffusion.from_pretrained(out / "best")
+    assert pipe.styles == model.config.styles
+    folk = pipe.generate(2, 8, steps=5, seed=0, style="folk").latents
+    vocal = pipe.generate(2, 8, steps=5, seed=0, style="vocal").latents
+    plain = pipe.generate(2, 8, steps=5, seed=0, style="folk", guidance=1.0).latents
+    assert not torch.equal(folk, vocal) and not torch.equal(folk, plain)
+    line = Lines.load(setup / "corpus.npz").tokens[0][: 8 * 16]
+    res = pipe.infill(line, (2 * 16, 6 * 16), steps=5, seed=0, style="folk")
+    assert np.array_equal(res.tokens[0][: 2 * 16], line[: 2 * 16])
+    with pytest.raises(GenerateError, match="choose from folk, chorale, vocal"):
+        pipe.generate(1, 8, steps=5, style="rock")
+    with pytest.raises(GenerateError, match="no styles"):
+        MelodyDiffusion.from_pretrained(base / "best").generate(1, 8, steps=5, style="folk")
+
+    # a checkpoint whose weights do not fit the architecture cannot start a run
+    capsys.readouterr()
+    args = argv(setup, setup / "run_misfit", 1, "--standardize", "--silence", "flag", "--init-from", str(base / "best"))
+    assert main(args) == 2  # the plain config: no known-music input, no adaLN
+    assert "does not fit" in capsys.readouterr().err

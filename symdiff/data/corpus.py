@@ -51,6 +51,14 @@ SUBCORPORA: dict[str, tuple[str, str]] = {
     "luca": ("vocal", "Gloria (Luca MS), public domain; encoding distributed with music21"),
     "lusitano": ("vocal", "Lusitano, public domain; encoding distributed with music21"),
 }
+STYLES = ("folk", "chorale", "vocal")
+
+
+def style_of(source: str) -> str:
+    """A line's style from its subcorpus ("" for a source outside the corpus, a user's MIDI)."""
+    return SUBCORPORA[source][0] if source in SUBCORPORA else ""
+
+
 SCORE_SUFFIXES = {".abc", ".krn", ".mxl", ".xml", ".musicxml"}
 MAX_EXPANSION = 4  # a tune played more than 4x its notated length is a mis-read repeat
 

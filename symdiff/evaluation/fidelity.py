@@ -63,14 +63,13 @@ from tqdm import tqdm
 
 from ..atomic import write_text
 from ..baselines import interpolate_infill, prior_latents
-from ..data.corpus import SUBCORPORA
+from ..data.corpus import STYLES, style_of
 from ..data.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
 from ..generate import DEFAULT_GUIDANCE, MelodyDiffusion, plan_infill, splice_bars
 from ..melody import BARS_PER_CHUNK, CHUNK_STEPS, STEPS_PER_BAR
 from .metrics import STD_EPS, gaussian_overlap, melody_notes
 
 TASKS = ("fidelity", "coherence")
-STYLES = ("folk", "chorale", "vocal")
 DEFAULT_PIECES = 30  # per style
 DEFAULT_SAMPLES = 64
 MIN_BARS = 16
@@ -195,10 +194,6 @@ def repetition_infill(tokens: np.ndarray, region: tuple[int, int]) -> np.ndarray
 
 
 # --- pieces -----------------------------------------------------------------------------------
-
-def style_of(source: str) -> str:
-    return SUBCORPORA[source][0] if source in SUBCORPORA else ""
-
 
 @dataclass
 class Piece:

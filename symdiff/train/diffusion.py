@@ -32,6 +32,9 @@ PRESETS = {name: (arch, ScheduleConfig(), Recipe()) for name, arch in CONFIGS.it
 # contiguous unknown span (infilling; a span that reaches an end is continuation or a new
 # opening), or scattered unknown chunks.
 KNOWN_MODES = {"none": 0.25, "span": 0.6, "scattered": 0.15}
+# A model with style labels sees "any style" (label 0) on this share of its windows: the
+# unconditional model that classifier-free guidance on the style pushes away from.
+STYLE_DROP = 0.2
 
 
 def random_known(mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -55,10 +58,11 @@ def random_known(mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def diffusion_step_loss(net, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Generator, rt: Runtime,
-                        bf16: bool, schedule: NoiseSchedule) -> torch.Tensor:
+                        bf16: bool, schedule: NoiseSchedule, style: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 6 on a padded batch: noise x0 at a continuous level, predict eps (v-weighted for a
     v-predicting config). A conditional config sees random known chunks (`random_known`), clean,
-    beside the noisy x_t, and is scored on the unknown ones only."""
+    beside the noisy x_t, and is scored on the unknown ones only. `style`: the windows' style
+    labels, for a config with `styles`, dropped to 0 on `STYLE_DROP` of them."""
     model = unwrap(net)
     assert isinstance(model, TransformerDDPM)  # nn.Module types its attributes as Tensor | Module
     cfg = model.config
@@ -67,6 +71,9 @@ def diffusion_step_loss(net, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Ge
     if cfg.conditional:
         keep = random_known(mask, gen)
         cond, scored = {"known": x0, "keep": keep}, mask & ~keep
+    if style is not None:
+        drop = torch.rand(style.shape, generator=gen, device=gen.device) < STYLE_DROP
+        cond["style"] = torch.where(drop.to(style.device), torch.zeros_like(style), style)
     with rt.autocast(bf16):
         pred = net(noise.x_t, noise.noise_level, mask, **cond)
     return diffusion_loss(pred, noise.eps, scored, cfg.loss_weight(noise.noise_level))

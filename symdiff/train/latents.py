@@ -31,6 +31,7 @@ from tqdm import tqdm
 from ..atomic import recover_dir, replace_dir
 from ..checkpoint import load_tensors, read_checkpoint_config
 from ..codec import FLAG_SILENT, SILENCE_VALUE, STANDARD_SILENCE_VALUE, CodecConfig, LatentScaler
+from ..data.corpus import style_of
 from ..data.dataset import DEFAULT_PATH
 from ..data.latents import LatentDataset, LatentSettings, ensure_latents, gather_windows, wait_for_latents
 from ..errors import SymdiffError
@@ -83,6 +84,13 @@ class LatentWindows:
     held: np.ndarray
     scaler: LatentScaler
     codec: CodecConfig  # what the model's numbers mean (`codec.LatentCodec.from_pretrained`)
+    labels: np.ndarray | None = None  # (N,) int64 style label per chunk (`DiffusionConfig.style_index`)
+
+    def batch(self, windows: np.ndarray, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Windows (rows of start, length) -> x0, mask and the model's extra inputs (style labels)."""
+        x0, mask = gather_windows(self.x, windows)
+        extra = {} if self.labels is None else {"style": torch.from_numpy(self.labels[windows[:, 0]]).to(device)}
+        return x0.to(device), mask.to(device), extra
 
     def provenance(self, data: Path) -> dict[str, Any]:
         """The corpus and the latent cache the model was trained on (the card's data)."""
@@ -90,22 +98,33 @@ class LatentWindows:
         return {"data": {"path": str(Path(data).resolve()), "sha256": ds.key["data_sha256"]},
                 "latents": {"path": str(ds.path.resolve()) if ds.path else None, "settings": ds.key}}
 
-    def held_out_batches(self, batch_size: int = 256):
-        """The held-out windows as padded batches (x0, mask), similar lengths together."""
+    def held_out_batches(self, device: torch.device | str, batch_size: int = 256):
+        """The held-out windows as padded batches (`batch`), similar lengths together."""
         order = np.argsort(self.held[:, 1], kind="stable")
         for i in range(0, len(order), batch_size):
-            yield gather_windows(self.x, self.held[order[i : i + batch_size]])
+            yield self.batch(self.held[order[i : i + batch_size]], device)
+
+
+def style_labels(ds: LatentDataset, data: Path, styles: tuple[str, ...]) -> np.ndarray:
+    """(N,) int64: each chunk's style label, 1 + its index in `styles` by its line's subcorpus
+    (`corpus.style_of`), 0 ("any style") for a line of no listed style."""
+    with np.load(data, allow_pickle=False) as z:
+        sources = z["source"]
+    index = {style: 1 + i for i, style in enumerate(styles)}
+    per_seq = np.array([index.get(style_of(str(sources[line])), 0) for line in ds.line], dtype=np.int64)
+    return np.repeat(per_seq, ds.lengths())
 
 
 def load_latent_windows(vae: Path, data: Path, cache_dir: Path | None, settings: LatentSettings | None,
                         seq_len: int, batch_size: int, rt: Runtime, silence: str = "token",
-                        eval_windows: int = 2048, encode_batch: int = 512, standardize: bool = False) -> LatentWindows:
+                        eval_windows: int = 2048, encode_batch: int = 512, standardize: bool = False,
+                        styles: tuple[str, ...] = ()) -> LatentWindows:
     """The latents cached per (VAE, corpus, settings), rank 0 building them while the other
     ranks wait; windows of up to `seq_len` chunks (`silence="drop"`: the paper's rule, windows
     with a silent chunk left out; "flag": a silence dim, `codec.FLAG_SILENT`); a fixed sample
     of `eval_windows` valid windows held out. `standardize`: model space per-dim centred with one
     global std (`LatentScaler`), the silence latent at `STANDARD_SILENCE_VALUE`; else the paper's
-    [-1, 1]."""
+    [-1, 1]. `styles`: each window also gets its style label (`style_labels`)."""
     if silence not in ("token", "flag", "drop"):
         raise TrainLatentsError(f"silence must be 'token' (a silence latent), 'flag' (a silence dim) or 'drop' "
                                 f"(the paper's rule), not {silence!r}")
@@ -135,7 +154,8 @@ def load_latent_windows(vae: Path, data: Path, cache_dir: Path | None, settings:
                         posterior=ds.key.get("posterior", "sample"))
     x = codec.join(torch.from_numpy(ds.model_space(scaler)), torch.from_numpy(ds.silent)).numpy()
     codec.clip = 1.0 if not standardize else float(np.ceil(np.abs(x).max() * 100) / 100)
-    return LatentWindows(ds, x, train_w, held_w, scaler, codec)
+    labels = style_labels(ds, data, styles) if styles else None
+    return LatentWindows(ds, x, train_w, held_w, scaler, codec, labels)
 
 
 def resumable(last: Path, vae_sha: str) -> bool:
@@ -180,6 +200,27 @@ def resume(last: Path, model: LatentTransformer, opt: torch.optim.Optimizer,
     return state, ema_state
 
 
+def warm_start(model: LatentTransformer, init_from: Path, codec: CodecConfig, load: bool = True) -> dict[str, Any]:
+    """Copy a trained checkpoint's weights into `model` (when `load`) -> what the card records of it.
+    The checkpoint must be of the same latents (VAE, silence rule) and every weight it has must
+    fit; weights only `model` has keep their initial values."""
+    shipped = type(model).from_pretrained(init_from)
+    saved = shipped.sections.get("codec", {})
+    if saved.get("vae_sha256") != codec.vae_sha256 or saved.get("silence_rule") != codec.silence_rule:
+        raise TrainLatentsError(f"{init_from} was trained on other latents (VAE or silence rule); "
+                                "it cannot start this run")
+    own = model.state_dict()
+    theirs = shipped.state_dict()
+    misfit = [k for k, v in theirs.items() if k not in own or own[k].shape != v.shape]
+    if misfit:
+        raise TrainLatentsError(f"{init_from} does not fit this architecture: {', '.join(misfit[:5])}")
+    if load:
+        model.load_state_dict({**own, **theirs})
+    done = shipped.sections.get("training", {})
+    return {"path": str(init_from), "train_step": done.get("train_step"), "train_seconds": done.get("train_seconds"),
+            "new_weights": sorted(set(own) - set(theirs))}
+
+
 @torch.no_grad()
 def update_ema(ema_state: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
     """ema = decay * ema + (1 - decay) * weights, for every floating-point entry of the state dict."""
@@ -196,10 +237,9 @@ def held_out(objective: Objective, model: torch.nn.Module, windows: LatentWindow
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     total = count = 0.0
-    for x0, mask in windows.held_out_batches(batch_size):
-        x0, mask = x0.to(rt.device), mask.to(rt.device)
+    for x0, mask, extra in windows.held_out_batches(rt.device, batch_size):
         n = float(mask.sum())
-        total += objective.loss(model, x0, mask, gen, rt, bf16).item() * n
+        total += objective.loss(model, x0, mask, gen, rt, bf16, **extra).item() * n
         count += n
     model.train()
     return total / max(count, 1.0)
@@ -210,13 +250,15 @@ def train_on_latents(objective: Objective, cfg, recipe: Recipe, vae: Path, out: 
                      max_steps: int | None = None, minutes: float | None = None, eval_every: int = 1000,
                      save_minutes: float = 5.0, eval_windows: int = 2048, precision: str = "auto", seed: int = 0,
                      ema: float = 0.0, silence: str = "token", bucket: bool = False, log_every: int = 50,
-                     encode_batch: int = 512, standardize: bool = False) -> dict:
+                     encode_batch: int = 512, standardize: bool = False, init_from: Path | None = None) -> dict:
     """Train `objective.model_class(cfg)` by `recipe` on the cached latent windows: resumable from
     `OUT/last` (weights, optimizer, step, EMA, written as one folder), `OUT/best` at the best
     held-out figure (EMA weights when `ema` > 0), a JSON-lines log, DDP under torchrun.
     `precision` 'auto' | 'bf16' | 'fp32' (`symdiff.precision`) for training and, without
     `latent_settings`, for encoding the latents; the one used is logged and recorded in the
-    checkpoints. Returns the training state."""
+    checkpoints. `init_from`: a fresh run starts from that checkpoint's weights (weights the
+    config adds, such as a style embedding, keep their initial values; its step count and
+    learning-rate schedule start at 0); the provenance records it. Returns the training state."""
     rt = setup_runtime()
     precision = resolve_precision(precision, rt.device)
     bf16 = precision == "bf16"
@@ -225,7 +267,7 @@ def train_on_latents(objective: Objective, cfg, recipe: Recipe, vae: Path, out: 
     out, vae, data = Path(out), Path(vae), Path(data)
     max_steps = recipe.max_steps if max_steps is None else max_steps
     lw = load_latent_windows(vae, data, cache_dir, latent_settings, cfg.seq_len, recipe.batch_size, rt, silence,
-                             eval_windows, encode_batch, standardize)
+                             eval_windows, encode_batch, standardize, getattr(cfg, "styles", ()))
     ds, scaler = lw.ds, lw.scaler
 
     cfg = dataclasses.replace(cfg, data_dim=lw.x.shape[1])
@@ -234,11 +276,14 @@ def train_on_latents(objective: Objective, cfg, recipe: Recipe, vae: Path, out: 
     cls = objective.model_class
     model = cls(cfg).to(rt.device)
     model.scaler = scaler
+    last = out / "last"
+    fresh = not resumable(last, ds.key["vae_sha256"])
+    if init_from is not None:
+        training["init_from"] = warm_start(model, Path(init_from), lw.codec, load=fresh)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr_at(0))
     ema_state = ({k: v.detach().clone().float() for k, v in model.state_dict().items()} if ema > 0 else None)
     state: dict[str, Any] = {"step": 0, "epoch": 0, "best_loss": None, "seconds": 0.0}
-    last = out / "last"
-    if resumable(last, ds.key["vae_sha256"]):
+    if not fresh:
         state, ema_state = resume(last, model, opt, ema_state, rt.device)
     ddp = wrap_ddp(model, rt)
     log = JsonLog(out / "log.jsonl", rt.main)
@@ -284,12 +329,11 @@ def train_on_latents(objective: Objective, cfg, recipe: Recipe, vae: Path, out: 
     gen = torch.Generator(device=rt.device).manual_seed(seed + rt.rank + state["step"])
 
     def train_step(idx: np.ndarray, step: int) -> dict:
-        x0, mask = gather_windows(lw.x, lw.train[idx])
-        x0, mask = x0.to(rt.device), mask.to(rt.device)
+        x0, mask, extra = lw.batch(lw.train[idx], rt.device)
         lr = recipe.lr_at(step)
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = objective.loss(ddp, x0, mask, gen, rt, bf16)
+        loss = objective.loss(ddp, x0, mask, gen, rt, bf16, **extra)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
