@@ -46,7 +46,7 @@ import torch  # noqa: E402
 from symdiff import audio, demo, melody, pianoroll  # noqa: E402
 from symdiff.arrangement import write_arrangement  # noqa: E402
 from symdiff.errors import SymdiffError  # noqa: E402
-from symdiff.generate import DEFAULT_DIFFUSION, MelodyDiffusion  # noqa: E402
+from symdiff.generate import DEFAULT_DIFFUSION, DEFAULT_SAMPLER, DEFAULT_STEPS, MelodyDiffusion  # noqa: E402
 from symdiff.precision import available_cores  # noqa: E402
 
 log = logging.getLogger("symdiff.app")
@@ -54,13 +54,14 @@ log = logging.getLogger("symdiff.app")
 MAX_BARS = 64
 MAX_STEPS = 1000
 MAX_SEED = 2**31 - 1
+ANY_STYLE = "any"
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # MIDI files are small; 2 MB is generous
 CONCURRENCY = 2  # model runs at once (the Space has 2 vCPUs)
 QUEUE_SIZE = 64  # requests waiting beyond that are told the app is busy
 REQUEST_MAX_AGE_S = 15 * 60  # uploads and outputs older than this are swept
 SWEEP_EVERY_S = 5 * 60
 TIME_LIMIT_S = 120.0  # a model run (generate, infill) is stopped after this long
-SAMPLERS = ("ddim", "ddpm")
+SAMPLERS = ("ddpm", "ddim")
 WIDTH_PX = 1000
 
 
@@ -275,8 +276,17 @@ class SymdiffApp:
         return (gr.LinePlot(value=cv if len(cv) else None, x_lim=[0, steps], color_map=METRIC_COLORS),
                 gr.LinePlot(value=mmd if len(mmd) else None, x_lim=[0, steps], color_map=METRIC_COLORS))
 
+    def _style(self, style) -> str | None:
+        """The dropdown's style -> the pipeline's (None: any style)."""
+        if style in (None, "", ANY_STYLE):
+            return None
+        if style not in self.pipe.styles:
+            raise _UserError(f"style must be one of {', '.join((ANY_STYLE, *self.pipe.styles))}, got {style!r}")
+        return str(style)
+
     @user_errors
-    def generate(self, bars, sampler, steps, seed):
+    def generate(self, bars, sampler, steps, seed, style=ANY_STYLE):
+        style = self._style(style)
         bars = whole("bars", bars, 1, MAX_BARS)
         steps = whole("steps", steps, 1, MAX_STEPS)
         seed = whole("seed", seed, 0, MAX_SEED)
@@ -288,21 +298,22 @@ class SymdiffApp:
         yield (f"Sampling {bars} bars with {sampler.upper()}, {steps} steps ...", *self._plots(trace, steps),
                None, None, None, None)
         result = yield from threaded(
-            lambda: self.pipe.generate(1, bars, sampler, steps, seed, callback=trace), points, stop,
+            lambda: self.pipe.generate(1, bars, sampler, steps, seed, callback=trace, style=style), points, stop,
             lambda p: (f"Sampling: step {p.step} of {p.total} ...", *self._plots(trace, steps),
                        gr.skip(), gr.skip(), gr.skip(), gr.skip()),
             self.time_limit_s)
         tokens = result.tokens[0]
         sampled = time.perf_counter() - t0
-        title = f"{bars} bars, {sampler.upper()} {steps} steps, seed {seed}"
+        title = f"{bars} bars{f' ({style})' if style else ''}, {sampler.upper()} {steps} steps, seed {seed}"
         roll = image(pianoroll.plot_pianoroll(tokens, title=title, width_px=WIDTH_PX, height_px=260))
         stages = image(pianoroll.plot_stages(trace.stage_tokens, ncols=2, width_px=WIDTH_PX))
         wav = sound(tokens, melody.DEFAULT_QPM)
         midi_path = request_dir() / f"symdiff_{bars}bars_seed{seed}.mid"
         melody.tokens_to_midi(tokens, midi_path, melody.DEFAULT_QPM)  # atomic, like every write
         notes = int((tokens >= 2).sum())
-        yield (f"Done in {time.perf_counter() - t0:.1f} s (sampling {sampled:.1f} s): {bars} bars, "
-               f"{notes} notes.", *self._plots(trace, steps), roll, stages, wav, str(midi_path))
+        yield (f"Done in {time.perf_counter() - t0:.1f} s (sampling {sampled:.1f} s): {bars} bars"
+               f"{f' of {style}' if style else ''}, {notes} notes.", *self._plots(trace, steps), roll, stages, wav,
+               str(midi_path))
 
     # --- infill -----------------------------------------------------------------------------
 
@@ -371,7 +382,8 @@ class SymdiffApp:
         return min(first, bar), max(first, bar), clicks
 
     @user_errors
-    def infill(self, midi_file, track, first_bar, last_bar, sampler, steps, seed):
+    def infill(self, midi_file, track, first_bar, last_bar, sampler, steps, seed, style=ANY_STYLE):
+        style = self._style(style)
         steps = whole("steps", steps, 1, MAX_STEPS)
         seed = whole("seed", seed, 0, MAX_SEED)
         self.pipe.sampler(sampler, steps)  # the one check of sampler settings
@@ -388,7 +400,7 @@ class SymdiffApp:
 
         yield f"Infilling bars {first}-{last} ...", gr.skip(), gr.skip(), gr.skip(), gr.skip()
         res = yield from threaded(
-            lambda: self.pipe.infill(tokens, plan.steps, sampler, steps, seed, callback=tick), ticks, stop,
+            lambda: self.pipe.infill(tokens, plan.steps, sampler, steps, seed, callback=tick, style=style), ticks, stop,
             lambda t: (f"Infilling: diffusion step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), gr.skip(), gr.skip()),
             self.time_limit_s)
         result = res.tokens[0]
@@ -467,6 +479,17 @@ Mittal et al., *Symbolic Music Generation with Diffusion Models* (ISMIR 2021).
 """
 
 
+def default_steps(sampler: str) -> int:
+    """A newly picked sampler's step count (DDPM 200, DDIM 50)."""
+    return DEFAULT_STEPS.get(sampler, DEFAULT_STEPS[DEFAULT_SAMPLER])
+
+
+def style_dropdown(styles: tuple[str, ...], elem_id: str) -> gr.Dropdown:
+    """The style picker (shown only for a model trained with style labels)."""
+    return gr.Dropdown([ANY_STYLE, *styles], value=ANY_STYLE, label="Style", visible=bool(styles), elem_id=elem_id,
+                       info="Which of the corpus' styles to write in; any: the model's own mix.")
+
+
 def build(app: SymdiffApp) -> gr.Blocks:
     n_steps = app.pipe.schedule.num_steps
     example_names = [p.name for p in app.examples]
@@ -478,10 +501,13 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=1, min_width=260):
                         g_bars = gr.Slider(1, MAX_BARS, value=MAX_BARS, step=1, label="Bars")
-                        g_sampler = gr.Radio(list(SAMPLERS), value="ddim", label="Sampler",
-                                             info="DDIM: 50 steps are enough. DDPM (the paper's) wants 1000.")
-                        g_steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="Diffusion steps")
+                        g_sampler = gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler",
+                                             info="DDPM (the paper's): 200 steps are enough. DDIM: 50 steps, "
+                                                  "faster, but more rests.")
+                        g_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS[DEFAULT_SAMPLER], step=1,
+                                            label="Diffusion steps")
                         g_seed = gr.Number(0, precision=0, label="Seed")
+                        g_style = style_dropdown(app.pipe.styles, "generate-style")
                         with gr.Row():
                             g_run = gr.Button("Generate", variant="primary", elem_id="generate-button")
                             g_stop = gr.Button("Stop", variant="secondary")
@@ -513,10 +539,11 @@ def build(app: SymdiffApp) -> gr.Blocks:
                                             label="Latent MMD", elem_id="generate-mmd")
                 gr.Markdown("**Refinement stages:** the x0 estimate, decoded to notes, at a few steps of the run.")
                 g_stages = roll_image("Refinement stages", elem_id="generate-stages")
-                gen_event = g_run.click(app.generate, [g_bars, g_sampler, g_steps, g_seed],
+                gen_event = g_run.click(app.generate, [g_bars, g_sampler, g_steps, g_seed, g_style],
                                         [g_status, g_cv, g_mmd, g_roll, g_stages, g_audio, g_midi],
                                         api_name="generate", concurrency_id="model")
                 g_stop.click(None, None, None, cancels=[gen_event], api_visibility="private")
+                g_sampler.input(default_steps, g_sampler, g_steps, api_visibility="private")
 
             # --- Infill ---
             with gr.Tab("Infill", id="infill"):
@@ -533,9 +560,11 @@ def build(app: SymdiffApp) -> gr.Blocks:
                         with gr.Row():  # numbers, not sliders: files of any length; 0 is a pickup bar
                             i_first = gr.Number(1, precision=0, minimum=0, label="First bar", elem_id="infill-first")
                             i_last = gr.Number(1, precision=0, minimum=0, label="Last bar", elem_id="infill-last")
-                        i_sampler = gr.Radio(list(SAMPLERS), value="ddim", label="Sampler")
-                        i_steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="Diffusion steps")
+                        i_sampler = gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler")
+                        i_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS[DEFAULT_SAMPLER], step=1,
+                                            label="Diffusion steps")
                         i_seed = gr.Number(0, precision=0, label="Seed")
+                        i_style = style_dropdown(app.pipe.styles, "infill-style")
                         with gr.Row():
                             i_run = gr.Button("Infill", variant="primary", elem_id="infill-button")
                             i_stop = gr.Button("Stop", variant="secondary")
@@ -558,10 +587,12 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 i_last.input(api_visibility="private", trigger_mode="always_last", **preview_args)
                 i_preview.select(app.pick_bar, [geo, i_first, i_last, clicks], [i_first, i_last, clicks],
                                  api_visibility="private").then(api_visibility="private", **preview_args)
-                infill_event = i_run.click(app.infill, [i_file, i_track, i_first, i_last, i_sampler, i_steps, i_seed],
+                infill_event = i_run.click(app.infill,
+                                           [i_file, i_track, i_first, i_last, i_sampler, i_steps, i_seed, i_style],
                                            [i_status, i_rows, i_audio_orig, i_audio_new, i_midi], api_name="infill",
                                            concurrency_id="model")
                 i_stop.click(None, None, None, cancels=[infill_event], api_visibility="private")
+                i_sampler.input(default_steps, i_sampler, i_steps, api_visibility="private")
 
             # --- Learn ---
             with gr.Tab("Learn", id="learn") as learn_tab:

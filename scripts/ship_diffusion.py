@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 from symdiff.atomic import read_json, write_text  # noqa: E402
 from symdiff.checkpoint import upgrade_config  # noqa: E402
 from symdiff.codec import LatentScaler  # noqa: E402
-from symdiff.train.diffusion import KNOWN_MODES  # noqa: E402
+from symdiff.train.diffusion import KNOWN_MODES, STYLE_DROP  # noqa: E402
 
 
 def portable(path: str | None) -> str | None:
@@ -122,6 +122,15 @@ def main() -> None:
         modes = ", ".join(f"{k} {v:.0%}" for k, v in KNOWN_MODES.items())
         conditioning = (f"- Known chunks for the conditional input, drawn per window ({modes}: nothing known, one "
                         "unknown span, scattered unknown chunks); the loss is taken on the unknown chunks only.\n")
+    if cfg.get("styles"):
+        conditioning += (f"- Style labels ({', '.join(cfg['styles'])}), each window's from its line's subcorpus "
+                         f"(`corpus.style_of`), dropped to \"any style\" on {STYLE_DROP:.0%} of the windows so that "
+                         "one model also serves classifier-free guidance on the style.\n")
+    init = e.get("init_from")
+    warm = (f" It started from the weights of `{init['path']}` ({init['train_step']:,} steps, "
+            f"{init['train_seconds'] / 60:.1f} min of training before this run; new weights "
+            f"{', '.join(init['new_weights']) or 'none'} at their initial values); the step count above is this "
+            "run's." if init else "")
     silence = (f"a silence flag, one more model-space dim: {codec_cfg.get('silence_value')} at a silent chunk (its "
                "other dims at the centre) and the opposite at music, decoded as a rest above "
                f"{codec_cfg.get('silence_threshold')} (`symdiff.codec.FLAG_SILENT` says why)"
@@ -156,7 +165,7 @@ Load: `{load}("{rel}")`{codec}
 ```
 {steps:,} steps in {seconds / 3600:.2f} h of wall time (batch {recipe['batch_size']}, Adam lr
 {lr:g}, {precision} on {args.machine}{objective}). These weights: step {best_step:,}, the lowest held-out loss
-({json.dumps(best_row)}).
+({json.dumps(best_row)}).{warm}
 
 ![loss curves](training.png)
 

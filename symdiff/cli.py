@@ -243,7 +243,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} is a file; sample writes a folder of MIDI files")
     pipe = _pipeline(args)
-    result = pipe.generate(args.num, args.bars, args.sampler, args.steps, args.seed, callback=_bar(args))
+    result = pipe.generate(args.num, args.bars, args.sampler, args.steps, args.seed, callback=_bar(args),
+                           style=args.style, guidance=args.guidance)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -278,7 +279,7 @@ def cmd_infill(args: argparse.Namespace) -> None:
         span, extend = bars.steps(first, last), 0
         what = f"infilled bars {first}-{last} of {bars.describe()}"
     result = pipe.infill(tokens, span, args.sampler, args.steps, args.seed, callback=_bar(args),
-                         extend_bars=extend, method=args.method, guidance=args.guidance)
+                         extend_bars=extend, method=args.method, guidance=args.guidance, style=args.style)
     for remark in write_arrangement(args.file, line, result.tokens[0], span, args.out):
         print(f"note: {remark}")
     print(f"track {line.index}: {what} in {result.seconds:.2f} s ({pipe.precision}); wrote {args.out} "
@@ -306,7 +307,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .codec import LatentCodec
     from .evaluation.fidelity import DEFAULT_PIECES, DEFAULT_SAMPLES, coherence, fidelity, write_report
     from .evaluation.table1 import TASKS, evaluate, write_outputs
-    from .generate import MelodyDiffusion
+    from .generate import DEFAULT_SAMPLER, MelodyDiffusion
 
     _check_seed(args)
     paper = [task for task in args.task if task in TASKS]
@@ -328,8 +329,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                         mdn_codec=mdn_codec)
                for task in paper]
     paths = write_outputs(results, args.out) if results else []
-    # issue 11's tasks: DDIM 50 by default, which is what a user of `symdiff infill` gets
-    fit_args = dict(sampler=args.sampler or "ddim", steps=args.steps, seed=args.seed or 0, data=args.data,
+    # issue 11's tasks: the default sampler, which is what a user of `symdiff sample` and `infill` gets
+    fit_args = dict(sampler=args.sampler or DEFAULT_SAMPLER, steps=args.steps, seed=args.seed or 0, data=args.data,
                     checkpoint=args.checkpoint, progress=not args.quiet)
     reports = []
     if "fidelity" in args.task:
@@ -421,28 +422,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     s.set_defaults(func=cmd_reconstruct)
 
-    from .generate import DEFAULT_DIFFUSION, DEFAULT_SAMPLER
+    from .generate import DEFAULT_DIFFUSION, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, INFILL_METHODS
     from .schedulers import SAMPLERS
 
     def generation_args(s: argparse.ArgumentParser) -> None:
-        s.add_argument("--steps", type=int, help="reverse steps (default: 50 for ddim, 1000 for ddpm)")
+        s.add_argument("--steps", type=int, help="reverse steps (default: 200 for ddpm, 50 for ddim; the paper: "
+                                                 "ddpm 1000)")
         s.add_argument("--sampler", choices=tuple(SAMPLERS), default=DEFAULT_SAMPLER,
-                       help="ddim (fast, deterministic) or ddpm "
-                            "(the paper's ancestral sampler, respaced below 1000 steps)")
+                       help="ddpm (the default: the paper's ancestral sampler, respaced below 1000 steps) or ddim "
+                            "(4x faster, deterministic, but more rests)")
         s.add_argument("--seed", type=int, help="repeatable results (default: fresh randomness)")
         s.add_argument("--checkpoint", type=Path, default=DEFAULT_DIFFUSION, help="diffusion checkpoint")
         s.add_argument("--vae", type=Path, help="its VAE (default: the one named in the checkpoint)")
         s.add_argument("--quiet", action="store_true", help="no progress bar")
         precision_arg(s)
 
+    def style_args(s: argparse.ArgumentParser, guided: str) -> None:
+        s.add_argument("--style", help="folk, chorale or vocal, for a model trained with style labels "
+                                       "(the default model; default: any style)")
+        s.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                       help=f"classifier-free guidance weight of {guided} (default {DEFAULT_GUIDANCE:g}; 1 = none)")
+
     s = sub.add_parser("sample", help="generate new melodies (MIDI files)")
     s.add_argument("--num", type=int, default=1)
     s.add_argument("--bars", type=int, default=64, help="length, up to 64 bars")
     s.add_argument("--qpm", type=float, default=120.0, help="tempo of the MIDI files")
     s.add_argument("--out", type=Path, default=Path("samples"), help="folder for sample_*.mid")
+    style_args(s, "the style")
     generation_args(s)
     s.set_defaults(func=cmd_sample)
-    from .generate import DEFAULT_GUIDANCE, INFILL_METHODS
 
     method_help = ("conditioned: the model sees the known bars (the default where the model was trained for it); "
                    "replace: the paper's Algorithm 1")
@@ -454,9 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--track", type=int, help="candidate index from `symdiff inspect` (default: the melody)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--method", choices=INFILL_METHODS, help=method_help)
-    s.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
-                   help=f"classifier-free guidance weight of a conditioned infill "
-                        f"(default {DEFAULT_GUIDANCE:g}; 1 = none)")
+    style_args(s, "a conditioned infill (the known bars and the style)")
     generation_args(s)
     s.set_defaults(func=cmd_infill)
     s = sub.add_parser("extend", help="continue a melody by some bars")
@@ -465,9 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--track", type=int, help="candidate index from `symdiff inspect` (default: the melody)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--method", choices=INFILL_METHODS, help=method_help)
-    s.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
-                   help=f"classifier-free guidance weight of a conditioned infill "
-                        f"(default {DEFAULT_GUIDANCE:g}; 1 = none)")
+    style_args(s, "a conditioned infill (the known bars and the style)")
     generation_args(s)
     s.set_defaults(func=cmd_infill)
 

@@ -90,6 +90,8 @@ def test_generate_outputs_and_seed(client, server):
     assert Path(again[-1]).read_bytes() == Path(midi).read_bytes()  # same seed, same melody
     other = client.predict(8, "ddpm", 12, 6, api_name="/generate")
     assert other[0].startswith("Done")
+    folk = client.predict(8, "ddim", 12, 5, "folk", api_name="/generate")  # the default model knows styles
+    assert "8 bars of folk" in folk[0] and Path(folk[-1]).read_bytes() != Path(midi).read_bytes()
 
 
 def test_default_generate_is_quick(client):
@@ -243,6 +245,7 @@ def test_bad_ranges(client, server, first, last, match):
     ((8, "ddim", 10, -1), "seed"),
     ((8, "ddim", 10, 2**40), "seed"),
     ((8, "magic", 10, 0), "magic"),
+    ((8, "ddim", 10, 0, "rock"), "not in the list of choices"),
 ])
 def test_absurd_generate_settings(client, server, args, match):
     expect_error(client, server, match, *args, api_name="/generate")

@@ -191,14 +191,17 @@ def test_cli_writes_fidelity_and_coherence(tmp_path, capsys):
     assert "| folk: real middle | 2 |" in printed and "| diffusion samples | 2 |" in printed
     d = json.loads((out / "fidelity.json").read_text())
     assert set(d["groups"]) == {"folk", "chorale"} and d["settings"]["steps"] == 4
-    assert d["settings"]["sampler"] == "ddim" and d["settings"]["checkpoint"] == "checkpoints/diffusion-cond"
+    assert d["settings"]["sampler"] == "ddpm" and d["settings"]["checkpoint"] == "checkpoints/diffusion-cond"
+    # the default model knows the styles: its default infill told the pieces' style is a row of its own
+    assert "diffusion (conditioned, style given)" in d["groups"]["folk"]["rows"]
     items = d["groups"]["chorale"]["items"]
     assert len(items) == 2 and set(items[0]["rows"]["repetition"]) == set(fd.FIT)
     md = (out / "fidelity.md").read_text()
     assert md.startswith("| style: row | pieces | pitch overlap |") and "| chorale: interpolation | 2 |" in md
     c = json.loads((out / "coherence.json").read_text())
-    assert set(c["groups"]["all"]["rows"]) == {"real test windows", "diffusion samples"}
-    assert len(c["groups"]["all"]["items"]) == 4
+    assert set(c["groups"]["all"]["rows"]) == {"real test windows", "diffusion samples",
+                                               "diffusion samples, no register repair"}
+    assert len(c["groups"]["all"]["items"]) == 6
     assert (out / "coherence.md").read_text().startswith("| row | melodies | pitch range")
 
 

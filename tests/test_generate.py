@@ -11,7 +11,7 @@ import torch
 
 from symdiff import melody
 from symdiff.cli import main
-from symdiff.generate import GenerateError, parse_bar_range, plan_infill
+from symdiff.generate import GenerateError, parse_bar_range, plan_infill, stray_chunks
 
 torch.set_num_threads(1)
 MIDI = Path(__file__).parent / "data" / "midi"
@@ -72,6 +72,24 @@ def test_generate_reports_every_step(pipe):
     pipe.generate(bars=8, steps=12, seed=0, callback=lambda i, n, x, x0: seen.append((i, n, tuple(x0.shape))))
     assert [s[0] for s in seen] == list(range(12)) and all(s[1] == 12 for s in seen)
     assert seen[0][2] == (1, 4, pipe.codec.dim)
+
+
+def test_register_repair_regenerates_only_stray_chunks(pipe):
+    """A bar of a real tune put two octaves down marks its chunk as stray; the repair regenerates
+    that chunk from the rest and leaves every other chunk as it was."""
+    found = melody.read_midi(MIDI / "oneills_003_4-4_melody.mid")
+    tokens = found.tokens(found.pick(None))[: 16 * BARS].copy()
+    assert not stray_chunks(tokens).any()  # a real tune keeps its register
+    bar = tokens[10 * BARS : 11 * BARS]  # the first bar of chunk 5
+    bar[bar >= 2] -= 24
+    assert stray_chunks(tokens).tolist() == [i == 5 for i in range(8)]
+    assert not stray_chunks(tokens[: 3 * 32]).any()  # 3 chunks: too few notes for a band
+    x = pipe.codec.encode(tokens)[None]
+    assert stray_chunks(pipe.decode(x)[0]).tolist() == [i == 5 for i in range(8)]  # the VAE keeps the leap
+    fixed = pipe.repair_register(x, pipe.sampler("ddim", 10), seed=0)
+    keep = torch.arange(8) != 5
+    assert torch.equal(fixed[0, keep], x[0, keep]) and not torch.equal(fixed[0, 5], x[0, 5])
+    assert not stray_chunks(pipe.decode(fixed)[0]).any()
 
 
 @pytest.mark.parametrize("name, bars", [

@@ -39,8 +39,8 @@ how well the new middle fits the rest of its piece.
   Per piece, then the plain mean over a style's pieces (the json also has the standard error).
 
 Coherence (`--task coherence`): per-melody figures of unconditional 64-bar samples
-(`pipe.generate`) next to real 64-bar test windows (`dataset.random_windows`, all styles, as
-Table 1's test data):
+(`pipe.generate`, in any style; and the same chains before its register repair) next to real
+64-bar test windows (`dataset.random_windows`, all styles, as Table 1's test data):
   * pitch range: max - min pitch in semitones (0 without notes);
   * silent bars: share of bars without a note onset (the codec's silence rule, `melody.silent_chunks`);
   * key stability: cosine of the pitch-class histograms of the two halves (bars 1-32, 33-64);
@@ -65,7 +65,7 @@ from ..atomic import write_text
 from ..baselines import interpolate_infill, prior_latents
 from ..data.corpus import STYLES, style_of
 from ..data.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
-from ..generate import DEFAULT_GUIDANCE, MelodyDiffusion, plan_infill, splice_bars
+from ..generate import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, MelodyDiffusion, plan_infill, splice_bars
 from ..melody import BARS_PER_CHUNK, CHUNK_STEPS, STEPS_PER_BAR
 from .metrics import STD_EPS, gaussian_overlap, melody_notes
 
@@ -298,22 +298,26 @@ def _settings(pipe: MelodyDiffusion, checkpoint: str | Path, data: Path, sampler
 
 
 def method_runs(
-    pipe: MelodyDiffusion, guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,)
-) -> dict[str, tuple[str, float]]:
-    """Row name -> (infill method, guidance): every method the pipeline serves, "conditioned" at
-    each guidance weight (`MelodyDiffusion.guided_eps`; the default weight's row has no suffix)."""
-    runs = {}
+    pipe: MelodyDiffusion, guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,), style: str | None = None
+) -> dict[str, tuple[str, float, str | None]]:
+    """Row name -> (infill method, guidance, style): every method the pipeline serves, "conditioned"
+    at each guidance weight (`MelodyDiffusion.guided_eps`; the default weight's row has no
+    suffix), in any style; and, where the model knows the pieces' `style`, the default
+    conditioned infill told that style (what a user who names it gets)."""
+    runs: dict[str, tuple[str, float, str | None]] = {}
     for m in pipe.infill_methods:
         for w in (guidance if m == "conditioned" else (DEFAULT_GUIDANCE,)):
-            runs[f"diffusion ({m})" if w == DEFAULT_GUIDANCE else f"diffusion ({m}, guidance {w:g})"] = (m, w)
+            runs[f"diffusion ({m})" if w == DEFAULT_GUIDANCE else f"diffusion ({m}, guidance {w:g})"] = (m, w, None)
+    if style in pipe.styles:
+        runs[f"diffusion ({pipe.infill_methods[0]}, style given)"] = (pipe.infill_methods[0], DEFAULT_GUIDANCE, style)
     return runs
 
 
 def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps: int | None, seed: int,
-                progress: bool = True, desc: str = "fidelity",
-                guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,)) -> dict[str, list[np.ndarray]]:
-    """Every row's spliced melodies, in the order of `pieces`."""
-    runs = method_runs(pipe, guidance)
+                progress: bool = True, desc: str = "fidelity", guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,),
+                style: str | None = None) -> dict[str, list[np.ndarray]]:
+    """Every row's spliced melodies, in the order of `pieces` (all of one `style`)."""
+    runs = method_runs(pipe, guidance, style)
     names = ["real middle, VAE-decoded", *runs, "interpolation", "N(0,I) prior"]
     spliced: dict[str, dict[int, np.ndarray]] = {name: {} for name in names}  # row -> piece index -> melody
     by_chunks: dict[int, list[int]] = defaultdict(list)
@@ -332,9 +336,9 @@ def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps:
         made = {"real middle, VAE-decoded": known,
                 "interpolation": interpolate_infill(known, mask, pipe.codec.scaler, config=pipe.codec.config),
                 "N(0,I) prior": torch.where(mask[None, :, None], prior, known)}
-        for name, (m, w) in runs.items():
+        for name, (m, w, st) in runs.items():
             made[name] = pipe.sample_latents(len(idx), c, smp, seed=seed, mask=mask, known=known, method=m,
-                                             guidance=w, callback=lambda *_: bar.update(1))
+                                             guidance=w, style=st, callback=lambda *_: bar.update(1))
         for name, x in made.items():
             for i, t in zip(idx, pipe.decode(x), strict=True):
                 spliced[name][i] = splice_bars(pieces[i].tokens, t, plan)
@@ -346,7 +350,7 @@ def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps:
 
 
 def fidelity(pipe: MelodyDiffusion, num: int = DEFAULT_PIECES, styles: tuple[str, ...] = STYLES,
-             sampler: str = "ddim", steps: int | None = None, seed: int = 0, data: Path = DEFAULT_PATH,
+             sampler: str = DEFAULT_SAMPLER, steps: int | None = None, seed: int = 0, data: Path = DEFAULT_PATH,
              checkpoint: str | Path = "", progress: bool = True, log: Callable[[str], None] = print,
              guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,)) -> Report:
     """Regenerate the middle half of `num` test pieces per style by every row (module docstring);
@@ -359,7 +363,8 @@ def fidelity(pipe: MelodyDiffusion, num: int = DEFAULT_PIECES, styles: tuple[str
         if not pieces:
             log(f"no {style} test piece of {MIN_BARS} bars or more")
             continue
-        rows = infill_rows(pipe, pieces, sampler, steps, seed, progress, desc=f"fidelity: {style}", guidance=guidance)
+        rows = infill_rows(pipe, pieces, sampler, steps, seed, progress, desc=f"fidelity: {style}", guidance=guidance,
+                           style=style)
         figs = {name: [fit_figures(t, p.region) for t, p in zip(tokens, pieces, strict=True)]
                 for name, tokens in rows.items()}
         items = [{**p.info(), "rows": {name: figs[name][i] for name in rows}} for i, p in enumerate(pieces)]
@@ -368,18 +373,22 @@ def fidelity(pipe: MelodyDiffusion, num: int = DEFAULT_PIECES, styles: tuple[str
     return report
 
 
-def coherence(pipe: MelodyDiffusion, num: int = DEFAULT_SAMPLES, sampler: str = "ddim", steps: int | None = None,
-              seed: int = 0, data: Path = DEFAULT_PATH, checkpoint: str | Path = "", progress: bool = True) -> Report:
-    """Coherence figures of `num` unconditional 64-bar samples and `num` real 64-bar test windows."""
+def coherence(pipe: MelodyDiffusion, num: int = DEFAULT_SAMPLES, sampler: str = DEFAULT_SAMPLER,
+              steps: int | None = None, seed: int = 0, data: Path = DEFAULT_PATH, checkpoint: str | Path = "",
+              progress: bool = True) -> Report:
+    """Coherence figures of `num` unconditional 64-bar samples (as `generate` gives them, and the
+    same chains before `repair_register`) and `num` real 64-bar test windows."""
     t0 = time.perf_counter()
     bars = WINDOW_CHUNKS * BARS_PER_CHUNK
     real = random_windows(Lines.load(data), "test", num, seed)
     bar = tqdm(total=pipe.sampler(sampler, steps).num_steps, desc="coherence", unit="step", disable=not progress,
                leave=False)
-    made = pipe.generate(num, bars, sampler, steps, seed, callback=lambda *_: bar.update(1)).tokens
+    raw = pipe.generate(num, bars, sampler, steps, seed, callback=lambda *_: bar.update(1), repair=False)
     bar.close()
+    repaired = pipe.decode(pipe.repair_register(raw.latents, pipe.sampler(sampler, steps), seed))
     figs = {"real test windows": [coherence_figures(t) for t in real],
-            "diffusion samples": [coherence_figures(t) for t in made]}
+            "diffusion samples": [coherence_figures(t) for t in repaired],
+            "diffusion samples, no register repair": [coherence_figures(t) for t in raw.tokens]}
     report = Report("coherence", {**_settings(pipe, checkpoint, data, sampler, steps, seed), "melodies": num,
                                   "bars": bars})
     report.groups["all"] = {"items": [{"row": name, "index": i, **f} for name, rows in figs.items()
