@@ -42,7 +42,7 @@ DEFAULT_DIFFUSION = checkpoints_dir() / "diffusion-cond"
 # The ancestral sampler at 200 respaced steps, for new melodies and infills alike. Measured on the
 # default model: DDIM 50's deterministic chain overshoots silence (19% of a sample's bars silent,
 # real music 12.5%; DDPM 200: 15%, DDPM 1000 the same as 200), and DDPM 200 infills fit their
-# pieces better in 9 of the 12 fidelity figures (README, "Does the music hold together?").
+# pieces better in 8 of the 12 fidelity figures (README, "Does the music hold together?").
 DEFAULT_SAMPLER = "ddpm"
 DEFAULT_STEPS = {"ddpm": 200, "ddim": 50}
 # How an infill uses the known music. "replace" is the paper's Algorithm 1: after every step the

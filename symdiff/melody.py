@@ -339,10 +339,21 @@ def tokens_to_midi(
 
 
 def tokens_to_midi_bytes(tokens: np.ndarray, qpm: float = DEFAULT_QPM, program: int = 0) -> bytes:
+    """The MIDI file's bytes; every track ends at the melody's last step, so bars of rest at its
+    end are part of the file (a sample asked for 16 bars lasts 16 bars)."""
     pm = note_seq.note_sequence_to_pretty_midi(tokens_to_note_sequence(tokens, qpm, program))
     buf = io.BytesIO()
     pm.write(buf)
-    return buf.getvalue()
+    mid = mido.MidiFile(file=io.BytesIO(buf.getvalue()))
+    end = len(tokens) * mid.ticks_per_beat // STEPS_PER_QUARTER
+    for track in mid.tracks:
+        last = track[-1]
+        if last.type == "end_of_track":
+            before = sum(m.time for m in track[:-1])
+            last.time = max(last.time, end - before)
+    out = io.BytesIO()
+    mid.save(file=out)
+    return out.getvalue()
 
 
 def check_tokens(tokens: np.ndarray) -> None:
