@@ -3,7 +3,7 @@
     python bench/bench_app_load.py                    # starts `python app.py` on 127.0.0.1 itself
     python bench/bench_app_load.py --url http://127.0.0.1:7860/ --clients 20 --requests 1
 
-First the latency of one client alone (the default Generate: 64 bars, DDPM 200 steps, the
+First the latency of one client alone (the default Generate: 64 bars, DDPM 100 steps, the
 issue's "under 5 s" figure; after a warm-up call), then `--clients` clients at once, each with its own
 gradio_client session, each sending `--requests` calls as fast as their answers come back. The
 run is bounded: at most `--clients` x `--requests` calls, and whatever is unfinished after
@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from symdiff.generate import DEFAULT_SAMPLER, DEFAULT_STEPS  # noqa: E402  (the app's defaults)
+from app import GENERATE_STEPS  # noqa: E402  (the app's defaults)
+from symdiff.generate import DEFAULT_SAMPLER  # noqa: E402
 
 MAX_CLIENTS = 64
 MAX_REQUESTS = 20
@@ -129,7 +130,7 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=1, help="calls per client")
     p.add_argument("--endpoint", choices=("generate", "infill", "mix"), default="generate")
     p.add_argument("--bars", type=int, default=64)
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS[DEFAULT_SAMPLER])
+    p.add_argument("--steps", type=int, default=GENERATE_STEPS)
     p.add_argument("--sampler", default=DEFAULT_SAMPLER)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole concurrent phase")
     p.add_argument("--skip-single", action="store_true", help="no single-client latency phase")
@@ -156,7 +157,8 @@ def main(argv=None) -> int:
         report = {"url": url}
         if not args.skip_single:
             report["single_client_default_generate_s"] = single_latency(url, args)
-            print("single client, default Generate (64 bars, DDIM 50):", report["single_client_default_generate_s"],
+            print(f"single client, Generate ({args.bars} bars, {args.sampler.upper()} {args.steps}):",
+                  report["single_client_default_generate_s"],
                   flush=True)
         report["concurrent"] = load(url, args)
         if server is not None:

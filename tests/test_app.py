@@ -95,7 +95,7 @@ def test_generate_outputs_and_seed(client, server):
 
 
 def test_default_generate_is_quick(client):
-    """Issue 6: the default Generate (64 bars, DDIM 50 steps) answers in under 5 s on 2 idle
+    """Issue 6: the default Generate (64 bars, DDPM 100 steps) answers in under 5 s on 2 idle
     cores (bench/bench_app_load.py measures it); here only a loose bound, since tests share the
     machine."""
     import time
