@@ -72,8 +72,8 @@ class DiffusionConfig(ConfigIO):
         if style is None:
             return 0
         if style not in self.styles:
-            known = ", ".join(self.styles) if self.styles else "none: this model has no style labels"
-            raise ValueError(f"unknown style {style!r} (this model knows {known})")
+            raise ValueError(f"style {style!r} is not served by this model; "
+                             + (f"choose from {', '.join(self.styles)}" if self.styles else "it has no styles"))
         return 1 + self.styles.index(style)
 
     def loss_weight(self, noise_level: torch.Tensor) -> torch.Tensor | None:

@@ -273,10 +273,11 @@ class MelodyDiffusion:
             cond["keep"] = ~torch.as_tensor(mask, dtype=torch.bool).expand(num, chunks)
             cond["known"] = torch.as_tensor(known).expand(num, chunks, -1)
         if style is not None:
-            if style not in self.styles:
-                raise GenerateError(f"style {style!r} is not served by this model; "
-                                    + (f"choose from {', '.join(self.styles)}" if self.styles else "it has no styles"))
-            cond["style"] = torch.full((num,), self.model.config.style_index(style), dtype=torch.long)
+            try:
+                label = self.model.config.style_index(style)
+            except ValueError as e:
+                raise GenerateError(str(e)) from None
+            cond["style"] = torch.full((num,), label, dtype=torch.long)
         eps_fn = self.guided_eps(cond, guidance) if cond else self.eps
         return sampler.sample(eps_fn, (num, chunks, self.codec.dim), seed=seed, callback=callback,
                               mask=mask, known=known)
