@@ -244,7 +244,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise UsageError(f"--out {args.out} is a file; sample writes a folder of MIDI files")
     pipe = _pipeline(args)
     result = pipe.generate(args.num, args.bars, args.sampler, args.steps, args.seed, callback=_bar(args),
-                           style=args.style, guidance=args.guidance)
+                           style=args.style, guidance=args.guidance, context_guidance=args.context_guidance)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -422,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     s.set_defaults(func=cmd_reconstruct)
 
-    from .generate import DEFAULT_DIFFUSION, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, INFILL_METHODS
+    from .generate import CONTEXT_GUIDANCE, DEFAULT_DIFFUSION, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, INFILL_METHODS
     from .schedulers import SAMPLERS
 
     def generation_args(s: argparse.ArgumentParser) -> None:
@@ -449,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--qpm", type=float, default=120.0, help="tempo of the MIDI files")
     s.add_argument("--out", type=Path, default=Path("samples"), help="folder for sample_*.mid")
     style_args(s, "the style")
+    s.add_argument("--context-guidance", type=float, default=CONTEXT_GUIDANCE,
+                   help="how strongly each 2-bar chunk follows the rest of the melody: guidance away from the "
+                        f"model's view of the chunk alone (default {CONTEXT_GUIDANCE:g}; 1 = none, the paper's "
+                        "sampler; higher holds key and register tighter and repeats more)")
     generation_args(s)
     s.set_defaults(func=cmd_sample)
 

@@ -52,6 +52,13 @@ DEFAULT_STEPS = {"ddpm": 200, "ddim": 50}
 INFILL_METHODS = ("conditioned", "replace")
 # Classifier-free guidance weight of a conditioned infill (`MelodyDiffusion.guided_eps`).
 DEFAULT_GUIDANCE = 3.0
+# Context guidance of new melodies (`MelodyDiffusion.context_guided`): the weight w of
+# eps_alone + w (eps_piece - eps_alone), eps_alone being the net's prediction for each chunk seen on
+# its own. Chosen on 64 DDPM-200 samples at seeds 0, 1, 2 (README, "Does the music hold
+# together?"): mean key stability 0.891 at w = 1, 0.914 at 2, 0.925 at 2.25, 0.932 at 2.5 (real
+# windows 0.93); w = 2.5 and more cost rests below the data's rate (8.9% silent bars on one seed;
+# real 11-14%) and repeat more 2-bar chunks (16%; real windows 1-4%).
+CONTEXT_GUIDANCE = 2.25
 # Register repair of new melodies (`MelodyDiffusion.repair_register`): a chunk holding a note more
 # than REGISTER_MARGIN semitones outside its melody's 10-90% pitch band is regenerated from the
 # rest of the melody, up to REPAIR_ROUNDS times; melodies of fewer than REPAIR_MIN_CHUNKS chunks
@@ -256,18 +263,41 @@ class MelodyDiffusion:
 
         return eps_fn
 
+    def context_guided(self, eps_fn: Callable, weight: float, style: torch.Tensor | None = None) -> Callable:
+        """Context guidance: eps_alone + weight (eps_fn - eps_alone), where eps_alone is the net
+        run on every chunk as a piece of its own (in the same `style`, knowing nothing else). Why:
+        the net has learnt what a 2-bar chunk looks like far better than how the chunks of one
+        piece belong together, so its samples drift like chunks of unrelated pieces (issue 11);
+        the difference between seeing the piece and seeing the chunk alone is what the rest of the
+        piece says, and weight > 1 stresses it. This is guidance by a weaker view of the same
+        model, as autoguidance guides by a weaker model (Karras et al. 2024)."""
+
+        def eps_alone(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+            b, k, d = x.shape
+            labels = None if style is None else style.repeat_interleave(k)
+            return self.eps(x.reshape(b * k, 1, d), level.repeat_interleave(k), style=labels).reshape(b, k, d)
+
+        def guided(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+            alone = eps_alone(x, level)
+            return alone + weight * (eps_fn(x, level) - alone)
+
+        return guided
+
     def sample_latents(self, num: int, chunks: int, sampler: Sampler, seed: int | None = None,
                        callback: Callback | None = None, mask: torch.Tensor | None = None,
                        known: torch.Tensor | None = None, method: str | None = None,
-                       guidance: float = DEFAULT_GUIDANCE, style: str | None = None) -> torch.Tensor:
+                       guidance: float = DEFAULT_GUIDANCE, style: str | None = None,
+                       context_guidance: float = 1.0) -> torch.Tensor:
         """(num, chunks, d) model-space latents from the reverse chain (infilling with mask/known,
         by `method`, see `INFILL_METHODS`; in a `style` of `self.styles`, None for any). `guidance`
         weighs what the chain is conditioned on, known music ("conditioned") and style, see
-        `guided_eps`; a plain unconditional sample has nothing to weigh."""
+        `guided_eps`; a plain unconditional sample has nothing to weigh. `context_guidance` != 1
+        weighs what each chunk takes from the rest of the piece (`context_guided`)."""
         if not 1 <= chunks <= self.seq_len:
             raise GenerateError(f"the model generates 1 to {self.seq_len} chunks at once, got {chunks}")
-        if not 0.0 <= guidance <= 10.0:
-            raise GenerateError(f"guidance must be between 0 and 10, got {guidance}")
+        for name, w in (("guidance", guidance), ("context guidance", context_guidance)):
+            if not 0.0 <= w <= 10.0:
+                raise GenerateError(f"{name} must be between 0 and 10, got {w}")
         cond: dict[str, torch.Tensor] = {}
         if known is not None and self.check_method(method) == "conditioned":
             cond["keep"] = ~torch.as_tensor(mask, dtype=torch.bool).expand(num, chunks)
@@ -279,6 +309,8 @@ class MelodyDiffusion:
                 raise GenerateError(str(e)) from None
             cond["style"] = torch.full((num,), label, dtype=torch.long)
         eps_fn = self.guided_eps(cond, guidance) if cond else self.eps
+        if context_guidance != 1.0:
+            eps_fn = self.context_guided(eps_fn, context_guidance, cond.get("style"))
         return sampler.sample(eps_fn, (num, chunks, self.codec.dim), seed=seed, callback=callback,
                               mask=mask, known=known)
 
@@ -308,9 +340,11 @@ class MelodyDiffusion:
 
     def generate(self, num: int = 1, bars: int = 64, sampler: str = DEFAULT_SAMPLER, steps: int | None = None,
                  seed: int | None = None, callback: Callback | None = None, style: str | None = None,
-                 guidance: float = DEFAULT_GUIDANCE, repair: bool = True) -> Result:
-        """`num` new melodies of `bars` bars (up to 2 * seq_len), in `style` (None: any); with
-        `repair`, stray chunks regenerated (`repair_register`)."""
+                 guidance: float = DEFAULT_GUIDANCE, repair: bool = True,
+                 context_guidance: float = CONTEXT_GUIDANCE) -> Result:
+        """`num` new melodies of `bars` bars (up to 2 * seq_len), in `style` (None: any), with
+        `context_guidance` (`context_guided`; 1 = none); with `repair`, stray chunks regenerated
+        (`repair_register`)."""
         max_bars = self.seq_len * melody.BARS_PER_CHUNK
         if not 1 <= bars <= max_bars:
             raise GenerateError(f"bars must be between 1 and {max_bars}, got {bars}")
@@ -319,7 +353,7 @@ class MelodyDiffusion:
         t0 = time.perf_counter()
         chain = self.sampler(sampler, steps)
         x = self.sample_latents(num, -(-bars // melody.BARS_PER_CHUNK), chain, seed, callback, guidance=guidance,
-                                style=style)
+                                style=style, context_guidance=context_guidance)
         if repair:
             x = self.repair_register(x, chain, seed, style)
         tokens = [t[: bars * melody.STEPS_PER_BAR] for t in self.decode(x)]

@@ -200,8 +200,9 @@ def test_cli_writes_fidelity_and_coherence(tmp_path, capsys):
     assert md.startswith("| style: row | pieces | pitch overlap |") and "| chorale: interpolation | 2 |" in md
     c = json.loads((out / "coherence.json").read_text())
     assert set(c["groups"]["all"]["rows"]) == {"real test windows", "diffusion samples",
-                                               "diffusion samples, no register repair"}
-    assert len(c["groups"]["all"]["items"]) == 6
+                                               "diffusion samples, no context guidance",
+                                               "diffusion samples, plain chain"}
+    assert len(c["groups"]["all"]["items"]) == 8
     assert (out / "coherence.md").read_text().startswith("| row | melodies | pitch range")
 
 

@@ -3,6 +3,7 @@ MIDI files (short, long, multi-track, ranges off the 2-bar grid), continuation, 
 `symdiff sample / infill / extend` commands with good and bad input."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import mido
@@ -91,6 +92,30 @@ def test_register_repair_regenerates_only_stray_chunks(pipe):
     keep = torch.arange(8) != 5
     assert torch.equal(fixed[0, keep], x[0, keep]) and not torch.equal(fixed[0, 5], x[0, 5])
     assert not stray_chunks(pipe.decode(fixed)[0]).any()
+
+
+def test_context_guidance_scales_what_a_chunk_takes_from_the_rest(pipe):
+    """The guided eps of chunk 0 moves exactly `weight` times as far as the plain eps when every
+    other chunk is replaced: its view of the chunk alone must not see them. With weight 1 the
+    chain is the plain one, and a weight out of range is refused."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, pipe.codec.dim, generator=gen)
+    other = x.clone()
+    other[:, 1:] = torch.randn(2, 7, pipe.codec.dim, generator=gen)
+    level = torch.full((2,), 0.3)
+    style = torch.tensor([1, 0])
+    plain = functools.partial(pipe.eps, style=style)
+    guided = pipe.context_guided(plain, 2.5, style)
+    moved = plain(x, level)[:, 0] - plain(other, level)[:, 0]
+    assert moved.abs().mean() > 1e-3  # the net does read the rest of the piece
+    torch.testing.assert_close(guided(x, level)[:, 0] - guided(other, level)[:, 0], 2.5 * moved,
+                               rtol=1e-3, atol=1e-4)
+    a = pipe.generate(bars=8, steps=6, seed=2, context_guidance=1.0, repair=False)
+    b = pipe.sample_latents(1, 4, pipe.sampler("ddpm", 6), seed=2)
+    assert torch.equal(a.latents, b)
+    assert not torch.equal(pipe.generate(bars=8, steps=6, seed=2, repair=False).latents, b)
+    with pytest.raises(GenerateError, match="context guidance must be between 0 and 10"):
+        pipe.generate(bars=8, steps=2, context_guidance=11)
 
 
 @pytest.mark.parametrize("name, bars", [

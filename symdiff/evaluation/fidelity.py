@@ -39,7 +39,8 @@ how well the new middle fits the rest of its piece.
   Per piece, then the plain mean over a style's pieces (the json also has the standard error).
 
 Coherence (`--task coherence`): per-melody figures of unconditional 64-bar samples
-(`pipe.generate`, in any style; and the same chains before its register repair) next to real
+(`pipe.generate`, in any style; the same without its context guidance; the plain chain, with
+neither that nor the register repair: the paper's sampler) next to real
 64-bar test windows (`dataset.random_windows`, all styles, as Table 1's test data):
   * pitch range: max - min pitch in semitones (0 without notes);
   * silent bars: share of bars without a note onset (the codec's silence rule, `melody.silent_chunks`);
@@ -65,7 +66,7 @@ from ..atomic import write_text
 from ..baselines import interpolate_infill, prior_latents
 from ..data.corpus import STYLES, style_of
 from ..data.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
-from ..generate import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, MelodyDiffusion, plan_infill, splice_bars
+from ..generate import CONTEXT_GUIDANCE, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, MelodyDiffusion, plan_infill, splice_bars
 from ..melody import BARS_PER_CHUNK, CHUNK_STEPS, STEPS_PER_BAR
 from .metrics import STD_EPS, gaussian_overlap, melody_notes
 
@@ -95,8 +96,9 @@ NOTES = {  # under each table: what its rows are
                 "(the ceiling), decoded from its VAE latents, each infilling method (replace = the paper's "
                 "Algorithm 1), interpolation, the N(0, I) prior, the bars before the region repeated.",
     "coherence": "Unconditional 64-bar samples against real 64-bar windows of the test split; per melody, then "
-                 "averaged. Silent bars: no note onset; repeated chunks: 2-bar chunks with notes that equal an "
-                 "earlier chunk exactly.",
+                 "averaged. Rows: the samples as `generate` gives them (context guidance, then the register "
+                 "repair), without the context guidance, and the plain chain (the paper's sampler). Silent bars: "
+                 "no note onset; repeated chunks: 2-bar chunks with notes that equal an earlier chunk exactly.",
 }
 
 
@@ -376,19 +378,22 @@ def fidelity(pipe: MelodyDiffusion, num: int = DEFAULT_PIECES, styles: tuple[str
 def coherence(pipe: MelodyDiffusion, num: int = DEFAULT_SAMPLES, sampler: str = DEFAULT_SAMPLER,
               steps: int | None = None, seed: int = 0, data: Path = DEFAULT_PATH, checkpoint: str | Path = "",
               progress: bool = True) -> Report:
-    """Coherence figures of `num` unconditional 64-bar samples (as `generate` gives them, and the
-    same chains before `repair_register`) and `num` real 64-bar test windows."""
+    """Coherence figures of `num` unconditional 64-bar samples (as `generate` gives them; without its
+    context guidance; the plain chain, with neither that nor `repair_register`) and `num` real
+    64-bar test windows."""
     t0 = time.perf_counter()
     bars = WINDOW_CHUNKS * BARS_PER_CHUNK
     real = random_windows(Lines.load(data), "test", num, seed)
-    bar = tqdm(total=pipe.sampler(sampler, steps).num_steps, desc="coherence", unit="step", disable=not progress,
-               leave=False)
-    raw = pipe.generate(num, bars, sampler, steps, seed, callback=lambda *_: bar.update(1), repair=False)
+    chain = pipe.sampler(sampler, steps)
+    bar = tqdm(total=2 * chain.num_steps, desc="coherence", unit="step", disable=not progress, leave=False)
+    made = {cg: pipe.generate(num, bars, sampler, steps, seed, callback=lambda *_: bar.update(1), repair=False,
+                              context_guidance=cg).latents for cg in (CONTEXT_GUIDANCE, 1.0)}
     bar.close()
-    repaired = pipe.decode(pipe.repair_register(raw.latents, pipe.sampler(sampler, steps), seed))
-    figs = {"real test windows": [coherence_figures(t) for t in real],
-            "diffusion samples": [coherence_figures(t) for t in repaired],
-            "diffusion samples, no register repair": [coherence_figures(t) for t in raw.tokens]}
+    melodies = {"real test windows": real,
+                "diffusion samples": pipe.decode(pipe.repair_register(made[CONTEXT_GUIDANCE], chain, seed)),
+                "diffusion samples, no context guidance": pipe.decode(pipe.repair_register(made[1.0], chain, seed)),
+                "diffusion samples, plain chain": pipe.decode(made[1.0])}
+    figs = {name: [coherence_figures(t) for t in tokens] for name, tokens in melodies.items()}
     report = Report("coherence", {**_settings(pipe, checkpoint, data, sampler, steps, seed), "melodies": num,
                                   "bars": bars})
     report.groups["all"] = {"items": [{"row": name, "index": i, **f} for name, rows in figs.items()
