@@ -3,7 +3,7 @@
     python bench/bench_app_load.py                    # starts `python app.py` on 127.0.0.1 itself
     python bench/bench_app_load.py --url http://127.0.0.1:7860/ --clients 20 --requests 1
 
-First the latency of one client alone (the default Generate: 64 bars, DDPM 100 steps, the
+First the latency of one client alone (the default Generate: 64 bars, DDPM 80 steps, the
 issue's "under 5 s" figure; after a warm-up call), then `--clients` clients at once, each with its own
 gradio_client session, each sending `--requests` calls as fast as their answers come back. The
 run is bounded: at most `--clients` x `--requests` calls, and whatever is unfinished after
