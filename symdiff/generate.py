@@ -61,7 +61,7 @@ DEFAULT_GUIDANCE = 3.0
 CONTEXT_GUIDANCE = 2.25
 # Register repair of new melodies (`MelodyDiffusion.repair_register`): a chunk holding a note more
 # than REGISTER_MARGIN semitones outside its melody's 10-90% pitch band is regenerated from the
-# rest of the melody, up to REPAIR_ROUNDS times (two rounds left a stray chunk in 3 of 32 styled
+# rest of the melody, up to REPAIR_ROUNDS times (two rounds left stray chunks in 2 of 32 styled
 # samples, four none); melodies of fewer than REPAIR_MIN_CHUNKS chunks have too few notes for a band.
 REGISTER_MARGIN = 7
 REPAIR_ROUNDS = 4
