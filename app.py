@@ -298,6 +298,7 @@ class SymdiffApp:
         bars = whole("bars", bars, 1, MAX_BARS)
         steps = whole("steps", steps, 1, MAX_STEPS)
         seed = whole("seed", seed, 0, MAX_SEED)
+        context = float(context)
         self.pipe.sampler(sampler, steps)  # the one check of sampler settings
         t0 = time.perf_counter()
         stop, points = threading.Event(), queue.Queue()
@@ -307,14 +308,14 @@ class SymdiffApp:
                None, None, None, None)
         result = yield from threaded(
             lambda: self.pipe.generate(1, bars, sampler, steps, seed, callback=trace, style=style,
-                                       context_guidance=float(context)), points, stop,
+                                       context_guidance=context), points, stop,
             lambda p: (f"Sampling: step {p.step} of {p.total} ...", *self._plots(trace, steps),
                        gr.skip(), gr.skip(), gr.skip(), gr.skip()),
             self.time_limit_s)
         tokens = result.tokens[0]
         sampled = time.perf_counter() - t0
         title = (f"{bars} bars{f' ({style})' if style else ''}, {sampler.upper()} {steps} steps, "
-                 f"context guidance {float(context):g}, seed {seed}")
+                 f"context guidance {context:g}, seed {seed}")
         roll = image(pianoroll.plot_pianoroll(tokens, title=title, width_px=WIDTH_PX, height_px=260))
         stages = image(pianoroll.plot_stages(trace.stage_tokens, ncols=2, width_px=WIDTH_PX))
         wav = sound(tokens, melody.DEFAULT_QPM)

@@ -309,7 +309,7 @@ class MelodyDiffusion:
                 raise GenerateError(str(e)) from None
             cond["style"] = torch.full((num,), label, dtype=torch.long)
         eps_fn = self.guided_eps(cond, guidance) if cond else self.eps
-        if context_guidance != 1.0:
+        if context_guidance != 1.0 and chunks > 1:  # a single chunk is its own whole piece
             eps_fn = self.context_guided(eps_fn, context_guidance, cond.get("style"))
         return sampler.sample(eps_fn, (num, chunks, self.codec.dim), seed=seed, callback=callback,
                               mask=mask, known=known)
