@@ -182,7 +182,7 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
         max_steps=args.max_steps, minutes=args.minutes, eval_every=args.eval_every,
         save_minutes=args.save_minutes, eval_windows=args.eval_windows, precision=precision,
         seed=args.seed, ema=args.ema, silence=args.silence, bucket=args.bucket, log_every=args.log_every,
-        standardize=args.standardize, init_from=args.init_from,
+        standardize=args.standardize, init_from=args.init_from, style_balance=args.style_balance,
     )
     best = state["best_loss"]
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 evaluates and reports
@@ -554,6 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--init-from", type=Path,
                        help="start a new run from this checkpoint's weights (new weights, e.g. style labels, start "
                             "at their initial values; steps and learning rate start at 0)")
+        s.add_argument("--style-balance", type=float, default=0.0,
+                       help="0 draws windows as the corpus has them, 1 gives each style an equal share "
+                            "(a config with style labels)")
         s.add_argument("--seed", type=int, default=0)
         precision_arg(s)
         s.set_defaults(func=cmd_train_latent)

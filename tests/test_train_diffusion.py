@@ -21,7 +21,7 @@ from symdiff.diffusion import TransformerDDPM
 from symdiff.generate import GenerateError, MelodyDiffusion
 from symdiff.schedulers import DDIM, ScheduleConfig
 from symdiff.train.diffusion import KNOWN_MODES, random_known
-from symdiff.train.latents import epoch_batches, style_labels
+from symdiff.train.latents import TrainLatentsError, epoch_batches, style_balanced_weights, style_labels
 from symdiff.train.loop import Recipe, Runtime
 from symdiff.vae import MusicVAE, VAEConfig, vae_hash
 
@@ -203,10 +203,12 @@ def test_style_labels_warm_start_and_guidance(setup, capsys):
     base, out = setup / "run_style_base", setup / "run_style"
     args = argv(setup, base, 2, "--standardize", "--silence", "flag")
     assert main([*args[:3], "cpu-cond", *args[4:]]) == 0
-    args = argv(setup, out, 2, "--standardize", "--silence", "flag", "--init-from", str(base / "best"))
+    args = argv(setup, out, 2, "--standardize", "--silence", "flag", "--init-from", str(base / "best"),
+                "--style-balance", "0.75")
     assert main([*args[:3], "cpu-style", *args[4:]]) == 0
     model = TransformerDDPM.from_pretrained(out / "best")
     assert model.config.styles == ("folk", "chorale", "vocal")
+    assert model.sections["training"]["style_balance"] == 0.75
     init = model.sections["training"]["init_from"]
     assert init["path"] == str(base / "best") and init["new_weights"] == ["style_embed.weight"]
     assert init["train_step"] == TransformerDDPM.from_pretrained(base / "best").sections["training"]["train_step"]
@@ -240,3 +242,26 @@ def test_style_labels_warm_start_and_guidance(setup, capsys):
     args = argv(setup, setup / "run_misfit", 1, "--standardize", "--silence", "flag", "--init-from", str(base / "best"))
     assert main(args) == 2  # the plain config: no known-music input, no adaLN
     assert "does not fit" in capsys.readouterr().err
+    args = argv(setup, setup / "run_unlabelled", 1, "--standardize", "--silence", "flag", "--style-balance", "1")
+    assert main([*args[:3], "cpu-cond", *args[4:]]) == 2
+    assert "needs a config with style labels" in capsys.readouterr().err
+
+
+def test_style_balance_evens_the_styles_drawn():
+    """`--style-balance`: 1 draws each style's windows equally often however rare the style,
+    0 as the corpus has them; both deal every rank the same number of batches."""
+    labels = np.repeat([3, 1, 2], [700, 265, 35])  # the corpus' shares of vocal, folk, chorale windows
+    lengths = np.full(len(labels), 8)
+
+    def shares(balance: float, rank: int = 0, world: int = 1) -> np.ndarray:
+        rt = Runtime(torch.device("cpu"), rank, world)
+        weights = style_balanced_weights(labels, balance)
+        drawn = np.concatenate([b for e in range(20) for b in epoch_batches(lengths, 10, rt, 0, e, weights=weights)])
+        assert len(drawn) == 20 * (len(labels) // world)
+        return np.bincount(labels[drawn], minlength=4)[1:] / len(drawn)
+
+    assert np.allclose(shares(1.0), 1 / 3, atol=0.02)
+    assert np.allclose(shares(0.0), [0.265, 0.035, 0.7], atol=0.02)
+    assert np.allclose(shares(0.75, rank=1, world=2), [0.316, 0.259, 0.425], atol=0.03)
+    with pytest.raises(TrainLatentsError, match="between 0 and 1"):
+        style_balanced_weights(labels, 1.5)

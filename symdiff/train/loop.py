@@ -135,12 +135,17 @@ class JsonLog:
             append_text(self.path, json.dumps({"time": round(time.time(), 1), **row}) + "\n")
 
 
-def rank_batches(n: int, batch_size: int, rt: Runtime, seed: int, epoch: int):
+def rank_batches(n: int, batch_size: int, rt: Runtime, seed: int, epoch: int, weights: torch.Tensor | None = None):
     """This rank's batches of one epoch: a shared permutation, dealt out round-robin. Every
-    rank gets the same number of batches (DDP would hang on an extra one)."""
+    rank gets the same number of batches (DDP would hang on an extra one). With `weights` (n,),
+    the epoch is n draws with replacement in proportion to them instead."""
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
     per_rank = n // rt.world
-    perm = torch.randperm(n, generator=g)[rt.rank :: rt.world][:per_rank]
+    if weights is None:
+        order = torch.randperm(n, generator=g)
+    else:
+        order = torch.multinomial(weights, n, replacement=True, generator=g)
+    perm = order[rt.rank :: rt.world][:per_rank]
     for i in range(0, per_rank - batch_size + 1, batch_size):
         yield perm[i : i + batch_size]
 
