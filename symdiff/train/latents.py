@@ -93,6 +93,14 @@ class LatentWindows:
         extra = {} if self.labels is None else {"style": torch.from_numpy(self.labels[windows[:, 0]]).to(device)}
         return x0.to(device), mask.to(device), extra
 
+    def draw_weights(self, style_balance: float) -> torch.Tensor | None:
+        """The training windows' sampling weights (`style_balanced_weights`), None to draw each once an epoch."""
+        if not style_balance:
+            return None
+        if self.labels is None:
+            raise TrainLatentsError("--style-balance needs a config with style labels (e.g. cpu-style)")
+        return style_balanced_weights(self.labels[self.train[:, 0]], style_balance)
+
     def provenance(self, data: Path) -> dict[str, Any]:
         """The corpus and the latent cache the model was trained on (the card's data)."""
         ds = self.ds
@@ -124,7 +132,7 @@ def style_balanced_weights(labels: np.ndarray, balance: float) -> torch.Tensor:
         raise TrainLatentsError(f"style balance must be between 0 and 1, not {balance}")
     styles, counts = np.unique(labels[labels > 0], return_counts=True)
     even = np.zeros(len(labels))
-    for style, count in zip(styles, counts):
+    for style, count in zip(styles, counts, strict=True):
         even[labels == style] = 1.0 / (len(styles) * count)
     return torch.from_numpy((1.0 - balance) / len(labels) + balance * even)
 
@@ -287,13 +295,9 @@ def train_on_latents(objective: Objective, cfg, recipe: Recipe, vae: Path, out: 
     ds, scaler = lw.ds, lw.scaler
 
     cfg = dataclasses.replace(cfg, data_dim=lw.x.shape[1])
-    training: dict[str, Any] = {**lw.provenance(data), "ema": ema, "precision": precision}
-    weights = None
-    if style_balance:
-        if lw.labels is None:
-            raise TrainLatentsError("--style-balance needs a config with style labels (e.g. cpu-style)")
-        weights = style_balanced_weights(lw.labels[lw.train[:, 0]], style_balance)
-        training["style_balance"] = style_balance
+    weights = lw.draw_weights(style_balance)
+    training: dict[str, Any] = {**lw.provenance(data), "ema": ema, "precision": precision,
+                                "style_balance": style_balance}
     sections = {"codec": lw.codec, "recipe": recipe, **objective.sections, "training": training}
     cls = objective.model_class
     model = cls(cfg).to(rt.device)
