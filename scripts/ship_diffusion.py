@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from safetensors.torch import load_file, save_file  # noqa: E402
+
 from symdiff.atomic import read_json, write_text  # noqa: E402
 from symdiff.checkpoint import upgrade_config  # noqa: E402
 from symdiff.codec import LatentScaler  # noqa: E402
@@ -67,17 +69,25 @@ def main() -> None:
     ap.add_argument("--bench", type=Path, help="saved output of bench/bench_sampling.py to quote")
     ap.add_argument("--title", default="TransformerDDPM on MusicVAE latents")
     ap.add_argument("--machine", default=this_machine(), help="where it was trained (default: this CPU)")
+    ap.add_argument("--weights", choices=("best", "last"), default="best",
+                    help="best/ (the lowest held-out loss) or the EMA weights of last/ (a fine-tune whose data "
+                         "is drawn otherwise than the held-out windows, e.g. --style-balance)")
     args = ap.parse_args()
 
-    best = args.run / "best"
+    best = args.run / args.weights
     full = upgrade_config(read_json(best / "config.json"))  # runs started before format 2 too
     full["codec"]["vae_path"] = portable(full["codec"]["vae_path"])
     for key in ("data", "latents"):
         if key in full["training"]:
             full["training"][key]["path"] = portable(full["training"][key]["path"])
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in ("model.safetensors", "scaler.safetensors"):
-        shutil.copyfile(best / name, args.out / name)
+    shutil.copyfile(best / "scaler.safetensors", args.out / "scaler.safetensors")
+    if args.weights == "best":
+        shutil.copyfile(best / "model.safetensors", args.out / "model.safetensors")
+    else:
+        ema = {k.removeprefix("ema."): v for k, v in load_file(str(best / "extra.safetensors")).items()}
+        assert ema.keys() == load_file(str(best / "model.safetensors")).keys(), "last/ holds no EMA weights"
+        save_file(ema, str(args.out / "model.safetensors"))
     write_text(args.out / "config.json", json.dumps(full, indent=1) + "\n")
     cfg, e, codec_cfg, recipe = full["model"], full["training"], full["codec"], full["recipe"]
 
@@ -87,6 +97,9 @@ def main() -> None:
     steps, seconds = max(r["step"] for r in rows), max(r.get("seconds", 0.0) for r in rows)
     metric = "valid_nll" if "valid_nll" in e else "valid_loss"
     best_row = {"step": e.get("train_step"), metric: e.get(metric)}
+    if args.weights == "last":  # its held-out figure, when the run evaluated at that step
+        best_row[metric] = next((r[metric] for r in rows if r.get("event") == "eval" and r["step"] == best_row["step"]
+                                 and metric in r), None)
     start = next(r for r in rows if r.get("event") == "start")
     is_mdn = "mixtures" in cfg
     prediction = cfg.get("prediction", "eps")
@@ -140,6 +153,9 @@ def main() -> None:
     latent_settings = {k: v for k, v in e.get("latents", {}).get("settings", {}).items()
                        if k in ("transpositions", "max_shift", "threshold", "seed")}
     lr, precision, best_step = recipe["learning_rate"], e.get("precision", "bf16"), best_row["step"]
+    chosen = ("the lowest held-out loss" if args.weights == "best" else
+              "the EMA weights at the run's end (its held-out windows are drawn as the corpus has them, its "
+              "training windows are not)")
     bench = f"\n## Speed (bench/bench_sampling.py)\n```\n{args.bench.read_text().strip()}\n```\n" if args.bench else ""
     card = f"""# {args.title} ({cfg['name']} config)
 
@@ -164,7 +180,7 @@ Load: `{load}("{rel}")`{codec}
 {args.command}
 ```
 {steps:,} steps in {seconds / 3600:.2f} h of wall time (batch {recipe['batch_size']}, Adam lr
-{lr:g}, {precision} on {args.machine}{objective}). These weights: step {best_step:,}, the lowest held-out loss
+{lr:g}, {precision} on {args.machine}{objective}). These weights: step {best_step:,}, {chosen}
 ({json.dumps(best_row)}).{warm}
 
 ![loss curves](training.png)
