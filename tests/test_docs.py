@@ -157,7 +157,8 @@ def fit_rows(folder: Path = EVAL) -> dict[str, dict[str, list[float]]]:
         for group, g in json.loads(path.read_text())["groups"].items():
             for name, r in g["rows"].items():
                 key = f"{group}: {name}" if task == "fidelity" else name
-                rows[key] = {count: [r["n"]], **{title: [r["mean"][k]] for k, title in cols.items()}}
+                rows[key] = {count: [r["n"]], **{title: [r["mean"][k]] for k, title in cols.items()
+                                                 if k in r["mean"]}}  # evaluations before a figure was added
     return rows
 
 

@@ -46,16 +46,19 @@ def test_fit_figures_hand_worked():
     assert f["onset_distance"] == pytest.approx(0.5)
     # 2 notes per bar against 4
     assert f["density_log_ratio"] == pytest.approx(math.log(2))
+    assert f["restated_chunks"] == 0.0  # halves against quarters
 
 
 def test_fit_figures_of_a_region_like_its_context():
     same = melody(*[QUARTERS] * 8)
     assert fd.fit_figures(same, (2, 6)) == pytest.approx(
-        {"pitch_overlap": 1.0, "pitch_class_cosine": 1.0, "onset_distance": 0.0, "density_log_ratio": 0.0})
+        {"pitch_overlap": 1.0, "pitch_class_cosine": 1.0, "onset_distance": 0.0, "density_log_ratio": 0.0,
+         "restated_chunks": 1.0})
     # a transposition by an octave keeps the key and rhythm but not the register
     up = melody(QUARTERS, QUARTERS, *[bar((0, 72), (4, 76), (8, 72), (12, 76))] * 4, QUARTERS, QUARTERS)
     f = fd.fit_figures(up, (2, 6))
     assert f["pitch_class_cosine"] == pytest.approx(1.0) and f["onset_distance"] == 0.0
+    assert f["restated_chunks"] == 0.0
     assert f["pitch_overlap"] == pytest.approx(math.erfc(3 / math.sqrt(2)), rel=1e-5)  # 12 apart, sigma 2: 2 Phi(-3)
 
 
@@ -64,6 +67,18 @@ def test_fit_figures_of_a_silent_region():
     f = fd.fit_figures(silent, (2, 6))
     assert f["pitch_overlap"] == 0.0 and f["pitch_class_cosine"] == 0.0 and f["onset_distance"] == 1.0
     assert f["density_log_ratio"] == pytest.approx(math.log(4 / (0.5 / 4)))  # floored at half a note
+    assert f["restated_chunks"] == 0.0  # rests restating rests are not a phrase
+
+
+def test_restated_chunks_are_whole_context_chunks_token_for_token():
+    a, b = bar((0, 62), (8, 65)), bar((0, 69))
+    # chunks (2 bars): [Q Q] [Q Q | restated] [a b | new] [a b]: region bars 2-5 = chunks 1 and 2
+    assert fd.fit_figures(melody(QUARTERS, QUARTERS, QUARTERS, QUARTERS, a, b, a, b), (2, 6))["restated_chunks"] == 1.0
+    assert fd.fit_figures(melody(QUARTERS, QUARTERS, QUARTERS, QUARTERS, b, a, a, b), (2, 6))["restated_chunks"] == 0.5
+    # the same bars off the 2-bar grid, or repeated only inside the region, restate nothing
+    off_grid = melody(a, QUARTERS, b, a, QUARTERS, b, HALVES, HALVES, a, a, a, a)  # bars 1-2 = bars 4-5
+    assert fd.fit_figures(off_grid, (4, 8))["restated_chunks"] == 0.0
+    assert fd.fit_figures(melody(a, b, HALVES, HALVES, HALVES, HALVES, b, a), (2, 6))["restated_chunks"] == 0.0
 
 
 def test_a_note_belongs_to_the_bar_where_it_starts():

@@ -345,7 +345,8 @@ def test_a_styles_average_is_the_mean_of_its_pieces():
     the pieces and the standard error sd / sqrt(n); then the table's row."""
     halves = bar((0, 64), (8, 68))
     lines = [line(*[C_E] * 8), line(C_E, C_E, *[halves] * 4, C_E, C_E), line(C_E, C_E, *[REST] * 4, C_E, C_E)]
-    known = [(1.0, 1.0, 0.0, 0.0), (2 * PHI_MINUS_1, 0.5, 0.5, math.log(2)), (0.0, 0.0, 1.0, math.log(32))]
+    known = [(1.0, 1.0, 0.0, 0.0, 1.0), (2 * PHI_MINUS_1, 0.5, 0.5, math.log(2), 0.0),
+             (0.0, 0.0, 1.0, math.log(32), 0.0)]
     pieces = [fidelity.make_piece(t, {"source": "oneills1850", "piece": f"p{i}", "voice": "v"}) for i, t in
               enumerate(lines)]
     assert all(p.region == (2, 6) for p in pieces)  # 4 chunks: the middle 2
@@ -364,8 +365,8 @@ def test_a_styles_average_is_the_mean_of_its_pieces():
     assert one["n"] == 1 and one["sem"] == dict.fromkeys(fidelity.FIT, 0.0)
     report = fidelity.Report("fidelity", {"checkpoint": "c", "sampler": "ddim", "steps": 4, "seed": 0, "seconds": 1.0},
                              {"folk": {"items": [], "rows": {"real middle": summary}}})
-    # means: (1 + 2 Phi(-1)) / 3 = 0.439, 1.5 / 3, 1.5 / 3, (log 2 + log 32) / 3 = log 4 = 1.386
-    assert "| folk: real middle | 3 | 0.44 | 0.50 | 0.50 | 1.39 |" in report.markdown().splitlines()
+    # means: (1 + 2 Phi(-1)) / 3 = 0.439, 1.5 / 3, 1.5 / 3, (log 2 + log 32) / 3 = log 4 = 1.386, 1 / 3
+    assert "| folk: real middle | 3 | 0.44 | 0.50 | 0.50 | 1.39 | 33.3% |" in report.markdown().splitlines()
 
 
 # --- coherence ---------------------------------------------------------------------------------------

@@ -36,6 +36,10 @@ how well the new middle fits the rest of its piece.
     of the grid's 4/4 bar); 1 when a side has no note.
   * abs log note-density ratio (lower is better): |log(d_region / d_context)| with d = notes
     per bar, a side's note count floored at 0.5 so that a silent region stays finite.
+  * restated 2-bar chunks (neither better nor worse: the real middle's share is what the pieces
+    do): share of the region's chunks that hold a note onset and equal a chunk of the context
+    token for token. Folk tunes and chorales restate whole phrases (AABA forms, the chorale's
+    repeated opening), so a middle that fits them restates some.
   Per piece, then the plain mean over a style's pieces (the json also has the standard error).
 
 Coherence (`--task coherence`): per-melody figures of unconditional 64-bar samples
@@ -80,6 +84,7 @@ FIT = {  # key -> column title
     "pitch_class_cosine": "pitch-class cosine (key)",
     "onset_distance": "onset-position distance (rhythm, lower is better)",
     "density_log_ratio": "abs log note-density ratio (lower is better)",
+    "restated_chunks": "restated 2-bar chunks",
 }
 COHERENCE = {
     "pitch_range": "pitch range (semitones)",
@@ -88,7 +93,7 @@ COHERENCE = {
     "repeated_chunks": "repeated 2-bar chunks",
     "chunk_pitch_spread": "chunk pitch spread (semitones)",
 }
-SHARES = ("silent_bars", "repeated_chunks")  # shown in percent
+SHARES = ("silent_bars", "repeated_chunks", "restated_chunks")  # shown in percent
 
 NOTES = {  # under each table: what its rows are
     "fidelity": "The middle half of each test piece (whole 2-bar chunks, at most a 64-bar window) regenerated, "
@@ -145,6 +150,11 @@ def fit_figures(tokens: np.ndarray, region: tuple[int, int]) -> dict[str, float]
     pitches, starts, _ = melody_notes(tokens)
     lo, hi = (b * STEPS_PER_BAR for b in region)
     inside = (starts >= lo) & (starts < hi)
+    chunks = np.asarray(tokens)[: len(tokens) // CHUNK_STEPS * CHUNK_STEPS].reshape(-1, CHUNK_STEPS)
+    ours = np.arange(len(chunks)) * CHUNK_STEPS
+    ours = (ours >= lo) & (ours < hi)
+    context = {c.tobytes() for c in chunks[~ours]}
+    restated = sum(c.tobytes() in context and bool((c >= 2).any()) for c in chunks[ours])
     bars_in = region[1] - region[0]
     bars_out = len(tokens) // STEPS_PER_BAR - bars_in
     return {
@@ -152,6 +162,7 @@ def fit_figures(tokens: np.ndarray, region: tuple[int, int]) -> dict[str, float]
         "pitch_class_cosine": cosine(pitch_class_histogram(pitches[inside]), pitch_class_histogram(pitches[~inside])),
         "onset_distance": total_variation(onset_histogram(starts[inside]), onset_histogram(starts[~inside])),
         "density_log_ratio": density_log_ratio(int(inside.sum()), bars_in, int((~inside).sum()), bars_out),
+        "restated_chunks": restated / max(int(ours.sum()), 1),
     }
 
 
