@@ -151,8 +151,8 @@ def fit_figures(tokens: np.ndarray, region: tuple[int, int]) -> dict[str, float]
     lo, hi = (b * STEPS_PER_BAR for b in region)
     inside = (starts >= lo) & (starts < hi)
     chunks = np.asarray(tokens)[: len(tokens) // CHUNK_STEPS * CHUNK_STEPS].reshape(-1, CHUNK_STEPS)
-    ours = np.arange(len(chunks)) * CHUNK_STEPS
-    ours = (ours >= lo) & (ours < hi)
+    first_step = np.arange(len(chunks)) * CHUNK_STEPS
+    ours = (first_step >= lo) & (first_step < hi)
     context = {c.tobytes() for c in chunks[~ours]}
     restated = sum(c.tobytes() in context and bool((c >= 2).any()) for c in chunks[ours])
     bars_in = region[1] - region[0]
