@@ -71,7 +71,7 @@ from ..baselines import interpolate_infill, prior_latents
 from ..data.corpus import STYLES, style_of
 from ..data.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
 from ..generate import CONTEXT_GUIDANCE, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, MelodyDiffusion, plan_infill, splice_bars
-from ..melody import BARS_PER_CHUNK, CHUNK_STEPS, STEPS_PER_BAR
+from ..melody import BARS_PER_CHUNK, CHUNK_STEPS, NOTE_OFF, STEPS_PER_BAR
 from .metrics import STD_EPS, gaussian_overlap, melody_notes
 
 TASKS = ("fidelity", "coherence")
@@ -145,16 +145,22 @@ def density_log_ratio(notes_a: int, bars_a: int, notes_b: int, bars_b: int) -> f
     return float(abs(np.log(max(notes_a, DENSITY_FLOOR) / bars_a) - np.log(max(notes_b, DENSITY_FLOOR) / bars_b)))
 
 
+def phrases(tokens: np.ndarray) -> list[bytes | None]:
+    """Each whole 2-bar chunk as a key that equal chunks share; None for a chunk without a note
+    onset (rests repeating rests are not a repeated phrase)."""
+    chunks = np.asarray(tokens)[: len(tokens) // CHUNK_STEPS * CHUNK_STEPS].reshape(-1, CHUNK_STEPS)
+    return [c.tobytes() if (c > NOTE_OFF).any() else None for c in chunks]
+
+
 def fit_figures(tokens: np.ndarray, region: tuple[int, int]) -> dict[str, float]:
-    """The four fit figures of the 0-indexed, end-exclusive bar `region` against the rest of `tokens`."""
+    """The fit figures of the 0-indexed, end-exclusive bar `region` against the rest of `tokens`."""
     pitches, starts, _ = melody_notes(tokens)
     lo, hi = (b * STEPS_PER_BAR for b in region)
     inside = (starts >= lo) & (starts < hi)
-    chunks = np.asarray(tokens)[: len(tokens) // CHUNK_STEPS * CHUNK_STEPS].reshape(-1, CHUNK_STEPS)
-    first_step = np.arange(len(chunks)) * CHUNK_STEPS
-    ours = (first_step >= lo) & (first_step < hi)
-    context = {c.tobytes() for c in chunks[~ours]}
-    restated = sum(c.tobytes() in context and bool((c >= 2).any()) for c in chunks[ours])
+    keys = phrases(tokens)
+    ours = [lo <= i * CHUNK_STEPS < hi for i in range(len(keys))]
+    context = {k for k, o in zip(keys, ours, strict=True) if not o}
+    restated = sum(k is not None and k in context for k, o in zip(keys, ours, strict=True) if o)
     bars_in = region[1] - region[0]
     bars_out = len(tokens) // STEPS_PER_BAR - bars_in
     return {
@@ -162,7 +168,7 @@ def fit_figures(tokens: np.ndarray, region: tuple[int, int]) -> dict[str, float]
         "pitch_class_cosine": cosine(pitch_class_histogram(pitches[inside]), pitch_class_histogram(pitches[~inside])),
         "onset_distance": total_variation(onset_histogram(starts[inside]), onset_histogram(starts[~inside])),
         "density_log_ratio": density_log_ratio(int(inside.sum()), bars_in, int((~inside).sum()), bars_out),
-        "restated_chunks": restated / max(int(ours.sum()), 1),
+        "restated_chunks": restated / max(sum(ours), 1),
     }
 
 
@@ -175,12 +181,11 @@ def coherence_figures(tokens: np.ndarray) -> dict[str, float]:
     onset_bars[starts // STEPS_PER_BAR] = True
     half = bars // 2 * STEPS_PER_BAR
     first = starts < half
-    chunks = tokens[: len(tokens) // CHUNK_STEPS * CHUNK_STEPS].reshape(-1, CHUNK_STEPS)
-    seen: set[bytes] = set()
+    keys = phrases(tokens)
+    seen: set[bytes | None] = set()
     repeats = 0
-    for chunk in chunks:
-        key = chunk.tobytes()
-        repeats += key in seen and bool((chunk >= 2).any())
+    for key in keys:
+        repeats += key is not None and key in seen
         seen.add(key)
     chunk_of = starts // CHUNK_STEPS
     means = [pitches[chunk_of == c].mean() for c in np.unique(chunk_of)]
@@ -188,7 +193,7 @@ def coherence_figures(tokens: np.ndarray) -> dict[str, float]:
         "pitch_range": float(pitches.max() - pitches.min()) if len(pitches) else 0.0,
         "silent_bars": float(1.0 - onset_bars.mean()),
         "key_stability": cosine(pitch_class_histogram(pitches[first]), pitch_class_histogram(pitches[~first])),
-        "repeated_chunks": repeats / len(chunks),
+        "repeated_chunks": repeats / len(keys),
         "chunk_pitch_spread": float(np.std(means)) if means else 0.0,
     }
 
