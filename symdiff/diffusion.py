@@ -14,6 +14,7 @@ architecture in the checkpoint; the training recipe lives with the training code
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -60,12 +61,20 @@ class DiffusionConfig(ConfigIO):
     # (so it needs `trunk_noise`). Label 0 is "any style": trained on a share of the windows
     # with the label dropped, it is the unconditional model classifier-free guidance needs.
     styles: tuple[str, ...] = ()
+    # `copy`: a pointer to the known chunks (`CopyHead`). Folk tunes and chorales restate whole
+    # 2-bar phrases of their piece (44% and 25% of a real middle's chunks); a net that must rebuild
+    # a 257-dim latent through its dense layers comes near a restated chunk but never onto it, so
+    # this head lets each position take a known chunk's clean latent as its x0 estimate.
+    copy: bool = False
 
     def __post_init__(self) -> None:
         if self.prediction not in ("eps", "v"):
             raise ValueError(f"prediction must be 'eps' or 'v', not {self.prediction!r}")
         if self.styles and not self.trunk_noise:
             raise ValueError("style labels enter through the trunk's noise embedding: they need trunk_noise")
+        if self.copy and not (self.conditional and self.prediction == "v"):
+            raise ValueError("the copy head points at known chunks and mixes into a v prediction: "
+                             "it needs conditional and prediction 'v'")
 
     def style_index(self, style: str | None) -> int:
         """The label of `style` (0 for None: any style); an unknown name is refused."""
@@ -99,6 +108,9 @@ CONFIGS = {
     # ... and also knows which of the corpus' styles it writes in
     "cpu-style": DiffusionConfig(name="cpu-style", width=256, layers=4, mlp=512, dense=512, film=256, prediction="v",
                                  conditional=True, trunk_noise=True, styles=("folk", "chorale", "vocal")),
+    # ... and can restate a known chunk exactly (`CopyHead`)
+    "cpu-copy": DiffusionConfig(name="cpu-copy", width=256, layers=4, mlp=512, dense=512, film=256, prediction="v",
+                                conditional=True, trunk_noise=True, styles=("folk", "chorale", "vocal"), copy=True),
 }
 
 
@@ -115,6 +127,53 @@ class DenseFiLM(nn.Module):
     def forward(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         e = self.fc2(F.silu(self.fc1(enc))).unsqueeze(1)  # (B, 1, film): the same for every position
         return self.scale(e), self.shift(e)
+
+
+class CopyHead(nn.Module):
+    """A pointer to the known chunks, as pointer-generator networks point at their source text
+    (See et al. 2017), so that a restatement is one sharp choice instead of 257 numbers rebuilt
+    through the dense layers.
+
+    If chunk i restates known chunk j, x_t,i ~ N(sqrt(ab) known_j, (1 - ab) I): that likelihood
+    is computed exactly, and with a learnt prior over the sources (query . key of the dense
+    stack's features) it gives the posterior over which chunk is restated, so the pointer is
+    sharp wherever the noise lets the music be told apart, trained or not. Its proposal is the
+    posterior mean of the known latents. The gate, the probability that chunk i restates at all,
+    is learnt from the features and from how well the best source explains x_t: the z-score of
+    its squared residual, about N(0, 1) for a true restatement and large where none fits."""
+
+    def __init__(self, dense: int, key_dim: int = 64):
+        super().__init__()
+        self.query = nn.Linear(dense, key_dim)
+        self.key = nn.Linear(dense, key_dim)
+        self.gate = nn.Linear(dense + 1, 1)
+
+    def close_gate(self) -> None:
+        """Start nearly shut (share 0.05 where the best source fits x_t), falling as the fit
+        worsens, so a net warm-started from a copy-less one begins as it."""
+        nn.init.zeros_(self.gate.weight)
+        with torch.no_grad():
+            self.gate.weight[0, -1] = -1.0
+        nn.init.constant_(self.gate.bias, -3.0)
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor, known: torch.Tensor, keep: torch.Tensor,
+                a: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (B, k, dense) features, x (B, k, d) x_t, known (B, k, d), keep (B, k) bool, a and s
+        (B, 1, 1) sqrt(ab) and sqrt(1 - ab) -> the proposed x0 (B, k, d) and the gate's share
+        (B, k, 1), both float32; the share is 0 in a row with nothing known."""
+        known, x = known.float(), x.float()
+        var = (s * s).clamp_min(1e-8)
+        resid = torch.cdist(x, a * known).square()  # (B, k, k): ||x_t,i - sqrt(ab) known_j||^2
+        resid = resid.masked_fill(~keep[:, None, :], float("inf"))
+        q, key = self.query(h).float(), self.key(h).float()
+        prior = q @ key.transpose(1, 2) / math.sqrt(q.shape[-1])
+        logits = (prior - resid / (2 * var)).masked_fill(~keep[:, None, :], -1e30)  # finite: empty rows stay defined
+        proposal = logits.softmax(-1) @ known
+        d = x.shape[-1]
+        best = resid.min(-1).values.clamp_max(1e30)
+        fit = ((best / var[..., 0] - d) / math.sqrt(2 * d)).clamp(-10.0, 50.0).unsqueeze(-1)  # chi-square z-score
+        share = torch.sigmoid(self.gate(torch.cat([h.float(), fit], -1)))
+        return proposal, share * keep.any(1).float()[:, None, None]
 
 
 class TransformerDDPM(LatentTransformer):
@@ -142,7 +201,11 @@ class TransformerDDPM(LatentTransformer):
         self.blocks = nn.ModuleList(DenseResBlock(cfg.dense) for _ in range(cfg.res_blocks))
         self.ln_out = nn.LayerNorm(cfg.dense, eps=LN_EPS)
         self.output = nn.Linear(cfg.dense, cfg.data_dim)
+        if cfg.copy:
+            self.copy_head = CopyHead(cfg.dense)
         flax_init(self)
+        if cfg.copy:
+            self.copy_head.close_gate()
         for layer in self.layers:
             assert isinstance(layer, EncoderLayer)  # nn.ModuleList types its items as plain Modules
             layer.zero_modulation()
@@ -165,13 +228,14 @@ class TransformerDDPM(LatentTransformer):
         if mask is not None:
             mask = mask.to(device=x.device, dtype=torch.bool)
         enc = sinusoid(self.config.noise_scale * level, self.config.noise_dim).to(x.dtype)
-        inp = x
+        inp, seen = x, None
         if self.config.conditional:
             if keep is None:
                 keep = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
             flag = torch.as_tensor(keep, device=x.device).to(torch.bool).expand(x.shape[:2]).unsqueeze(-1)
             ctx = torch.zeros_like(x) if known is None else torch.as_tensor(known, device=x.device).to(x.dtype) * flag
             inp = torch.cat([x, ctx, flag.to(x.dtype)], dim=-1)
+            seen = (ctx, flag[..., 0])
         elif known is not None or keep is not None:
             raise ValueError("this diffusion model was not trained to see known latents (config.conditional)")
         cond = self.noise_embed(enc) if self.config.trunk_noise else None
@@ -185,10 +249,20 @@ class TransformerDDPM(LatentTransformer):
         for film, block in zip(self.films, self.blocks, strict=True):
             scale, shift = film(enc)
             h = block(h, scale, shift)
-        eps = self.output(self.ln_out(h))
+        h = self.ln_out(h)
+        eps = self.output(h)
         if self.config.prediction == "v":  # eps = sqrt(ab) v + sqrt(1 - ab) x_t, in float32
             a = level.reshape(b, 1, 1)
-            eps = a * eps.float() + (1.0 - a * a).clamp_min(0.0).sqrt() * x.float()
+            s = (1.0 - a * a).clamp_min(0.0).sqrt()
+            v = eps.float()
+            if self.config.copy:
+                # x0 = (1 - g) x0_net + g proposal with g = share * s: the copy claims at most what
+                # the noise hides, so its error reaches v = (a x_t - x0) / s bounded at every level:
+                # v = v_net + share (a x_t - proposal - s v_net), no division.
+                assert seen is not None  # copy needs conditional (`DiffusionConfig.__post_init__`)
+                proposal, share = self.copy_head(h, x, *seen, a, s)
+                v = v + share * (a * x.float() - proposal - s * v)
+            eps = a * v + s * x.float()
         if mask is not None:
             eps = eps.masked_fill(~mask.unsqueeze(-1), 0.0)
         return eps

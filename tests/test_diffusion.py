@@ -340,11 +340,78 @@ def test_a_paper_model_refuses_known_chunks(cpu_model):
         cpu_model(torch.randn(1, 4, 42), 0.5, known=torch.randn(1, 4, 42), keep=torch.ones(1, 4, dtype=torch.bool))
 
 
+# --- the copy head (beyond the paper) ---------------------------------------------------------------
+
+def x0_of(eps: torch.Tensor, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    a = level.view(-1, 1, 1)
+    return (x - (1 - a * a).sqrt() * eps) / a
+
+
+def set_gate(model: TransformerDDPM, logit: float) -> None:
+    torch.nn.init.zeros_(model.copy_head.gate.weight)
+    torch.nn.init.constant_(model.copy_head.gate.bias, logit)
+
+
+def test_an_open_copy_gate_restates_the_known_chunk_where_noise_hides_the_music():
+    torch.manual_seed(0)
+    model = TransformerDDPM(replace(CONFIGS["cpu-copy"], data_dim=24)).eval()
+    g = torch.Generator().manual_seed(0)
+    x, known = torch.randn(2, 8, 24, generator=g), torch.randn(2, 8, 24, generator=g)
+    keep = torch.zeros(2, 8, dtype=torch.bool)
+    keep[:, 2] = True  # one known chunk: every pointer lands on it
+    with torch.no_grad():
+        closed = model(x, torch.tensor([0.01, 0.01]), known=known, keep=keep)
+        set_gate(model, 30.0)
+        for level, claim in ((0.01, 1.0), (0.6, 0.8)):  # the copy claims s = sqrt(1 - ab) of x0
+            a = torch.tensor([level, level])
+            x0 = x0_of(model(x, a, known=known, keep=keep), x, a)
+            set_gate(model, -30.0)
+            x0_net = x0_of(model(x, a, known=known, keep=keep), x, a)
+            set_gate(model, 30.0)
+            want = (1 - claim) * x0_net[:, 5] + claim * known[:, 2]
+            assert torch.allclose(x0[:, 5], want, atol=1e-4 / level)
+    assert not torch.allclose(x0_of(closed, x, torch.tensor([0.01, 0.01]))[:, 5], known[:, 2], atol=0.1)
+
+
+def test_the_pointer_finds_the_restated_chunk_untrained():
+    """The pointer's posterior over the known chunks comes from the exact likelihood of x_t: a
+    chunk noised from known chunk 1 points at it, at noise where the music can be told apart."""
+    torch.manual_seed(0)
+    head = TransformerDDPM(replace(CONFIGS["cpu-copy"], data_dim=24)).copy_head
+    g = torch.Generator().manual_seed(1)
+    known = torch.randn(1, 6, 24, generator=g)
+    keep = torch.tensor([[True, True, True, True, False, False]])
+    a, s = torch.full((1, 1, 1), 0.7), torch.full((1, 1, 1), math.sqrt(1 - 0.49))
+    x = a * torch.randn(1, 6, 24, generator=g) + s * torch.randn(1, 6, 24, generator=g)
+    x[0, 5] = a[0, 0] * known[0, 1] + s[0, 0] * torch.randn(24, generator=g)
+    with torch.no_grad():
+        proposal, share = head(torch.randn(1, 6, 512, generator=g), x, known, keep, a, s)
+    assert torch.allclose(proposal[0, 5], known[0, 1], atol=1e-3)
+    assert share[0, 5] > share[0, 4]  # the fit of the best source opens the gate wider
+
+
+def test_the_copy_head_is_silent_when_nothing_is_known():
+    torch.manual_seed(0)
+    model = TransformerDDPM(replace(CONFIGS["cpu-copy"], data_dim=24)).eval()
+    x, level = torch.randn(2, 8, 24), torch.tensor([0.2, 0.7])
+    with torch.no_grad():
+        closed = model(x, level)
+        set_gate(model, 30.0)
+        assert torch.equal(model(x, level), closed)
+
+
+def test_the_copy_head_needs_a_conditional_v_config():
+    with pytest.raises(ValueError, match="copy head"):
+        replace(CONFIGS["cpu-copy"], conditional=False)
+    with pytest.raises(ValueError, match="copy head"):
+        replace(CONFIGS["cpu-copy"], prediction="eps")
+
+
 def test_configs_written_before_conditioning_load_unconditional():
     saved = json.loads(CONFIGS["cpu"].to_json())
-    del saved["conditional"], saved["trunk_noise"]
+    del saved["conditional"], saved["trunk_noise"], saved["copy"]
     cfg = DiffusionConfig.from_dict(saved)
-    assert not cfg.conditional and not cfg.trunk_noise
+    assert not cfg.conditional and not cfg.trunk_noise and not cfg.copy
 
 
 def test_standardized_scaler_round_trip_and_storage(tmp_path):

@@ -196,7 +196,8 @@ def test_random_known_masks():
 
 
 def test_style_labels_warm_start_and_guidance(setup, capsys):
-    """`--config cpu-style --init-from CHECKPOINT`: a conditional flag model gains style labels.
+    """`--config cpu-style --init-from CHECKPOINT`: a conditional flag model gains style labels
+    (and then, `--config cpu-copy`, the copy head).
     The run starts from the checkpoint's weights (the style embedding at zero: every label is
     "any style" at first), records where it started, and the pipeline samples and infills in a
     style, with guidance on it; a style the model does not know is one clear error."""
@@ -236,6 +237,16 @@ def test_style_labels_warm_start_and_guidance(setup, capsys):
         pipe.generate(1, 8, steps=5, style="rock")
     with pytest.raises(GenerateError, match="no styles"):
         MelodyDiffusion.from_pretrained(base / "best").generate(1, 8, steps=5, style="folk")
+
+    # ... and a styled model gains the copy head, shut at first, and infills with it
+    args = argv(setup, setup / "run_copy", 1, "--standardize", "--silence", "flag", "--init-from", str(out / "best"))
+    assert main([*args[:3], "cpu-copy", *args[4:]]) == 0
+    copy = TransformerDDPM.from_pretrained(setup / "run_copy" / "best")
+    assert copy.sections["training"]["init_from"]["new_weights"] == [
+        "copy_head.gate.bias", "copy_head.gate.weight", "copy_head.key.bias", "copy_head.key.weight",
+        "copy_head.query.bias", "copy_head.query.weight"]
+    res = MelodyDiffusion.from_pretrained(setup / "run_copy" / "best").infill(line, (2 * 16, 6 * 16), steps=5, seed=0)
+    assert np.array_equal(res.tokens[0][6 * 16 :], line[6 * 16 :])
 
     # a checkpoint whose weights do not fit the architecture cannot start a run
     capsys.readouterr()
