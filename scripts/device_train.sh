@@ -3,13 +3,14 @@
 # best/ (split under 16 MB a file; join with `cat model.safetensors.part* > model.safetensors`).
 # Settings by environment: CONFIG (cpu-cond), OUTDIR (runs/gpu-flag), MINUTES of training (7),
 # TRAIN_LIMIT seconds for the whole training command (545), INIT (a checkpoint to start from),
-# LR (1e-3). What ran for the shipped checkpoints is in their cards.
+# LR (1e-3), BALANCE (--style-balance), EVAL_EVERY (1000). What ran for the shipped checkpoints is in their cards.
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=16
 nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
 OUTDIR=${OUTDIR:-runs/gpu-flag}
 timeout -s TERM ${TRAIN_LIMIT:-545} python3 scripts/device_train.py train diffusion --config ${CONFIG:-cpu-cond} \
   --standardize --posterior mean --transpositions 2 --silence flag --out $OUTDIR --ema 0.999 \
-  --minutes ${MINUTES:-7} --eval-every 1000 --save-minutes 3 ${INIT:+--init-from $INIT} \
+  --minutes ${MINUTES:-7} --eval-every ${EVAL_EVERY:-1000} --save-minutes 3 ${INIT:+--init-from $INIT} \
+  ${BALANCE:+--style-balance $BALANCE} \
   --set batch_size=512 learning_rate=${LR:-1e-3} lr_decay=0.5 lr_decay_every=3000 \
   > $OUT/train.log 2>&1
 echo "train exit $?"
