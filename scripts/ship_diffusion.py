@@ -140,10 +140,10 @@ def main() -> None:
                          f"(`corpus.style_of`), dropped to \"any style\" on {STYLE_DROP:.0%} of the windows so that "
                          "one model also serves classifier-free guidance on the style.\n")
     if cfg.get("copy"):
-        conditioning += ("- A copy head (`symdiff.diffusion.CopyHead`): each unknown chunk's x0 estimate may take a known "
-                         "chunk's clean latent, pointed at by the exact likelihood of x_t and a learnt prior, in the "
-                         "share a learnt gate gives (at most the noise std), so the model can restate a phrase of "
-                         "the piece as folk tunes and chorales do.\n")
+        conditioning += ("- A copy head (`symdiff.diffusion.CopyHead`): each unknown chunk's x0 estimate may "
+                         "take a known chunk's clean latent, pointed at by the exact likelihood of x_t and a learnt "
+                         "prior, in the share a learnt gate gives (at most the noise std), so the model can restate "
+                         "a phrase of the piece as folk tunes and chorales do.\n")
     init = e.get("init_from")
     warm = (f" It started from the weights of `{init['path']}` ({init['train_step']:,} steps, "
             f"{init['train_seconds'] / 60:.1f} min of training before this run; new weights "
