@@ -254,15 +254,15 @@ class TransformerDDPM(LatentTransformer):
         if self.config.prediction == "v":  # eps = sqrt(ab) v + sqrt(1 - ab) x_t, in float32
             a = level.reshape(b, 1, 1)
             s = (1.0 - a * a).clamp_min(0.0).sqrt()
-            v = eps.float()
+            v, x32 = eps.float(), x.float()
             if self.config.copy:
                 # x0 = (1 - g) x0_net + g proposal with g = share * s: the copy claims at most what
                 # the noise hides, so its error reaches v = (a x_t - x0) / s bounded at every level:
                 # v = v_net + share (a x_t - proposal - s v_net), no division.
                 assert seen is not None  # copy needs conditional (`DiffusionConfig.__post_init__`)
-                proposal, share = self.copy_head(h, x, *seen, a, s)
-                v = v + share * (a * x.float() - proposal - s * v)
-            eps = a * v + s * x.float()
+                proposal, share = self.copy_head(h, x32, *seen, a, s)
+                v = v + share * (a * x32 - proposal - s * v)
+            eps = a * v + s * x32
         if mask is not None:
             eps = eps.masked_fill(~mask.unsqueeze(-1), 0.0)
         return eps

@@ -273,9 +273,10 @@ def test_the_shipped_copy_head_puts_a_restated_phrase_on_its_source(pipe):
     dist = torch.cdist(x[0], x[0]).masked_fill(~keep[0][None, :], float("inf")).fill_diagonal_(float("inf"))
     restating = [i for i in range(k) if not keep[0, i] and dist[i].min() < 1e-4]
     assert len(restating) >= 6
-    ab = float(pipe.sampler("ddpm", 1000).schedule.alpha_bar[499])
-    a, s = ab ** 0.5, (1 - ab) ** 0.5
-    x_t = a * x + s * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    schedule = pipe.sampler("ddpm", 1000).schedule
+    a = schedule.noise_level(500)
+    s = (1 - a * a) ** 0.5
+    x_t = schedule.q_sample(x, a, torch.randn(x.shape, generator=torch.Generator().manual_seed(0)))
     shut = copy.deepcopy(pipe.model)
     torch.nn.init.zeros_(shut.copy_head.gate.weight)
     torch.nn.init.constant_(shut.copy_head.gate.bias, -30.0)
