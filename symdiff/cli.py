@@ -183,6 +183,7 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
         save_minutes=args.save_minutes, eval_windows=args.eval_windows, precision=precision,
         seed=args.seed, ema=args.ema, silence=args.silence, bucket=args.bucket, log_every=args.log_every,
         standardize=args.standardize, init_from=args.init_from, style_balance=args.style_balance,
+        balance_scope=args.balance_scope,
     )
     best = state["best_loss"]
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 evaluates and reports
@@ -557,6 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--style-balance", type=float, default=0.0,
                        help="0 draws windows as the corpus has them, 1 gives each style an equal share "
                             "(a config with style labels)")
+        s.add_argument("--balance-scope", default="all",
+                       help="the windows --style-balance draws: all, or only those with known music (a "
+                            "conditional config; new melodies keep the corpus' mix)")
         s.add_argument("--seed", type=int, default=0)
         precision_arg(s)
         s.set_defaults(func=cmd_train_latent)

@@ -17,11 +17,17 @@ from symdiff.cli import main
 from symdiff.codec import FLAG_SILENT, STANDARD_SILENCE_VALUE, LatentCodec, LatentScaler
 from symdiff.data import latents as L
 from symdiff.data.dataset import DEFAULT_PATH, Lines
-from symdiff.diffusion import TransformerDDPM
+from symdiff.diffusion import DiffusionConfig, TransformerDDPM
 from symdiff.generate import GenerateError, MelodyDiffusion
 from symdiff.schedulers import DDIM, ScheduleConfig
-from symdiff.train.diffusion import KNOWN_MODES, random_known
-from symdiff.train.latents import TrainLatentsError, epoch_batches, style_balanced_weights, style_labels
+from symdiff.train.diffusion import KNOWN_MODES, diffusion_step_loss, random_known
+from symdiff.train.latents import (
+    TrainLatentsError,
+    corpus_weights,
+    epoch_batches,
+    style_balanced_weights,
+    style_labels,
+)
 from symdiff.train.loop import Recipe, Runtime
 from symdiff.vae import MusicVAE, VAEConfig, vae_hash
 
@@ -205,11 +211,12 @@ def test_style_labels_warm_start_and_guidance(setup, capsys):
     args = argv(setup, base, 2, "--standardize", "--silence", "flag")
     assert main([*args[:3], "cpu-cond", *args[4:]]) == 0
     args = argv(setup, out, 2, "--standardize", "--silence", "flag", "--init-from", str(base / "best"),
-                "--style-balance", "0.75")
+                "--style-balance", "0.75", "--balance-scope", "known")
     assert main([*args[:3], "cpu-style", *args[4:]]) == 0
     model = TransformerDDPM.from_pretrained(out / "best")
     assert model.config.styles == ("folk", "chorale", "vocal")
     assert model.sections["training"]["style_balance"] == 0.75
+    assert model.sections["training"]["balance_scope"] == "known"
     init = model.sections["training"]["init_from"]
     assert init["path"] == str(base / "best") and init["new_weights"] == ["style_embed.weight"]
     assert init["train_step"] == TransformerDDPM.from_pretrained(base / "best").sections["training"]["train_step"]
@@ -256,6 +263,47 @@ def test_style_labels_warm_start_and_guidance(setup, capsys):
     args = argv(setup, setup / "run_unlabelled", 1, "--standardize", "--silence", "flag", "--style-balance", "1")
     assert main([*args[:3], "cpu-cond", *args[4:]]) == 2
     assert "needs a config with style labels" in capsys.readouterr().err
+    args = argv(setup, setup / "run_scope", 1, "--standardize", "--silence", "flag", "--balance-scope", "infill")
+    assert main(args) == 2
+    assert "balance scope must be one of all, known" in capsys.readouterr().err
+    args = argv(setup, setup / "run_scope", 1, "--standardize", "--silence", "flag", "--balance-scope", "known")
+    assert main(args) == 2  # the plain config sees no known music
+    assert "needs a conditional config" in capsys.readouterr().err
+
+
+def test_balance_scope_known_weighs_new_melodies_back_to_the_corpus_mix():
+    """`--balance-scope known`: a window seen with nothing known has its loss scaled by its
+    corpus share over its drawn share, one seen with known music is left alone; so over the
+    balanced draw the windows with nothing known weigh as the corpus has them."""
+    cfg = DiffusionConfig(name="t", width=32, layers=1, heads=4, mlp=64, dense=64, film=32, data_dim=8,
+                          prediction="v", conditional=True, trunk_noise=True)
+    torch.manual_seed(0)
+    net, schedule = TransformerDDPM(cfg), ScheduleConfig().build()
+    rt = Runtime(torch.device("cpu"), 0, 1)
+    x0, mask = torch.randn(1, 6, 8), torch.ones(1, 6, dtype=torch.bool)
+
+    def loss(seed: int, weight: float | None) -> float:
+        w = None if weight is None else torch.tensor([weight])
+        with torch.no_grad():
+            return float(diffusion_step_loss(net, x0, mask, torch.Generator().manual_seed(seed), rt, False, schedule,
+                                             corpus_weight=w))
+
+    kinds = set()
+    for seed in range(40):
+        g = torch.Generator().manual_seed(seed)
+        schedule.training_noise(x0, g)  # the draws the loss makes before `random_known`
+        unknown_only = not random_known(mask, g).any()
+        kinds.add(unknown_only)
+        assert loss(seed, 1.0) == pytest.approx(loss(seed, None), rel=1e-6)
+        assert loss(seed, 0.25) == pytest.approx(loss(seed, None) * (0.25 if unknown_only else 1.0), rel=1e-5)
+    assert kinds == {True, False}
+
+    labels = np.repeat([3, 1, 2], [700, 265, 35])
+    weights = style_balanced_weights(labels, 0.75)
+    drawn = torch.multinomial(weights, 200_000, replacement=True, generator=torch.Generator().manual_seed(0)).numpy()
+    back = corpus_weights(weights, "known", conditional=True).numpy()[drawn]
+    shares = np.bincount(labels[drawn], weights=back, minlength=4)[1:] / back.sum()
+    assert np.allclose(shares, [0.265, 0.035, 0.7], atol=0.01)
 
 
 def test_style_balance_evens_the_styles_drawn():

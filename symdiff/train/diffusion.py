@@ -58,11 +58,14 @@ def random_known(mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def diffusion_step_loss(net, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Generator, rt: Runtime,
-                        bf16: bool, schedule: NoiseSchedule, style: torch.Tensor | None = None) -> torch.Tensor:
+                        bf16: bool, schedule: NoiseSchedule, style: torch.Tensor | None = None,
+                        corpus_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 6 on a padded batch: noise x0 at a continuous level, predict eps (v-weighted for a
     v-predicting config). A conditional config sees random known chunks (`random_known`), clean,
     beside the noisy x_t, and is scored on the unknown ones only. `style`: the windows' style
-    labels, for a config with `styles`, dropped to 0 on `STYLE_DROP` of them."""
+    labels, for a config with `styles`, dropped to 0 on `STYLE_DROP` of them. `corpus_weight` (B,):
+    the weights that bring windows drawn style-balanced back to the corpus' mix, applied to the
+    windows with nothing known (importance weighting, `--balance-scope known`)."""
     model = unwrap(net)
     assert isinstance(model, TransformerDDPM)  # nn.Module types its attributes as Tensor | Module
     cfg = model.config
@@ -76,7 +79,12 @@ def diffusion_step_loss(net, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Ge
         cond["style"] = torch.where(drop.to(style.device), torch.zeros_like(style), style)
     with rt.autocast(bf16):
         pred = net(noise.x_t, noise.noise_level, mask, **cond)
-    return diffusion_loss(pred, noise.eps, scored, cfg.loss_weight(noise.noise_level))
+    weight = cfg.loss_weight(noise.noise_level)
+    if corpus_weight is not None:
+        nothing_known = ~cond["keep"].any(1)
+        row = torch.where(nothing_known.to(corpus_weight.device), corpus_weight, torch.ones_like(corpus_weight))
+        weight = row if weight is None else weight * row
+    return diffusion_loss(pred, noise.eps, scored, weight)
 
 
 def train_diffusion(cfg: DiffusionConfig, schedule: ScheduleConfig, recipe: Recipe, vae: Path, out: Path,

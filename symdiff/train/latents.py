@@ -93,6 +93,14 @@ class LatentWindows:
         extra = {} if self.labels is None else {"style": torch.from_numpy(self.labels[windows[:, 0]]).to(device)}
         return x0.to(device), mask.to(device), extra
 
+    def train_batch(self, idx: np.ndarray, device: torch.device | str,
+                    corpus_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Training windows `idx` as `batch` does, with their `corpus_weights` when given."""
+        x0, mask, extra = self.batch(self.train[idx], device)
+        if corpus_weight is not None:
+            extra["corpus_weight"] = corpus_weight[idx].float().to(device)
+        return x0, mask, extra
+
     def draw_weights(self, style_balance: float) -> torch.Tensor | None:
         """The training windows' sampling weights (`style_balanced_weights`), None to draw each once an epoch."""
         if not style_balance:
@@ -124,6 +132,12 @@ def style_labels(ds: LatentDataset, data: Path, styles: tuple[str, ...]) -> np.n
     return np.repeat(per_seq, ds.lengths())
 
 
+# Which windows --style-balance applies to: all of them, or only those a conditional model sees
+# with known music (infilling); the ones with nothing known (new melodies) then keep the corpus'
+# mix, so new melodies without a style still sound like the corpus.
+BALANCE_SCOPES = ("all", "known")
+
+
 def style_balanced_weights(labels: np.ndarray, balance: float) -> torch.Tensor:
     """Sampling weights of windows with these style labels: `balance` 0 draws them as the corpus
     has them, 1 gives every labelled style an equal share (the corpus is 70% Renaissance vocal
@@ -135,6 +149,16 @@ def style_balanced_weights(labels: np.ndarray, balance: float) -> torch.Tensor:
     for style, count in zip(styles, counts, strict=True):
         even[labels == style] = 1.0 / (len(styles) * count)
     return torch.from_numpy((1.0 - balance) / len(labels) + balance * even)
+
+
+def corpus_weights(weights: torch.Tensor | None, scope: str, conditional: bool) -> torch.Tensor | None:
+    """Per window, its corpus share over its drawn share (1 on average over the draw): what a
+    `scope` of "known" scales the loss of windows seen with nothing known by; None otherwise."""
+    if scope not in BALANCE_SCOPES:
+        raise TrainLatentsError(f"balance scope must be one of {', '.join(BALANCE_SCOPES)}, not {scope!r}")
+    if scope == "known" and not conditional:
+        raise TrainLatentsError("--balance-scope known needs a conditional config (e.g. cpu-copy)")
+    return None if weights is None or scope == "all" else (1.0 / len(weights)) / weights
 
 
 def load_latent_windows(vae: Path, data: Path, cache_dir: Path | None, settings: LatentSettings | None,
@@ -273,7 +297,7 @@ def train_on_latents(objective: Objective, cfg, recipe: Recipe, vae: Path, out: 
                      save_minutes: float = 5.0, eval_windows: int = 2048, precision: str = "auto", seed: int = 0,
                      ema: float = 0.0, silence: str = "token", bucket: bool = False, log_every: int = 50,
                      encode_batch: int = 512, standardize: bool = False, init_from: Path | None = None,
-                     style_balance: float = 0.0) -> dict:
+                     style_balance: float = 0.0, balance_scope: str = "all") -> dict:
     """Train `objective.model_class(cfg)` by `recipe` on the cached latent windows: resumable from
     `OUT/last` (weights, optimizer, step, EMA, written as one folder), `OUT/best` at the best
     held-out figure (EMA weights when `ema` > 0), a JSON-lines log, DDP under torchrun.
@@ -282,7 +306,9 @@ def train_on_latents(objective: Objective, cfg, recipe: Recipe, vae: Path, out: 
     checkpoints. `init_from`: a fresh run starts from that checkpoint's weights (weights the
     config adds, such as a style embedding, keep their initial values; its step count and
     learning-rate schedule start at 0); the provenance records it. `style_balance`: windows drawn
-    by `style_balanced_weights` (a config with style labels). Returns the training state."""
+    by `style_balanced_weights` (a config with style labels); `balance_scope` "known" leaves the
+    windows a conditional model sees with nothing known at the corpus mix (`corpus_weight`).
+    Returns the training state."""
     rt = setup_runtime()
     precision = resolve_precision(precision, rt.device)
     bf16 = precision == "bf16"
@@ -296,8 +322,9 @@ def train_on_latents(objective: Objective, cfg, recipe: Recipe, vae: Path, out: 
 
     cfg = dataclasses.replace(cfg, data_dim=lw.x.shape[1])
     weights = lw.draw_weights(style_balance)
+    corpus_weight = corpus_weights(weights, balance_scope, getattr(cfg, "conditional", False))
     training: dict[str, Any] = {**lw.provenance(data), "ema": ema, "precision": precision,
-                                "style_balance": style_balance}
+                                "style_balance": style_balance, "balance_scope": balance_scope}
     sections = {"codec": lw.codec, "recipe": recipe, **objective.sections, "training": training}
     cls = objective.model_class
     model = cls(cfg).to(rt.device)
@@ -355,7 +382,7 @@ def train_on_latents(objective: Objective, cfg, recipe: Recipe, vae: Path, out: 
     gen = torch.Generator(device=rt.device).manual_seed(seed + rt.rank + state["step"])
 
     def train_step(idx: np.ndarray, step: int) -> dict:
-        x0, mask, extra = lw.batch(lw.train[idx], rt.device)
+        x0, mask, extra = lw.train_batch(idx, rt.device, corpus_weight)
         lr = recipe.lr_at(step)
         for g in opt.param_groups:
             g["lr"] = lr
