@@ -283,8 +283,9 @@ def cmd_infill(args: argparse.Namespace) -> None:
                          extend_bars=extend, method=args.method, guidance=args.guidance, style=args.style)
     for remark in write_arrangement(args.file, line, result.tokens[0], span, args.out):
         print(f"note: {remark}")
-    print(f"track {line.index}: {what} in {result.seconds:.2f} s ({pipe.precision}); wrote {args.out} "
-          "(your file with only these bars new)")
+    heard = " (heard in your melody)" if args.style is None and pipe.styles else ""
+    print(f"track {line.index}: {what} in {result.seconds:.2f} s, {result.style} style{heard} ({pipe.precision}); "
+          f"wrote {args.out} (your file with only these bars new)")
 
 
 def _bar(args: argparse.Namespace):
@@ -438,9 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--quiet", action="store_true", help="no progress bar")
         precision_arg(s)
 
-    def style_args(s: argparse.ArgumentParser, guided: str) -> None:
+    def style_args(s: argparse.ArgumentParser, guided: str, default: str) -> None:
         s.add_argument("--style", help="folk, chorale or vocal, for a model trained with style labels "
-                                       "(the default model; default: any style)")
+                                       f"(the default model), or any (no label); default: {default}")
         s.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
                        help=f"classifier-free guidance weight of {guided} (default {DEFAULT_GUIDANCE:g}; 1 = none)")
 
@@ -449,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bars", type=int, default=64, help="length, up to 64 bars")
     s.add_argument("--qpm", type=float, default=120.0, help="tempo of the MIDI files")
     s.add_argument("--out", type=Path, default=Path("samples"), help="folder for sample_*.mid")
-    style_args(s, "the style")
+    style_args(s, "the style", "any")
     s.add_argument("--context-guidance", type=float, default=CONTEXT_GUIDANCE,
                    help="how strongly each 2-bar chunk follows the rest of the melody: guidance away from the "
                         f"model's view of the chunk alone (default {CONTEXT_GUIDANCE:g}; 1 = none, the paper's "
@@ -457,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     generation_args(s)
     s.set_defaults(func=cmd_sample)
 
+    heard_style = "the style the rest of the melody is heard in"
     method_help = ("conditioned: the model sees the known bars (the default where the model was trained for it); "
                    "replace: the paper's Algorithm 1")
     s = sub.add_parser("infill", help="regenerate a bar range of a melody")
@@ -467,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--track", type=int, help="candidate index from `symdiff inspect` (default: the melody)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--method", choices=INFILL_METHODS, help=method_help)
-    style_args(s, "a conditioned infill (the known bars and the style)")
+    style_args(s, "a conditioned infill (the known bars and the style)", heard_style)
     generation_args(s)
     s.set_defaults(func=cmd_infill)
     s = sub.add_parser("extend", help="continue a melody by some bars")
@@ -476,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--track", type=int, help="candidate index from `symdiff inspect` (default: the melody)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--method", choices=INFILL_METHODS, help=method_help)
-    style_args(s, "a conditioned infill (the known bars and the style)")
+    style_args(s, "a conditioned infill (the known bars and the style)", heard_style)
     generation_args(s)
     s.set_defaults(func=cmd_infill)
 

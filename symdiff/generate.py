@@ -66,6 +66,16 @@ CONTEXT_GUIDANCE = 2.25
 REGISTER_MARGIN = 7
 REPAIR_ROUNDS = 4
 REPAIR_MIN_CHUNKS = 4
+# No style label: the model's own mix of the corpus' styles. An infill asked for no style at all
+# (None) writes in the style its piece is heard in (`MelodyDiffusion.infer_style`).
+ANY_STYLE = "any"
+# How a piece's style is heard: the net denoises the known chunks under every label at these noise
+# levels (fractions of the schedule), STYLE_PROBE_DRAWS draws each, the same draws for every label.
+# Measured on the 30 fidelity test pieces of each style: from t/N = 0.3 up the right label wins for
+# 80% of folk, 83% of chorale and all vocal pieces; below it, where detail is decided rather than
+# style, chorale falls to 23%.
+STYLE_PROBE = tuple(float(f) for f in np.arange(0.325, 1.0, 0.05))
+STYLE_PROBE_DRAWS = 8
 
 
 def stray_chunks(tokens: np.ndarray, margin: int = REGISTER_MARGIN) -> np.ndarray:
@@ -178,6 +188,7 @@ class Result:
     latents: torch.Tensor  # (B, k, d) model space
     seconds: float
     plan: InfillPlan | None = None
+    style: str = ANY_STYLE  # the style written in: one of the model's, or ANY_STYLE
 
 
 class MelodyDiffusion:
@@ -289,7 +300,7 @@ class MelodyDiffusion:
                        guidance: float = DEFAULT_GUIDANCE, style: str | None = None,
                        context_guidance: float = 1.0) -> torch.Tensor:
         """(num, chunks, d) model-space latents from the reverse chain (infilling with mask/known,
-        by `method`, see `INFILL_METHODS`; in a `style` of `self.styles`, None for any). `guidance`
+        by `method`, see `INFILL_METHODS`; in a `style` of `self.styles`, None or ANY_STYLE for any). `guidance`
         weighs what the chain is conditioned on, known music ("conditioned") and style, see
         `guided_eps`; a plain unconditional sample has nothing to weigh. `context_guidance` != 1
         weighs what each chunk takes from the rest of the piece (`context_guided`)."""
@@ -302,7 +313,7 @@ class MelodyDiffusion:
         if known is not None and self.check_method(method) == "conditioned":
             cond["keep"] = ~torch.as_tensor(mask, dtype=torch.bool).expand(num, chunks)
             cond["known"] = torch.as_tensor(known).expand(num, chunks, -1)
-        if style is not None:
+        if style not in (None, ANY_STYLE):
             try:
                 label = self.model.config.style_index(style)
             except ValueError as e:
@@ -331,6 +342,29 @@ class MelodyDiffusion:
                                           mask=stray[rows], known=x[rows], style=style)
         return x
 
+    @torch.no_grad()
+    def infer_style(self, known: torch.Tensor, keep: torch.Tensor) -> str:
+        """The style the known chunks `known[keep]` ((k, d) model space; `keep` (k,) bool) are
+        heard in: the label, ANY_STYLE among them, under which the net best denoises them seen as
+        a piece of their own, by the mean eps error over `STYLE_PROBE` (the diffusion model as a
+        zero-shot classifier, Li et al. 2023). ANY_STYLE, the corpus' mix, wins where no one style
+        explains the music better; it is also the answer of a model without styles or where
+        nothing is known."""
+        x0 = torch.as_tensor(known)[torch.as_tensor(keep, dtype=torch.bool)].float()
+        if not self.styles or not len(x0):
+            return ANY_STYLE
+        n = len(STYLE_PROBE) * STYLE_PROBE_DRAWS
+        steps = self.schedule.num_steps
+        level = torch.tensor([self.schedule.noise_level(round(f * steps)) for f in STYLE_PROBE],
+                             dtype=torch.float64).repeat_interleave(STYLE_PROBE_DRAWS)
+        eps = torch.randn((n, *x0.shape), generator=torch.Generator().manual_seed(0))
+        x_t = self.schedule.q_sample(x0.expand(n, -1, -1), level, eps)
+        labels = (ANY_STYLE, *self.styles)
+        m = len(labels)
+        pred = self.eps(x_t.repeat(m, 1, 1), level.repeat(m), style=torch.arange(m).repeat_interleave(n))
+        err = (pred - eps.repeat(m, 1, 1)).pow(2).mean((1, 2)).reshape(m, n).mean(1)
+        return labels[int(err.argmin())]
+
     def decode(self, latents: torch.Tensor, seed: int | None = 0) -> list[np.ndarray]:
         """(B, k, d) model space -> B token arrays of 2k bars (argmax decoding), all chunks in
         one batched pass."""
@@ -342,7 +376,7 @@ class MelodyDiffusion:
                  seed: int | None = None, callback: Callback | None = None, style: str | None = None,
                  guidance: float = DEFAULT_GUIDANCE, repair: bool = True,
                  context_guidance: float = CONTEXT_GUIDANCE) -> Result:
-        """`num` new melodies of `bars` bars (up to 2 * seq_len), in `style` (None: any), with
+        """`num` new melodies of `bars` bars (up to 2 * seq_len), in `style` (None or ANY_STYLE: any), with
         `context_guidance` (`context_guided`; 1 = none); with `repair`, stray chunks regenerated
         (`repair_register`)."""
         max_bars = self.seq_len * melody.BARS_PER_CHUNK
@@ -357,7 +391,7 @@ class MelodyDiffusion:
         if repair:
             x = self.repair_register(x, chain, seed, style)
         tokens = [t[: bars * melody.STEPS_PER_BAR] for t in self.decode(x)]
-        return Result(tokens, x, time.perf_counter() - t0)
+        return Result(tokens, x, time.perf_counter() - t0, style=style or ANY_STYLE)
 
     def infill(self, tokens: np.ndarray, span: tuple[int, int], sampler: str = DEFAULT_SAMPLER,
                steps: int | None = None, seed: int | None = None, callback: Callback | None = None,
@@ -366,7 +400,9 @@ class MelodyDiffusion:
         """Regenerate the token steps `span` (end exclusive; `melody.BarMap.steps` turns a file's
         bars into them) of a melody (`method` from `infill_methods`, the model's default when
         None); with `extend_bars`, the melody first gets that many empty 4/4 bars appended
-        (continuation)."""
+        (continuation). `style` None: the style the rest of the piece is heard in (`infer_style`).
+        Why: told the style, infills fit their pieces better (README, "Does the music hold
+        together?"), and the user's piece says what it is."""
         tokens = np.asarray(tokens, dtype=np.uint8)
         melody.check_tokens(tokens)
         if len(tokens) % melody.STEPS_PER_BAR:
@@ -378,9 +414,11 @@ class MelodyDiffusion:
         plan = plan_infill(len(full), span, self.seq_len)
         known = self.codec.encode(full)[plan.window[0] : plan.window[1]]
         mask = torch.from_numpy(plan.mask())
+        if style is None:
+            style = self.infer_style(known, ~mask)
         x = self.sample_latents(1, len(known), self.sampler(sampler, steps), seed, callback, mask, known[None],
                                 method, guidance, style)
-        return Result([splice_bars(full, self.decode(x)[0], plan)], x, time.perf_counter() - t0, plan)
+        return Result([splice_bars(full, self.decode(x)[0], plan)], x, time.perf_counter() - t0, plan, style)
 
     def extend(self, tokens: np.ndarray, bars: int, **kwargs) -> Result:
         """Continue a melody by `bars` new bars."""

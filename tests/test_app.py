@@ -145,14 +145,15 @@ def test_infill_real_multitrack_midi(client, server):
     status, rows, wav_orig, wav_new, midi = client.predict(
         handle_file(str(ALOHA)), "4", 4, 7, "ddim", 10, 2, api_name="/infill")
     assert "Track 4, bars 4-7 regenerated" in status and "whole arrangement" in status
+    assert "style (heard in your piece)" in status  # the style dropdown's default
     assert Image.open(rows).size[0] == 1000
     assert wav_seconds(wav_orig) > 0 and wav_seconds(wav_new) > 0
     check_download(ALOHA, midi, 4, 4, 7)  # the whole 7-track file, only the solo voice's bars 4-7 new
     # the default track of a 65-bar lead sheet with a pickup (bar 0): its last 8 bars, in the
     # model's 32-chunk window, and the pickup bar itself
     foster = handle_file(str(EXAMPLES / "foster_brown_hair_lead_sheet.mid"))
-    status, *_ = client.predict(foster, "auto", 57, 64, "ddim", 5, 0, api_name="/infill")
-    assert "Track 0, bars 57-64 regenerated" in status
+    status, *_ = client.predict(foster, "auto", 57, 64, "ddim", 5, 0, "folk", api_name="/infill")
+    assert "Track 0, bars 57-64 regenerated" in status and "folk style)" in status
     img, text = client.predict(foster, "auto", 0, 0, api_name="/preview")
     assert "Bars **0-0**" in text and "64 bars of 4/4 and a pickup (bar 0)" in text
     assert server.alive

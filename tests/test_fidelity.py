@@ -175,7 +175,14 @@ def test_tiny_run_real_middle_and_copied_context(pipe, lines):
     pieces = fd.select_pieces(lines, "folk", 3, 0)
     rows = fd.infill_rows(pipe, pieces, "ddim", 4, 0, progress=False)
     assert list(rows) == ["real middle", "real middle, VAE-decoded", "diffusion (conditioned)", "diffusion (replace)",
-                          "interpolation", "N(0,I) prior", "repetition"]  # the shipped default serves both methods
+                          "diffusion (conditioned, any style)", "interpolation", "N(0,I) prior",
+                          "repetition"]  # the shipped default serves both methods, with and without style labels
+    # heard in no style, the default row is the any-style row; heard as folk, it is the style-given row
+    assert all(np.array_equal(a, b) for a, b in zip(rows["diffusion (conditioned)"],
+                                                     rows["diffusion (conditioned, any style)"], strict=True))
+    heard = fd.infill_rows(pipe, pieces, "ddim", 4, 0, progress=False, style="folk", heard=["folk"] * 3)
+    assert all(np.array_equal(a, b) for a, b in zip(heard["diffusion (conditioned)"],
+                                                     heard["diffusion (conditioned, style given)"], strict=True))
     for i, p in enumerate(pieces):
         lo, hi = (b * STEPS_PER_BAR for b in p.region)
         for name, tokens in rows.items():
@@ -209,10 +216,14 @@ def test_cli_writes_fidelity_and_coherence(tmp_path, capsys):
     assert d["settings"]["sampler"] == "ddpm" and d["settings"]["checkpoint"] == "checkpoints/diffusion-cond"
     # the default model knows the styles: its default infill told the pieces' style is a row of its own
     assert "diffusion (conditioned, style given)" in d["groups"]["folk"]["rows"]
+    # ... and its default infill writes in the style it hears in each piece's context, recorded
+    assert sum(d["groups"]["folk"]["heard_styles"].values()) == 2
+    assert all(it["heard_style"] in ("any", *fd.STYLES) for it in d["groups"]["folk"]["items"])
     items = d["groups"]["chorale"]["items"]
     assert len(items) == 2 and set(items[0]["rows"]["repetition"]) == set(fd.FIT)
     md = (out / "fidelity.md").read_text()
     assert md.startswith("| style: row | pieces | pitch overlap |") and "| chorale: interpolation | 2 |" in md
+    assert "Styles the default infill heard in each piece's context: folk pieces: " in md
     c = json.loads((out / "coherence.json").read_text())
     assert set(c["groups"]["all"]["rows"]) == {"real test windows", "diffusion samples",
                                                "diffusion samples, no context guidance",

@@ -14,7 +14,9 @@ import torch
 
 from symdiff import melody
 from symdiff.cli import main
-from symdiff.generate import GenerateError, parse_bar_range, plan_infill, stray_chunks
+from symdiff.data.corpus import style_of
+from symdiff.data.dataset import Lines
+from symdiff.generate import ANY_STYLE, GenerateError, parse_bar_range, plan_infill, stray_chunks
 
 torch.set_num_threads(1)
 MIDI = Path(__file__).parent / "data" / "midi"
@@ -153,6 +155,33 @@ def test_infill_with_the_paper_sampler_keeps_known_latents_exactly(pipe):
     assert torch.allclose(res.latents[0][keep], known[keep])
 
 
+def test_the_style_of_a_piece_is_heard_in_its_known_bars(pipe):
+    """The shipped model hears a reel as folk, a Bach chorale as a chorale and a Palestrina voice
+    of the test split as vocal; an infill asked for no style writes in the style heard in the bars
+    it keeps, and "any" writes with no label."""
+    def heard(tokens: np.ndarray) -> str:
+        known = pipe.codec.encode(tokens[: len(tokens) // 32 * 32])
+        return pipe.infer_style(known, torch.ones(len(known), dtype=torch.bool))
+
+    reel = melody.read_midi(MIDI / "nottingham_cuckoos_nest_reel.mid").chosen.tokens
+    assert heard(reel) == "folk"
+    assert heard(melody.read_midi(MIDI / "bach_bwv7.7_chorale.mid").chosen.tokens) == "chorale"
+    test = Lines.load().select("test")
+    voice = next(t for t, m in zip(test.tokens, test.meta, strict=True)
+                 if m["source"] == "palestrina" and len(t) >= 32 * 32)
+    assert style_of("palestrina") == "vocal" and heard(voice[: 32 * 32]) == "vocal"
+
+    span = (16 * BARS, 32 * BARS)
+    known = pipe.codec.encode(reel)
+    keep = ~torch.from_numpy(plan_infill(len(reel), span).mask())
+    res = pipe.infill(reel, span, steps=5, seed=0)
+    assert res.style == pipe.infer_style(known, keep) == "folk"
+    assert torch.equal(res.latents, pipe.infill(reel, span, steps=5, seed=0, style="folk").latents)
+    anyway = pipe.infill(reel, span, steps=5, seed=0, style=ANY_STYLE)
+    assert anyway.style == ANY_STYLE and not torch.equal(anyway.latents, res.latents)
+    assert pipe.infer_style(known, torch.zeros_like(keep)) == ANY_STYLE  # nothing known: nothing heard
+
+
 def test_extend(pipe):
     line = melody.read_midi(MIDI / "oneills_003_4-4_melody.mid").chosen
     res = pipe.extend(line.tokens, 8, steps=20, seed=2)
@@ -186,7 +215,9 @@ def test_cli_sample_and_infill(tmp_path, capsys):
 
     assert main(["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "4-7", "--steps", "5",
                  "--out", str(tmp_path / "j.mid"), "--quiet"]) == 0
-    assert "infilled bars 4-7 of 16 bars of 4/4" in capsys.readouterr().out  # exactly these, in the file's bars
+    out = capsys.readouterr().out
+    assert "infilled bars 4-7 of 16 bars of 4/4" in out  # exactly these, in the file's bars
+    assert "folk style (heard in your melody)" in out
     assert main(["extend", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "4", "--steps", "5",
                  "--out", str(tmp_path / "e.mid"), "--quiet"]) == 0
     assert "added bars 17-20" in capsys.readouterr().out

@@ -21,9 +21,12 @@ how well the new middle fits the rest of its piece.
 - Rows: the real middle (the ceiling); the real middle decoded from its VAE latents (what the
   latent space can carry); each infilling method the pipeline serves (`pipe.infill_methods`;
   "replace" is the paper's Algorithm 1), batched over pieces of equal chunk count, known
-  latents = the VAE's mu; interpolation (`baselines.interpolate_infill`, silent chunks by the
-  codec's rule); the N(0, I) prior (`baselines.prior_latents`) in the region; repetition: the
-  P = min(region, context before it) bars right before the region copied into it cyclically.
+  latents = the VAE's mu, in the style each piece's context is heard in
+  (`MelodyDiffusion.infer_style`, as `symdiff infill` does by default); for a model with
+  styles also in any style (no label) and told the pieces' style; interpolation
+  (`baselines.interpolate_infill`, silent chunks by the codec's rule); the N(0, I) prior
+  (`baselines.prior_latents`) in the region; repetition: the P = min(region, context before
+  it) bars right before the region copied into it cyclically.
 - Figures, region against context of the same (spliced) melody; a note belongs to the bar
   where it starts (`metrics.melody_notes`), each note counts once whatever its length:
   * pitch overlap (higher is better): overlapping area of the Gaussians fitted to the region's
@@ -70,7 +73,15 @@ from ..atomic import write_text
 from ..baselines import interpolate_infill, prior_latents
 from ..data.corpus import STYLES, style_of
 from ..data.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
-from ..generate import CONTEXT_GUIDANCE, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, MelodyDiffusion, plan_infill, splice_bars
+from ..generate import (
+    ANY_STYLE,
+    CONTEXT_GUIDANCE,
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    MelodyDiffusion,
+    plan_infill,
+    splice_bars,
+)
 from ..melody import BARS_PER_CHUNK, CHUNK_STEPS, NOTE_OFF, STEPS_PER_BAR
 from .metrics import STD_EPS, gaussian_overlap, melody_notes
 
@@ -285,6 +296,11 @@ class Report:
             for name, r in g["rows"].items():
                 cells = [f"{r['mean'][k]:.1%}" if k in SHARES else f"{r['mean'][k]:.2f}" for k in cols]
                 lines.append(f"| {f'{group}: {name}' if fit else name} | {r['n']} | " + " | ".join(cells) + " |")
+        heard = {group: g["heard_styles"] for group, g in self.groups.items() if "heard_styles" in g}
+        if heard:
+            said = [f"{group} pieces: " + ", ".join(f"{h} {n}" for h, n in counts.items())
+                    for group, counts in heard.items()]
+            lines += ["", "Styles the default infill heard in each piece's context: " + "; ".join(said) + "."]
         s = self.settings
         lines += ["", NOTES[self.task], "", f"Diffusion: {s['checkpoint']}, {s['sampler']} sampler, {s['steps']} "
                   f"steps, seed {s['seed']}; {s['seconds']:.0f} s in all. "
@@ -320,22 +336,37 @@ def method_runs(
 ) -> dict[str, tuple[str, float, str | None]]:
     """Row name -> (infill method, guidance, style): every method the pipeline serves, "conditioned"
     at each guidance weight (`MelodyDiffusion.guided_eps`; the default weight's row has no
-    suffix), in any style; and, where the model knows the pieces' `style`, the default
-    conditioned infill told that style (what a user who names it gets)."""
+    suffix), in the style each piece is heard in (None, as `pipe.infill` does by default); for a
+    model with styles, the default infill in any style (no label), and, where the model knows the
+    pieces' `style`, told that style (what a user who names it gets)."""
     runs: dict[str, tuple[str, float, str | None]] = {}
     for m in pipe.infill_methods:
         for w in (guidance if m == "conditioned" else (DEFAULT_GUIDANCE,)):
             runs[f"diffusion ({m})" if w == DEFAULT_GUIDANCE else f"diffusion ({m}, guidance {w:g})"] = (m, w, None)
+    if pipe.styles:
+        runs[f"diffusion ({pipe.infill_methods[0]}, any style)"] = (pipe.infill_methods[0], DEFAULT_GUIDANCE, ANY_STYLE)
     if style in pipe.styles:
         runs[f"diffusion ({pipe.infill_methods[0]}, style given)"] = (pipe.infill_methods[0], DEFAULT_GUIDANCE, style)
     return runs
 
 
+def heard_styles(pipe: MelodyDiffusion, pieces: list[Piece]) -> list[str]:
+    """The style each piece's context is heard in (`MelodyDiffusion.infer_style`), as `infill` hears it."""
+    heard = []
+    for p in pieces:
+        a, b = p.region
+        plan = plan_infill(p.chunks * CHUNK_STEPS, (a * STEPS_PER_BAR, b * STEPS_PER_BAR), pipe.seq_len)
+        heard.append(pipe.infer_style(pipe.codec.encode(p.tokens), ~torch.from_numpy(plan.mask())))
+    return heard
+
+
 def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps: int | None, seed: int,
                 progress: bool = True, desc: str = "fidelity", guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,),
-                style: str | None = None) -> dict[str, list[np.ndarray]]:
-    """Every row's spliced melodies, in the order of `pieces` (all of one `style`)."""
+                style: str | None = None, heard: list[str] | None = None) -> dict[str, list[np.ndarray]]:
+    """Every row's spliced melodies, in the order of `pieces` (all of one `style`); the rows in the
+    style each piece is heard in take it from `heard` (`heard_styles`; default: any style)."""
     runs = method_runs(pipe, guidance, style)
+    heard = heard or [ANY_STYLE] * len(pieces)
     names = ["real middle, VAE-decoded", *runs, "interpolation", "N(0,I) prior"]
     spliced: dict[str, dict[int, np.ndarray]] = {name: {} for name in names}  # row -> piece index -> melody
     by_chunks: dict[int, list[int]] = defaultdict(list)
@@ -343,8 +374,9 @@ def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps:
         by_chunks[p.chunks].append(i)
     smp = pipe.sampler(sampler, steps)
     gen = torch.Generator().manual_seed(seed)
-    bar = tqdm(total=len(by_chunks) * len(runs) * smp.num_steps, desc=desc, unit="step",
-               disable=not progress, leave=False)
+    chains = sum(len({heard[i] for i in idx}) if st is None else 1
+                 for idx in by_chunks.values() for *_, st in runs.values())
+    bar = tqdm(total=chains * smp.num_steps, desc=desc, unit="step", disable=not progress, leave=False)
     for c, idx in sorted(by_chunks.items()):
         first, end = pieces[idx[0]].region
         plan = plan_infill(c * CHUNK_STEPS, (first * STEPS_PER_BAR, end * STEPS_PER_BAR), pipe.seq_len)
@@ -355,8 +387,13 @@ def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps:
                 "interpolation": interpolate_infill(known, mask, pipe.codec.scaler, config=pipe.codec.config),
                 "N(0,I) prior": torch.where(mask[None, :, None], prior, known)}
         for name, (m, w, st) in runs.items():
-            made[name] = pipe.sample_latents(len(idx), c, smp, seed=seed, mask=mask, known=known, method=m,
-                                             guidance=w, style=st, callback=lambda *_: bar.update(1))
+            styles = [heard[i] if st is None else st for i in idx]
+            made[name] = torch.empty_like(known)
+            for one in sorted(set(styles)):  # the pieces heard in one style as one batch
+                sel = torch.tensor([s == one for s in styles])
+                made[name][sel] = pipe.sample_latents(
+                    int(sel.sum()), c, smp, seed=seed, mask=mask, known=known[sel], method=m, guidance=w,
+                    style=one, callback=lambda *_: bar.update(1))
         for name, x in made.items():
             for i, t in zip(idx, pipe.decode(x), strict=True):
                 spliced[name][i] = splice_bars(pieces[i].tokens, t, plan)
@@ -381,12 +418,15 @@ def fidelity(pipe: MelodyDiffusion, num: int = DEFAULT_PIECES, styles: tuple[str
         if not pieces:
             log(f"no {style} test piece of {MIN_BARS} bars or more")
             continue
+        heard = heard_styles(pipe, pieces)
         rows = infill_rows(pipe, pieces, sampler, steps, seed, progress, desc=f"fidelity: {style}", guidance=guidance,
-                           style=style)
+                           style=style, heard=heard)
         figs = {name: [fit_figures(t, p.region) for t, p in zip(tokens, pieces, strict=True)]
                 for name, tokens in rows.items()}
-        items = [{**p.info(), "rows": {name: figs[name][i] for name in rows}} for i, p in enumerate(pieces)]
-        report.groups[style] = {"items": items, "rows": summarize(figs)}
+        items = [{**p.info(), "heard_style": h, "rows": {name: figs[name][i] for name in rows}}
+                 for i, (p, h) in enumerate(zip(pieces, heard, strict=True))]
+        counts = {h: heard.count(h) for h in sorted(set(heard))}
+        report.groups[style] = {"items": items, "rows": summarize(figs), "heard_styles": counts}
     report.settings["seconds"] = round(time.perf_counter() - t0, 1)
     return report
 
