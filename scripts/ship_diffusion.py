@@ -144,6 +144,12 @@ def main() -> None:
                          "take a known chunk's clean latent, pointed at by the exact likelihood of x_t and a learnt "
                          "prior, in the share a learnt gate gives (at most the noise std), so the model can restate "
                          "a phrase of the piece as folk tunes and chorales do.\n")
+    if e.get("style_balance"):
+        scope = ("only where the model saw known music; windows it saw with nothing known weighed back to the "
+                 "corpus' mix by corpus share / drawn share (`--balance-scope known`)"
+                 if e.get("balance_scope") == "known" else "all of them")
+        conditioning += (f"- Windows drawn style-balanced (`--style-balance {e['style_balance']:g}`: toward an equal "
+                         f"share per style), {scope}.\n")
     init = e.get("init_from")
     warm = (f" It started from the weights of `{init['path']}` ({init['train_step']:,} steps, "
             f"{init['train_seconds'] / 60:.1f} min of training before this run; new weights "

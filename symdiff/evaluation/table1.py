@@ -21,7 +21,8 @@ Protocol (paper sec. 4-5, docs/paper_notes.md sec. 7-8):
   MMD and (decoded) framewise C/V; mean and standard deviation over 5 disjoint subsets.
 
 What is expensive and reused is cached in `data/cache/eval/`: the encoded reference and test
-windows, keyed by the sha256 of the VAE weights and of the corpus, N and the seed.
+windows, keyed by the sha256 of the VAE weights and of the corpus, N, the seed, the scaler and
+the silence rule (two codecs with one scaler encode silence differently).
 """
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ def real_set(pipe: MelodyDiffusion, lines: Lines, split: str, num: int, seed: in
         key = json.dumps({"vae": vae_hash(vae_dir), "data": sha256_file(data), "split": split, "num": num,
                           "seed": seed, "scaler": hashlib.sha256(repr(sorted(
                               (k, v.tolist()) for k, v in pipe.codec.scaler.to_dict().items())).encode()).hexdigest(),
-                          "format": 2}, sort_keys=True)
+                          "silence": [pipe.codec.config.silence_rule, pipe.codec.config.silence_value],
+                          "format": 3}, sort_keys=True)
         path = Path(cache) / f"{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
         if path.is_file():
             with np.load(path, allow_pickle=False) as f:
