@@ -296,7 +296,7 @@ class SymdiffApp:
 
     @user_errors
     def generate(self, bars, sampler, steps, seed, style=ANY_STYLE, context=CONTEXT_GUIDANCE):
-        style = self._style(style)
+        style = None if style == ANY_STYLE else self._style(style)  # a new melody has no piece to hear
         bars = whole("bars", bars, 1, MAX_BARS)
         steps = whole("steps", steps, 1, MAX_STEPS)
         seed = whole("seed", seed, 0, MAX_SEED)

@@ -32,7 +32,8 @@ def main() -> None:
             ("N(0, I) prior", base["prior"])]
     fig = pianoroll.plot_rows(rows, box_bars=tuple(s / melody.STEPS_PER_BAR for s in span),
                               barlines=demo.barlines(found.bars, 0, len(tokens)),
-                              title=f"{args.file.stem}: bars {args.bars} infilled (seed {args.seed})")
+                              title=f"{args.file.stem}: bars {args.bars} infilled in the {res.style} style it heard "
+                                    f"(seed {args.seed})")
     pianoroll.save_png(fig, args.out)
     print(f"wrote {args.out}")
 

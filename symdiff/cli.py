@@ -283,8 +283,8 @@ def cmd_infill(args: argparse.Namespace) -> None:
                          extend_bars=extend, method=args.method, guidance=args.guidance, style=args.style)
     for remark in write_arrangement(args.file, line, result.tokens[0], span, args.out):
         print(f"note: {remark}")
-    heard = " (heard in your melody)" if args.style is None and pipe.styles else ""
-    print(f"track {line.index}: {what} in {result.seconds:.2f} s, {result.style} style{heard} ({pipe.precision}); "
+    heard = " as heard in your melody" if args.style is None and pipe.styles else ""
+    print(f"track {line.index}: {what} in {result.seconds:.2f} s ({pipe.precision}), {result.style} style{heard}; "
           f"wrote {args.out} (your file with only these bars new)")
 
 

@@ -217,7 +217,7 @@ def test_cli_sample_and_infill(tmp_path, capsys):
                  "--out", str(tmp_path / "j.mid"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "infilled bars 4-7 of 16 bars of 4/4" in out  # exactly these, in the file's bars
-    assert "folk style (heard in your melody)" in out
+    assert "folk style as heard in your melody; wrote" in out
     assert main(["extend", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "4", "--steps", "5",
                  "--out", str(tmp_path / "e.mid"), "--quiet"]) == 0
     assert "added bars 17-20" in capsys.readouterr().out
