@@ -116,8 +116,8 @@ def main() -> None:
                  "see `DiffusionConfig.prediction`")
     evals = ""
     if args.eval:
-        for task in ("unconditional", "infill", "fidelity", "coherence"):
-            md = args.eval / f"{task}.md"
+        for task in ("unconditional", "infill", "fidelity", "fidelity-seeds", "coherence"):
+            md = args.eval / f"{task}.md"  # fidelity-seeds: scripts/fidelity_seeds.py over several seeds
             if md.is_file():
                 evals += f"\n### {task}\n\n" + md.read_text()
         if (args.eval / "figure3.png").is_file():
@@ -151,9 +151,10 @@ def main() -> None:
         conditioning += (f"- Windows drawn style-balanced (`--style-balance {e['style_balance']:g}`: toward an equal "
                          f"share per style), {scope}.\n")
     init = e.get("init_from")
+    fresh = init["new_weights"] if init else []
+    new = f"; new weights {', '.join(fresh)} at their initial values" if fresh else ""
     warm = (f" It started from the weights of `{init['path']}` ({init['train_step']:,} steps, "
-            f"{init['train_seconds'] / 60:.1f} min of training before this run; new weights "
-            f"{', '.join(init['new_weights']) or 'none'} at their initial values); the step count above is this "
+            f"{init['train_seconds'] / 60:.1f} min of training before this run{new}); the step count above is this "
             "run's." if init else "")
     silence = (f"a silence flag, one more model-space dim: {codec_cfg.get('silence_value')} at a silent chunk (its "
                "other dims at the centre) and the opposite at music, decoded as a rest above "

@@ -25,6 +25,7 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,15 +108,16 @@ def load(name: str, folder: Path = EVAL) -> dict:
 
 def eval_dir(doc: Path) -> Path:
     """Where a doc's figures come from: eval/ holds the default model's evaluation, and
-    eval/NAME/ that of the model in checkpoints/NAME, or the folder a card names as its source
-    (the MDN card quotes the evaluation it was part of)."""
+    eval/NAME/ that of the model in checkpoints/NAME, or the Table 1 folder a card names as its
+    source (the MDN card quotes the evaluation it was part of)."""
     if doc.parent.parent == EVAL:  # eval/NAME/*.md
         return doc.parent
     if doc.parent.parent.name != "checkpoints":
         return EVAL
     own = EVAL / doc.parent.name
-    named = re.search(r"eval/([\w-]+)/", doc.read_text())
-    return own if own.is_dir() else EVAL / named.group(1) if named and (EVAL / named.group(1)).is_dir() else EVAL
+    named = [EVAL / n for n in re.findall(r"eval/([\w-]+)/", doc.read_text())
+             if (EVAL / n / "unconditional.json").is_file()]
+    return own if own.is_dir() else named[0] if named else EVAL
 
 
 def table1_rows(folder: Path = EVAL) -> dict[str, dict[str, list[float]]]:
@@ -250,6 +252,17 @@ def test_eval_markdown_is_rendered_from_the_json(folder):
             continue
         rows = {name for name, *_ in quoted_rows(md, {**table1_rows(folder), **fit_rows(folder)})}
         assert rows, f"{rel(md)} quotes no row of {task}.json"
+
+
+def test_pooled_fidelity_is_rendered_from_the_committed_seeds():
+    """eval/fidelity-seeds.md, which the README's verdict on infilling quotes, is what
+    scripts/fidelity_seeds.py makes of the seed runs it names, and they include today's eval/fidelity.json."""
+    md = (EVAL / "fidelity-seeds.md").read_text()
+    runs = re.findall(r"eval/[\w/-]*fidelity\.json", md.splitlines()[0])
+    assert "eval/fidelity.json" in runs and len(runs) >= 3, runs
+    made = subprocess.run([sys.executable, "scripts/fidelity_seeds.py", *runs], cwd=REPO, capture_output=True,
+                          text=True, check=True).stdout
+    assert made == md
 
 
 # --- the models' own figures ------------------------------------------------------------------
