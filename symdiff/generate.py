@@ -54,11 +54,11 @@ INFILL_METHODS = ("conditioned", "replace")
 DEFAULT_GUIDANCE = 3.0
 # Context guidance of new melodies (`MelodyDiffusion.context_guided`): the weight w of
 # eps_alone + w (eps_piece - eps_alone), eps_alone being the net's prediction for each chunk seen on
-# its own. Chosen on 64 DDPM-200 samples at seeds 0, 1, 2 (README, "Does the music hold
-# together?"): mean key stability 0.891 at w = 1, 0.914 at 2, 0.925 at 2.25, 0.932 at 2.5 (real
-# windows 0.93); w = 2.5 and more cost rests below the data's rate (8.9% silent bars on one seed;
-# real 11-14%) and repeat more 2-bar chunks (16%; real windows 1-4%).
-CONTEXT_GUIDANCE = 2.25
+# its own. Chosen on 64 DDPM-200 samples (README, "Does the music hold together?"): with the shipped
+# model, key stability 0.912 at w = 2.25 on seed 0 (real windows 0.936) and 0.924, 0.933, 0.931 at
+# w = 2.5 on seeds 0, 1, 2 (real 0.936, 0.925, 0.934), with silent bars 10-15% (real 11-14%). The
+# cost of more: fewer distinct phrases (18-21% of 2-bar chunks restated at 2.5; real windows 1-4%).
+CONTEXT_GUIDANCE = 2.5
 # Register repair of new melodies (`MelodyDiffusion.repair_register`): a chunk holding a note more
 # than REGISTER_MARGIN semitones outside its melody's 10-90% pitch band is regenerated from the
 # rest of the melody, up to REPAIR_ROUNDS times (two rounds left stray chunks in 2 of 32 styled
