@@ -26,7 +26,7 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1) / n) if n > 1 else 0.0
 
 
-def verdict(key: str, default: float, rival: float, ceiling: float, diff: float, se: float) -> str:
+def verdict(key: str, default: float, ceiling: float, diff: float, se: float) -> str:
     sign = -1 if key in LOWER_IS_BETTER else 1
     if sign * diff > 0:
         word = "beats interpolation"
@@ -62,7 +62,7 @@ def main() -> None:
             diff, se = mean_se([a - b for a, b in zip(d, r, strict=True)])
             md, mr, mc = (sum(v) / len(v) for v in (d, r, c))
             print(f"| {style} | {title.split(' (')[0]} | {len(items)} | {md:.3f} | {mr:.3f} | {mc:.3f} | "
-                  f"{diff:+.3f} ({se:.3f}) | {verdict(key, md, mr, mc, diff, se)} |")
+                  f"{diff:+.3f} ({se:.3f}) | {verdict(key, md, mc, diff, se)} |")
 
 
 if __name__ == "__main__":
