@@ -16,7 +16,16 @@ from symdiff import melody
 from symdiff.cli import main
 from symdiff.data.corpus import style_of
 from symdiff.data.dataset import Lines
-from symdiff.generate import ANY_STYLE, GenerateError, parse_bar_range, plan_infill, stray_chunks
+from symdiff.generate import (
+    ANY_STYLE,
+    DENSITY_MARGIN,
+    GenerateError,
+    density_gap,
+    parse_bar_range,
+    plan_infill,
+    splice_bars,
+    stray_chunks,
+)
 
 torch.set_num_threads(1)
 MIDI = Path(__file__).parent / "data" / "midi"
@@ -95,6 +104,60 @@ def test_register_repair_regenerates_only_stray_chunks(pipe):
     keep = torch.arange(8) != 5
     assert torch.equal(fixed[0, keep], x[0, keep]) and not torch.equal(fixed[0, 5], x[0, 5])
     assert not stray_chunks(pipe.decode(fixed)[0]).any()
+
+
+def test_density_gap_compares_the_range_with_the_kept_bars_the_model_sees():
+    """Notes per bar of the range against the rest of the model's window: the 65-bar song's bars
+    17-32 against the other 48 bars of its 64-bar window, whatever its bar 65 holds."""
+    song = melody.read_midi(MIDI / "foster_brown_hair_lead_sheet.mid").chosen.tokens
+    plan = plan_infill(len(song), (16 * BARS, 32 * BARS))
+    assert plan.window == (0, 32) and len(song) == 65 * BARS
+    onsets = song >= 2
+    inside, window = onsets[16 * BARS : 32 * BARS].sum(), onsets[: 64 * BARS].sum()
+    assert density_gap(song, plan) == pytest.approx(abs(np.log(inside / 16) - np.log((window - inside) / 48)))
+    beyond = song.copy()
+    beyond[64 * BARS :] = 0  # bars past the window do not count
+    assert (song[64 * BARS :] >= 2).any() and density_gap(beyond, plan) == density_gap(song, plan)
+    silent = song.copy()
+    silent[16 * BARS : 32 * BARS] = 0  # a silent range counts as half a note
+    assert density_gap(silent, plan) == pytest.approx(np.log((window - inside) / 48 / (0.5 / 16)))
+    rests = np.zeros_like(song)
+    rests[16 * BARS] = song[16 * BARS]
+    assert density_gap(rests, plan) == 0.0  # kept bars without a note: no rate to keep
+
+
+def slow_tune() -> np.ndarray:
+    """The reel's first 16 bars slowed to one note per bar: its first note, held the whole bar."""
+    bars = melody.read_midi(MIDI / "nottingham_cuckoos_nest_reel.mid").chosen.tokens[: 16 * BARS].reshape(16, BARS)
+    out = np.zeros_like(bars)
+    out[:, 0] = [b[b >= 2][0] for b in bars]
+    return out.reshape(-1)
+
+
+def test_an_infill_far_off_its_pieces_note_rate_is_drawn_again(pipe):
+    """Unguided (guidance 1), the slow tune's bars 7-10 first come out 2.25 times as busy as the
+    rest (seed 0, 20 steps); `infill` draws them again and keeps a draw within the margin. A
+    first draw within it is kept as it is, and the user's bars are never touched."""
+    tune = slow_tune()
+    span = (6 * BARS, 10 * BARS)
+    plan = plan_infill(len(tune), span)
+    kw = {"steps": 20, "guidance": 1.0}
+    first = pipe.infill(tune, span, seed=0, repair=False, **kw)
+    assert density_gap(first.tokens[0], plan) > DENSITY_MARGIN
+    fixed = pipe.infill(tune, span, seed=0, **kw)
+    assert density_gap(fixed.tokens[0], plan) <= DENSITY_MARGIN
+    assert_users_bars_kept(fixed.tokens[0], tune, *span)
+    keep = ~torch.from_numpy(plan.mask())
+    assert torch.equal(fixed.latents[0, keep], first.latents[0, keep])
+    fine = pipe.infill(tune, span, seed=1, repair=False, **kw)
+    assert density_gap(fine.tokens[0], plan) <= DENSITY_MARGIN
+    assert torch.equal(pipe.infill(tune, span, seed=1, **kw).latents, fine.latents)
+    # the repair on its own, on a batch: only the row that is off is drawn again
+    x = torch.cat([first.latents, fine.latents])
+    known = pipe.codec.encode(tune)[None].expand(2, -1, -1)
+    redone = pipe.repair_density(x, [tune, tune], plan, pipe.sampler("ddpm", 20), seed=0, known=known, guidance=1.0)
+    assert torch.equal(redone[1], x[1]) and not torch.equal(redone[0], x[0])
+    assert all(density_gap(splice_bars(tune, t, plan), plan) <= DENSITY_MARGIN for t in pipe.decode(redone))
 
 
 def test_context_guidance_scales_what_a_chunk_takes_from_the_rest(pipe):
