@@ -1,6 +1,7 @@
 """Does the heard style help melodies from outside the corpus? The fidelity task's regenerated
 middle (`symdiff.evaluation.fidelity`: window, region, fit figures) on a folder of MIDI files,
-infilled in any style and in the style heard in the rest of each melody, over a few seeds.
+infilled by `MelodyDiffusion.infill` in any style and in the style heard in the rest of each
+melody, over a few seeds.
 
     python scripts/outside_corpus_fit.py tests/data/melody_set --seeds 0 1
 """
@@ -10,12 +11,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from symdiff.errors import SymdiffError
 from symdiff.evaluation.fidelity import FIT, MIN_BARS, fit_figures, make_piece
-from symdiff.generate import ANY_STYLE, DEFAULT_DIFFUSION, MelodyDiffusion, plan_infill, splice_bars
-from symdiff.melody import CHUNK_STEPS, STEPS_PER_BAR, read_midi
+from symdiff.generate import ANY_STYLE, DEFAULT_DIFFUSION, MelodyDiffusion
+from symdiff.melody import STEPS_PER_BAR, read_midi
 
 FIGURES = [k for k in FIT if k != "restated_chunks"]
 
@@ -37,17 +37,15 @@ def main() -> None:
             continue
         piece = make_piece(tokens, {"source": "", "piece": path.name, "voice": ""})
         a, b = piece.region
-        plan = plan_infill(piece.chunks * CHUNK_STEPS, (a * STEPS_PER_BAR, b * STEPS_PER_BAR), pipe.seq_len)
-        mask, known = torch.from_numpy(plan.mask()), pipe.codec.encode(piece.tokens)
-        heard = pipe.infer_style(known, ~mask)
+        span = (a * STEPS_PER_BAR, b * STEPS_PER_BAR)
         rows["real middle"].append(np.array([fit_figures(piece.tokens, piece.region)[k] for k in FIGURES]))
-        for name, style in (("any style", ANY_STYLE), ("heard style", heard)):
+        heard = ""
+        for name, style in (("heard style", None), ("any style", ANY_STYLE)):
             figs = []
             for seed in args.seeds:
-                x = pipe.sample_latents(1, piece.chunks, pipe.sampler(), seed=seed, mask=mask, known=known[None],
-                                        style=style)
-                melody = splice_bars(piece.tokens, pipe.decode(x)[0], plan)
-                figs.append([fit_figures(melody, piece.region)[k] for k in FIGURES])
+                res = pipe.infill(piece.tokens, span, seed=seed, style=style)
+                heard = heard or res.style
+                figs.append([fit_figures(res.tokens[0], piece.region)[k] for k in FIGURES])
             rows[name].append(np.mean(figs, 0))
         print(f"{path.name}: heard {heard}", flush=True)
     print(f"\n{len(rows['real middle'])} melodies of {MIN_BARS}+ bars; mean (standard error) of "

@@ -15,7 +15,7 @@ from conftest import PHI_MINUS_1, bar
 from symdiff.cli import build_parser, main
 from symdiff.data.dataset import Lines
 from symdiff.evaluation import fidelity as fd
-from symdiff.generate import MelodyDiffusion
+from symdiff.generate import DENSITY_MARGIN, MelodyDiffusion
 from symdiff.melody import NOTE_OFF, STEPS_PER_BAR
 
 torch.set_num_threads(1)
@@ -174,7 +174,8 @@ def pipe() -> MelodyDiffusion:
 def test_tiny_run_real_middle_and_copied_context(pipe, lines):
     pieces = fd.select_pieces(lines, "folk", 3, 0)
     rows = fd.infill_rows(pipe, pieces, "ddim", 4, 0, progress=False)
-    assert list(rows) == ["real middle", "real middle, VAE-decoded", "diffusion (conditioned)", "diffusion (replace)",
+    assert list(rows) == ["real middle", "real middle, VAE-decoded", "diffusion (conditioned)",
+                          "diffusion (conditioned, no density repair)", "diffusion (replace)",
                           "diffusion (conditioned, any style)", "interpolation", "N(0,I) prior",
                           "repetition"]  # the shipped default serves both methods, with and without style labels
     # heard in no style, the default row is the any-style row; heard as folk, it is the style-given row
@@ -192,6 +193,11 @@ def test_tiny_run_real_middle_and_copied_context(pipe, lines):
         assert rows["real middle"][i] is p.tokens
         assert not np.array_equal(rows["diffusion (replace)"][i][lo:hi], p.tokens[lo:hi])
         assert not np.array_equal(rows["diffusion (conditioned)"][i][lo:hi], p.tokens[lo:hi])
+        # the default row is its first draw, drawn again only where that is far off the piece's note rate
+        first, fixed = (rows[r][i] for r in ("diffusion (conditioned, no density repair)", "diffusion (conditioned)"))
+        gap = fd.fit_figures(first, p.region)["density_log_ratio"]
+        assert np.array_equal(first, fixed) if gap <= DENSITY_MARGIN else \
+            fd.fit_figures(fixed, p.region)["density_log_ratio"] < gap
     report = fd.fidelity(pipe, 3, ("folk",), steps=4, progress=False)
     folk = report.groups["folk"]
     assert [it["piece"] for it in folk["items"]] == [p.piece for p in pieces]

@@ -22,8 +22,11 @@ how well the new middle fits the rest of its piece.
   latent space can carry); each infilling method the pipeline serves (`pipe.infill_methods`;
   "replace" is the paper's Algorithm 1), batched over pieces of equal chunk count, known
   latents = the VAE's mu, in the style each piece's context is heard in
-  (`MelodyDiffusion.infer_style`, as `symdiff infill` does by default); for a model with
-  styles also in any style (no label) and told the pieces' style; interpolation
+  (`MelodyDiffusion.infer_style`, as `symdiff infill` does by default), an infill far off its
+  piece's note rate drawn again (`MelodyDiffusion.repair_density`, as `symdiff infill` does;
+  the default infill's first draw, before that repair, is a row of its own; Table 1's infill
+  rows are the plain chains); for a model with styles also in any style (no label) and told the
+  pieces' style; interpolation
   (`baselines.interpolate_infill`, silent chunks by the codec's rule); the N(0, I) prior
   (`baselines.prior_latents`) in the region; repetition: the P = min(region, context before
   it) bars right before the region copied into it cyclically.
@@ -64,6 +67,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,6 +83,7 @@ from ..generate import (
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
     MelodyDiffusion,
+    density_log_ratio,
     plan_infill,
     splice_bars,
 )
@@ -89,7 +94,6 @@ TASKS = ("fidelity", "coherence")
 DEFAULT_PIECES = 30  # per style
 DEFAULT_SAMPLES = 64
 MIN_BARS = 16
-DENSITY_FLOOR = 0.5  # notes: a silent side's count, so the log ratio stays finite
 FIT = {  # key -> column title
     "pitch_overlap": "pitch overlap",
     "pitch_class_cosine": "pitch-class cosine (key)",
@@ -110,7 +114,9 @@ NOTES = {  # under each table: what its rows are
     "fidelity": "The middle half of each test piece (whole 2-bar chunks, at most a 64-bar window) regenerated, "
                 "the rest kept; each figure compares the region with the rest of its piece. Rows: the real middle "
                 "(the ceiling), decoded from its VAE latents, each infilling method (replace = the paper's "
-                "Algorithm 1), interpolation, the N(0, I) prior, the bars before the region repeated.",
+                "Algorithm 1; a middle far off its piece's note rate drawn again, as `symdiff infill` does, \"no "
+                "density repair\" the default's first draws), interpolation, the N(0, I) prior, the bars before "
+                "the region repeated.",
     "coherence": "Unconditional 64-bar samples against real 64-bar windows of the test split; per melody, then "
                  "averaged. Rows: the samples as `generate` gives them (context guidance, then the register "
                  "repair), without the context guidance, and the plain chain (the paper's sampler). Silent bars: "
@@ -149,11 +155,6 @@ def total_variation(u: np.ndarray, v: np.ndarray) -> float:
     if su == 0 or sv == 0:
         return 1.0
     return float(0.5 * np.abs(np.asarray(u) / su - np.asarray(v) / sv).sum())
-
-
-def density_log_ratio(notes_a: int, bars_a: int, notes_b: int, bars_b: int) -> float:
-    """|log| of the ratio of notes per bar, note counts floored at `DENSITY_FLOOR`."""
-    return float(abs(np.log(max(notes_a, DENSITY_FLOOR) / bars_a) - np.log(max(notes_b, DENSITY_FLOOR) / bars_b)))
 
 
 def phrases(tokens: np.ndarray) -> list[bytes | None]:
@@ -331,22 +332,30 @@ def _settings(pipe: MelodyDiffusion, checkpoint: str | Path, data: Path, sampler
             "steps": pipe.sampler(sampler, steps).num_steps, "seed": seed}
 
 
-def method_runs(
-    pipe: MelodyDiffusion, guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,), style: str | None = None
-) -> dict[str, tuple[str, float, str | None]]:
-    """Row name -> (infill method, guidance, style): every method the pipeline serves, "conditioned"
-    at each guidance weight (`MelodyDiffusion.guided_eps`; the default weight's row has no
-    suffix), in the style each piece is heard in (None, as `pipe.infill` does by default); for a
-    model with styles, the default infill in any style (no label), and, where the model knows the
-    pieces' `style`, told that style (what a user who names it gets)."""
-    runs: dict[str, tuple[str, float, str | None]] = {}
+Run = tuple[str, float, str | None, bool]  # infill method, guidance, style (None: heard), density repair
+
+
+def method_runs(pipe: MelodyDiffusion, guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,),
+                style: str | None = None) -> dict[str, Run]:
+    """Row name -> how its infills are drawn: every method the pipeline serves, "conditioned" at
+    each guidance weight (`MelodyDiffusion.guided_eps`; the default weight's row has no suffix),
+    in the style each piece is heard in (None, as `pipe.infill` does by default), with the density
+    repair (`MelodyDiffusion.repair_density`, as `pipe.infill` does); the default infill's first
+    draw, before that repair; for a model with styles, the default infill in any style (no
+    label), and, where the model knows the pieces' `style`, told that style (what a user who
+    names it gets)."""
+    default = pipe.infill_methods[0]
+    runs: dict[str, Run] = {}
     for m in pipe.infill_methods:
         for w in (guidance if m == "conditioned" else (DEFAULT_GUIDANCE,)):
-            runs[f"diffusion ({m})" if w == DEFAULT_GUIDANCE else f"diffusion ({m}, guidance {w:g})"] = (m, w, None)
+            name = f"diffusion ({m})" if w == DEFAULT_GUIDANCE else f"diffusion ({m}, guidance {w:g})"
+            runs[name] = (m, w, None, True)
+            if (m, w) == (default, DEFAULT_GUIDANCE):
+                runs[f"diffusion ({m}, no density repair)"] = (m, w, None, False)
     if pipe.styles:
-        runs[f"diffusion ({pipe.infill_methods[0]}, any style)"] = (pipe.infill_methods[0], DEFAULT_GUIDANCE, ANY_STYLE)
+        runs[f"diffusion ({default}, any style)"] = (default, DEFAULT_GUIDANCE, ANY_STYLE, True)
     if style in pipe.styles:
-        runs[f"diffusion ({pipe.infill_methods[0]}, style given)"] = (pipe.infill_methods[0], DEFAULT_GUIDANCE, style)
+        runs[f"diffusion ({default}, style given)"] = (default, DEFAULT_GUIDANCE, style, True)
     return runs
 
 
@@ -364,7 +373,9 @@ def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps:
                 progress: bool = True, desc: str = "fidelity", guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,),
                 style: str | None = None, heard: list[str] | None = None) -> dict[str, list[np.ndarray]]:
     """Every row's spliced melodies, in the order of `pieces` (all of one `style`); the rows in the
-    style each piece is heard in take it from `heard` (`heard_styles`; default: any style)."""
+    style each piece is heard in take it from `heard` (`heard_styles`; default: any style). Pieces
+    of one length heard in one style are one batch; rows that draw a batch the same way (method,
+    guidance, style; the seed is the same for all) share its chain."""
     runs = method_runs(pipe, guidance, style)
     heard = heard or [ANY_STYLE] * len(pieces)
     names = ["real middle, VAE-decoded", *runs, "interpolation", "N(0,I) prior"]
@@ -372,11 +383,21 @@ def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps:
     by_chunks: dict[int, list[int]] = defaultdict(list)
     for i, p in enumerate(pieces):
         by_chunks[p.chunks].append(i)
+    batches: dict[int, dict[str, list[tuple[str, tuple[bool, ...]]]]] = {}  # chunks -> row -> (style, pieces)
+    for c, idx in by_chunks.items():
+        batches[c] = {}
+        for name, (_, _, st, _) in runs.items():
+            styles = [heard[i] if st is None else st for i in idx]
+            batches[c][name] = [(one, tuple(s == one for s in styles)) for one in sorted(set(styles))]
+    chains = sum(len({(*runs[name][:2], *batch) for name, row in per.items() for batch in row})
+                 for per in batches.values())  # distinct (method, guidance, style, pieces)
     smp = pipe.sampler(sampler, steps)
     gen = torch.Generator().manual_seed(seed)
-    chains = sum(len({heard[i] for i in idx}) if st is None else 1
-                 for idx in by_chunks.values() for *_, st in runs.values())
     bar = tqdm(total=chains * smp.num_steps, desc=desc, unit="step", disable=not progress, leave=False)
+
+    def tick(*_: object) -> None:
+        bar.update(1)
+
     for c, idx in sorted(by_chunks.items()):
         first, end = pieces[idx[0]].region
         plan = plan_infill(c * CHUNK_STEPS, (first * STEPS_PER_BAR, end * STEPS_PER_BAR), pipe.seq_len)
@@ -386,14 +407,20 @@ def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps:
         made = {"real middle, VAE-decoded": known,
                 "interpolation": interpolate_infill(known, mask, pipe.codec.scaler, config=pipe.codec.config),
                 "N(0,I) prior": torch.where(mask[None, :, None], prior, known)}
-        for name, (m, w, st) in runs.items():
-            styles = [heard[i] if st is None else st for i in idx]
+        drawn: dict[tuple, torch.Tensor] = {}  # (method, guidance, style, pieces) -> first draws
+        repaired: dict[tuple, torch.Tensor] = {}  # the same after the density repair
+        for name, (m, w, _, repair) in runs.items():
             made[name] = torch.empty_like(known)
-            for one in sorted(set(styles)):  # the pieces heard in one style as one batch
-                sel = torch.tensor([s == one for s in styles])
-                made[name][sel] = pipe.sample_latents(
-                    int(sel.sum()), c, smp, seed=seed, mask=mask, known=known[sel], method=m, guidance=w,
-                    style=one, callback=lambda *_: bar.update(1))
+            for one, sel in batches[c][name]:
+                kw: dict[str, Any] = {"method": m, "guidance": w, "style": one}
+                pick, key = torch.tensor(sel), (m, w, one, sel)
+                if key not in drawn:
+                    drawn[key] = pipe.sample_latents(int(pick.sum()), c, smp, seed=seed, mask=mask, known=known[pick],
+                                                     callback=tick, **kw)
+                if repair and key not in repaired:
+                    melodies = [pieces[i].tokens for i, s in zip(idx, sel, strict=True) if s]
+                    repaired[key] = pipe.repair_density(drawn[key], melodies, plan, smp, seed, known[pick], **kw)
+                made[name][pick] = (repaired if repair else drawn)[key]
         for name, x in made.items():
             for i, t in zip(idx, pipe.decode(x), strict=True):
                 spliced[name][i] = splice_bars(pieces[i].tokens, t, plan)
