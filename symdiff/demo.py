@@ -155,7 +155,8 @@ def baseline_infills(pipe: MelodyDiffusion, tokens: np.ndarray, plan: InfillPlan
     tokens = np.asarray(tokens, dtype=np.uint8)
     full = np.zeros(plan.num_chunks * melody.CHUNK_STEPS, dtype=np.uint8)
     full[: len(tokens)] = tokens
-    known = pipe.codec.encode(full)[plan.window[0] : plan.window[1]]
+    w0, w1 = plan.window_steps
+    known = pipe.codec.encode(full[w0:w1])
     mask = torch.from_numpy(plan.mask())
     out: dict[str, np.ndarray | None] = {}
     if bool((~mask).any()):

@@ -19,6 +19,7 @@ from symdiff.data.dataset import Lines
 from symdiff.generate import (
     ANY_STYLE,
     DENSITY_MARGIN,
+    DENSITY_MIN_BARS,
     GenerateError,
     density_gap,
     parse_bar_range,
@@ -135,11 +136,12 @@ def slow_tune() -> np.ndarray:
 
 
 def test_an_infill_far_off_its_pieces_note_rate_is_drawn_again(pipe):
-    """Unguided (guidance 1), the slow tune's bars 7-10 first come out 2.25 times as busy as the
-    rest (seed 0, 20 steps); `infill` draws them again and keeps a draw within the margin. A
-    first draw within it is kept as it is, and the user's bars are never touched."""
+    """Unguided (guidance 1), the slow tune's bars 5-12 first come out twice as busy as the rest
+    (seed 0, 20 steps); `infill` draws them again and keeps a draw within the margin. A first
+    draw within it is kept as it is, the user's bars are never touched, and a range of fewer than
+    DENSITY_MIN_BARS bars is not checked."""
     tune = slow_tune()
-    span = (6 * BARS, 10 * BARS)
+    span = (4 * BARS, 12 * BARS)
     plan = plan_infill(len(tune), span)
     kw = {"steps": 20, "guidance": 1.0}
     first = pipe.infill(tune, span, seed=0, repair=False, **kw)
@@ -152,6 +154,11 @@ def test_an_infill_far_off_its_pieces_note_rate_is_drawn_again(pipe):
     fine = pipe.infill(tune, span, seed=1, repair=False, **kw)
     assert density_gap(fine.tokens[0], plan) <= DENSITY_MARGIN
     assert torch.equal(pipe.infill(tune, span, seed=1, **kw).latents, fine.latents)
+    short = (6 * BARS, 10 * BARS)  # bars 7-10: off as well on this seed, but too few bars to judge
+    assert DENSITY_MIN_BARS > 4
+    first_short = pipe.infill(tune, short, seed=0, repair=False, **kw)
+    assert density_gap(first_short.tokens[0], first_short.plan) > DENSITY_MARGIN
+    assert torch.equal(pipe.infill(tune, short, seed=0, **kw).latents, first_short.latents)
     # the repair on its own, on a batch: only the row that is off is drawn again
     x = torch.cat([first.latents, fine.latents])
     known = pipe.codec.encode(tune)[None].expand(2, -1, -1)
@@ -208,6 +215,10 @@ def test_infill_a_long_multitrack_file_in_a_window(pipe):
     assert res.latents.shape[1] == 32
     out = res.tokens[0]
     assert_users_bars_kept(out, line.tokens, 80 * BARS, 90 * BARS)
+    # only the window is encoded (memory stays bounded), to the same latents as the whole file's
+    known = pipe.codec.encode(line.tokens)[res.plan.window[0] : res.plan.window[1]]
+    keep = ~torch.from_numpy(res.plan.mask())
+    torch.testing.assert_close(res.latents[0][keep], known[keep])
 
 
 def test_infill_with_the_paper_sampler_keeps_known_latents_exactly(pipe):
