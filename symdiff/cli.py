@@ -337,7 +337,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     reports = []
     if "fidelity" in args.task:
         reports.append(fidelity(pipe, args.num or DEFAULT_PIECES, tuple(args.styles), guidance=tuple(args.guidance),
-                                **fit_args))
+                                region_bars=args.region_bars, **fit_args))
         paths += write_report(reports[-1], args.out)
     if "coherence" in args.task:
         reports.append(coherence(pipe, args.num or DEFAULT_SAMPLES, **fit_args))
@@ -482,9 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     generation_args(s)
     s.set_defaults(func=cmd_infill)
 
-    from .evaluation.fidelity import STYLES
+    from .evaluation.fidelity import MIN_BARS, STYLES
     from .evaluation.fidelity import TASKS as FIT_TASKS
     from .evaluation.table1 import CACHE, TASKS
+    from .melody import BARS_PER_CHUNK
 
     s = sub.add_parser("evaluate", help="the paper's Table 1 and Figure 3: diffusion vs baselines on held-out data; "
                        "infill fidelity and sample coherence (--task fidelity coherence)")
@@ -497,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--styles", nargs="+", choices=STYLES, default=list(STYLES), help="fidelity: the styles measured")
     s.add_argument("--guidance", nargs="+", type=float, default=[DEFAULT_GUIDANCE],
                    help="fidelity: classifier-free guidance weights of the conditioned infill, one row each")
+    s.add_argument("--region-bars", type=int, choices=range(BARS_PER_CHUNK, MIN_BARS // 2 + 1, BARS_PER_CHUNK),
+                   help="fidelity: regenerate the middle N bars of each piece (default: its middle half)")
     s.add_argument("--mdn", type=lambda v: None if v == "none" else Path(v), default=Path("checkpoints/mdn-cpu"),
                    help="TransformerMDN checkpoint, or none")
     s.add_argument("--data", type=Path, default=DEFAULT_PATH)

@@ -138,6 +138,14 @@ def test_middle_region_and_windows():
     assert np.array_equal(p.tokens, long[42 * STEPS_PER_BAR : 106 * STEPS_PER_BAR])
     p = fd.make_piece(long[: 17 * STEPS_PER_BAR].astype(np.uint8), meta)  # an odd last bar is left out
     assert p.start_bar == 0 and p.chunks == 8 and p.region == (4, 12)
+    # a short region, as a musician picks: the middle 4 bars
+    assert fd.middle_region(32, 4) == (30, 34) and fd.middle_region(8, 4) == (6, 10)
+    assert fd.middle_region(9, 8) == (4, 12) == fd.middle_region(9)
+    assert fd.make_piece(long.astype(np.uint8), meta, region_bars=2).region == (30, 32)
+    for bad in (0, 3, 10):
+        with pytest.raises(ValueError, match="the region must be 2 to 8 bars"):
+            fd.check_region_bars(bad)
+    fd.check_region_bars(None)
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +244,21 @@ def test_cli_writes_fidelity_and_coherence(tmp_path, capsys):
                                                "diffusion samples, plain chain"}
     assert len(c["groups"]["all"]["items"]) == 8
     assert (out / "coherence.md").read_text().startswith("| row | melodies | pitch range")
+
+
+def test_cli_regenerates_a_short_middle(tmp_path, capsys):
+    """--region-bars 4: the middle 4 bars of each piece, recorded in the settings and the note."""
+    out = tmp_path / "short"
+    assert main(["evaluate", "--task", "fidelity", "--region-bars", "4", "--num", "2", "--steps", "3", "--styles",
+                 "folk", "--guidance", "1", "--out", str(out), "--quiet"]) == 0
+    d = json.loads((out / "fidelity.json").read_text())
+    assert d["settings"]["region_bars"] == 4
+    assert all(it["region"][1] - it["region"][0] == 4 for it in d["groups"]["folk"]["items"])
+    assert "The middle 4 bars of each test piece" in (out / "fidelity.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--task", "fidelity", "--region-bars", "5", "--out", str(out)])
+    assert "invalid choice: 5" in capsys.readouterr().err
 
 
 def test_cli_defaults_keep_committed_results(tmp_path, capsys):

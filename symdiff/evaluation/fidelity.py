@@ -16,7 +16,8 @@ how well the new middle fits the rest of its piece.
 - Window and region: the piece's whole 2-bar chunks, at most 32 (64 bars; a longer line gives
   its centred 32-chunk window, an odd last bar is left out). With c chunks the region is the
   middle c // 2 chunks, starting at chunk (c - c // 2) // 2 (64 bars: bars 17-48, the paper's
-  task). Everything outside it is the context, copied back exactly (`generate.plan_infill`,
+  task); with `--region-bars N`, the middle N bars (whole chunks), as a musician picks a few.
+  Everything outside it is the context, copied back exactly (`generate.plan_infill`,
   `generate.splice_bars`, as `symdiff infill` does).
 - Rows: the real middle (the ceiling); the real middle decoded from its VAE latents (what the
   latent space can carry); each infilling method the pipeline serves (`pipe.infill_methods`;
@@ -245,24 +246,37 @@ class Piece:
                 "bars": self.chunks * BARS_PER_CHUNK, "region": list(self.region)}
 
 
-def middle_region(chunks: int) -> tuple[int, int]:
-    """Bars of the middle chunks // 2 chunks of a window of `chunks` chunks."""
-    m = chunks // 2
+def middle_region(chunks: int, region_bars: int | None = None) -> tuple[int, int]:
+    """Bars of the middle chunks // 2 chunks of a window of `chunks` chunks, or of its middle
+    `region_bars` bars (whole chunks, at most half of a MIN_BARS piece)."""
+    m = chunks // 2 if region_bars is None else region_bars // BARS_PER_CHUNK
     r0 = (chunks - m) // 2
     return r0 * BARS_PER_CHUNK, (r0 + m) * BARS_PER_CHUNK
 
 
-def make_piece(tokens: np.ndarray, meta: dict[str, str]) -> Piece:
-    """The line's whole chunks, its centred 32-chunk window when longer, and the middle region."""
+def make_piece(tokens: np.ndarray, meta: dict[str, str], region_bars: int | None = None) -> Piece:
+    """The line's whole chunks, its centred 32-chunk window when longer, and the middle region
+    (`middle_region`)."""
     total = len(tokens) // CHUNK_STEPS
     c = min(total, WINDOW_CHUNKS)
     s = (total - c) // 2
     window = np.asarray(tokens[s * CHUNK_STEPS : (s + c) * CHUNK_STEPS], dtype=np.uint8)
-    return Piece(meta["source"], meta["piece"], meta["voice"], s * BARS_PER_CHUNK, window, middle_region(c))
+    return Piece(meta["source"], meta["piece"], meta["voice"], s * BARS_PER_CHUNK, window,
+                 middle_region(c, region_bars))
 
 
-def select_pieces(lines: Lines, style: str, num: int, seed: int, split: str = "test") -> list[Piece]:
-    """`num` random lines of a style with at least `MIN_BARS` bars, one voice per work first."""
+def check_region_bars(region_bars: int | None) -> None:
+    """A region the fidelity task can cut from every piece: whole chunks, leaving half of the
+    shortest piece (MIN_BARS bars) as its context."""
+    if region_bars is not None and not (region_bars % BARS_PER_CHUNK == 0 and 0 < region_bars <= MIN_BARS // 2):
+        raise ValueError(f"the region must be {BARS_PER_CHUNK} to {MIN_BARS // 2} bars, in steps of "
+                         f"{BARS_PER_CHUNK}, got {region_bars}")
+
+
+def select_pieces(lines: Lines, style: str, num: int, seed: int, split: str = "test",
+                  region_bars: int | None = None) -> list[Piece]:
+    """`num` random lines of a style with at least `MIN_BARS` bars, one voice per work first, each
+    with its middle region (`middle_region`)."""
     cands = [i for i, (t, m) in enumerate(zip(lines.tokens, lines.meta, strict=True))
              if m["split"] == split and style_of(m["source"]) == style and len(t) // STEPS_PER_BAR >= MIN_BARS]
     taken: dict[str, int] = defaultdict(int)
@@ -272,7 +286,7 @@ def select_pieces(lines: Lines, style: str, num: int, seed: int, split: str = "t
         work = lines.meta[i]["piece"]
         keyed.append((taken[work], len(keyed), i))  # (voices of this work already drawn, draw order)
         taken[work] += 1
-    return [make_piece(lines.tokens[i], lines.meta[i]) for _, _, i in sorted(keyed)[:num]]
+    return [make_piece(lines.tokens[i], lines.meta[i], region_bars) for _, _, i in sorted(keyed)[:num]]
 
 
 # --- the runs ---------------------------------------------------------------------------------
@@ -303,7 +317,11 @@ class Report:
                     for group, counts in heard.items()]
             lines += ["", "Styles the default infill heard in each piece's context: " + "; ".join(said) + "."]
         s = self.settings
-        lines += ["", NOTES[self.task], "", f"Diffusion: {s['checkpoint']}, {s['sampler']} sampler, {s['steps']} "
+        note = NOTES[self.task]
+        if s.get("region_bars"):
+            note = note.replace("The middle half of each test piece", f"The middle {s['region_bars']} bars of each "
+                                "test piece")
+        lines += ["", note, "", f"Diffusion: {s['checkpoint']}, {s['sampler']} sampler, {s['steps']} "
                   f"steps, seed {s['seed']}; {s['seconds']:.0f} s in all. "
                   "Definitions: `symdiff/evaluation/fidelity.py`."]
         return "\n".join(lines) + "\n"
@@ -434,14 +452,17 @@ def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps:
 def fidelity(pipe: MelodyDiffusion, num: int = DEFAULT_PIECES, styles: tuple[str, ...] = STYLES,
              sampler: str = DEFAULT_SAMPLER, steps: int | None = None, seed: int = 0, data: Path = DEFAULT_PATH,
              checkpoint: str | Path = "", progress: bool = True, log: Callable[[str], None] = print,
-             guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,)) -> Report:
-    """Regenerate the middle half of `num` test pieces per style by every row (module docstring);
-    the conditioned infill at each `guidance` weight."""
+             guidance: tuple[float, ...] = (DEFAULT_GUIDANCE,), region_bars: int | None = None) -> Report:
+    """Regenerate the middle half (or the middle `region_bars` bars) of `num` test pieces per style
+    by every row (module docstring); the conditioned infill at each `guidance` weight."""
+    check_region_bars(region_bars)
     t0 = time.perf_counter()
     lines = Lines.load(data)
     report = Report("fidelity", {**_settings(pipe, checkpoint, data, sampler, steps, seed), "pieces_per_style": num})
+    if region_bars is not None:
+        report.settings["region_bars"] = region_bars
     for style in styles:
-        pieces = select_pieces(lines, style, num, seed)
+        pieces = select_pieces(lines, style, num, seed, region_bars=region_bars)
         if not pieces:
             log(f"no {style} test piece of {MIN_BARS} bars or more")
             continue
