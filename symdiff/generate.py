@@ -73,12 +73,14 @@ REPAIR_MIN_CHUNKS = 4
 # far sparser or busier than their piece, and those few decided a style's mean (README, "Does the
 # music hold together?": on the fidelity task's three seeds it redraws 6 of 270 default infills and
 # takes chorale's mean density figure from 0.124 to 0.100, interpolation's being 0.111).
-# Only ranges of DENSITY_MIN_BARS or more are checked: the repair was measured on middles of 8 to
-# 32 bars, and over a few bars a note rate says little (a cadence bar of half notes in a tune of
-# quarters is 2 times off, and right).
+# Only ranges of DENSITY_MIN_BARS or more are checked: over a bar or two a note rate says little (a
+# cadence bar of half notes in a tune of quarters is 2 times off, and right). Measured on 4-bar
+# middles (`--region-bars 4`, seed 0), it redraws 9 of 30 vocal infills and 3 of 30 chorale ones,
+# and vocal goes from 0.625 / 0.681 / 0.305 / 0.514 to 0.718 / 0.752 / 0.235 / 0.225 (pitch overlap
+# / key / rhythm / density; interpolation 0.676 / 0.742 / 0.315 / 0.377).
 DENSITY_MARGIN = 0.5
 DENSITY_ROUNDS = 3
-DENSITY_MIN_BARS = 8
+DENSITY_MIN_BARS = 4
 DENSITY_FLOOR = 0.5  # notes: a silent side's count, so the log ratio stays finite
 # No style label: the model's own mix of the corpus' styles. An infill asked for no style at all
 # (None) writes in the style its piece is heard in (`MelodyDiffusion.infer_style`).

@@ -154,8 +154,8 @@ def test_an_infill_far_off_its_pieces_note_rate_is_drawn_again(pipe):
     fine = pipe.infill(tune, span, seed=1, repair=False, **kw)
     assert density_gap(fine.tokens[0], plan) <= DENSITY_MARGIN
     assert torch.equal(pipe.infill(tune, span, seed=1, **kw).latents, fine.latents)
-    short = (6 * BARS, 10 * BARS)  # bars 7-10: off as well on this seed, but too few bars to judge
-    assert DENSITY_MIN_BARS > 4
+    short = (6 * BARS, 9 * BARS)  # bars 7-9: off as well on this seed, but too few bars to judge
+    assert DENSITY_MIN_BARS > 3
     first_short = pipe.infill(tune, short, seed=0, repair=False, **kw)
     assert density_gap(first_short.tokens[0], first_short.plan) > DENSITY_MARGIN
     assert torch.equal(pipe.infill(tune, short, seed=0, **kw).latents, first_short.latents)
