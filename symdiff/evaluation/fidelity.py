@@ -112,7 +112,7 @@ COHERENCE = {
 SHARES = ("silent_bars", "repeated_chunks", "restated_chunks")  # shown in percent
 
 NOTES = {  # under each table: what its rows are
-    "fidelity": "The middle half of each test piece (whole 2-bar chunks, at most a 64-bar window) regenerated, "
+    "fidelity": "The {region} of each test piece (whole 2-bar chunks, at most a 64-bar window) regenerated, "
                 "the rest kept; each figure compares the region with the rest of its piece. Rows: the real middle "
                 "(the ceiling), decoded from its VAE latents, each infilling method (replace = the paper's "
                 "Algorithm 1; a middle far off its piece's note rate drawn again, as `symdiff infill` does, \"no "
@@ -317,10 +317,8 @@ class Report:
                     for group, counts in heard.items()]
             lines += ["", "Styles the default infill heard in each piece's context: " + "; ".join(said) + "."]
         s = self.settings
-        note = NOTES[self.task]
-        if s.get("region_bars"):
-            note = note.replace("The middle half of each test piece", f"The middle {s['region_bars']} bars of each "
-                                "test piece")
+        region = f"middle {s['region_bars']} bars" if s.get("region_bars") else "middle half"
+        note = NOTES[self.task].format(region=region)
         lines += ["", note, "", f"Diffusion: {s['checkpoint']}, {s['sampler']} sampler, {s['steps']} "
                   f"steps, seed {s['seed']}; {s['seconds']:.0f} s in all. "
                   "Definitions: `symdiff/evaluation/fidelity.py`."]
