@@ -8,7 +8,9 @@ controllers and the chosen line's own notes outside the range stay message for m
 were (nothing is re-quantised). Inside the range the line's notes are removed and the new ones
 written on its channel, under its program, at the median velocity of its notes near the range.
 A note of the user's sounding into the range ends at its start; a new note never sounds past
-its end.
+its end. On a track that plays chords (`melody.Candidate.chordal`) only its top line is the
+melody the model rewrote (the highest note of each onset, as the reader took it): the notes under
+it stay, so the harmony is kept under the new line.
 
 Ranges are token steps (16th notes from the file's tick 0, as `melody.read_midi` places them:
 step s is tick s * ticks_per_beat / 4, whatever the tempo map), so a caller that counts bars in
@@ -69,6 +71,24 @@ def _line_notes(events: list[tuple[int, mido.Message]], channel: int, program: i
     return notes
 
 
+def split_chords(notes: list[_Note], ticks_per_beat: int, new: list[tuple[int, int, int]]) -> tuple[list[_Note],
+                                                                                                   list[_Note]]:
+    """A chord part's notes -> (its top line, the highest note of each onset as the reader's
+    monophonic reduction takes it, onsets on one 16th note being together; the notes under it,
+    its harmony). An under note that the `new` notes (start tick, end tick, pitch) play at the
+    same time goes with the top line: one channel cannot sound a pitch twice."""
+    step = {n.start: round(n.start * melody.STEPS_PER_QUARTER / ticks_per_beat) for n in notes}
+    top: dict[int, int] = {}
+    for n in notes:
+        top[step[n.start]] = max(top.get(step[n.start], n.pitch), n.pitch)
+
+    def clashes(n: _Note) -> bool:
+        return any(p == n.pitch and a < (n.end if n.end is not None else a + 1) and b > n.start for a, b, p in new)
+
+    under = [n for n in notes if n.pitch < top[step[n.start]] and not clashes(n)]
+    return [n for n in notes if n not in under], under
+
+
 def _find_line(mid: mido.MidiFile, data: bytes, line: melody.Candidate) -> tuple[int, int]:
     """(track index, channel) of the file that `line` was read from: the one whose notes (onset
     tick, pitch) agree most with the line's notes as pretty_midi read them."""
@@ -114,6 +134,11 @@ def replace_range(source: str | Path | bytes, line: melody.Candidate, tokens: np
     events = _absolute(mid.tracks[track_index])
     notes = _line_notes(events, channel, line.program)
 
+    new = [(*(round(s * mid.ticks_per_beat / melody.STEPS_PER_QUARTER) for s in (start, end)), pitch)
+           for start, end, pitch in token_notes(tokens, lo, hi)]
+    under: list[_Note] = []
+    if line.chordal:
+        notes, under = split_chords(notes, mid.ticks_per_beat, new)
     drop: set[int] = set()  # event indexes removed
     moved: dict[int, int] = {}  # note-off index -> new tick
     for n in notes:
@@ -142,8 +167,7 @@ def replace_range(source: str | Path | bytes, line: melody.Candidate, tokens: np
         else:
             rows.append((tick, 1, i, msg))
     order = len(events)
-    for start, end, pitch in token_notes(tokens, lo, hi):
-        a, b = (round(s * mid.ticks_per_beat / melody.STEPS_PER_QUARTER) for s in (start, end))
+    for a, b, pitch in new:
         rows.append((a, 2, order, mido.Message("note_on", channel=channel, note=pitch, velocity=velocity)))
         rows.append((b, 0, order + 1, mido.Message("note_off", channel=channel, note=pitch, velocity=0)))
         order += 2
@@ -159,8 +183,12 @@ def replace_range(source: str | Path | bytes, line: melody.Candidate, tokens: np
     out.save(file=buf)
     remarks = []
     starts = [n.start for n in notes if t_lo <= n.start < t_hi]  # the notes replaced
-    if line.chordal or len(set(starts)) < len(starts):  # (bar numbers are the caller's: steps know no meter)
-        remarks.append(f"track {line.index} plays chords; the new bars are a single line")
+    if line.chordal:  # (bar numbers are the caller's: steps know no meter)
+        held = sum(n.start < t_hi and (n.end is None or n.end > t_lo) for n in under)
+        remarks.append(f"track {line.index} plays chords: the new bars replace its top line, and the {held} notes "
+                       "under it are kept")
+    elif len(set(starts)) < len(starts):
+        remarks.append(f"track {line.index} has notes played together in the range; the new bars are a single line")
     return buf.getvalue(), remarks
 
 

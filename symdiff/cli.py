@@ -279,9 +279,13 @@ def cmd_infill(args: argparse.Namespace) -> None:
         first, last = parse_bar_range(args.bars)
         span, extend = bars.steps(first, last), 0
         what = f"infilled bars {first}-{last} of {bars.describe()}"
+    if line.chordal:
+        print(f"note: track {line.index} plays chords; its top line is rewritten and the notes under it are kept "
+              "(`symdiff inspect` lists the tracks, --track picks a single line)")
     result = pipe.infill(tokens, span, args.sampler, args.steps, args.seed, callback=_bar(args),
-                         extend_bars=extend, method=args.method, guidance=args.guidance, style=args.style)
-    for remark in write_arrangement(args.file, line, result.tokens[0], span, args.out):
+                         extend_bars=extend, method=args.method, guidance=args.guidance, style=args.style,
+                         density=args.density, keys=found.keys, pickup=bars.onset_pickup)
+    for remark in result.remarks + write_arrangement(args.file, line, result.tokens[0], span, args.out):
         print(f"note: {remark}")
     heard = " as heard in your melody" if args.style is None and pipe.styles else ""
     print(f"track {line.index}: {what} in {result.seconds:.2f} s ({pipe.precision}), {result.style} style{heard}; "
@@ -424,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     s.set_defaults(func=cmd_reconstruct)
 
+    from .fit import DENSITY_CHOICES
     from .generate import CONTEXT_GUIDANCE, DEFAULT_DIFFUSION, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, INFILL_METHODS
     from .schedulers import SAMPLERS
 
@@ -438,6 +443,26 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--vae", type=Path, help="its VAE (default: the one named in the checkpoint)")
         s.add_argument("--quiet", action="store_true", help="no progress bar")
         precision_arg(s)
+
+    def density(text: str) -> str | float:
+        if text in DENSITY_CHOICES:
+            return text
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{', '.join(DENSITY_CHOICES)} or notes per bar, got {text!r}") from None
+
+    def infill_args(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--track", type=int, help="candidate index from `symdiff inspect` (default: the melody)")
+        s.add_argument("--out", type=Path, required=True)
+        s.add_argument("--method", choices=INFILL_METHODS, help=method_help)
+        s.add_argument("--density", type=density, default="replaced",
+                       help="the note rate the new bars keep: replaced (as the bars they replace; where those are "
+                            "rests, as the nearest bars that play; the default), piece (as the rest of the piece), "
+                            "or a number of notes per bar; a draw far off it is drawn again")
+        style_args(s, "a conditioned infill (the known bars and the style)", heard_style)
+        generation_args(s)
+        s.set_defaults(func=cmd_infill)
 
     def style_args(s: argparse.ArgumentParser, guided: str, default: str) -> None:
         s.add_argument("--style", help="folk, chorale or vocal, for a model trained with style labels "
@@ -466,21 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bars", required=True,
                    help="FIRST-LAST, bars in the file's own meter as a score numbers them "
                         "(1 = the first full bar, 0 = a pickup), e.g. 17-48")
-    s.add_argument("--track", type=int, help="candidate index from `symdiff inspect` (default: the melody)")
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--method", choices=INFILL_METHODS, help=method_help)
-    style_args(s, "a conditioned infill (the known bars and the style)", heard_style)
-    generation_args(s)
-    s.set_defaults(func=cmd_infill)
+    infill_args(s)
     s = sub.add_parser("extend", help="continue a melody by some bars")
     s.add_argument("file", type=Path)
     s.add_argument("--bars", type=int, required=True, help="bars to add, in the file's meter (up to 64)")
-    s.add_argument("--track", type=int, help="candidate index from `symdiff inspect` (default: the melody)")
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--method", choices=INFILL_METHODS, help=method_help)
-    style_args(s, "a conditioned infill (the known bars and the style)", heard_style)
-    generation_args(s)
-    s.set_defaults(func=cmd_infill)
+    infill_args(s)
 
     from .evaluation.fidelity import MIN_BARS, STYLES
     from .evaluation.fidelity import TASKS as FIT_TASKS

@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import melody
+from . import fit, melody
 from .codec import LatentCodec
 from .diffusion import TransformerDDPM
 from .errors import SymdiffError
@@ -67,21 +67,14 @@ CONTEXT_GUIDANCE = 2.5
 REGISTER_MARGIN = 7
 REPAIR_ROUNDS = 4
 REPAIR_MIN_CHUNKS = 4
-# Density repair of infills (`MelodyDiffusion.repair_density`): a range whose notes per bar differ
-# from the kept bars' by more than exp(DENSITY_MARGIN) = 1.65 times is drawn again with new noise,
-# up to DENSITY_ROUNDS times, and the draw closest in note rate is kept. Why: a few infills come out
-# far sparser or busier than their piece, and those few decided a style's mean (README, "Does the
-# music hold together?": on the fidelity task's three seeds it redraws 6 of 270 default infills and
-# takes chorale's mean density figure from 0.124 to 0.100, interpolation's being 0.111).
-# Only ranges of DENSITY_MIN_BARS or more are checked: over a bar or two a note rate says little (a
-# cadence bar of half notes in a tune of quarters is 2 times off, and right). Measured on 4-bar
-# middles (`--region-bars 4`, seed 0), it redraws 9 of 30 vocal infills and 3 of 30 chorale ones,
-# and vocal goes from 0.625 / 0.681 / 0.305 / 0.514 to 0.718 / 0.752 / 0.235 / 0.225 (pitch overlap
-# / key / rhythm / density; interpolation 0.676 / 0.742 / 0.315 / 0.377).
-DENSITY_MARGIN = 0.5
-DENSITY_ROUNDS = 3
-DENSITY_MIN_BARS = 4
-DENSITY_FLOOR = 0.5  # notes: a silent side's count, so the log ratio stays finite
+# Infill repair (`MelodyDiffusion.repair`): a draw that misses what its range must keep of the
+# piece (`symdiff.fit`: note rate, no erased bars, the section's key, the cadence, a pickup) is
+# drawn again as REPAIR_DRAWS candidates in one batched chain, with new noise, and the draw that
+# misses least is kept. Why: a few infills come out far sparser or busier than their piece, and
+# those few decided a style's mean (README, "Does the music hold together?": redrawing the ones
+# off their piece's note rate took chorale's mean density figure from 0.124 to 0.100,
+# interpolation's being 0.111); on users' songs a sax line came back with 5 of 8 bars empty.
+REPAIR_DRAWS = 3
 # No style label: the model's own mix of the corpus' styles. An infill asked for no style at all
 # (None) writes in the style its piece is heard in (`MelodyDiffusion.infer_style`).
 ANY_STYLE = "any"
@@ -146,9 +139,11 @@ class InfillPlan:
         return (pos >= self.chunk_range[0]) & (pos < self.chunk_range[1])
 
 
-def plan_infill(num_steps: int, steps: tuple[int, int], seq_len: int = 32) -> InfillPlan:
+def plan_infill(num_steps: int, steps: tuple[int, int], seq_len: int = 32,
+                bounds: tuple[int, int] | None = None) -> InfillPlan:
     """Check a range of token steps (end exclusive) against a melody of `num_steps` steps and
-    place the model's window (see the module docstring)."""
+    place the model's window (see the module docstring), inside `bounds` (steps: the range's key
+    section, `fit.section`) where given: chunks of another key would pull the new bars into it."""
     lo, hi = steps
     if not 0 <= lo < hi:
         raise GenerateError(f"the range (steps {lo}-{hi}) is empty")
@@ -161,10 +156,14 @@ def plan_infill(num_steps: int, steps: tuple[int, int], seq_len: int = 32) -> In
         raise GenerateError(f"at most {seq_len * size // melody.STEPS_PER_QUARTER} quarter notes "
                             f"({seq_len * melody.BARS_PER_CHUNK} bars of 4/4) can be generated at once; "
                             f"this range reaches over {(c1 - c0) * size // melody.STEPS_PER_QUARTER}")
-    if n <= seq_len:
-        window = (0, n)
+    b0, b1 = 0, n
+    if bounds is not None:  # whole chunks of the section, and at least the range's own
+        b0 = min(c0, -(-bounds[0] // size))
+        b1 = max(c1, n if bounds[1] >= num_steps else bounds[1] // size)
+    if b1 - b0 <= seq_len:
+        window = (b0, b1)
     else:
-        start = min(max(0, (c0 + c1 - seq_len) // 2), n - seq_len)
+        start = min(max(b0, (c0 + c1 - seq_len) // 2), b1 - seq_len)
         window = (start, start + seq_len)
     return InfillPlan((lo, hi), (c0, c1), window, n)
 
@@ -196,24 +195,14 @@ def splice_bars(full: np.ndarray, made: np.ndarray, plan: InfillPlan) -> np.ndar
     return out
 
 
-def density_log_ratio(notes_a: int, bars_a: float, notes_b: int, bars_b: float) -> float:
-    """|log| of the ratio of notes per bar of two stretches, note counts floored at `DENSITY_FLOOR`."""
-    return float(abs(np.log(max(notes_a, DENSITY_FLOOR) / bars_a) - np.log(max(notes_b, DENSITY_FLOOR) / bars_b)))
-
-
-def density_gap(tokens: np.ndarray, plan: InfillPlan) -> float:
-    """`density_log_ratio` of the plan's range of the spliced melody `tokens` against the other
-    bars of the model's window (what the model was shown); 0 where those hold no note onset, as
-    there is then no note rate to keep."""
-    w0, w1 = plan.window_steps
-    onsets = np.asarray(tokens)[w0:w1] >= 2
-    lo, hi = plan.steps
-    inside = int(onsets[lo - w0 : hi - w0].sum())
-    outside = int(onsets.sum()) - inside
-    if not outside:
-        return 0.0
-    bar = melody.STEPS_PER_BAR
-    return density_log_ratio(inside, (hi - lo) / bar, outside, (len(onsets) - (hi - lo)) / bar)
+def keep_steps(tokens: np.ndarray, full: np.ndarray, steps: tuple[int, int]) -> np.ndarray:
+    """`tokens` with `steps` given back from the melody `full`, nothing sounding past their end."""
+    out = np.array(tokens, copy=True)
+    lo, hi = steps
+    out[lo:hi] = full[lo:hi]
+    if hi < len(out) and out[hi] == melody.NO_EVENT and sounding(out, hi):
+        out[hi] = melody.NOTE_OFF
+    return out
 
 
 @dataclass
@@ -225,6 +214,7 @@ class Result:
     seconds: float
     plan: InfillPlan | None = None
     style: str = ANY_STYLE  # the style written in: one of the model's, or ANY_STYLE
+    remarks: list[str] = field(default_factory=list)  # what the result still misses, for the user
 
 
 class MelodyDiffusion:
@@ -378,34 +368,28 @@ class MelodyDiffusion:
                                           mask=stray[rows], known=x[rows], style=style)
         return x
 
-    def repair_density(self, x: torch.Tensor, melodies: list[np.ndarray], plan: InfillPlan, sampler: Sampler,
-                       seed: int | None = None, known: torch.Tensor | None = None, **sample: Any) -> torch.Tensor:
-        """Infills `x` (B, k, d) of the plan's window of `melodies`, each one whose range (of
-        DENSITY_MIN_BARS or more) is off its kept bars' note rate by more than DENSITY_MARGIN
-        (`density_gap`) drawn again, the same way
-        (`known` (B, k, d) and the `sample_latents` keywords `sample` as for `x`), up to
-        DENSITY_ROUNDS times with new noise (seed + 1000 r), keeping the draw closest in density.
-        Why: see DENSITY_MARGIN; the repair reads only the user's bars, never a reference."""
-        def gaps(latents: torch.Tensor, rows: list[int]) -> list[float]:
-            return [density_gap(splice_bars(melodies[i], t, plan), plan)
-                    for i, t in zip(rows, self.decode(latents), strict=True)]
-
-        if plan.steps[1] - plan.steps[0] < DENSITY_MIN_BARS * melody.STEPS_PER_BAR:
-            return x
+    def repair(self, x: torch.Tensor, melodies: list[np.ndarray], plan: InfillPlan, targets: list[fit.Targets],
+               sampler: Sampler, seed: int | None = None, known: torch.Tensor | None = None,
+               **sample: Any) -> tuple[torch.Tensor, list[list[fit.Fault]]]:
+        """Infills `x` (B, k, d) of the plan's window of `melodies`, each one that misses its
+        `targets` (`fit.faults`) drawn again as REPAIR_DRAWS candidates, all in one batched chain
+        drawn the same way (`known` (B, k, d) and the `sample_latents` keywords `sample` as for
+        `x`; noise from seed + 1000), keeping the draw that misses least -> (the latents, what each
+        still misses). Why: see REPAIR_DRAWS; the targets come from the user's bars only."""
         x = x.clone()
-        gap = gaps(x, list(range(len(x))))
-        todo = [i for i, g in enumerate(gap) if g > DENSITY_MARGIN]
-        mask = torch.from_numpy(plan.mask())
-        for r in range(1, DENSITY_ROUNDS + 1):
-            if not todo:
-                break
-            redo = self.sample_latents(len(todo), x.shape[1], sampler, None if seed is None else seed + 1000 * r,
-                                       mask=mask, known=None if known is None else known[todo], **sample)
-            for j, (i, g) in enumerate(zip(todo, gaps(redo, todo), strict=True)):
-                if g < gap[i]:
-                    x[i], gap[i] = redo[j], g
-            todo = [i for i in todo if gap[i] > DENSITY_MARGIN]
-        return x
+        found = [fit.faults(splice_bars(m, t, plan), g)
+                 for m, t, g in zip(melodies, self.decode(x), targets, strict=True)]
+        rows = [i for i, f in enumerate(found) for _ in range(REPAIR_DRAWS) if f]
+        if not rows:
+            return x, found
+        redo = self.sample_latents(len(rows), x.shape[1], sampler, None if seed is None else seed + 1000,
+                                   mask=torch.from_numpy(plan.mask()), known=None if known is None else known[rows],
+                                   **sample)
+        for j, (i, t) in enumerate(zip(rows, self.decode(redo), strict=True)):
+            f = fit.faults(splice_bars(melodies[i], t, plan), targets[i])
+            if fit.badness(f) < fit.badness(found[i]):
+                x[i], found[i] = redo[j], f
+        return x, found
 
     @torch.no_grad()
     def infer_style(self, known: torch.Tensor, keep: torch.Tensor) -> str:
@@ -460,14 +444,19 @@ class MelodyDiffusion:
     def infill(self, tokens: np.ndarray, span: tuple[int, int], sampler: str = DEFAULT_SAMPLER,
                steps: int | None = None, seed: int | None = None, callback: Callback | None = None,
                extend_bars: int = 0, method: str | None = None, guidance: float = DEFAULT_GUIDANCE,
-               style: str | None = None, repair: bool = True) -> Result:
+               style: str | None = None, repair: bool = True, density: str | float = "replaced",
+               keys: Sequence[tuple[int, int]] = (), pickup: tuple[int, int] | None = None) -> Result:
         """Regenerate the token steps `span` (end exclusive; `melody.BarMap.steps` turns a file's
         bars into them) of a melody (`method` from `infill_methods`, the model's default when
         None); with `extend_bars`, the melody first gets that many empty 4/4 bars appended
         (continuation). `style` None: the style the rest of the piece is heard in (`infer_style`).
         Why: told the style, infills fit their pieces better (README, "Does the music hold
-        together?"), and the user's piece says what it is. With `repair`, a range far off the
-        piece's note rate is drawn again (`repair_density`)."""
+        together?"), and the user's piece says what it is. `keys` (the file's key signatures:
+        step, pretty_midi key number) keep the model's window inside the range's key section.
+        With `repair`, a draw that misses what the range must keep (`symdiff.fit`: the note rate
+        `density`, no erased bars, the section's key, the cadence, the `pickup`) is drawn again
+        (`repair`); a missed cadence is then mended on the last note, an emptied pickup given back,
+        and what is still missed is said in `Result.remarks`."""
         tokens = np.asarray(tokens, dtype=np.uint8)
         melody.check_tokens(tokens)
         if len(tokens) % melody.STEPS_PER_BAR:
@@ -476,7 +465,11 @@ class MelodyDiffusion:
             raise GenerateError(f"a melody can be extended by 0 to {self.seq_len * melody.BARS_PER_CHUNK} bars")
         t0 = time.perf_counter()
         full = np.concatenate([tokens, np.zeros(extend_bars * melody.STEPS_PER_BAR, dtype=np.uint8)])
-        plan = plan_infill(len(full), span, self.seq_len)
+        plan = plan_infill(len(full), span, self.seq_len, fit.section(keys, span, len(full)))
+        try:
+            goal = fit.targets(full, plan.steps, density, plan.window_steps, keys, pickup)
+        except ValueError as e:
+            raise GenerateError(str(e)) from None
         w0, w1 = plan.window_steps  # only the window is encoded: memory stays bounded however long the file
         known = self.codec.encode(full[w0:w1])
         mask = torch.from_numpy(plan.mask())
@@ -485,9 +478,19 @@ class MelodyDiffusion:
         chain = self.sampler(sampler, steps)
         x = self.sample_latents(1, len(known), chain, seed, callback, mask, known[None], method, guidance, style)
         if repair:
-            x = self.repair_density(x, [full], plan, chain, seed, known[None], callback=callback, method=method,
-                                    guidance=guidance, style=style)
-        return Result([splice_bars(full, self.decode(x)[0], plan)], x, time.perf_counter() - t0, plan, style)
+            x, _ = self.repair(x, [full], plan, [goal], chain, seed, known[None], callback=callback, method=method,
+                               guidance=guidance, style=style)
+        out = splice_bars(full, self.decode(x)[0], plan)
+        missed = fit.faults(out, goal)
+        remarks = []
+        if repair and any(f.what == "cadence" for f in missed):
+            out = fit.end_on(out, goal)
+            remarks.append("the last new note was moved to end on the piece's final pitch class")
+        if repair and goal.pickup is not None and any(f.what == "pickup" for f in missed):
+            out = keep_steps(out, full, goal.pickup)
+            remarks.append("the pickup kept its own notes (no draw gave it one), so the bar numbers stay")
+        remarks += [f.message for f in fit.faults(out, goal)]
+        return Result([out], x, time.perf_counter() - t0, plan, style, remarks)
 
     def extend(self, tokens: np.ndarray, bars: int, **kwargs) -> Result:
         """Continue a melody by `bars` new bars."""

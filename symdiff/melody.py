@@ -174,6 +174,10 @@ class BarMap:
     first_number: int
     num_bars: int
     meters: tuple[tuple[int, int, int], ...]  # (first step, numerator, denominator) of each meter
+    # A pickup found by its notes (a bar of rest, then the pickup): its steps, from the beat of its
+    # first note. Bar 0 is these steps alone, so new bars there never fill the rest before it, and
+    # they must keep a note there, or the bar numbers move (`fit.Targets.pickup`).
+    onset_pickup: tuple[int, int] | None = None
 
     @property
     def meter(self) -> str:
@@ -190,7 +194,9 @@ class BarMap:
         return f"{self.num_bars} bars of {self.meter}{pickup}"
 
     def start(self, bar: int) -> int:
-        """The step where a bar (as numbered) begins."""
+        """The step where a bar (as numbered) begins (a pickup found by its notes: its first beat)."""
+        if bar == 0 and self.onset_pickup is not None:
+            return self.onset_pickup[0]
         return self.starts[bar - self.first_number]
 
     def number_at(self, step: int) -> int:
@@ -235,14 +241,16 @@ def bar_map(meters: list[tuple[float, int, int]], onsets: np.ndarray, end: float
     end = max(1.0, end)
     first_onset = int(onsets.min()) if len(onsets) else 0
     size0 = segs[0][3]
-    pickup = False
+    pickup, onset_pickup = False, None
     if len(segs) > 1 and segs[1][0] == size0 and size0 < segs[1][3]:  # 1/4, then 4/4 from its end
         pickup = True
     elif len(starts) > 2 and size0 / 2 <= first_onset < starts[1]:  # a bar of rest, then the pickup
         pickup = True
+        beat = STEPS_PER_BAR // segs[0][2] or 1
+        onset_pickup = (first_onset // beat * beat, starts[1])
     first_number = 0 if pickup else 1
     num_bars = max(1, first_number + int(np.searchsorted(starts, end, side="left")) - 1)
-    return BarMap(tuple(starts), first_number, num_bars, tuple((s, n, d) for s, n, d, _ in segs))
+    return BarMap(tuple(starts), first_number, num_bars, tuple((s, n, d) for s, n, d, _ in segs), onset_pickup)
 
 
 @dataclass
@@ -256,6 +264,7 @@ class MidiMelodies:
     tempo_changes: int
     time_signature_changes: int
     bars: BarMap
+    keys: tuple[tuple[int, int], ...] = ()  # key signatures: (step, pretty_midi key number: 0-11 major, 12-23 minor)
 
     def tokens(self, candidate: Candidate) -> np.ndarray:
         """A candidate's tokens padded with rests to the file's last bar (whole model bars), so
@@ -762,4 +771,6 @@ def read_midi(source: str | Path | bytes, max_bars: int = MAX_BARS) -> MidiMelod
         tempo_changes=max(0, len({round(t.qpm, 3) for t in tempos}) - 1),
         time_signature_changes=max(0, len({(s.numerator, s.denominator) for s in sigs}) - 1),
         bars=bars,
+        keys=tuple((round(beats(k.time) * steps), k.key + 12 * (k.mode == music_pb2.NoteSequence.KeySignature.MINOR))
+                   for k in sorted(ns.key_signatures, key=lambda k: k.time)),
     )

@@ -41,11 +41,21 @@ def notes_of(events: list, channel: int) -> list[tuple[int, int, int, int]]:
     return sorted(out)
 
 
+def top_and_under(notes: list, tpq: int) -> tuple[list, list]:
+    """A chord part's notes split as a musician reads them: the highest of each 16th's onsets
+    (its top line), and the notes under it."""
+    top: dict[int, int] = {}
+    for s, _, p, _ in notes:
+        top[round(s / tpq)] = max(top.get(round(s / tpq), p), p)
+    return [n for n in notes if n[2] == top[round(n[0] / tpq)]], [n for n in notes if n[2] < top[round(n[0] / tpq)]]
+
+
 def check_only_range_changed(src: Path, out: Path, track: int, channel: int, lo: int, hi: int,
-                             tokens: np.ndarray) -> None:
+                             tokens: np.ndarray, chords: bool = False) -> None:
     """Everything but `channel`'s notes in `track` is message for message as in `src`; those
     notes are the source's outside the range (one sounding into it cut at its start) and the
-    tokens' notes inside it, at the median velocity of the neighbours."""
+    tokens' notes inside it, at the median velocity of the neighbours. With `chords`, only the
+    top line is the melody replaced: the notes under it stay as they were."""
     a, b = mido.MidiFile(src), mido.MidiFile(out)
     assert (b.type, b.ticks_per_beat, len(b.tracks)) == (a.type, a.ticks_per_beat, len(a.tracks))
     for t, (ta, tb) in enumerate(zip(a.tracks, b.tracks, strict=True)):
@@ -61,10 +71,15 @@ def check_only_range_changed(src: Path, out: Path, track: int, channel: int, lo:
     tpq = a.ticks_per_beat // melody.STEPS_PER_QUARTER
     t_lo, t_hi = lo * tpq, hi * tpq
     old, new = notes_of(ea, channel), notes_of(eb, channel)
+    want = [(s * tpq, e * tpq, p) for s, e, p in arrangement.token_notes(tokens, lo, hi)]
+    if chords:  # the harmony stays, but for a note the new line plays at the same time (one channel)
+        top, under = top_and_under(old, tpq)
+        harmony = [n for n in under if not any(p == n[2] and a < n[1] and b > n[0] for a, b, p in want)]
+        assert len(harmony) > len(under) / 2 and set(harmony) <= set(new)
+        old, new = [n for n in old if n not in harmony], [n for n in new if n not in harmony]
     kept = [(s, min(e, t_lo) if s < t_lo else e, p, v) for s, e, p, v in old if not t_lo <= s < t_hi]
     made = [n for n in new if t_lo <= n[0] < t_hi]
     assert sorted(n for n in new if not t_lo <= n[0] < t_hi) == sorted(kept)
-    want = [(s * tpq, e * tpq, p) for s, e, p in arrangement.token_notes(tokens, lo, hi)]
     assert [(s, e, p) for s, e, p, _ in made] == want and made
     assert all(e <= t_hi for _, e, _, _ in made)  # no spill into the user's bars
     near = [v for s, _, _, v in old if t_lo - 4 * BAR * tpq <= s < t_hi + 4 * BAR * tpq] or [v for *_, v in old]
@@ -80,14 +95,15 @@ def test_infill_changes_only_the_chosen_track_in_the_range(pipe, tmp_path, track
     remarks = arrangement.write_arrangement(ALOHA, line, res.tokens[0], (lo, hi), tmp_path / "out.mid")
     where = arrangement._find_line(mido.MidiFile(ALOHA), ALOHA.read_bytes(), line)
     assert where == ((1, 0) if track == 0 else (6, 4))  # track 6 of the file shares channel 4 with track 7
-    check_only_range_changed(ALOHA, tmp_path / "out.mid", *where, lo, hi, res.tokens[0])
+    check_only_range_changed(ALOHA, tmp_path / "out.mid", *where, lo, hi, res.tokens[0], chords=line.chordal)
     back = melody.read_midi(tmp_path / "out.mid")
     assert [c.name for c in back.candidates] == [c.name for c in found.candidates]
     if track == 0:
         assert remarks == []
         np.testing.assert_array_equal(back.pick(track).tokens, res.tokens[0])
     else:
-        assert remarks == ["track 5 plays chords; the new bars are a single line"]
+        assert line.chordal and len(remarks) == 1
+        assert remarks[0].startswith("track 5 plays chords: the new bars replace its top line, and the ")
 
 
 def test_cli_infill_and_extend_give_the_whole_file_back(tmp_path, capsys):
@@ -104,7 +120,8 @@ def test_cli_infill_and_extend_give_the_whole_file_back(tmp_path, capsys):
     assert main(["extend", str(piano), "--bars", "4", "--steps", "5", "--seed", "1", "--out",
                  str(tmp_path / "e.mid"), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "note: track 0 plays chords; the new bars" in out and "added bars 130-133 (2/4)" in out  # bars of 2/4
+    assert "note: track 0 plays chords: the new bars replace its top line" in out  # said before and after
+    assert "note: track 0 plays chords; its top line is rewritten" in out and "added bars 130-133 (2/4)" in out
     found, longer = melody.read_midi(piano), melody.read_midi(tmp_path / "e.mid")
     assert found.bars.num_bars < longer.bars.num_bars <= found.bars.num_bars + 4
     assert all(np.array_equal(x.tokens, y.tokens)
@@ -157,5 +174,5 @@ def test_no_generated_note_sounds_past_the_range_nor_a_users_note_into_it(pipe, 
             if seed == 0:
                 arrangement.write_arrangement(src, line, out, (lo, hi), tmp_path / "o.mid")
                 where = arrangement._find_line(mido.MidiFile(src), src.read_bytes(), line)
-                check_only_range_changed(src, tmp_path / "o.mid", *where, lo, hi, out)
+                check_only_range_changed(src, tmp_path / "o.mid", *where, lo, hi, out, chords=line.chordal)
     assert cut >= 3  # the model did hold notes to the range's end, and they were cut there

@@ -23,8 +23,9 @@ how well the new middle fits the rest of its piece.
   latent space can carry); each infilling method the pipeline serves (`pipe.infill_methods`;
   "replace" is the paper's Algorithm 1), batched over pieces of equal chunk count, known
   latents = the VAE's mu, in the style each piece's context is heard in
-  (`MelodyDiffusion.infer_style`, as `symdiff infill` does by default), an infill far off its
-  piece's note rate drawn again (`MelodyDiffusion.repair_density`, as `symdiff infill` does;
+  (`MelodyDiffusion.infer_style`, as `symdiff infill` does by default), an infill that misses
+  what its range must keep drawn again (`MelodyDiffusion.repair`, as `symdiff infill` does, with
+  the note rate of the piece: the middle is hidden, so `fit.targets(density="piece")`;
   the default infill's first draw, before that repair, is a row of its own; Table 1's infill
   rows are the plain chains); for a model with styles also in any style (no label) and told the
   pieces' style; interpolation
@@ -74,17 +75,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import fit
 from ..atomic import write_text
 from ..baselines import interpolate_infill, prior_latents
 from ..data.corpus import STYLES, style_of
 from ..data.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
+from ..fit import density_log_ratio
 from ..generate import (
     ANY_STYLE,
     CONTEXT_GUIDANCE,
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
     MelodyDiffusion,
-    density_log_ratio,
     plan_infill,
     splice_bars,
 )
@@ -356,7 +358,7 @@ def method_runs(pipe: MelodyDiffusion, guidance: tuple[float, ...] = (DEFAULT_GU
     """Row name -> how its infills are drawn: every method the pipeline serves, "conditioned" at
     each guidance weight (`MelodyDiffusion.guided_eps`; the default weight's row has no suffix),
     in the style each piece is heard in (None, as `pipe.infill` does by default), with the density
-    repair (`MelodyDiffusion.repair_density`, as `pipe.infill` does); the default infill's first
+    repair (`MelodyDiffusion.repair`, as `pipe.infill` does, on the piece's note rate); the default infill's first
     draw, before that repair; for a model with styles, the default infill in any style (no
     label), and, where the model knows the pieces' `style`, told that style (what a user who
     names it gets)."""
@@ -435,7 +437,8 @@ def infill_rows(pipe: MelodyDiffusion, pieces: list[Piece], sampler: str, steps:
                                                      callback=tick, **kw)
                 if repair and key not in repaired:
                     melodies = [pieces[i].tokens for i, s in zip(idx, sel, strict=True) if s]
-                    repaired[key] = pipe.repair_density(drawn[key], melodies, plan, smp, seed, known[pick], **kw)
+                    goals = [fit.targets(m, plan.steps, "piece", plan.window_steps) for m in melodies]
+                    repaired[key] = pipe.repair(drawn[key], melodies, plan, goals, smp, seed, known[pick], **kw)[0]
                 made[name][pick] = (repaired if repair else drawn)[key]
         for name, x in made.items():
             for i, t in zip(idx, pipe.decode(x), strict=True):
