@@ -41,7 +41,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 
 from symdiff import audio, demo, melody, pianoroll  # noqa: E402
 from symdiff.arrangement import write_arrangement  # noqa: E402
@@ -54,7 +53,7 @@ from symdiff.generate import (  # noqa: E402
     DEFAULT_STEPS,
     MelodyDiffusion,
 )
-from symdiff.precision import available_cores  # noqa: E402
+from symdiff.precision import choose_threads  # noqa: E402
 
 log = logging.getLogger("symdiff.app")
 
@@ -276,6 +275,16 @@ class SymdiffApp:
     def __init__(self, pipe: MelodyDiffusion, reference: demo.Reference, time_limit_s: float = TIME_LIMIT_S):
         self.pipe, self.reference, self.time_limit_s = pipe, reference, time_limit_s
         self.examples = demo.list_examples()
+        self.jobs, self.max_threads = CONCURRENCY, None  # model runs at once; torch threads per run at most
+
+    def _on_free_cores(self, work):
+        """`work` on its share of the cores idle when it starts (`precision.choose_threads`): a
+        core another process keeps busy would stall every torch thread of the run."""
+        def run():
+            choose_threads(self.jobs, self.max_threads)
+            return work()
+
+        return run
 
     # --- generate ---------------------------------------------------------------------------
 
@@ -310,8 +319,8 @@ class SymdiffApp:
         yield (f"Sampling {bars} bars with {sampler.upper()}, {steps} steps ...", *self._plots(trace, steps),
                None, None, None, None)
         result = yield from threaded(
-            lambda: self.pipe.generate(1, bars, sampler, steps, seed, callback=trace, style=style,
-                                       context_guidance=context), points, stop,
+            self._on_free_cores(lambda: self.pipe.generate(1, bars, sampler, steps, seed, callback=trace, style=style,
+                                                           context_guidance=context)), points, stop,
             lambda p: (f"Sampling: step {p.step} of {p.total} ...", *self._plots(trace, steps),
                        gr.skip(), gr.skip(), gr.skip(), gr.skip()),
             self.time_limit_s)
@@ -414,7 +423,8 @@ class SymdiffApp:
 
         yield f"Infilling bars {first}-{last} ...", gr.skip(), gr.skip(), gr.skip(), gr.skip()
         res = yield from threaded(
-            lambda: self.pipe.infill(tokens, plan.steps, sampler, steps, seed, callback=tick, style=style), ticks, stop,
+            self._on_free_cores(lambda: self.pipe.infill(tokens, plan.steps, sampler, steps, seed, callback=tick,
+                                                         style=style)), ticks, stop,
             lambda t: (f"Infilling: diffusion step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), gr.skip(), gr.skip()),
             self.time_limit_s)
         result = res.tokens[0]
@@ -690,7 +700,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--diffusion", default=str(DEFAULT_DIFFUSION), help="diffusion checkpoint folder")
     p.add_argument("--reference-windows", type=int, default=300, help="training windows for the reference statistics")
     p.add_argument("--concurrency", type=int, default=CONCURRENCY, help="model runs at once")
-    p.add_argument("--threads", type=int, help="torch threads per model run (default and most: cores // concurrency)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads per model run at most (default: the idle cores // concurrency)")
     p.add_argument("--time-limit", type=float, default=TIME_LIMIT_S, help="seconds a model run may take")
     p.add_argument("--max-age", type=float, default=REQUEST_MAX_AGE_S, help="seconds uploads and outputs are kept")
     p.add_argument("--sweep-every", type=float, default=SWEEP_EVERY_S, help="seconds between sweeps of old files")
@@ -698,11 +709,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log.info("temporary files (uploads, outputs) live in %s, removed at exit", TMP_ROOT)
     signal.signal(signal.SIGTERM, _stop)  # a stopped Space/container: close cleanly, remove TMP_ROOT
-    # `concurrency` runs at once must not oversubscribe the cores (on 2 cores: 1 thread each)
-    fair = max(1, available_cores() // max(1, args.concurrency))
-    torch.set_num_threads(max(1, min(args.threads or fair, fair)))
+    # `concurrency` runs at once share the cores idle when each starts (on 2 idle cores: 1 thread each)
+    choose_threads(args.concurrency, args.threads)
     app = load(args.diffusion, args.reference_windows)
     app.time_limit_s = args.time_limit
+    app.jobs, app.max_threads = args.concurrency, args.threads
     ui = build(app)
     threading.Thread(target=sweep_forever, args=(TMP_ROOT, args.sweep_every, args.max_age, ui), name="symdiff-sweep",
                      daemon=True).start()

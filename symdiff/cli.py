@@ -596,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .precision import limit_threads
+    from .precision import choose_threads, limit_threads
 
     # The library reports through `logging` (symdiff.*); the command shows its warnings as
     # one-line messages. No warning is switched off here: the library scopes its own.
@@ -605,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
 
     limit_threads()  # never more compute threads than this process' cores
     args = build_parser().parse_args(argv)
+    if args.func in (cmd_reconstruct, cmd_sample, cmd_infill, cmd_evaluate):
+        choose_threads()  # only the cores idle now: a busy one stalls every thread (precision module doc)
     if getattr(args, "workers", 0) is None:
         import os
 

@@ -214,13 +214,14 @@ class TransformerDDPM(LatentTransformer):
 
     def forward(self, x: torch.Tensor, noise_level: torch.Tensor | float, mask: torch.Tensor | None = None,
                 known: torch.Tensor | None = None, keep: torch.Tensor | None = None,
-                style: torch.Tensor | None = None) -> torch.Tensor:
+                style: torch.Tensor | None = None, alone: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, k, d); noise_level sqrt(alpha_bar), (B,) or a scalar; mask (B, k) bool, True at
         real positions (each row needs at least one). A conditional config also takes `known`
         (B, k, d) and `keep` (B, k) bool, True where `known` holds the music (both None:
         nothing is known, unconditional generation); a config with `styles` takes `style` (B,)
-        labels (`DiffusionConfig.style_index`; None: any style). Returns eps; zero at padded
-        positions."""
+        labels (`DiffusionConfig.style_index`; None: any style). `alone` (B,) bool: rows whose
+        chunks are each seen as a piece of their own (`LatentTransformer.trunk`; such a row should
+        know no chunk). Returns eps; zero at padded positions."""
         b = x.shape[0]
         # The encoding multiplies by 5000: keep the level in float32 whatever the input dtype.
         level = torch.as_tensor(noise_level, device=x.device).float().reshape(-1)
@@ -245,7 +246,7 @@ class TransformerDDPM(LatentTransformer):
             cond = cond + self.style_embed(label).to(cond.dtype)
         elif style is not None:
             raise ValueError("this diffusion model was not trained with style labels (config.styles)")
-        h = self.trunk(inp, mask, cond=cond)
+        h = self.trunk(inp, mask, cond=cond, alone=alone)
         for film, block in zip(self.films, self.blocks, strict=True):
             scale, shift = film(enc)
             h = block(h, scale, shift)

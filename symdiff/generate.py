@@ -53,7 +53,7 @@ DEFAULT_STEPS = {"ddpm": 200, "ddim": 50}
 INFILL_METHODS = ("conditioned", "replace")
 # Classifier-free guidance weight of a conditioned infill (`MelodyDiffusion.guided_eps`).
 DEFAULT_GUIDANCE = 3.0
-# Context guidance of new melodies (`MelodyDiffusion.context_guided`): the weight w of
+# Context guidance of new melodies (`MelodyDiffusion.guided_eps`): the weight w of
 # eps_alone + w (eps_piece - eps_alone), eps_alone being the net's prediction for each chunk seen on
 # its own. Chosen on 64 DDPM-200 samples (README, "Does the music hold together?"): with the shipped
 # model, key stability 0.912 at w = 2.25 on seed 0 (real windows 0.936) and 0.924, 0.933, 0.931 at
@@ -273,52 +273,58 @@ class MelodyDiffusion:
 
     @torch.no_grad()
     def eps(self, x: torch.Tensor, level: torch.Tensor, known: torch.Tensor | None = None,
-            keep: torch.Tensor | None = None, style: torch.Tensor | None = None) -> torch.Tensor:
+            keep: torch.Tensor | None = None, style: torch.Tensor | None = None,
+            alone: torch.Tensor | None = None) -> torch.Tensor:
         """The noise prediction the samplers call (under `self.precision`); `known`/`keep`
-        condition a conditional model on the known chunks, `style` (B,) labels a model with styles."""
+        condition a conditional model on the known chunks, `style` (B,) labels a model with styles,
+        `alone` (B,) marks rows whose chunks are each seen as a piece of their own."""
         with autocast(self.precision, x.device.type):
-            return self.model(x, level, known=known, keep=keep, style=style).float()
+            return self.model(x, level, known=known, keep=keep, style=style, alone=alone).float()
 
-    def guided_eps(self, cond: dict[str, torch.Tensor], guidance: float) -> Callable:
+    def guided_eps(self, cond: dict[str, torch.Tensor], guidance: float = 1.0,
+                   context_guidance: float = 1.0) -> Callable:
         """The eps_fn of a generation conditioned on `cond` (known chunks: `known` and `keep`;
-        style labels: `style`). With `guidance` w != 1, classifier-free guidance (Ho & Salimans
-        2022): eps_uncond + w (eps_cond - eps_uncond), both from one batched call; the
-        unconditional half knows no chunk and no style (a conditional model was trained with
-        nothing known a quarter of the time, a styled one with its style dropped a fifth)."""
-        if guidance == 1.0:
-            return functools.partial(self.eps, **cond)
+        style labels: `style`; may be empty), one batched model call per step whatever it mixes.
+
+        `guidance` w != 1: classifier-free guidance (Ho & Salimans 2022), eps_uncond + w (eps_cond
+        - eps_uncond); the unconditional view knows no chunk and no style (a conditional model was
+        trained with nothing known a quarter of the time, a styled one with its style dropped a fifth).
+
+        `context_guidance` c != 1: context guidance, eps_alone + c (eps - eps_alone), where
+        eps_alone is the net run on every chunk as a piece of its own (in the same style, knowing
+        nothing else). Why: the net has learnt what a 2-bar chunk looks like far better than how
+        the chunks of one piece belong together, so its samples drift like chunks of unrelated
+        pieces (issue 11); the difference between seeing the piece and seeing the chunk alone is
+        what the rest of the piece says, and c > 1 stresses it. This is guidance by a weaker view
+        of the same model, as autoguidance guides by a weaker model (Karras et al. 2024). The
+        chunks-alone view is a row of the same batch (`TransformerDDPM`'s `alone`), not k rows
+        of one chunk."""
         known, keep, style = cond.get("known"), cond.get("keep"), cond.get("style")
+        views = ["piece"] + (["uncond"] if guidance != 1.0 else []) + (["alone"] if context_guidance != 1.0 else [])
+        if views == ["piece"]:
+            return functools.partial(self.eps, **cond)
 
         def eps_fn(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-            b = x.shape[0]
-            both = self.eps(
-                torch.cat([x, x]), torch.cat([level, level]),
-                None if known is None else torch.cat([known, known]),
-                None if keep is None else torch.cat([keep, torch.zeros_like(keep)]),
-                None if style is None else torch.cat([style, torch.zeros_like(style)]))
-            return both[b:] + guidance * (both[:b] - both[b:])
+            b, n = x.shape[0], len(views)
+            nothing = torch.zeros((b, x.shape[1]), dtype=torch.bool, device=x.device)
+            out = self.eps(
+                x.repeat(n, 1, 1), level.repeat(n),
+                None if known is None else known.repeat(n, 1, 1),
+                None if keep is None else torch.cat([keep if v == "piece" else nothing for v in views]),
+                None if style is None else torch.cat([torch.zeros_like(style) if v == "uncond" else style
+                                                      for v in views]),
+                None if "alone" not in views else torch.cat([torch.full((b,), v == "alone", device=x.device)
+                                                             for v in views]),
+            ).reshape(n, *x.shape)
+            e = dict(zip(views, out, strict=True))
+            eps = e["piece"]
+            if "uncond" in e:
+                eps = e["uncond"] + guidance * (eps - e["uncond"])
+            if "alone" in e:
+                eps = e["alone"] + context_guidance * (eps - e["alone"])
+            return eps
 
         return eps_fn
-
-    def context_guided(self, eps_fn: Callable, weight: float, style: torch.Tensor | None = None) -> Callable:
-        """Context guidance: eps_alone + weight (eps_fn - eps_alone), where eps_alone is the net
-        run on every chunk as a piece of its own (in the same `style`, knowing nothing else). Why:
-        the net has learnt what a 2-bar chunk looks like far better than how the chunks of one
-        piece belong together, so its samples drift like chunks of unrelated pieces (issue 11);
-        the difference between seeing the piece and seeing the chunk alone is what the rest of the
-        piece says, and weight > 1 stresses it. This is guidance by a weaker view of the same
-        model, as autoguidance guides by a weaker model (Karras et al. 2024)."""
-
-        def eps_alone(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-            b, k, d = x.shape
-            labels = None if style is None else style.repeat_interleave(k)
-            return self.eps(x.reshape(b * k, 1, d), level.repeat_interleave(k), style=labels).reshape(b, k, d)
-
-        def guided(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-            alone = eps_alone(x, level)
-            return alone + weight * (eps_fn(x, level) - alone)
-
-        return guided
 
     def sample_latents(self, num: int, chunks: int, sampler: Sampler, seed: int | None = None,
                        callback: Callback | None = None, mask: torch.Tensor | None = None,
@@ -329,7 +335,7 @@ class MelodyDiffusion:
         by `method`, see `INFILL_METHODS`; in a `style` of `self.styles`, None or ANY_STYLE for any). `guidance`
         weighs what the chain is conditioned on, known music ("conditioned") and style, see
         `guided_eps`; a plain unconditional sample has nothing to weigh. `context_guidance` != 1
-        weighs what each chunk takes from the rest of the piece (`context_guided`)."""
+        weighs what each chunk takes from the rest of the piece (`guided_eps`)."""
         if not 1 <= chunks <= self.seq_len:
             raise GenerateError(f"the model generates 1 to {self.seq_len} chunks at once, got {chunks}")
         for name, w in (("guidance", guidance), ("context guidance", context_guidance)):
@@ -345,9 +351,8 @@ class MelodyDiffusion:
             except ValueError as e:
                 raise GenerateError(str(e)) from None
             cond["style"] = torch.full((num,), label, dtype=torch.long)
-        eps_fn = self.guided_eps(cond, guidance) if cond else self.eps
-        if context_guidance != 1.0 and chunks > 1:  # a single chunk is its own whole piece
-            eps_fn = self.context_guided(eps_fn, context_guidance, cond.get("style"))
+        eps_fn = self.guided_eps(cond, guidance if cond else 1.0,
+                                 context_guidance if chunks > 1 else 1.0)  # a single chunk is its own whole piece
         return sampler.sample(eps_fn, (num, chunks, self.codec.dim), seed=seed, callback=callback,
                               mask=mask, known=known)
 
@@ -425,7 +430,7 @@ class MelodyDiffusion:
                  guidance: float = DEFAULT_GUIDANCE, repair: bool = True,
                  context_guidance: float = CONTEXT_GUIDANCE) -> Result:
         """`num` new melodies of `bars` bars (up to 2 * seq_len), in `style` (None or ANY_STYLE: any), with
-        `context_guidance` (`context_guided`; 1 = none); with `repair`, stray chunks regenerated
+        `context_guidance` (`guided_eps`; 1 = none); with `repair`, stray chunks regenerated
         (`repair_register`)."""
         max_bars = self.seq_len * melody.BARS_PER_CHUNK
         if not 1 <= bars <= max_bars:

@@ -1,4 +1,4 @@
-"""Float precision and thread count by hardware, for training and inference alike.
+"""Float precision and thread count by hardware and load, for training and inference alike.
 
 bf16 autocast pays only where the hardware has native bf16 units: a CUDA GPU, or a CPU with
 AMX or AVX512-BF16 (2-2.5x faster training on our AMX CPUs). Elsewhere it is a trap: on an AVX2
@@ -6,10 +6,18 @@ CPU a bf16 matmul runs ~100x slower than fp32 and `nn.LSTM` under CPU autocast r
 not create a primitive descriptor"). So `auto` (the default everywhere) picks bf16 only where
 it is native, fp32 otherwise; `bf16` and `fp32` are taken as asked. The environment variable
 SYMDIFF_PRECISION=bf16|fp32 overrides what `auto` picks (tests use it to run as on an AVX2 CPU).
+
+Threads by load (`choose_threads`): torch's OpenMP threads wait for each other at every op, so
+one thread descheduled by another process stalls them all; on 2 shared cores a default sample
+took 71 s with 2 threads beside one busy process and 5.1 s with 1 (issue 26). A run therefore
+takes only the cores that were idle just before it starts, as /proc/stat counts them.
 """
 from __future__ import annotations
 
+import math
 import os
+import time
+from collections.abc import Collection
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -20,6 +28,10 @@ from .errors import SymdiffError
 PRECISIONS = ("auto", "bf16", "fp32")
 ENV = "SYMDIFF_PRECISION"
 _NATIVE_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
+# A core counts as free when at least 1 - FREE_SLACK of it was idle: a thread on a core another
+# process wants half the time costs the whole team, one thread too few costs little.
+FREE_SLACK = 0.2
+PROBE_S = 0.1  # how long the cores are watched before a run
 
 
 def cpu_has_native_bf16() -> bool:
@@ -71,3 +83,57 @@ def limit_threads(jobs: int = 1) -> int:
     n = max(1, min(torch.get_num_threads(), available_cores() // max(1, jobs)))
     torch.set_num_threads(n)
     return n
+
+
+def cpu_ticks(stat: str, cpus: Collection[int]) -> tuple[int, int]:
+    """(busy, total) clock ticks since boot summed over the `cpus` lines ("cpu0", ...) of a
+    /proc/stat text; idle and iowait are the idle ticks (proc(5))."""
+    busy = total = 0
+    for line in stat.splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+            total += sum(ticks)
+            busy += sum(ticks) - ticks[3] - ticks[4]
+    return busy, total
+
+
+def free_cores(before: str, after: str, cpus: Collection[int], own_ticks: float = 0.0) -> float:
+    """Cores of `cpus` left idle between two /proc/stat readings by every process but this one
+    (`own_ticks`: this process' CPU ticks in between, which do not count against it)."""
+    (b0, t0), (b1, t1) = cpu_ticks(before, cpus), cpu_ticks(after, cpus)
+    if t1 <= t0:
+        return float(len(cpus))
+    busy = max(0.0, b1 - b0 - own_ticks)
+    return len(cpus) * (1.0 - min(1.0, busy / (t1 - t0)))
+
+
+def threads_for(free: float, cores: int, jobs: int = 1) -> int:
+    """Torch threads for one of `jobs` runs sharing `free` idle cores out of `cores`: the free
+    cores that count whole (FREE_SLACK), shared by the jobs, at least 1, at most cores // jobs."""
+    share = math.floor(free + FREE_SLACK) // max(1, jobs)
+    return max(1, min(share, cores // max(1, jobs)))
+
+
+def choose_threads(jobs: int = 1, most: int | None = None, probe_s: float = PROBE_S) -> int:
+    """Set this thread's torch threads for one of `jobs` runs by the load of the cores (module
+    doc): watch /proc/stat for `probe_s` seconds (not counting this process' own use) and take the
+    free cores (`threads_for`), never more than `most` nor torch's setting at start-up
+    (OMP_NUM_THREADS is obeyed). Without /proc/stat (not Linux), the 1-minute load average.
+    Returns the count set."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    try:
+        stat = Path("/proc/stat")
+        before, own = stat.read_text(), os.times()
+        time.sleep(probe_s)
+        after, own_after = stat.read_text(), os.times()
+        own_ticks = (own_after.user + own_after.system - own.user - own.system) * os.sysconf("SC_CLK_TCK")
+        free = free_cores(before, after, cpus, own_ticks)
+    except (OSError, ValueError, AttributeError):
+        free = max(0.0, len(cpus) - os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0.0
+    n = min(threads_for(free, len(cpus), jobs), _STARTUP_THREADS, most or _STARTUP_THREADS)
+    torch.set_num_threads(n)
+    return n
+
+
+_STARTUP_THREADS = torch.get_num_threads()  # torch's own choice, or OMP_NUM_THREADS

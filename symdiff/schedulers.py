@@ -19,7 +19,10 @@ Samplers:
   optionally on a respaced subset of S timesteps (Nichol & Dhariwal 2021: betas recomputed from
   the subset's alpha_bar).
 - `DDIM` (Song et al. 2021), eta configurable (0 = deterministic), with the same clipping.
-Both do the paper's infilling (Algorithm 1) for any boolean mask over the chunk axis.
+- `DPMSolverPP` (Lu et al. 2022, DPM-Solver++(2M)): second-order multistep in x0 prediction,
+  deterministic or, as `DPMSolverPP(sde=True)`, its stochastic variant, whose first-order step
+  is exactly the ancestral one: the few-step samplers.
+All do the paper's infilling (Algorithm 1) for any boolean mask over the chunk axis.
 """
 from __future__ import annotations
 
@@ -158,6 +161,10 @@ class Sampler:
         small spread (latents scaled to [-1, 1] have a per-dim std of ~0.2) gets its detail. With
         the exact eps of N(m, 0.2^2) data the sample std comes out, relative to 0.2: ancestral
         1000 steps 0.988; 50 steps 0.84 linear / 0.92 quadratic; DDIM 50 steps 0.92 / 0.96.
+        "logsnr" (even steps in log(sqrt(ab / (1 - ab))), DPM-Solver's choice for few steps):
+        DPM-Solver++(2M) 10 steps 1.04, 20 steps 1.02, where on linear spacing its second-order
+        term overshoots (1.57 at 10 steps, 1.60 at 20: a long last step in lambda extrapolates
+        from a short one).
         """
         n = self.schedule.num_steps
         spacing = spacing or self.spacing
@@ -165,11 +172,13 @@ class Sampler:
             if not 1 <= steps <= n:
                 raise ValueError(f"steps must be in 1..{n}, got {steps}")
             u = torch.linspace(0, 1, steps, dtype=torch.float64) if steps > 1 else torch.ones(1, dtype=torch.float64)
-            if spacing == "quadratic":
-                u = u * u
-            elif spacing != "linear":
+            if spacing == "logsnr":
+                ts = self._logsnr_steps(u)
+            elif spacing in ("linear", "quadratic"):
+                u = u * u if spacing == "quadratic" else u
+                ts = (1 + u * (n - 1)).round().long().tolist()
+            else:
                 raise ValueError(f"unknown spacing {spacing!r}")
-            ts = (1 + u * (n - 1)).round().long().tolist()
             for j in range(1, steps):  # keep S distinct steps where rounding collides
                 ts[j] = max(ts[j], ts[j - 1] + 1)
             for j in range(steps - 2, -1, -1):
@@ -190,6 +199,14 @@ class Sampler:
             float(self.schedule.betas[t - 1]) if p == t - 1 else 1.0 - float(ext[t]) / float(ext[p])
             for t, p in zip(ts, prev, strict=True)
         ]
+
+    def _logsnr_steps(self, u: torch.Tensor) -> list[int]:
+        """Ascending t at evenly spaced log-SNR, lambda = log(sqrt(ab) / sqrt(1 - ab)), from
+        lambda_1 (u = 0) to lambda_N (u = 1), each the t of nearest lambda."""
+        ab = self.schedule.alpha_bar
+        lam = 0.5 * (ab.log() - (-ab).log1p())  # decreasing in t
+        target = lam[0] + u * (lam[-1] - lam[0])
+        return [int((lam - v).abs().argmin()) + 1 for v in target]
 
     @property
     def num_steps(self) -> int:
@@ -344,7 +361,63 @@ class DDIM(Sampler):
         return StepOutput(prev, x0)
 
 
-SAMPLERS = {"ddpm": DDPMAncestral, "ddim": DDIM}
+class DPMSolverPP(Sampler):
+    """DPM-Solver++(2M) (Lu et al. 2022), on the clipped x0 prediction D of each step.
+
+    With alpha = sqrt(ab), sigma = sqrt(1 - ab), lambda = log(alpha / sigma) and h the step in
+    lambda from s to t, the first-order step is DDIM's
+        x_t = sigma_t / sigma_s x_s + alpha_t (1 - e^-h) D_s,
+    the second-order one replaces D_s by D_s + (D_s - D_prev) / (2 r), r = h_prev / h, the
+    previous step's x0 estimate extrapolated along lambda (the "midpoint" form). With `sde`
+    (SDE-DPM-Solver++), x_t = sigma_t / sigma_s e^-h x_s + alpha_t (1 - e^-2h) D
+    + sigma_t sqrt(1 - e^-2h) z, whose first-order form is exactly the ancestral step: fresh
+    noise every step, as DDPM, which the deterministic chain lacks (DDIM 50 overshot silence).
+    The first step has no previous estimate and the last, to alpha_bar = 1 where lambda is
+    infinite, returns D: both are first order. The step keeps the previous D, so a chain's
+    steps must run in order (`sample` does).
+    """
+
+    default_steps = 20
+
+    def __init__(self, schedule: NoiseSchedule | None = None, steps: int | Sequence[int] | None = None,
+                 clip: float | None = 1.0, spacing: str = "logsnr", sde: bool = False):
+        self.sde = sde
+        self._prev: tuple[int, torch.Tensor] | None = None  # (step index, its x0 estimate)
+        super().__init__(schedule, steps, clip, spacing)
+
+    def _lambda(self, ab: float) -> float:
+        return 0.5 * math.log(ab / (1.0 - ab))
+
+    def step(self, eps: torch.Tensor, t_index: int, x_t: torch.Tensor,
+             generator: torch.Generator | None = None) -> StepOutput:
+        i = t_index
+        ab, ab_prev = self.alpha_bar[i], self.alpha_bar_prev[i]
+        x0 = self.predict_x0(eps, i, x_t)
+        prev, self._prev = self._prev, (i, x0)
+        if i == self.num_steps - 1:  # to alpha_bar = 1: sigma_t = 0, e^-h = 0
+            return StepOutput(x0, x0)
+        lam_s, lam_t = self._lambda(ab), self._lambda(ab_prev)
+        h = lam_t - lam_s
+        d = x0
+        if prev is not None and prev[0] == i - 1:
+            r = (lam_s - self._lambda(self.alpha_bar[i - 1])) / h
+            d = x0 + (x0 - prev[1]) / (2.0 * r)
+        alpha_t, sigma_t, sigma_s = math.sqrt(ab_prev), math.sqrt(1.0 - ab_prev), math.sqrt(1.0 - ab)
+        if not self.sde:
+            return StepOutput(sigma_t / sigma_s * x_t + alpha_t * -math.expm1(-h) * d, x0)
+        z = self._randn(x_t.shape, generator, x_t.device, x_t.dtype) if generator is not None \
+            else torch.randn_like(x_t)
+        e2 = -math.expm1(-2.0 * h)  # 1 - e^-2h
+        prev_sample = sigma_t / sigma_s * math.exp(-h) * x_t + alpha_t * e2 * d + sigma_t * math.sqrt(e2) * z
+        return StepOutput(prev_sample, x0)
+
+
+SAMPLERS: dict[str, Callable[..., Sampler]] = {
+    "ddpm": DDPMAncestral,
+    "ddim": DDIM,
+    "dpmpp": DPMSolverPP,
+    "dpmpp-sde": functools.partial(DPMSolverPP, sde=True),
+}
 
 
 class SamplerError(SymdiffError):

@@ -149,18 +149,29 @@ class LatentTransformer(Pretrained, nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def trunk(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
-              cond: torch.Tensor | None = None) -> torch.Tensor:
+              cond: torch.Tensor | None = None, alone: torch.Tensor | None = None) -> torch.Tensor:
         """(B, k, in_dim) -> (B, k, dense). Bidirectional: `mask` (B, k) bool, True at real
         positions, masks the attention keys, so padding never reaches a real position. Causal:
         position i sees positions <= i only; padding must follow the real positions (as
         `gather_windows` builds batches), so a real position never sees it and `mask` is not
-        needed. `cond` (B, cond_dim): the adaLN embedding, for layers built with one."""
+        needed. `cond` (B, cond_dim): the adaLN embedding, for layers built with one.
+        `alone` (B,) bool (bidirectional only): rows whose positions each attend to themselves
+        only, at position 0, exactly as k one-position rows would run; so a piece and its chunks
+        seen alone share one batch of one shape (context guidance, one model call a step)."""
         k = x.shape[1]
-        pos = sinusoid(torch.arange(k, device=x.device), self.config.width)
-        h = self.input(x) + pos.to(x.dtype)
+        pos = sinusoid(torch.arange(k, device=x.device), self.config.width).to(x.dtype)
         attn_mask = None
         if mask is not None and not causal:
             attn_mask = mask.to(device=x.device, dtype=torch.bool)[:, None, None, :]  # (B, 1, 1, k): real keys only
+        if alone is not None:
+            if causal:
+                raise ValueError("`alone` rows need a bidirectional trunk")
+            alone = alone.to(device=x.device, dtype=torch.bool)
+            pos = torch.where(alone[:, None, None], pos[:1], pos)  # (B, k, width)
+            eye = torch.eye(k, dtype=torch.bool, device=x.device)
+            rest = attn_mask if attn_mask is not None else torch.ones((), dtype=torch.bool, device=x.device)
+            attn_mask = torch.where(alone[:, None, None, None], eye, rest)  # (B, 1, k, k)
+        h = self.input(x) + pos
         for layer in self.layers:
             h = layer(h, attn_mask, causal, cond)
         return self.to_dense(self.ln_trunk(h))

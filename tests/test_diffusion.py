@@ -118,6 +118,22 @@ def test_padding_leaves_real_positions_untouched(cpu_model):
         torch.testing.assert_close(cpu_model(batch, level, mask)[1, :13], out[1, :13], atol=1e-5, rtol=1e-5)
 
 
+def test_alone_rows_are_their_chunks_as_pieces_of_their_own(cpu_model):
+    """A row marked `alone` gives every chunk what the model gives it as a one-chunk piece (context
+    guidance's weak view), beside an ordinary row in the same batch, padding mask and all."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 7, 42, generator=g)
+    level = torch.tensor([0.4, 0.9])
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    with torch.no_grad():
+        out = cpu_model(x, level, mask, alone=torch.tensor([False, True]))
+        torch.testing.assert_close(out[0], cpu_model(x[:1], level[:1])[0], atol=1e-5, rtol=1e-5)
+        one = cpu_model(x[1].unsqueeze(1), level[1].expand(7))[:, 0]
+        torch.testing.assert_close(out[1, :5], one[:5], atol=1e-5, rtol=1e-5)
+        assert torch.all(out[1, 5:] == 0)
+
+
 def test_model_is_a_sampler_eps_fn(cpu_model):
     mask = torch.ones(2, 6, dtype=torch.bool)
     mask[1, 4:] = False

@@ -159,7 +159,7 @@ def test_context_guidance_scales_what_a_chunk_takes_from_the_rest(pipe):
     level = torch.full((2,), 0.3)
     style = torch.tensor([1, 0])
     plain = functools.partial(pipe.eps, style=style)
-    guided = pipe.context_guided(plain, 2.5, style)
+    guided = pipe.guided_eps({"style": style}, context_guidance=2.5)
     moved = plain(x, level)[:, 0] - plain(other, level)[:, 0]
     assert moved.abs().mean() > 1e-3  # the net does read the rest of the piece
     torch.testing.assert_close(guided(x, level)[:, 0] - guided(other, level)[:, 0], 2.5 * moved,
@@ -170,6 +170,30 @@ def test_context_guidance_scales_what_a_chunk_takes_from_the_rest(pipe):
     assert not torch.equal(pipe.generate(bars=8, steps=6, seed=2, repair=False).latents, b)
     with pytest.raises(GenerateError, match="context guidance must be between 0 and 10"):
         pipe.generate(bars=8, steps=2, context_guidance=11)
+
+
+def test_guidance_is_one_batched_call_equal_to_its_views_run_apart(pipe):
+    """Context guidance over classifier-free guidance (known chunks and a style) in one model
+    call a step, equal to the views run apart: the conditioned piece, the unconditioned piece,
+    and every chunk as a one-chunk piece of its own."""
+    gen = torch.Generator().manual_seed(1)
+    b, k, d = 2, 6, pipe.codec.dim
+    x, known = torch.randn(b, k, d, generator=gen), torch.randn(b, k, d, generator=gen)
+    keep = torch.tensor([[True, False, False, False, True, True]] * b)
+    style, level = torch.tensor([2, 1]), torch.tensor([0.3, 0.7])
+    calls = []
+    hook = pipe.model.register_forward_pre_hook(lambda _, args: calls.append(args[0].shape))
+    try:
+        got = pipe.guided_eps({"known": known, "keep": keep, "style": style}, 3.0, 2.5)(x, level)
+    finally:
+        hook.remove()
+    assert calls == [(3 * b, k, d)]
+    cond = pipe.eps(x, level, known, keep, style)
+    uncond = pipe.eps(x, level)
+    alone = pipe.eps(x.reshape(b * k, 1, d), level.repeat_interleave(k),
+                     style=style.repeat_interleave(k)).reshape(b, k, d)
+    want = alone + 2.5 * (uncond + 3.0 * (cond - uncond) - alone)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name, bars", [
