@@ -20,6 +20,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import math
 import os
 import queue
 import shutil
@@ -61,6 +62,11 @@ MAX_BARS = 64
 MAX_STEPS = 1000
 MAX_SEED = 2**31 - 1
 PIECE_STYLE = "piece"  # the infill dropdown's default: the style the rest of the piece is heard in
+# The infill's note rate (`symdiff.fit`): the dropdown's labels -> `MelodyDiffusion.infill`'s density
+# (None: the "notes per bar" number beside it).
+DENSITY_REPLACED = "as the bars replaced"
+DENSITY_LABELS: dict[str, str | None] = {DENSITY_REPLACED: "replaced", "as the rest of the piece": "piece",
+                                         "notes per bar:": None}
 # The Generate tab starts at DDPM 80 steps: a 64-bar melody with context guidance (two model calls
 # per step) then answers within issue 6's 5 s on 2 cores (4.25 s; 100 steps took 5.2 s). Its samples
 # hold together about as well as at the library's 200 (coherence at 80 steps, seeds 0, 1, 2: range
@@ -405,8 +411,17 @@ class SymdiffApp:
         return min(first, bar), max(first, bar), clicks
 
     @user_errors
-    def infill(self, midi_file, track, first_bar, last_bar, sampler, steps, seed, style=PIECE_STYLE):
+    def infill(self, midi_file, track, first_bar, last_bar, sampler, steps, seed, style=PIECE_STYLE,
+               density=DENSITY_REPLACED, notes_per_bar=4.0):
         style = self._style(style)
+        if density not in DENSITY_LABELS:
+            raise _UserError(f"unknown note rate {density!r}; choose from {', '.join(DENSITY_LABELS)}")
+        rate: str | float | None = DENSITY_LABELS[density]
+        if rate is None:
+            rate = float(notes_per_bar) if isinstance(notes_per_bar, (int, float)) else math.nan
+            if not 0 < rate <= melody.STEPS_PER_BAR:
+                raise _UserError(f"notes per bar must be above 0 and at most {melody.STEPS_PER_BAR}, "
+                                 f"got {notes_per_bar}")
         steps = whole("steps", steps, 1, MAX_STEPS)
         seed = whole("seed", seed, 0, MAX_SEED)
         self.pipe.sampler(sampler, steps)  # the one check of sampler settings
@@ -421,9 +436,12 @@ class SymdiffApp:
                 raise demo.Cancelled()
             ticks.put((i + 1, total))
 
-        yield f"Infilling bars {first}-{last} ...", gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        chords = (f" Track {cand.index} plays chords: its top line is rewritten and the notes under it are kept "
+                  "(pick another track above for a single line)." if cand.chordal else "")
+        yield f"Infilling bars {first}-{last} ...{chords}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
         res = yield from threaded(
             self._on_free_cores(lambda: self.pipe.infill(tokens, plan.steps, sampler, steps, seed, callback=tick,
+                                                         density=rate, keys=found.keys, pickup=found.bars.onset_pickup,
                                                          style=style)), ticks, stop,
             lambda t: (f"Infilling: diffusion step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), gr.skip(), gr.skip()),
             self.time_limit_s)
@@ -446,7 +464,7 @@ class SymdiffApp:
                 "below show the same "
                 "bars filled by interpolation between the neighbouring latents and by random latents from "
                 "the VAE prior. The MIDI file is your whole arrangement with only these bars of this track new.")
-        text += "".join(f" Note: {r}." for r in remarks)
+        text += "".join(f" Note: {r}." for r in res.remarks + remarks)
         if audio.playback_qpm(qpm) != qpm:
             text += f" The audio plays at {audio.playback_qpm(qpm):.0f} qpm (the file's {qpm:.1f} qpm is outside " \
                     f"{audio.PLAYBACK_QPM[0]:.0f}-{audio.PLAYBACK_QPM[1]:.0f})."
@@ -602,6 +620,11 @@ def build(app: SymdiffApp) -> gr.Blocks:
                         i_seed = gr.Number(0, precision=0, label="Seed")
                         i_style = style_dropdown(app.pipe.styles, "infill-style", heard=True)
                         with gr.Row():
+                            i_density = gr.Dropdown(list(DENSITY_LABELS), value=DENSITY_REPLACED, label="Note rate",
+                                                    elem_id="infill-density")
+                            i_rate = gr.Number(4.0, minimum=0.25, maximum=melody.STEPS_PER_BAR, step=0.25,
+                                               label="notes per bar", elem_id="infill-rate")
+                        with gr.Row():
                             i_run = gr.Button("Infill", variant="primary", elem_id="infill-button")
                             i_stop = gr.Button("Stop", variant="secondary")
                     with gr.Column(scale=3):
@@ -624,7 +647,8 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 i_preview.select(app.pick_bar, [geo, i_first, i_last, clicks], [i_first, i_last, clicks],
                                  api_visibility="private").then(api_visibility="private", **preview_args)
                 infill_event = i_run.click(app.infill,
-                                           [i_file, i_track, i_first, i_last, i_sampler, i_steps, i_seed, i_style],
+                                           [i_file, i_track, i_first, i_last, i_sampler, i_steps, i_seed, i_style,
+                                            i_density, i_rate],
                                            [i_status, i_rows, i_audio_orig, i_audio_new, i_midi], api_name="infill",
                                            concurrency_id="model")
                 i_stop.click(None, None, None, cancels=[infill_event], api_visibility="private")

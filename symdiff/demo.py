@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import melody, pianoroll
+from . import fit, melody, pianoroll
 from .baselines import interpolate_infill, prior_latents
 from .data.dataset import random_windows
 from .evaluation import metrics
@@ -110,7 +110,7 @@ def track_label(found: melody.MidiMelodies, c: melody.Candidate) -> str:
     rng = f", {pianoroll.pitch_name(lo_hi[0])}-{pianoroll.pitch_name(lo_hi[1])}" if lo_hi else ""
     name = f" {c.name.strip()}," if c.name.strip() else ""
     return (f"{c.index}:{name} {c.instrument_name}{rng}, {c.num_notes} notes to bar {found.track_bars(c)}"
-            + (", chords" if c.chordal else ""))
+            + (", chords (its top line is rewritten)" if c.chordal else ""))
 
 
 def barlines(bars: melody.BarMap, lo: int, hi: int) -> tuple[list[int], list[int]]:
@@ -144,7 +144,7 @@ def plan_bars(found: melody.MidiMelodies, cand: melody.Candidate, first_bar, las
             raise GenerateError(f"the {name} must be a whole number, got {v!r}")
     span = found.bars.steps(int(first_bar), int(last_bar))
     tokens = found.tokens(cand)
-    return plan_infill(len(tokens), span, seq_len), tokens
+    return plan_infill(len(tokens), span, seq_len, fit.section(found.keys, span, len(tokens))), tokens
 
 
 def baseline_infills(pipe: MelodyDiffusion, tokens: np.ndarray, plan: InfillPlan,

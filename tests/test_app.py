@@ -149,6 +149,10 @@ def test_infill_real_multitrack_midi(client, server):
     assert Image.open(rows).size[0] == 1000
     assert wav_seconds(wav_orig) > 0 and wav_seconds(wav_new) > 0
     check_download(ALOHA, midi, 4, 4, 7)  # the whole 7-track file, only the solo voice's bars 4-7 new
+    # the piano's chords: the top line rewritten at the rate asked for, the harmony under it kept
+    status, *_ = client.predict(handle_file(str(ALOHA)), "5", 9, 12, "ddim", 5, 0, "piece", "notes per bar:", 2,
+                                api_name="/infill")
+    assert "track 5 plays chords: the new bars replace its top line" in status and "notes under it are kept" in status
     # the default track of a 65-bar lead sheet with a pickup (bar 0): its last 8 bars, in the
     # model's 32-chunk window, and the pickup bar itself
     foster = handle_file(str(EXAMPLES / "foster_brown_hair_lead_sheet.mid"))
@@ -263,6 +267,8 @@ def test_absurd_infill_and_learn_settings(client, server):
                  api_name="/infill")
     expect_error(client, server, "less than minimum value 0", aloha, "auto", -1, 2, "ddim", 5, 0, api_name="/infill")
     expect_error(client, server, "seed must be between", aloha, "auto", 1, 2, "ddim", 5, -3, api_name="/infill")
+    expect_error(client, server, "not in the list of choices", aloha, "auto", 1, 2, "ddim", 5, 0, "piece", "loud",
+                 api_name="/infill")
     expect_error(client, server, "greater than maximum value 1000", "oneills_003_4-4_melody.mid", 5000, 0,
                  api_name="/learn_noise")
     expect_error(client, server, "not in the list of choices", "../../etc/passwd", 10, 0, api_name="/learn_noise")
