@@ -248,8 +248,9 @@ class Sampler:
         callback(i, total, x_t, x0_hat): after every step i = 0..total-1, with the new sample
             (known positions already overwritten) and that step's clipped x0 prediction.
         mask, known: infilling (paper Algorithm 1). mask (k,) or (B, k) bool over the chunk
-            axis, True = generate; known (B, k, d) holds the data at the False positions (its
-            values at True positions are ignored). After each step the known positions are
+            axis, or (B, k, d) over single values, True = generate; known (B, k, d) holds the
+            data at the False positions (its values at True positions are ignored). After each step
+            the known positions are
             replaced by a forward-diffused copy of `known` at the step's new noise level, and
             by `known` itself at the end, so they come back exactly.
         """
@@ -269,7 +270,8 @@ class Sampler:
             mask = torch.as_tensor(mask, dtype=torch.bool, device=device)
             if mask.dim() == 1:
                 mask = mask.unsqueeze(0)
-            keep = (~mask).reshape(mask.shape[0], mask.shape[1], *([1] * (len(shape) - 2)))
+            keep = ~mask if mask.dim() == len(shape) else \
+                (~mask).reshape(mask.shape[0], mask.shape[1], *([1] * (len(shape) - 2)))
             keep = keep.expand(shape[0], *keep.shape[1:])
             known = torch.as_tensor(known, device=device).to(dtype).expand(shape)
         # Start from N(0, I), as Algorithm 1 says. BUG in the official code: its infilling chain

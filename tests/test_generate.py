@@ -98,7 +98,7 @@ def test_register_repair_regenerates_only_stray_chunks(pipe):
     assert not stray_chunks(tokens[: 3 * 32]).any()  # 3 chunks: too few notes for a band
     x = pipe.codec.encode(tokens)[None]
     assert stray_chunks(pipe.decode(x)[0]).tolist() == [i == 5 for i in range(8)]  # the VAE keeps the leap
-    fixed = pipe.repair_register(x, pipe.sampler("ddim", 10), seed=0)
+    fixed = pipe.repair_samples(x, pipe.sampler("ddim", 10), seed=0)
     keep = torch.arange(8) != 5
     assert torch.equal(fixed[0, keep], x[0, keep]) and not torch.equal(fixed[0, 5], x[0, 5])
     assert not stray_chunks(pipe.decode(fixed)[0]).any()

@@ -484,7 +484,7 @@ def coherence(pipe: MelodyDiffusion, num: int = DEFAULT_SAMPLES, sampler: str = 
               steps: int | None = None, seed: int = 0, data: Path = DEFAULT_PATH, checkpoint: str | Path = "",
               progress: bool = True) -> Report:
     """Coherence figures of `num` unconditional 64-bar samples (as `generate` gives them; without its
-    context guidance; the plain chain, with neither that nor `repair_register`) and `num` real
+    context guidance; the plain chain, with neither that nor `repair_samples`) and `num` real
     64-bar test windows."""
     t0 = time.perf_counter()
     bars = WINDOW_CHUNKS * BARS_PER_CHUNK
@@ -495,8 +495,8 @@ def coherence(pipe: MelodyDiffusion, num: int = DEFAULT_SAMPLES, sampler: str = 
                               context_guidance=cg).latents for cg in (CONTEXT_GUIDANCE, 1.0)}
     bar.close()
     melodies = {"real test windows": real,
-                "diffusion samples": pipe.decode(pipe.repair_register(made[CONTEXT_GUIDANCE], chain, seed)),
-                "diffusion samples, no context guidance": pipe.decode(pipe.repair_register(made[1.0], chain, seed)),
+                "diffusion samples": pipe.decode(pipe.repair_samples(made[CONTEXT_GUIDANCE], chain, seed)),
+                "diffusion samples, no context guidance": pipe.decode(pipe.repair_samples(made[1.0], chain, seed)),
                 "diffusion samples, plain chain": pipe.decode(made[1.0])}
     figs = {name: [coherence_figures(t) for t in tokens] for name, tokens in melodies.items()}
     report = Report("coherence", {**_settings(pipe, checkpoint, data, sampler, steps, seed), "melodies": num,
