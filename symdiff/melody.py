@@ -659,10 +659,12 @@ def sequence_lines(ns: music_pb2.NoteSequence, max_bars: int = MAX_BARS) -> list
 # ("Melody", "Vocal", "Soprano" vs "Bass", "Acc", "Left Hand"); the General MIDI program says
 # what the instrument usually plays (basses and pads accompany, reeds, voices and synth leads
 # carry tunes); the tune is the top line, busy, single-voiced, varied, and does not repeat one
-# figure bar after bar as an accompaniment does.
-_TUNE_NAME = re.compile(r"melod|lead|vocal|voice|\bvox\b|solo|soprano|sopran|canto|cantus|tune|theme|singer|"
-                        r"right hand|\brh\b")
-_INNER_NAME = re.compile(r"\balto\b|\btenor|\bviola\b|\bii\b|\b2nd\b|second|harmony|"
+# figure bar after bar as an accompaniment does. A piano's right hand carries the tune of a piano
+# piece but plays chords in a band, so its name says half as much; an alto or tenor saxophone
+# is a band's lead instrument, not a choir's inner voice.
+_TUNE_NAME = re.compile(r"melod|lead|vocal|voice|\bvox\b|solo|soprano|sopran|canto|cantus|tune|theme|singer")
+_HAND_NAME = re.compile(r"right hand|\brh\b")
+_INNER_NAME = re.compile(r"\balto\b(?!\s*sax)|\btenor(?!\s*sax)|\bviola\b|\bii\b|\b2nd\b|second|harmony|"
                          r"(violin|violino|soprano|melody|lead|voice)\s*2\b")
 _ACCOMP_NAME = re.compile(r"bass(?!oon)|\bacc\b|accomp|chord|\bpad|\bcomp\b|rhythm|strum|\barp|left hand|\blh\b|"
                           r"backing|drum|perc|continuo|violone")
@@ -675,10 +677,11 @@ _PROGRAM_POINTS = (  # (first, last, points) over General MIDI program families
 
 
 def name_points(name: str) -> float:
-    """+3 for a tune's name, -1.5 for an inner part's, -3 for an accompaniment's (they add up)."""
+    """+3 for a tune's name, +1.5 for a right hand's, -1.5 for an inner part's, -3 for an
+    accompaniment's (they add up)."""
     name = name.lower().strip()
-    return (3.0 * bool(_TUNE_NAME.search(name)) - 1.5 * bool(_INNER_NAME.search(name))
-            - 3.0 * bool(_ACCOMP_NAME.search(name)))
+    return (3.0 * bool(_TUNE_NAME.search(name)) + 1.5 * bool(_HAND_NAME.search(name))
+            - 1.5 * bool(_INNER_NAME.search(name)) - 3.0 * bool(_ACCOMP_NAME.search(name)))
 
 
 def program_points(program: int) -> float:
