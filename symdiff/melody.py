@@ -831,7 +831,7 @@ def read_midi(source: str | Path | bytes, max_bars: int = MAX_BARS) -> MidiMelod
     if cut_beat is not None:
         why = (f"symdiff reads at most {max_bars:,} bars" if cut_beat >= end_beat else
                f"symdiff reads the first {MAX_EVENTS:,} notes and events of a file")
-        bars = replace(bars, cut_at=bars.number_at(math.ceil(cut_beat * steps) - 1), cut_why=why)
+        bars = replace(bars, cut_at=bars.number_at(max(0, math.ceil(cut_beat * steps) - 1)), cut_why=why)
     return MidiMelodies(
         candidates=candidates,
         default=default,
