@@ -43,10 +43,13 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         "time_signature": "{}/{}".format(*found.time_signature),
         "meter": found.bars.meter,
         "bars": found.bars.num_bars,
+        "cut_at_bar": found.bars.cut_at,  # None: every bar was read
+        "cut_why": found.bars.cut_why or None,
         "pickup": found.bars.first_number == 0,
         "tempo_changes": found.tempo_changes,
         "time_signature_changes": found.time_signature_changes,
         "default": found.chosen.index,
+        "single_line_melody": not found.chosen.chordal,  # False: even the default track plays chords
         "candidates": [c.summary() | {"bars": found.track_bars(c)} for c in found.candidates],
     }
     if args.json:
@@ -61,6 +64,9 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         print(f"{c['index']:>4}{mark} {c['program']:>7} {c['bars']:>5} {c['notes']:>6} {rng:>9} "
               f"{c['polyphony']:>5.2f}  {c['instrument_name']:<24}  {c['name'].strip()}")
     print("* = the melody used by default (--track K picks another); bars: the last bar the track plays in")
+    if found.chosen.chordal:
+        print(f"no single-line melody: the default track {found.chosen.index} plays chords (poly = share of onsets "
+              "with company), and an infill writes one line in its place")
 
 
 def cmd_data_build(args: argparse.Namespace) -> None:

@@ -40,20 +40,26 @@ Policies (what a real file meets):
   than `MAX_BARS` are cut there (64-bar windows are all the models use).
 - Bounded work, whatever a file says (`bounded_midi`, before pretty_midi sees it): events from
   `MAX_BARS` bars on are cut, and so is everything after a file's first `MAX_EVENTS` events in
-  time (all tracks together); a note still sounding at the cut ends there; files whose ticks would
-  pass `MAX_TICKS` are rescaled to `RESCALED_TPB` ticks per beat; controllers, pitch bends, sysex
-  and text are skipped unread. A 29-byte file with one event at tick 1e8, or one note held for
-  2**24 beats, once cost seconds and gigabytes.
+  time (all tracks together; a limit set by the measured cost per event, so that real songs of
+  any length up to `MAX_BARS` are read whole); a note still sounding at the cut ends there; files
+  whose ticks would pass `MAX_TICKS` are rescaled to `RESCALED_TPB` ticks per beat; drum notes
+  after a drum part's first, controllers, pitch bends, sysex and text are skipped unread. A
+  29-byte file with one event at tick 1e8, or one note held for 2**24 beats, once cost seconds
+  and gigabytes. A file whose notes go on past a cut says so wherever its length is shown
+  (`BarMap.cut_at`: `describe`, the bar-range errors, `symdiff inspect`, the app).
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
+import math
 import re
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -99,7 +105,16 @@ MELODY_PROGRAMS = range(0, 32)  # MusicVAE's MEL_PROGRAMS
 MAX_BARS = 1024
 DEFAULT_QPM = 120.0
 MAX_FILE_BYTES = 16 * 1024 * 1024
-MAX_EVENTS = 20_000  # notes, tempos, meters, programs, names read from a file; later bars are cut
+# Notes, tempos, meters, programs and names kept from a file (drum notes are not kept: see
+# `_scan_track`); later bars are cut. Reading costs per event kept: read_midi takes 16-25 us of CPU
+# and 0.5-0.7 KB of traced peak memory (about 1 KB resident) for each, from 20,000 to 100,000
+# events (bench/bench_read_midi.py: the long songs of tests/data/songs and synthetic songs, on a
+# loaded 2-core Xeon), so 100,000 events cost about 2 s and 50-100 MB. The songs of
+# tests/data/songs keep at most 33,000 (the 877-bar one 23,700; the old limit of 20,000 events,
+# drums counted, cut them at 134-402 bars of 242-877), and the densest, about 100 a bar, would be
+# read to bar 1,000. Skipped events (drums, controllers) cost 0.4-0.6 us each to scan, so a 16 MB
+# upload of nothing else reads in 2.5 s; 16 MB of notes, in 1 track or 64, in 2 s.
+MAX_EVENTS = 100_000
 MAX_TICKS = 2**21  # the tick table pretty_midi builds (8 bytes a tick); finer files are rescaled
 RESCALED_TPB = 480
 
@@ -168,7 +183,9 @@ BAR_MAP_STEPS = (MAX_BARS + 2 * 64) * STEPS_PER_BAR  # bars are mapped this far:
 class BarMap:
     """The file's bars as a musician counts them, on the token grid (see the module docstring):
     bar `first_number + i` spans steps starts[i]..starts[i + 1]. `first_number` is 0 when the
-    file begins with a pickup (bar 0), else 1; `num_bars` is the last bar that holds music."""
+    file begins with a pickup (bar 0), else 1; `num_bars` is the last bar that holds music.
+    `cut_at` is the bar where reading stopped in a file too long to read whole (`cut_why` says
+    which limit), None when every bar was read."""
 
     starts: tuple[int, ...]  # step where each bar begins, up to BAR_MAP_STEPS
     first_number: int
@@ -178,6 +195,8 @@ class BarMap:
     # first note. Bar 0 is these steps alone, so new bars there never fill the rest before it, and
     # they must keep a note there, or the bar numbers move (`fit.Targets.pickup`).
     onset_pickup: tuple[int, int] | None = None
+    cut_at: int | None = None
+    cut_why: str = ""
 
     @property
     def meter(self) -> str:
@@ -189,9 +208,10 @@ class BarMap:
         return " then ".join(names)
 
     def describe(self) -> str:
-        """'16 bars of 6/8 and a pickup (bar 0)', for the user."""
+        """'16 bars of 6/8 and a pickup (bar 0)', for the user; a cut file says so."""
         pickup = " and a pickup (bar 0)" if self.first_number == 0 else ""
-        return f"{self.num_bars} bars of {self.meter}{pickup}"
+        cut = f", cut at bar {self.cut_at} (the file goes on; {self.cut_why})" if self.cut_at is not None else ""
+        return f"{self.num_bars} bars of {self.meter}{pickup}{cut}"
 
     def start(self, bar: int) -> int:
         """The step where a bar (as numbered) begins (a pickup found by its notes: its first beat)."""
@@ -208,11 +228,19 @@ class BarMap:
         `allow_past_end` bars after the music may be asked for (a continuation)."""
         low = self.first_number
         top = self.num_bars + allow_past_end
-        where = "bar 0 is the pickup, the first full bar is bar 1" if low == 0 else "bars count from 1"
-        if first < low or last < first:
-            raise MelodyError(f"bars {first}-{last}: {where}, and the last bar must not come before the first")
+        asked = f"bars {first}-{last}"
+        if first == 0 and low == 1:
+            raise MelodyError(f"{asked}: this file has no pickup, so it has no bar 0 (bar 0 is a pickup, the short "
+                              f"bar before bar 1); its bars are 1-{self.num_bars}")
+        if first < low:
+            raise MelodyError(f"{asked}: bars count from {low}")
+        if last < first:
+            raise MelodyError(f"{asked}: the last bar comes before the first")
         if last > top:
-            raise MelodyError(f"bars {first}-{last} lie outside the music, which has {self.describe()}")
+            ends = (f"the music ends at bar {self.num_bars} ({self.describe()})" if self.cut_at is None else
+                    f"the file is cut at bar {self.cut_at} (it goes on; {self.cut_why})")
+            choose = f"bars {first}-{top}" if first <= top else f"bars within {low}-{top}"
+            raise MelodyError(f"{asked}: {ends}; choose {choose}")
         return self.start(first), self.start(last + 1)
 
 
@@ -434,13 +462,16 @@ _Event = tuple[int, int, int, int | bytes]  # (absolute tick, status, a, b), see
 
 
 # One loop over the bytes of a track, a branch per kind of event: clearer in one piece, and no call per event.
-def _scan_track(data: bytes, end_tick: int) -> list[_Event]:  # noqa: C901
+def _scan_track(data: bytes, end_tick: int) -> tuple[list[_Event], bool]:  # noqa: C901
     """One track chunk's events that matter for melodies, up to `end_tick` (excluded) or the
-    first MAX_EVENTS of them -> (absolute tick, status, a, b): a channel message (status, data
-    bytes) or a meta event (0xFF, type, payload). The rest (controllers, pitch bends, sysex,
-    text) is skipped without building anything. Raises _Corrupt."""
+    first MAX_EVENTS of them -> ((absolute tick, status, a, b), whether the track's notes go on
+    past them): a channel message (status, data bytes) or a meta event (0xFF, type, payload).
+    Drum notes (channel 10) are kept only up to the first one's end, to show a drum part is
+    there: nothing reads them, and a song's drums are a third of its events. The rest
+    (controllers, pitch bends, sysex, text) is skipped without building anything. Raises _Corrupt."""
     out: list[_Event] = []
-    tick, i, n, running = 0, 0, len(data), 0
+    tick, i, n, running, past = 0, 0, len(data), 0, False
+    drum: int | None = None  # the pitch of the first drum note while it sounds, then -1
     try:
         while i < n and len(out) <= MAX_EVENTS:
             if data[i] < 0x80:  # most deltas are one byte
@@ -449,8 +480,6 @@ def _scan_track(data: bytes, end_tick: int) -> list[_Event]:  # noqa: C901
             else:
                 delta, i = _varlen(data, i)
                 tick += delta
-            if tick >= end_tick:
-                break
             status = data[i]
             if status >= 0x80:
                 i += 1
@@ -464,19 +493,27 @@ def _scan_track(data: bytes, end_tick: int) -> list[_Event]:  # noqa: C901
             if kind in (0x80, 0x90, 0xA0, 0xB0, 0xE0):
                 if (data[i] | data[i + 1]) & 0x80:
                     raise _Corrupt("bad data byte")
-                if kind <= 0x90:
+                if kind <= 0x90 and tick >= end_tick:
+                    past = True  # a note sounds or ends after what is kept: the file is cut
+                    break
+                on = kind == 0x90 and data[i + 1] > 0
+                if kind <= 0x90 and status & 0x0F == 9:  # drums: the first note only, on and off
+                    if drum is None and on or drum == data[i] and not on:
+                        out.append((tick, status, data[i], data[i + 1]))
+                        drum = data[i] if drum is None else -1
+                elif kind <= 0x90:
                     out.append((tick, status, data[i], data[i + 1]))
                 i += 2
             elif kind in (0xC0, 0xD0):
                 if data[i] & 0x80:
                     raise _Corrupt("bad data byte")
-                if kind == 0xC0:
+                if kind == 0xC0 and tick < end_tick:
                     out.append((tick, status, data[i], 0))
                 i += 1
             elif status == 0xFF:
                 meta = data[i]
                 length, i = _varlen(data, i + 1)
-                if meta in _KEPT_META:
+                if meta in _KEPT_META and tick < end_tick:
                     out.append((tick, 0xFF, meta, data[i : i + length]))
                 i += length
             elif status in (0xF0, 0xF7):  # sysex
@@ -486,9 +523,9 @@ def _scan_track(data: bytes, end_tick: int) -> list[_Event]:  # noqa: C901
                 raise _Corrupt(f"status byte 0x{status:X} has no place in a MIDI file")
     except IndexError:
         raise _Corrupt("a track ends inside an event") from None
-    if i > n:
+    if i > n and not past:
         raise _Corrupt("a track ends inside an event")
-    return out
+    return out, past or len(out) > MAX_EVENTS
 
 
 def read_pretty_midi(mid: mido.MidiFile) -> pretty_midi.PrettyMIDI:
@@ -502,13 +539,20 @@ def read_pretty_midi(mid: mido.MidiFile) -> pretty_midi.PrettyMIDI:
     return pm
 
 
-def bounded_midi(data: bytes, max_bars: int = MAX_BARS) -> mido.MidiFile:
+class Bounded(NamedTuple):
+    """A file as `bounded_midi` keeps it, and the quarter note where its notes were cut (None: whole)."""
+
+    midi: mido.MidiFile
+    cut_beat: float | None
+
+
+def bounded_midi(data: bytes, max_bars: int = MAX_BARS) -> Bounded:
     """The bytes of a MIDI file -> a mido file that pretty_midi reads in bounded time and memory,
     whatever the file says: the file is cut at quarter 4 * max_bars (the melody is cut there
     anyway) or earlier, after its first MAX_EVENTS events in time; notes still sounding at the cut
     end there; a file whose ticks would pass MAX_TICKS is rescaled to RESCALED_TPB ticks per beat.
-    Only what melodies need is kept (notes, programs, tempos, meters, keys, track names).
-    Raises _Corrupt."""
+    Only what melodies need is kept (notes, programs, tempos, meters, keys, track names; a drum
+    part's first note). Raises _Corrupt."""
     head = int.from_bytes(data[4:8], "big")
     if len(data) < 8 + head or head < 6:
         raise _Corrupt("bad header")
@@ -519,18 +563,23 @@ def bounded_midi(data: bytes, max_bars: int = MAX_BARS) -> mido.MidiFile:
         raise _Corrupt("zero ticks per beat")
     cut = max_bars * (STEPS_PER_BAR // STEPS_PER_QUARTER) * tpb
     tracks: list[list[_Event]] = []
-    pos = 8 + head
+    pos, was_cut, kept = 8 + head, False, 0
     for _ in range(num_tracks):
         if pos + 8 > len(data) or data[pos : pos + 4] != b"MTrk":
             raise _Corrupt(f"track {len(tracks)} is missing")
         size = int.from_bytes(data[pos + 4 : pos + 8], "big")
         if pos + 8 + size > len(data):
             raise _Corrupt(f"track {len(tracks)} is cut short")
-        tracks.append(_scan_track(data[pos + 8 : pos + 8 + size], cut))
+        events, past = _scan_track(data[pos + 8 : pos + 8 + size], cut)
+        tracks.append(events)
+        was_cut, kept = was_cut or past, kept + len(events)
+        if kept > 2 * MAX_EVENTS:  # cut in time now, so a file of many tracks never holds more
+            cut, kept = _cut_at_budget(tracks, cut)
+            was_cut = True
         pos += 8 + size
-    ticks = np.array([e[0] for t in tracks for e in t], dtype=np.int64)
-    if len(ticks) > MAX_EVENTS:
-        cut = int(np.partition(ticks, MAX_EVENTS)[MAX_EVENTS])
+    if kept > MAX_EVENTS:
+        cut, kept = _cut_at_budget(tracks, cut)
+        was_cut = True
     scale = RESCALED_TPB / tpb if cut > MAX_TICKS else 1.0
     out = mido.MidiFile(ticks_per_beat=RESCALED_TPB if scale != 1.0 else tpb)
     for events in tracks:
@@ -554,12 +603,28 @@ def bounded_midi(data: bytes, max_bars: int = MAX_BARS) -> mido.MidiFile:
             now = t
         track.append(mido.MetaMessage("end_of_track"))  # pretty_midi fails on an empty track
         out.tracks.append(track)
-    return out
+    return Bounded(out, cut / tpb if was_cut else None)
+
+
+def _cut_at_budget(tracks: list[list[_Event]], cut: int) -> tuple[int, int]:
+    """Cut the tracks' events in time after the first MAX_EVENTS of them all (in place) ->
+    (the new cut tick, events left)."""
+    ticks = np.array([e[0] for t in tracks for e in t], dtype=np.int64)
+    if len(ticks) > MAX_EVENTS:
+        cut = min(cut, int(np.partition(ticks, MAX_EVENTS)[MAX_EVENTS]))
+    for events in tracks:
+        events[:] = [e for e in events if e[0] < cut]
+    return cut, sum(len(t) for t in tracks)
 
 
 def load_note_sequence(source: str | Path | bytes, max_bars: int = MAX_BARS) -> music_pb2.NoteSequence:
     """Read a MIDI file (path or bytes) into a NoteSequence, with a clear error for bad input;
     bounded work whatever the file holds (`bounded_midi`)."""
+    return _load(source, max_bars)[0]
+
+
+def _load(source: str | Path | bytes, max_bars: int) -> tuple[music_pb2.NoteSequence, float | None]:
+    """`load_note_sequence`, and the quarter note where the file was cut (None: read whole)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -575,15 +640,17 @@ def load_note_sequence(source: str | Path | bytes, max_bars: int = MAX_BARS) -> 
     if not data.startswith(b"MThd"):
         raise MelodyError(f"{name}: not a MIDI file (no MThd header)")
     try:
-        return midi_io.midi_to_note_sequence(read_pretty_midi(bounded_midi(data, max_bars)))
+        mid, cut_beat = bounded_midi(data, max_bars)
+        return midi_io.midi_to_note_sequence(read_pretty_midi(mid)), cut_beat
     except _Corrupt as e:
         raise MelodyError(f"{name}: corrupt MIDI file ({e})") from None
     except Exception as e:  # mido's and pretty_midi's many kinds on corrupt data
         raise MelodyError(f"{name}: corrupt MIDI file ({type(e).__name__}: {e})") from None
 
 
-def beat_clock(ns: music_pb2.NoteSequence):
-    """seconds -> beats through the sequence's tempo map."""
+def beat_clock(ns: music_pb2.NoteSequence) -> Callable[[Any], np.ndarray]:
+    """seconds -> beats through the sequence's tempo map, for many times at once (a song's
+    notes: one call per note was a fifth of reading a long song)."""
     tempos = sorted(ns.tempos, key=lambda t: t.time)
     if not tempos or tempos[0].time > 0:
         tempos = [music_pb2.NoteSequence.Tempo(time=0.0, qpm=tempos[0].qpm if tempos else DEFAULT_QPM)] + tempos
@@ -591,9 +658,10 @@ def beat_clock(ns: music_pb2.NoteSequence):
     qpms = np.array([t.qpm for t in tempos])
     beats_at = np.concatenate([[0.0], np.cumsum(np.diff(times) * qpms[:-1] / 60.0)])
 
-    def beats(t: float) -> float:
-        i = int(np.searchsorted(times, t, side="right")) - 1
-        return float(beats_at[i] + (t - times[i]) * qpms[i] / 60.0)
+    def beats(t: Any) -> np.ndarray:
+        t = np.asarray(t, dtype=np.float64)
+        i = np.searchsorted(times, t, side="right") - 1
+        return beats_at[i] + (t - times[i]) * qpms[i] / 60.0
 
     return beats
 
@@ -607,9 +675,11 @@ def to_beat_time(ns: music_pb2.NoteSequence) -> music_pb2.NoteSequence:
     out.tempos.add(time=0.0, qpm=60.0)
     del out.time_signatures[:]
     out.time_signatures.add(time=0.0, numerator=4, denominator=4)
-    for n in out.notes:
-        n.start_time, n.end_time = beats(n.start_time), beats(n.end_time)
-    out.total_time = beats(ns.total_time)
+    starts = beats([n.start_time for n in out.notes]).tolist()
+    ends = beats([n.end_time for n in out.notes]).tolist()
+    for n, start, end in zip(out.notes, starts, ends, strict=True):
+        n.start_time, n.end_time = start, end
+    out.total_time = float(beats(ns.total_time))
     return out
 
 
@@ -668,10 +738,12 @@ def sequence_lines(ns: music_pb2.NoteSequence, max_bars: int = MAX_BARS) -> list
 # ("Melody", "Vocal", "Soprano" vs "Bass", "Acc", "Left Hand"); the General MIDI program says
 # what the instrument usually plays (basses and pads accompany, reeds, voices and synth leads
 # carry tunes); the tune is the top line, busy, single-voiced, varied, and does not repeat one
-# figure bar after bar as an accompaniment does.
-_TUNE_NAME = re.compile(r"melod|lead|vocal|voice|\bvox\b|solo|soprano|sopran|canto|cantus|tune|theme|singer|"
-                        r"right hand|\brh\b")
-_INNER_NAME = re.compile(r"\balto\b|\btenor|\bviola\b|\bii\b|\b2nd\b|second|harmony|"
+# figure bar after bar as an accompaniment does. A piano's right hand carries the tune of a piano
+# piece but plays chords in a band, so its name says half as much; an alto or tenor saxophone
+# is a band's lead instrument, not a choir's inner voice.
+_TUNE_NAME = re.compile(r"melod|lead|vocal|voice|\bvox\b|solo|soprano|sopran|canto|cantus|tune|theme|singer")
+_HAND_NAME = re.compile(r"right hand|\brh\b")
+_INNER_NAME = re.compile(r"\balto\b(?!\s*sax)|\btenor(?!\s*sax)|\bviola\b|\bii\b|\b2nd\b|second|harmony|"
                          r"(violin|violino|soprano|melody|lead|voice)\s*2\b")
 _ACCOMP_NAME = re.compile(r"bass(?!oon)|\bacc\b|accomp|chord|\bpad|\bcomp\b|rhythm|strum|\barp|left hand|\blh\b|"
                           r"backing|drum|perc|continuo|violone")
@@ -684,10 +756,11 @@ _PROGRAM_POINTS = (  # (first, last, points) over General MIDI program families
 
 
 def name_points(name: str) -> float:
-    """+3 for a tune's name, -1.5 for an inner part's, -3 for an accompaniment's (they add up)."""
+    """+3 for a tune's name, +1.5 for a right hand's, -1.5 for an inner part's, -3 for an
+    accompaniment's (they add up)."""
     name = name.lower().strip()
-    return (3.0 * bool(_TUNE_NAME.search(name)) - 1.5 * bool(_INNER_NAME.search(name))
-            - 3.0 * bool(_ACCOMP_NAME.search(name)))
+    return (3.0 * bool(_TUNE_NAME.search(name)) + 1.5 * bool(_HAND_NAME.search(name))
+            - 1.5 * bool(_INNER_NAME.search(name)) - 3.0 * bool(_ACCOMP_NAME.search(name)))
 
 
 def program_points(program: int) -> float:
@@ -741,7 +814,7 @@ def most_melodic(candidates: list[Candidate]) -> int:
 
 def read_midi(source: str | Path | bytes, max_bars: int = MAX_BARS) -> MidiMelodies:
     """Read a MIDI file (path or bytes) -> its candidate melodies and the default choice."""
-    ns = load_note_sequence(source, max_bars)
+    ns, cut_beat = _load(source, max_bars)
     if not ns.notes:
         raise MelodyError("the MIDI file has no notes")
     if all(n.is_drum for n in ns.notes):
@@ -759,10 +832,15 @@ def read_midi(source: str | Path | bytes, max_bars: int = MAX_BARS) -> MidiMelod
     beats, steps = beat_clock(ns), STEPS_PER_QUARTER
     end_beat = float(max_bars * STEPS_PER_BAR // STEPS_PER_QUARTER)
     pitched = [n for n in ns.notes if not n.is_drum and MIN_PITCH <= n.pitch <= MAX_PITCH]
-    onsets = np.array([round(beats(n.start_time) * steps) for n in pitched if beats(n.start_time) < end_beat])
+    starts, ends = beats([n.start_time for n in pitched]), beats([n.end_time for n in pitched])
+    onsets = np.round(starts[starts < end_beat] * steps).astype(np.int64)
     # the music ends with its last note; a note never ended (cut at the bar limit) counts one step
-    end = max(b if (b := beats(n.end_time)) < end_beat else beats(n.start_time) + 1 / steps for n in pitched) * steps
-    bars = bar_map([(beats(t.time) * steps, t.numerator, t.denominator) for t in sigs], onsets, end)
+    end = float(np.where(ends < end_beat, ends, np.minimum(starts + 1 / steps, end_beat)).max()) * steps
+    bars = bar_map([(float(beats(t.time)) * steps, t.numerator, t.denominator) for t in sigs], onsets, end)
+    if cut_beat is not None:
+        why = (f"symdiff reads at most {max_bars:,} bars" if cut_beat >= end_beat else
+               f"symdiff reads the first {MAX_EVENTS:,} notes and events of a file")
+        bars = replace(bars, cut_at=bars.number_at(max(0, math.ceil(cut_beat * steps) - 1)), cut_why=why)
     return MidiMelodies(
         candidates=candidates,
         default=default,

@@ -231,11 +231,11 @@ def test_upload_size_limit(client, server, tmp_path):
 
 
 @pytest.mark.parametrize("first, last, match", [
-    (30, 40, "bars 30-40 lie outside the music, which has 20 bars of 4/4"),
-    (21, 21, "outside the music"),
-    (9, 4, "the last bar must not come before the first"),
-    (0, 2, "bars count from 1"),  # this file has no pickup (bar 0)
-    (1, 80, "outside the music"),
+    (30, 40, "bars 30-40: the music ends at bar 20"),
+    (21, 21, "the music ends at bar 20"),
+    (9, 4, "the last bar comes before the first"),
+    (0, 2, "this file has no pickup"),
+    (1, 80, "choose bars 1-20"),
 ])
 def test_bad_ranges(client, server, first, last, match):
     expect_error(client, server, match, handle_file(str(ALOHA)), "5", first, last, "ddim", 5, 0, api_name="/infill")

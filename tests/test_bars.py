@@ -28,7 +28,7 @@ def test_waltz_bar_9_and_a_meter_change():
     assert waltz.steps(9, 9) == (96, 108) and waltz.number_at(100) == 9
     changed = melody.read_midi(MIDI / "m21_test03_piano_4-4_to_3-4.mid").bars  # 4/4 for one bar, then 3/4
     assert changed.steps(1, 1) == (0, 16) and changed.steps(2, 3) == (16, 40)
-    with pytest.raises(melody.MelodyError, match="outside the music, which has 16 bars of 6/8"):
+    with pytest.raises(melody.MelodyError, match=r"the music ends at bar 16 \(16 bars of 6/8\); choose bars 9-16$"):
         melody.read_midi(MIDI / "oneills_020_jig_6-8.mid").bars.steps(9, 17)
 
 

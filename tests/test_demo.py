@@ -93,8 +93,9 @@ def test_plan_bars_in_the_files_meter():
     plan, tokens = demo.plan_bars(found, cand, 9, 9)  # the musician's bar 9 of a 3/4 song
     assert plan.steps == (8 * 12, 9 * 12) and plan.chunk_range == (3, 4) and len(tokens) >= 82 * 12
     assert demo.default_range(found.bars) == (9, 16)
-    for first, last, match in [(5, 4, "must not come before"), (3, 90, "outside the music, which has 82 bars of 3/4"),
-                               (2.5, 4, "whole number"), (None, 4, "whole number"), (0, 4, "bars count from 1")]:
+    for first, last, match in [(5, 4, "the last bar comes before the first"),
+                               (3, 90, "the music ends at bar 82 .82 bars of 3/4.; choose bars 3-82"),
+                               (2.5, 4, "whole number"), (None, 4, "whole number"), (0, 4, "this file has no pickup")]:
         with pytest.raises(SymdiffError, match=match):
             demo.plan_bars(found, cand, first, last)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
-from midi_bombs import BOMBS, REPO, run_bounded
+from midi_bombs import BOMBS, REPO, run_bounded, smf
 
 from symdiff import melody
 
@@ -66,30 +66,26 @@ def test_fine_resolution_is_rescaled_to_the_same_melody(tmp_path):
     for track in mid.tracks:
         fine.tracks.append(mido.MidiTrack(m.copy(time=m.time * factor) for m in track))
     fine.save(tmp_path / "fine.mid")
-    assert melody.bounded_midi((tmp_path / "fine.mid").read_bytes()).ticks_per_beat == melody.RESCALED_TPB
+    assert melody.bounded_midi((tmp_path / "fine.mid").read_bytes()).midi.ticks_per_beat == melody.RESCALED_TPB
     a, b = melody.read_midi(src), melody.read_midi(tmp_path / "fine.mid")
     assert [c.summary() for c in a.candidates] == [c.summary() for c in b.candidates]
     assert all(np.array_equal(x.tokens, y.tokens) for x, y in zip(a.candidates, b.candidates, strict=True))
 
 
 def test_a_file_with_more_events_than_the_limit_is_cut_in_time(tmp_path):
-    """Two tracks of 16th notes, together over MAX_EVENTS: both are cut at the same bar."""
-    n = melody.MAX_EVENTS  # notes per track: twice the limit's worth of note events
-    mid = mido.MidiFile(ticks_per_beat=4)
-    for pitch in (60, 72):
-        track = mido.MidiTrack()
-        for _ in range(n):
-            track += [mido.Message("note_on", note=pitch, velocity=80, time=0),
-                      mido.Message("note_off", note=pitch, velocity=0, time=1)]
-        mid.tracks.append(track)
-    mid.save(tmp_path / "dense.mid")
+    """Four tracks of 16th notes, together over MAX_EVENTS before the bar limit: all are cut at
+    the same bar, and the file is read as cut there."""
+    n = melody.MAX_EVENTS  # notes per track: 8 times the limit in note events, 4 tracks together
+    tracks = [bytes([0, 0x90, pitch, 80, 1, 0x80, pitch, 0]) * n + b"\x00\xff\x2f\x00" for pitch in (60, 64, 67, 72)]
+    (tmp_path / "dense.mid").write_bytes(smf(tracks, division=4))
     t0 = time.perf_counter()
     found = melody.read_midi(tmp_path / "dense.mid")
     assert time.perf_counter() - t0 < 5.0
     bars = {c.num_bars for c in found.candidates}
-    assert len(found.candidates) == 2 and len(bars) == 1
+    assert len(found.candidates) == 4 and len(bars) == 1 and bars.pop() < melody.MAX_BARS
     kept = sum(c.num_notes for c in found.candidates)
     assert melody.MAX_EVENTS // 2 - 16 <= kept <= melody.MAX_EVENTS // 2, kept  # note-on + note-off each
+    assert found.bars.cut_at == found.bars.num_bars and "cut at bar" in found.bars.describe()
 
 
 _CLI = r"""

@@ -50,7 +50,9 @@ def test_voice_and_piano_example_picks_a_singer_not_the_piano(music21_dir):
 @pytest.mark.parametrize("name, points", [("Melody 1", 3.0), ("Lead Vocal", 3.0), ("Soprano II", 1.5),
                                           ("Acc", -3.0), ("Bass", -3.0), ("Left Hand", -3.0),
                                           ("Accordion", 0.0), ("Bassoon", 0.0), ("Contrabass", -3.0),
-                                          ("Violin 2", -1.5), ("Track 2", 0.0)])
+                                          ("Violin 2", -1.5), ("Track 2", 0.0), ("Alto Sax", 0.0),
+                                          ("Tenor Saxophone", 0.0), ("Alto", -1.5), ("Piano RH", 1.5),
+                                          ("Right Hand", 1.5)])
 def test_name_points(name, points):
     assert M.name_points(name) == points
 
