@@ -812,6 +812,9 @@ def most_melodic(candidates: list[Candidate]) -> int:
     return int(np.argmax(totals))
 
 
+MINOR = music_pb2.NoteSequence.KeySignature.MINOR
+
+
 def read_midi(source: str | Path | bytes, max_bars: int = MAX_BARS) -> MidiMelodies:
     """Read a MIDI file (path or bytes) -> its candidate melodies and the default choice."""
     ns, cut_beat = _load(source, max_bars)
@@ -849,6 +852,6 @@ def read_midi(source: str | Path | bytes, max_bars: int = MAX_BARS) -> MidiMelod
         tempo_changes=max(0, len({round(t.qpm, 3) for t in tempos}) - 1),
         time_signature_changes=max(0, len({(s.numerator, s.denominator) for s in sigs}) - 1),
         bars=bars,
-        keys=tuple((round(beats(k.time) * steps), k.key + 12 * (k.mode == music_pb2.NoteSequence.KeySignature.MINOR))
+        keys=tuple((round(float(beats(k.time)) * steps), k.key + 12 * (k.mode == MINOR))
                    for k in sorted(ns.key_signatures, key=lambda k: k.time)),
     )
