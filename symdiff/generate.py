@@ -109,28 +109,51 @@ def stray_chunks(tokens: np.ndarray, margin: int = REGISTER_MARGIN) -> np.ndarra
     return out
 
 
-def weak_chunks(tokens: np.ndarray) -> np.ndarray:
-    """(chunks,) bool: the 2-bar chunks of a new melody below the floor: stray chunks
-    (`stray_chunks`); where more than SILENT_SHARE of its bars hold no note onset, its silent
-    chunks; the chunks of a run of more than HELD_BARS bars without an onset under a held note."""
-    tokens = np.asarray(tokens)
-    out = stray_chunks(tokens)
+def _bar_facts(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bars,) bool twice: the bars with a note onset, and those under a note held from before."""
     bars = len(tokens) // melody.STEPS_PER_BAR
-    grid = tokens[: bars * melody.STEPS_PER_BAR].reshape(bars, melody.STEPS_PER_BAR)
-    onset = np.asarray((grid >= 2).any(1))
-    per_chunk = melody.BARS_PER_CHUNK
-    if bars and 1.0 - onset.mean() > SILENT_SHARE:
-        for c in range(len(out)):
-            out[c] |= not onset[c * per_chunk : (c + 1) * per_chunk].any()
-    held = fit.sounding_steps(tokens)[: bars * melody.STEPS_PER_BAR].reshape(bars, -1).any(1) & ~onset
-    start = 0
-    for b in range(bars + 1):
-        if b < bars and held[b]:
+    steps = bars * melody.STEPS_PER_BAR
+    onset = np.asarray((tokens[:steps].reshape(bars, -1) >= 2).any(1))
+    held = np.asarray(fit.sounding_steps(tokens)[:steps].reshape(bars, -1).any(1)) & ~onset
+    return onset, held
+
+
+def _held_runs(held: np.ndarray) -> list[tuple[int, int]]:
+    """(first bar, end bar) of every run of more than HELD_BARS bars under one held note."""
+    runs, start = [], 0
+    for b in range(len(held) + 1):
+        if b < len(held) and held[b]:
             continue
         if b - start > HELD_BARS:
-            out[start // per_chunk : -(-b // per_chunk)] = True
+            runs.append((start, b))
         start = b + 1
+    return runs
+
+
+def weak_chunks(tokens: np.ndarray) -> np.ndarray:
+    """(chunks,) bool: the 2-bar chunks of a new melody below the floor: stray chunks
+    (`stray_chunks`); where more than SILENT_SHARE of its bars hold no note onset, the chunks
+    holding such a bar; the chunks of a run of more than HELD_BARS bars under one held note."""
+    tokens = np.asarray(tokens)
+    out = stray_chunks(tokens)
+    onset, held = _bar_facts(tokens)
+    per = melody.BARS_PER_CHUNK
+    if len(onset) and 1.0 - onset.mean() > SILENT_SHARE:
+        for c in range(len(out)):
+            out[c] |= not onset[c * per : (c + 1) * per].all()
+    for lo, hi in _held_runs(held):
+        out[lo // per : -(-hi // per)] = True
     return out
+
+
+def floor_gap(tokens: np.ndarray) -> float:
+    """How far a new melody falls below the floor (0: not at all): its stray chunks, its silent
+    bars beyond SILENT_SHARE and its bars under a held note beyond HELD_BARS, added up."""
+    tokens = np.asarray(tokens)
+    onset, held = _bar_facts(tokens)
+    silent = max(0.0, float(len(onset) - onset.sum() - SILENT_SHARE * len(onset)))
+    held_over = sum(hi - lo - HELD_BARS for lo, hi in _held_runs(held))
+    return float(stray_chunks(tokens).sum() + silent + held_over)
 
 
 class GenerateError(SymdiffError):
@@ -405,15 +428,19 @@ class MelodyDiffusion:
         windows), which the conditioned infill replaces with notes that fit; and a few samples
         fell silent for much of their length (SILENT_SHARE)."""
         x = x.clone()
+        tokens = self.decode(x)
+        gap = [floor_gap(t) for t in tokens]
         for r in range(REPAIR_ROUNDS):
-            tokens = self.decode(x)
             weak = torch.from_numpy(np.stack([weak_chunks(t) for t in tokens]))
             silent = torch.from_numpy(np.stack([melody.silent_chunks(melody.to_chunks(t)) for t in tokens]))
-            rows = torch.nonzero(weak.any(1)).flatten()
-            if not len(rows):
+            rows = [int(i) for i in torch.nonzero(weak.any(1)).flatten()]
+            if not rows:
                 break
-            x[rows] = self.sample_latents(len(rows), x.shape[1], sampler, None if seed is None else seed + 1 + r,
-                                          mask=weak[rows], known=x[rows], style=style, music=(weak & silent)[rows])
+            redo = self.sample_latents(len(rows), x.shape[1], sampler, None if seed is None else seed + 1 + r,
+                                       mask=weak[rows], known=x[rows], style=style, music=(weak & silent)[rows])
+            for j, (i, t) in enumerate(zip(rows, self.decode(redo), strict=True)):
+                if (g := floor_gap(t)) < gap[i]:  # a redraw no nearer the floor is not taken
+                    x[i], tokens[i], gap[i] = redo[j], t, g
         return x
 
     def repair(self, x: torch.Tensor, melodies: list[np.ndarray], plan: InfillPlan, targets: list[fit.Targets],
