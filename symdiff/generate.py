@@ -130,6 +130,15 @@ def _held_runs(held: np.ndarray) -> list[tuple[int, int]]:
     return runs
 
 
+def longest_held(tokens: np.ndarray) -> int:
+    """The longest run of bars without an onset under one held note."""
+    best = run = 0
+    for h in _bar_facts(np.asarray(tokens))[1]:
+        run = run + 1 if h else 0
+        best = max(best, run)
+    return best
+
+
 def weak_chunks(tokens: np.ndarray) -> np.ndarray:
     """(chunks,) bool: the 2-bar chunks of a new melody below the floor: stray chunks
     (`stray_chunks`); where more than SILENT_SHARE of its bars hold no note onset, the chunks

@@ -17,11 +17,12 @@ from symdiff.cli import build_parser, main
 from symdiff.data.dataset import Lines
 from symdiff.evaluation import fidelity as fd
 from symdiff.generate import MelodyDiffusion, plan_infill
-from symdiff.melody import NOTE_OFF, STEPS_PER_BAR
+from symdiff.melody import NOTE_OFF, STEPS_PER_BAR, read_midi
 
 torch.set_num_threads(1)
 
 
+MIDI = Path(__file__).parent / "data" / "midi"
 REST = bar()
 REST[0] = NOTE_OFF
 
@@ -124,7 +125,17 @@ def test_coherence_figures_hand_worked():
 def test_coherence_of_a_silent_melody():
     f = fd.coherence_figures(np.zeros(64 * STEPS_PER_BAR, np.uint8))
     assert f == {"pitch_range": 0.0, "silent_bars": 1.0, "key_stability": 0.0, "repeated_chunks": 0.0,
-                 "chunk_pitch_spread": 0.0}
+                 "chunk_pitch_spread": 0.0, "mostly_silent": 1.0, "longest_held": 0.0, "tonic_ending": 0.0}
+
+
+def test_coherence_of_a_real_tune_that_ends_on_its_tonic():
+    """The reel in D ends on D, with no bar silent and no note held over a bar."""
+    tune = read_midi(MIDI / "nottingham_cuckoos_nest_reel.mid").chosen.tokens
+    f = fd.coherence_figures(tune)
+    assert (f["tonic_ending"], f["mostly_silent"], f["longest_held"]) == (1.0, 0.0, 0.0)
+    held = tune.copy()
+    held[16 * STEPS_PER_BAR + 1 : 28 * STEPS_PER_BAR] = 0  # the note of bar 17 held through bar 28
+    assert fd.coherence_figures(held)["longest_held"] == 11.0
 
 
 def test_middle_region_and_windows():

@@ -59,7 +59,12 @@ neither that nor the register repair: the paper's sampler) next to real
   * key stability: cosine of the pitch-class histograms of the two halves (bars 1-32, 33-64);
   * repeated chunks: share of the 2-bar chunks that hold a note onset and equal an earlier chunk
     of the same melody token for token (rests repeating rests are not a repeated phrase);
-  * chunk pitch spread: std over the chunks with notes of their mean pitch (register drift).
+  * chunk pitch spread: std over the chunks with notes of their mean pitch (register drift);
+  * over a quarter of bars silent: share of melodies with more than `generate.SILENT_SHARE` of
+    their bars without a note onset (the floor of `generate.repair_samples`);
+  * longest held note: the longest run of bars without an onset under one held note;
+  * ends on its tonic: share of melodies whose last note is the tonic of the key its pitch
+    classes say (`fit.find_key`).
 """
 from __future__ import annotations
 
@@ -80,13 +85,15 @@ from ..atomic import write_text
 from ..baselines import interpolate_infill, prior_latents
 from ..data.corpus import STYLES, style_of
 from ..data.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
-from ..fit import density_log_ratio
+from ..fit import density_log_ratio, find_key
 from ..generate import (
     ANY_STYLE,
     CONTEXT_GUIDANCE,
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
+    SILENT_SHARE,
     MelodyDiffusion,
+    longest_held,
     plan_infill,
     splice_bars,
 )
@@ -110,8 +117,11 @@ COHERENCE = {
     "key_stability": "key stability (halves' pitch-class cosine)",
     "repeated_chunks": "repeated 2-bar chunks",
     "chunk_pitch_spread": "chunk pitch spread (semitones)",
+    "mostly_silent": "over a quarter of bars silent",
+    "longest_held": "longest held note (bars)",
+    "tonic_ending": "ends on its tonic",
 }
-SHARES = ("silent_bars", "repeated_chunks", "restated_chunks")  # shown in percent
+SHARES = ("silent_bars", "repeated_chunks", "restated_chunks", "mostly_silent", "tonic_ending")  # shown in percent
 
 NOTES = {  # under each table: what its rows are
     "fidelity": "The {region} of each test piece (whole 2-bar chunks, at most a 64-bar window) regenerated, "
@@ -204,12 +214,16 @@ def coherence_figures(tokens: np.ndarray) -> dict[str, float]:
         seen.add(key)
     chunk_of = starts // CHUNK_STEPS
     means = [pitches[chunk_of == c].mean() for c in np.unique(chunk_of)]
+    tonic = find_key(tokens)
     return {
         "pitch_range": float(pitches.max() - pitches.min()) if len(pitches) else 0.0,
         "silent_bars": float(1.0 - onset_bars.mean()),
         "key_stability": cosine(pitch_class_histogram(pitches[first]), pitch_class_histogram(pitches[~first])),
         "repeated_chunks": repeats / len(keys),
         "chunk_pitch_spread": float(np.std(means)) if means else 0.0,
+        "mostly_silent": float(1.0 - onset_bars.mean() > SILENT_SHARE),
+        "longest_held": float(longest_held(tokens)),
+        "tonic_ending": float(tonic is not None and int(pitches[np.argmax(starts)]) % 12 == tonic.tonic),
     }
 
 
@@ -311,7 +325,8 @@ class Report:
                  + " | ".join(cols.values()) + " |", "|" + "---|" * (len(cols) + 2)]
         for group, g in self.groups.items():
             for name, r in g["rows"].items():
-                cells = [f"{r['mean'][k]:.1%}" if k in SHARES else f"{r['mean'][k]:.2f}" for k in cols]
+                cells = ["-" if k not in r["mean"] else f"{r['mean'][k]:.1%}" if k in SHARES else f"{r['mean'][k]:.2f}"
+                         for k in cols]  # "-": a figure added after the run
                 lines.append(f"| {f'{group}: {name}' if fit else name} | {r['n']} | " + " | ".join(cells) + " |")
         heard = {group: g["heard_styles"] for group, g in self.groups.items() if "heard_styles" in g}
         if heard:
