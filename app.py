@@ -364,8 +364,9 @@ class SymdiffApp:
             return (gr.Dropdown(choices=[("auto: the most melodic track", "auto")], value="auto"), 1, 1,
                     None, "Upload a MIDI file or pick an example.", None)
         found, cand = self._load(midi_file)
-        choices = [("auto: the most melodic track", "auto")] + [(demo.track_label(found, c), str(c.index))
-                                                                for c in found.candidates]
+        auto = "auto: the most melodic track" if not cand.chordal else \
+            f"auto: track {cand.index}, in chords (this file has no single-line melody)"
+        choices = [(auto, "auto")] + [(demo.track_label(found, c), str(c.index)) for c in found.candidates]
         first, last = demo.default_range(found.bars)
         img, text, geo = self._preview(found, cand, first, last)
         return gr.Dropdown(choices=choices, value="auto"), first, last, img, text, geo

@@ -25,6 +25,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 MIDI = Path(__file__).parent / "data" / "midi"
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
+SONGS = Path(__file__).parent / "data" / "songs"
 ALOHA = MIDI / "liliuokalani_aloha_oe_voice_piano.mid"  # 7 tracks: 4 voices, solo voice, 2 piano
 
 
@@ -149,6 +150,9 @@ def test_infill_real_multitrack_midi(client, server):
     assert Image.open(rows).size[0] == 1000
     assert wav_seconds(wav_orig) > 0 and wav_seconds(wav_new) > 0
     check_download(ALOHA, midi, 4, 4, 7)  # the whole 7-track file, only the solo voice's bars 4-7 new
+    # a game song with no single-line melody: the default track is named as a chord part
+    tracks, *_ = client.predict(handle_file(str(SONGS / "blupi_music008.mid")), api_name="/load_midi")
+    assert tracks["choices"][0][0] == "auto: track 1, in chords (this file has no single-line melody)"
     # the piano's chords: the top line rewritten at the rate asked for, the harmony under it kept
     status, *_ = client.predict(handle_file(str(ALOHA)), "5", 9, 12, "ddim", 5, 0, "piece", "notes per bar:", 2,
                                 api_name="/infill")
