@@ -540,7 +540,8 @@ class MelodyDiffusion:
         With `repair`, a draw that misses what the range must keep (`symdiff.fit`: the note rate
         `density`, no erased bars, the section's key, the cadence, the `pickup`) is drawn again
         (`repair`); a missed cadence is then mended on the last note, an emptied pickup given back,
-        and what is still missed is said in `Result.remarks`."""
+        and what is still missed is said in `Result.remarks`. Chunks whose replaced bars played
+        are drawn as music, never as a rest (`sample_latents`' `music`)."""
         tokens = np.asarray(tokens, dtype=np.uint8)
         melody.check_tokens(tokens)
         if len(tokens) % melody.STEPS_PER_BAR:
@@ -560,16 +561,22 @@ class MelodyDiffusion:
         if style is None:
             style = self.infer_style(known, ~mask)
         chain = self.sampler(sampler, steps)
-        x = self.sample_latents(1, len(known), chain, seed, callback, mask, known[None], method, guidance, style)
+        music = None
+        if goal.max_silent is not None:  # the bars replaced played: so do their chunks (never erase a melody)
+            lo, hi = plan.steps
+            size = melody.CHUNK_STEPS
+            music = torch.tensor([[fit.onsets(full, max(lo, c * size), min(hi, (c + 1) * size)) > 0
+                                   for c in range(*plan.window)]])
+        x = self.sample_latents(1, len(known), chain, seed, callback, mask, known[None], method, guidance, style,
+                                music=music)
         if repair:
             x, _ = self.repair(x, [full], plan, [goal], chain, seed, known[None], callback=callback, method=method,
-                               guidance=guidance, style=style)
+                               guidance=guidance, style=style, music=music)
         out = splice_bars(full, self.decode(x)[0], plan)
         missed = fit.faults(out, goal)
         remarks = []
-        if repair and any(f.what == "cadence" for f in missed):
+        if repair and any(f.what == "cadence" for f in missed):  # the design, not a miss: nothing to say
             out = fit.end_on(out, goal)
-            remarks.append("the last new note was moved to end on the piece's final pitch class")
         if repair and goal.pickup is not None and any(f.what == "pickup" for f in missed):
             out = keep_steps(out, full, goal.pickup)
             remarks.append("the pickup kept its own notes (no draw gave it one), so the bar numbers stay")
