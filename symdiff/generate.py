@@ -141,15 +141,20 @@ def longest_held(tokens: np.ndarray) -> int:
 
 def weak_chunks(tokens: np.ndarray) -> np.ndarray:
     """(chunks,) bool: the 2-bar chunks of a new melody below the floor: stray chunks
-    (`stray_chunks`); where more than SILENT_SHARE of its bars hold no note onset, the chunks
-    holding such a bar; the chunks of a run of more than HELD_BARS bars under one held note."""
+    (`stray_chunks`); where more than SILENT_SHARE of its bars hold no note onset, just enough
+    chunks holding such bars (the emptiest first) to come back to that share, so the melody keeps
+    the rests music has; the chunks of a run of more than HELD_BARS bars under one held note."""
     tokens = np.asarray(tokens)
     out = stray_chunks(tokens)
     onset, held = _bar_facts(tokens)
     per = melody.BARS_PER_CHUNK
-    if len(onset) and 1.0 - onset.mean() > SILENT_SHARE:
-        for c in range(len(out)):
-            out[c] |= not onset[c * per : (c + 1) * per].all()
+    excess = int((~onset).sum()) - int(SILENT_SHARE * len(onset))
+    if excess > 0:
+        empty = [int((~onset[c * per : (c + 1) * per]).sum()) for c in range(len(out))]
+        for c in sorted(range(len(out)), key=lambda c: -empty[c]):
+            if excess <= 0 or not empty[c]:
+                break
+            out[c], excess = True, excess - empty[c]
     for lo, hi in _held_runs(held):
         out[lo // per : -(-hi // per)] = True
     return out
