@@ -111,6 +111,16 @@ def test_the_last_bars_of_the_longest_song_can_be_chosen(found):
     assert any((f.tokens(c)[slice(*plan.steps)] >= 2).any() for c in f.candidates)  # the song plays there
 
 
+def test_the_last_bars_of_the_longest_song_infill_and_it_comes_back_whole(tmp_path, capsys):
+    name = max(LABELS, key=lambda n: LABELS[n]["bars"])
+    last = LABELS[name]["bars"]
+    assert cli.main(["infill", str(SONGS / name), "--bars", f"{last - 3}-{last}", "--sampler", "ddim", "--steps",
+                     "4", "--seed", "0", "--out", str(tmp_path / "end.mid"), "--quiet"]) == 0
+    assert f"infilled bars {last - 3}-{last} of {last} bars of 4/4" in capsys.readouterr().out
+    back = M.read_midi(tmp_path / "end.mid")
+    assert back.bars.num_bars == last and back.bars.cut_at is None
+
+
 def test_a_song_cut_by_the_event_limit_says_so_everywhere(monkeypatch, capsys):
     """The densest song read with the old limit (20,000 events): the cut and where it falls are in
     the description, the bar-range errors and `inspect`."""
