@@ -113,6 +113,19 @@ def write_midi(path: Path, tracks: list[list], type_: int = 1) -> Path:
     return path
 
 
+@pytest.fixture
+def late_pickup(tmp_path) -> Path:
+    """O'Neill's tune moved three beats later: a bar of rest, then its one-beat pickup (the
+    pickup the reader finds by its notes, `melody.BarMap.onset_pickup`)."""
+    mid = mido.MidiFile(Path(__file__).parent / "data" / "midi" / "oneills_514_4-4_triplets_pickup.mid")
+    for track in mid.tracks:
+        first = next((m for m in track if m.type == "note_on"), None)
+        if first is not None:
+            first.time += 3 * mid.ticks_per_beat
+    mid.save(tmp_path / "late.mid")
+    return tmp_path / "late.mid"
+
+
 def notes_track(notes, channel: int = 0, program: int | None = 0, name: str | None = None) -> list:
     """notes: (start_step, length_steps, pitch) in 16ths -> absolute-tick events."""
     step = TPB // 4

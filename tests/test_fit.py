@@ -100,18 +100,10 @@ def test_a_range_that_ends_the_tune_keeps_its_final_pitch_class():
     assert np.array_equal(np.delete(mended, last), np.delete(off, last))
 
 
-def test_a_pickup_after_a_bar_of_rest_is_bar_0_from_its_first_beat(tmp_path):
-    """O'Neill's tune moved three beats later: a bar of rest, then a one-beat pickup. Bar 0 is
-    that beat alone, so new bars there never fill the rest before it."""
-    import mido
-
-    mid = mido.MidiFile(MIDI / "oneills_514_4-4_triplets_pickup.mid")
-    for track in mid.tracks:
-        first = next((m for m in track if m.type == "note_on"), None)
-        if first is not None:
-            first.time += 3 * mid.ticks_per_beat
-    mid.save(tmp_path / "late.mid")
-    found = melody.read_midi(tmp_path / "late.mid")
+def test_a_pickup_after_a_bar_of_rest_is_bar_0_from_its_first_beat(late_pickup):
+    """A bar of rest, then a one-beat pickup: bar 0 is that beat alone, so new bars there never
+    fill the rest before it."""
+    found = melody.read_midi(late_pickup)
     assert found.bars.first_number == 0 and found.bars.onset_pickup == (12, 16)
     assert found.bars.steps(0, 3) == (12, 4 * BAR)
     goal = fit.targets(found.tokens(found.chosen), found.bars.steps(0, 3), pickup=found.bars.onset_pickup)
