@@ -35,31 +35,11 @@ from . import fit, melody
 from .codec import FLAG_SILENT, LatentCodec
 from .diffusion import TransformerDDPM
 from .errors import SymdiffError
+from .options import CONTEXT_GUIDANCE, DEFAULT_DIFFUSION, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, INFILL_METHODS
 from .precision import autocast, resolve_precision
 from .schedulers import Callback, Sampler, ScheduleConfig, make_sampler
-from .vae import checkpoints_dir
 
-DEFAULT_DIFFUSION = checkpoints_dir() / "diffusion-cond"
-# The ancestral sampler at 200 respaced steps, for new melodies and infills alike. Measured on the
-# default model: DDIM 50's deterministic chain overshoots silence (19% of a sample's bars silent,
-# real music 12.5%; DDPM 200: 15%, DDPM 1000 the same as 200), and DDPM 200 infills fit their
-# pieces better in 8 of the 12 fidelity figures (README, "Does the music hold together?").
-DEFAULT_SAMPLER = "ddpm"
 DEFAULT_STEPS = {"ddpm": 200, "ddim": 50}
-# How an infill uses the known music. "replace" is the paper's Algorithm 1: after every step the
-# known chunks of x_t are overwritten by a noised copy of them, and the net must read the context
-# from those noisy copies. "conditioned" does the same and also hands the net the clean known
-# chunks (a model trained with `DiffusionConfig.conditional`).
-INFILL_METHODS = ("conditioned", "replace")
-# Classifier-free guidance weight of a conditioned infill (`MelodyDiffusion.guided_eps`).
-DEFAULT_GUIDANCE = 3.0
-# Context guidance of new melodies (`MelodyDiffusion.guided_eps`): the weight w of
-# eps_alone + w (eps_piece - eps_alone), eps_alone being the net's prediction for each chunk seen on
-# its own. Chosen on 64 DDPM-200 samples (README, "Does the music hold together?"): with the shipped
-# model, key stability 0.912 at w = 2.25 on seed 0 (real windows 0.936) and 0.924, 0.933, 0.931 at
-# w = 2.5 on seeds 0, 1, 2 (real 0.936, 0.925, 0.934), with silent bars 10-15% (real 11-14%). The
-# cost of more: fewer distinct phrases (18-21% of 2-bar chunks restated at 2.5; real windows 1-4%).
-CONTEXT_GUIDANCE = 2.5
 # Register repair of new melodies (`MelodyDiffusion.repair_samples`): a chunk holding a note more
 # than REGISTER_MARGIN semitones outside its melody's 10-90% pitch band is regenerated from the
 # rest of the melody, up to REPAIR_ROUNDS times (two rounds left stray chunks in 2 of 32 styled

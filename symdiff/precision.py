@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from .errors import SymdiffError
+from .options import PRECISIONS
 
-PRECISIONS = ("auto", "bf16", "fp32")
 ENV = "SYMDIFF_PRECISION"
 _NATIVE_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
 # A core counts as free when at least 1 - FREE_SLACK of it was idle: a thread on a core another
