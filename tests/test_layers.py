@@ -89,7 +89,7 @@ def test_importing_the_pipeline_loads_no_data_training_or_evaluation_module():
 # Run `symdiff ARGS` in a fresh interpreter and list the modules it loaded (after a marker line).
 CLI_RUNNER = ("import sys\nfrom symdiff.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
               "print('--modules--')\nprint('\\n'.join(sorted(sys.modules)))")
-HEAVY = ("torch", "music21", "matplotlib", "tensorflow")
+HEAVY = ("torch", "note_seq", "librosa", "numba", "scipy", "music21", "matplotlib", "tensorflow")
 
 
 @pytest.mark.parametrize("args", [["--help"], ["inspect", "tests/data/midi/oneills_003_4-4_melody.mid"],
