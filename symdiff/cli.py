@@ -16,6 +16,7 @@ from .options import (
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
     DEFAULT_VAE,
+    DEVICES,
     INFILL_METHODS,
     PRECISIONS,
     SAMPLER_NAMES,
@@ -35,12 +36,6 @@ def check_out(out: Path, *inputs: Path) -> None:
         if out.exists() and source.exists() and out.resolve() == source.resolve():
             raise UsageError(f"--out {out} is the input file {source}; write the result to another file")
     check_writable(out)
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -177,7 +172,7 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
     import os
 
     from .data.latents import LatentSettings
-    from .precision import resolve_precision
+    from .precision import resolve_device, resolve_precision
 
     presets: dict[str, tuple]  # name -> the trainer's configs (architecture, [schedule,] recipe)
     train: Callable[..., dict]
@@ -190,7 +185,7 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
     if args.config not in presets:
         raise UsageError(f"unknown config {args.config!r}; choose from {', '.join(presets)}")
     configs = parse_overrides(args.set, presets[args.config])
-    precision = resolve_precision(args.precision, _device())  # the latents are encoded in it too
+    precision = resolve_precision(args.precision, resolve_device())  # the latents are encoded in it too
     # the latents' own seed: --seed does not re-encode
     settings = LatentSettings(transpositions=args.transpositions, bf16=precision == "bf16", posterior=args.posterior)
     state = train(
@@ -211,9 +206,9 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
 
 def cmd_data_latents(args: argparse.Namespace) -> None:
     from .data.latents import LatentSettings, ensure_latents
-    from .precision import resolve_precision
+    from .precision import resolve_device, resolve_precision
 
-    device = args.device or _device()
+    device = resolve_device(args.device)
     bf16 = resolve_precision(args.precision, device) == "bf16"
     settings = LatentSettings(transpositions=args.transpositions, seed=args.seed, bf16=bf16, posterior=args.posterior)
     cache = args.cache if args.cache is not None else args.data.parent / "cache" / "latents"
@@ -244,8 +239,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 def _pipeline(args: argparse.Namespace):
     from .generate import MelodyDiffusion
+    from .precision import resolve_device
 
-    return MelodyDiffusion.from_pretrained(args.checkpoint, args.vae, args.precision)
+    return MelodyDiffusion.from_pretrained(args.checkpoint, args.vae, args.precision, resolve_device(args.device))
 
 
 def _check_seed(args: argparse.Namespace) -> None:
@@ -330,15 +326,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import TABLE1_TASKS
     from .evaluation.fidelity import DEFAULT_PIECES, DEFAULT_SAMPLES, coherence, fidelity, write_report
     from .evaluation.table1 import evaluate, write_outputs
-    from .generate import MelodyDiffusion
 
     _check_seed(args)
     paper = [task for task in args.task if task in TABLE1_TASKS]
     if args.num is not None and args.num < (2 if paper else 1):
         raise UsageError(f"--num must be at least {2 if paper else 1}"
                          + (" (the metrics compare sets)" if paper else ""))
-    pipe = MelodyDiffusion.from_pretrained(args.checkpoint, args.vae, args.precision)
-    mdn = None
+    pipe = _pipeline(args)
+    mdn = None  # the MDN baseline runs on the CPU whatever --device says
     if args.mdn is not None and "unconditional" in args.task:
         if not (args.mdn / "model.safetensors").is_file():
             raise UsageError(f"{args.mdn}: no TransformerMDN checkpoint there (use --mdn none to leave it out)")
@@ -382,6 +377,11 @@ def cmd_import_magenta(args: argparse.Namespace) -> None:
     step = f", global step {source['global_step']}" if "global_step" in source else ""
     print(f"imported {source['model_variables']} variables ({n / 1e6:.1f}M parameters{step}; "
           f"{source['skipped_variables']} optimizer/counter variables skipped) as {args.config}; wrote {args.out}")
+
+
+def device_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where the model runs: auto (the default: cuda where torch sees a GPU, else cpu), cpu or cuda")
 
 
 def precision_arg(s: argparse.ArgumentParser) -> None:
@@ -438,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encode each chunk as a sampled z (the paper) or as the posterior mean mu")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=512)
-    s.add_argument("--device", help="default: cuda when there is one, else cpu")
+    device_arg(s)
     precision_arg(s)
     s.set_defaults(func=cmd_data_latents)
     s = sub.add_parser("reconstruct", help="encode a melody with the VAE and decode it back")
@@ -458,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--checkpoint", type=Path, default=DEFAULT_DIFFUSION, help="diffusion checkpoint")
         s.add_argument("--vae", type=Path, help="its VAE (default: the one named in the checkpoint)")
         s.add_argument("--quiet", action="store_true", help="no progress bar")
+        device_arg(s)
         precision_arg(s)
 
     def density(text: str) -> str | float:

@@ -273,18 +273,21 @@ class MelodyDiffusion:
         if schedule is None:
             schedule = ScheduleConfig.from_dict(model.sections.get("schedule", {}))
         self.schedule = schedule.build()
-        self.precision = resolve_precision(precision, next(model.parameters()).device)
+        self.device = next(model.parameters()).device  # the codec's VAE may sit elsewhere (`from_pretrained`)
+        self.precision = resolve_precision(precision, self.device)
         if model.config.data_dim != codec.dim:
             raise ValueError(f"the model has {model.config.data_dim} dims, the codec {codec.dim}")
 
     @classmethod
     def from_pretrained(cls, diffusion_dir: str | Path = DEFAULT_DIFFUSION, vae_dir: str | Path | None = None,
-                        precision: str = "fp32") -> MelodyDiffusion:
+                        precision: str = "fp32", device: str | torch.device = "cpu") -> MelodyDiffusion:
+        """The shipped (or any) checkpoint with its codec, both on `device` ('cpu', 'cuda', ...; a
+        resolved one: `precision.resolve_device` turns the CLI's 'auto' into one)."""
         diffusion_dir = Path(diffusion_dir)
         if not (diffusion_dir / "model.safetensors").is_file():
             raise FileNotFoundError(f"{diffusion_dir}: no diffusion checkpoint (model.safetensors) there")
-        return cls(TransformerDDPM.from_pretrained(diffusion_dir), LatentCodec.from_pretrained(diffusion_dir, vae_dir),
-                   precision)
+        return cls(TransformerDDPM.from_pretrained(diffusion_dir).to(device),
+                   LatentCodec.from_pretrained(diffusion_dir, vae_dir).to(device), precision)
 
     @property
     def seq_len(self) -> int:
@@ -386,6 +389,8 @@ class MelodyDiffusion:
         for name, w in (("guidance", guidance), ("context guidance", context_guidance)):
             if not 0.0 <= w <= 10.0:
                 raise GenerateError(f"{name} must be between 0 and 10, got {w}")
+        on = functools.partial(torch.as_tensor, device=self.device)  # inputs come from the CPU (numpy, the codec)
+        mask, known, music = (None if t is None else on(t) for t in (mask, known, music))
         cond: dict[str, torch.Tensor] = {}
         if known is not None and self.check_method(method) == "conditioned":
             cond["keep"] = ~torch.as_tensor(mask, dtype=torch.bool).expand(num, chunks)
@@ -395,7 +400,7 @@ class MelodyDiffusion:
                 label = self.model.config.style_index(style)
             except ValueError as e:
                 raise GenerateError(str(e)) from None
-            cond["style"] = torch.full((num,), label, dtype=torch.long)
+            cond["style"] = torch.full((num,), label, dtype=torch.long, device=self.device)
         eps_fn = self.guided_eps(cond, guidance if cond else 1.0,
                                  context_guidance if chunks > 1 else 1.0)  # a single chunk is its own whole piece
         if music is not None and mask is not None and known is not None and self.codec.config.flag:
@@ -406,7 +411,7 @@ class MelodyDiffusion:
             known = torch.as_tensor(known).expand(num, chunks, -1).clone()
             known[..., -1] = torch.where(forced, torch.full_like(known[..., -1], -FLAG_SILENT), known[..., -1])
         return sampler.sample(eps_fn, (num, chunks, self.codec.dim), seed=seed, callback=callback,
-                              mask=mask, known=known)
+                              mask=mask, known=known, device=self.device)
 
     def repair_samples(self, x: torch.Tensor, sampler: Sampler, seed: int | None = None,
                        style: str | None = None) -> torch.Tensor:
@@ -463,7 +468,7 @@ class MelodyDiffusion:
         zero-shot classifier, Li et al. 2023). ANY_STYLE, the corpus' mix, wins where no one style
         explains the music better; it is also the answer of a model without styles or where
         nothing is known."""
-        x0 = torch.as_tensor(known)[torch.as_tensor(keep, dtype=torch.bool)].float()
+        x0 = torch.as_tensor(known)[torch.as_tensor(keep, dtype=torch.bool)].float().cpu()
         if not self.styles or not len(x0):
             return ANY_STYLE
         n = len(STYLE_PROBE) * STYLE_PROBE_DRAWS
@@ -471,10 +476,12 @@ class MelodyDiffusion:
         level = torch.tensor([self.schedule.noise_level(round(f * steps)) for f in STYLE_PROBE],
                              dtype=torch.float64).repeat_interleave(STYLE_PROBE_DRAWS)
         eps = torch.randn((n, *x0.shape), generator=torch.Generator().manual_seed(0))
-        x_t = self.schedule.q_sample(x0.expand(n, -1, -1), level, eps)
+        x_t = self.schedule.q_sample(x0.expand(n, -1, -1), level, eps).to(self.device)  # drawn on the CPU: the
+        level, eps = level.to(self.device), eps.to(self.device)  # same probe on every device
         labels = (ANY_STYLE, *self.styles)
-        err = [(self.eps(x_t, level, style=torch.full((n,), i)) - eps).pow(2).mean()  # one label at a time:
-               for i in range(len(labels))]  # a 64-bar piece's probe batch holds 0.5 GB of activations
+        # one label at a time: a 64-bar piece's probe batch holds 0.5 GB of activations
+        err = [(self.eps(x_t, level, style=torch.full((n,), i, device=self.device)) - eps).pow(2).mean()
+               for i in range(len(labels))]
         return labels[int(torch.stack(err).argmin())]
 
     def decode(self, latents: torch.Tensor, seed: int | None = 0) -> list[np.ndarray]:
@@ -503,7 +510,7 @@ class MelodyDiffusion:
         if repair:
             x = self.repair_samples(x, chain, seed, style)
         tokens = [t[: bars * melody.STEPS_PER_BAR] for t in self.decode(x)]
-        return Result(tokens, x, time.perf_counter() - t0, style=style or ANY_STYLE)
+        return Result(tokens, x.cpu(), time.perf_counter() - t0, style=style or ANY_STYLE)
 
     def infill(self, tokens: np.ndarray, span: tuple[int, int], sampler: str = DEFAULT_SAMPLER,
                steps: int | None = None, seed: int | None = None, callback: Callback | None = None,
@@ -554,7 +561,7 @@ class MelodyDiffusion:
             out = keep_steps(out, full, goal.pickup)
             remarks.append("the pickup kept its own notes (no draw gave it one), so the bar numbers stay")
         remarks += [f.message for f in fit.faults(out, goal)]
-        return Result([out], x, time.perf_counter() - t0, plan, style, remarks)
+        return Result([out], x.cpu(), time.perf_counter() - t0, plan, style, remarks)
 
     def extend(self, tokens: np.ndarray, bars: int, **kwargs) -> Result:
         """Continue a melody by `bars` new bars."""
