@@ -54,7 +54,8 @@ from symdiff.generate import (  # noqa: E402
     DEFAULT_STEPS,
     MelodyDiffusion,
 )
-from symdiff.precision import choose_threads  # noqa: E402
+from symdiff.options import DEVICES  # noqa: E402
+from symdiff.precision import choose_threads, resolve_device  # noqa: E402
 
 log = logging.getLogger("symdiff.app")
 
@@ -700,11 +701,12 @@ def build(app: SymdiffApp) -> gr.Blocks:
 
 
 def load(
-    diffusion: str | Path = DEFAULT_DIFFUSION, reference_windows: int = 300, latent_windows: int = 32
+    diffusion: str | Path = DEFAULT_DIFFUSION, reference_windows: int = 300, latent_windows: int = 32,
+    device: str = "cpu",
 ) -> SymdiffApp:
-    """The model, the reference statistics and a warm-up run (so the first visitor waits less)."""
+    """The model on `device`, the reference statistics and a warm-up run (so the first visitor waits less)."""
     t0 = time.perf_counter()
-    pipe = MelodyDiffusion.from_pretrained(diffusion)
+    pipe = MelodyDiffusion.from_pretrained(diffusion, device=device)
     ref = demo.reference_stats(pipe, num_windows=reference_windows, latent_windows=latent_windows)
     app = SymdiffApp(pipe, ref)
     warm = pipe.generate(1, 8, "ddim", 2, seed=0).tokens[0]
@@ -730,13 +732,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--time-limit", type=float, default=TIME_LIMIT_S, help="seconds a model run may take")
     p.add_argument("--max-age", type=float, default=REQUEST_MAX_AGE_S, help="seconds uploads and outputs are kept")
     p.add_argument("--sweep-every", type=float, default=SWEEP_EVERY_S, help="seconds between sweeps of old files")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where the model runs: auto (the default: cuda where torch sees a GPU, else cpu), cpu or cuda")
     args = p.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+    except SymdiffError as e:
+        p.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log.info("temporary files (uploads, outputs) live in %s, removed at exit", TMP_ROOT)
     signal.signal(signal.SIGTERM, _stop)  # a stopped Space/container: close cleanly, remove TMP_ROOT
     # `concurrency` runs at once share the cores idle when each starts (on 2 idle cores: 1 thread each)
     choose_threads(args.concurrency, args.threads)
-    app = load(args.diffusion, args.reference_windows)
+    app = load(args.diffusion, args.reference_windows, device=device)
     app.time_limit_s = args.time_limit
     app.jobs, app.max_threads = args.concurrency, args.threads
     ui = build(app)

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from symdiff.data.dataset import Lines, transpose_chunks
+from symdiff.options import DEFAULT_VAE
 from symdiff.train.vae import vae_loss
-from symdiff.vae import CONFIGS, DEFAULT_CHECKPOINT, MusicVAE
+from symdiff.vae import CONFIGS, MusicVAE
 
 
 def rate(fn, items: int, seconds: float) -> float:
@@ -58,7 +59,7 @@ def naive_decode(model: MusicVAE, z: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    ap.add_argument("--checkpoint", default=str(DEFAULT_VAE))
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--train-batch", type=int, default=512)
     args = ap.parse_args()

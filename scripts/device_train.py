@@ -1,5 +1,5 @@
 """Run `symdiff train ...` on a lent GPU machine (`scripts/device_train.sh`), whose image has no
-MIDI libraries (note_seq, pretty_midi, mido) and cannot install them. Training reads only the
+MIDI libraries (pretty_midi, mido) and cannot install them. Training reads only the
 corpus' token arrays and the latent cache, never MIDI, so those imports get placeholders that
 fail loudly if anything calls them. Not part of the package; the model card records its use."""
 import sys
@@ -16,7 +16,7 @@ class _Absent(types.ModuleType):
         raise RuntimeError(f"{self.__name__} is not installed on this machine")
 
 
-for name in ("fluidsynth", "note_seq", "note_seq.protobuf", "pretty_midi", "pretty_midi.pretty_midi", "mido",
+for name in ("fluidsynth", "pretty_midi", "pretty_midi.pretty_midi", "mido",
              "mido.midifiles", "mido.midifiles.meta"):
     sys.modules[name] = _Absent(name)
 

@@ -17,14 +17,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from symdiff.data.dataset import Lines  # noqa: E402
+from symdiff.options import DEFAULT_VAE  # noqa: E402
 from symdiff.train.vae import VAERecipe  # noqa: E402
-from symdiff.vae import DEFAULT_CHECKPOINT, MusicVAE, evaluate  # noqa: E402
+from symdiff.vae import MusicVAE, evaluate  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run", type=Path)
-    ap.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT)
+    ap.add_argument("--out", type=Path, default=DEFAULT_VAE)
     ap.add_argument("--command", required=True, help="the command that trained the run")
     ap.add_argument("--chunks", type=int, default=8192, help="held-out test chunks to measure on")
     args = ap.parse_args()

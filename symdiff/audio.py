@@ -1,4 +1,4 @@
-"""Render melodies (tokens or NoteSequences) to audio, offline, with one of three backends.
+"""Render melodies (tokens or scores) to audio, offline, with one of three backends.
 
 - "fluidsynth": FluidSynth through pyfluidsynth (`import fluidsynth`), usable when the system
   library libfluidsynth is present (Debian: `apt-get install fluidsynth`, the Space's
@@ -32,14 +32,15 @@ import io
 import os
 import wave
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import write_bytes
 from .errors import SymdiffError
-from .melody import DEFAULT_QPM, tokens_to_note_sequence
+from .melody import DEFAULT_QPM, tokens_to_score
+from .notes import Note, Score
 
 BACKENDS = ("fluidsynth", "tinysoundfont", "sine")
 SYSTEM_SOUNDFONTS = (
@@ -61,16 +62,6 @@ DRUM_CHANNEL = 9
 
 class AudioError(SymdiffError):
     """A backend that cannot render (missing library or soundfont, bad input)."""
-
-
-@dataclass(frozen=True)
-class Note:
-    start: float  # seconds
-    end: float
-    pitch: int
-    velocity: int
-    program: int
-    is_drum: bool
 
 
 # --- what is available --------------------------------------------------------------------
@@ -164,18 +155,12 @@ def playback_qpm(qpm: float) -> float:
 
 
 def _notes(source, qpm: float, program: int, velocity: int, max_seconds: float) -> tuple[list[Note], float]:
-    """Notes in seconds and the total duration, from tokens or a NoteSequence, cut at
-    `max_seconds`."""
-    if hasattr(source, "notes") and hasattr(source, "total_time"):
-        ns = source  # a NoteSequence: its own times, programs and velocities
-    else:
-        ns = tokens_to_note_sequence(np.asarray(source), qpm=qpm, program=program, velocity=velocity)
-    notes = [
-        Note(float(n.start_time), min(float(n.end_time), max_seconds), int(n.pitch), int(n.velocity),
-             int(n.program), bool(n.is_drum))
-        for n in ns.notes if n.end_time > n.start_time and n.start_time < max_seconds and 0 <= n.pitch <= 127
-    ]
-    total = min(max([float(ns.total_time)] + [n.end for n in notes]), max_seconds)
+    """Notes in seconds and the total duration, from tokens or a Score, cut at `max_seconds`."""
+    # a Score keeps its own times, programs and velocities
+    score = source if isinstance(source, Score) else tokens_to_score(np.asarray(source), qpm, program, velocity)
+    notes = [replace(n, end=min(n.end, max_seconds))
+             for n in score.notes if n.end > n.start and n.start < max_seconds and 0 <= n.pitch <= 127]
+    total = min(max([score.total_time] + [n.end for n in notes]), max_seconds)
     return sorted(notes, key=lambda n: (n.start, n.pitch)), total
 
 
@@ -358,9 +343,9 @@ def render(
     peak: float = DEFAULT_PEAK,
     max_seconds: float = MAX_SECONDS,
 ) -> tuple[int, np.ndarray]:
-    """Tokens (1-D, the melody grid) or a NoteSequence -> (sample_rate, mono float32 audio).
+    """Tokens (1-D, the melody grid) or a Score -> (sample_rate, mono float32 audio).
 
-    Tokens are played at `qpm` with GM `program` and `velocity`; a NoteSequence keeps its own
+    Tokens are played at `qpm` with GM `program` and `velocity`; a Score keeps its own
     times, programs and velocities. The audio is peak-normalised to `peak` and ends at most
     `release` seconds after the last note ends; a melody without notes gives silence of its
     length; nothing after `max_seconds` is played. `backend`: "auto" (the best available),

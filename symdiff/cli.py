@@ -10,6 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SymdiffError
+from .options import (
+    CONTEXT_GUIDANCE,
+    DEFAULT_DIFFUSION,
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    DEFAULT_VAE,
+    DEVICES,
+    INFILL_METHODS,
+    PRECISIONS,
+    SAMPLER_NAMES,
+)
 
 
 class UsageError(SymdiffError):
@@ -25,12 +36,6 @@ def check_out(out: Path, *inputs: Path) -> None:
         if out.exists() and source.exists() and out.resolve() == source.resolve():
             raise UsageError(f"--out {out} is the input file {source}; write the result to another file")
     check_writable(out)
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -167,7 +172,7 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
     import os
 
     from .data.latents import LatentSettings
-    from .precision import resolve_precision
+    from .precision import resolve_device, resolve_precision
 
     presets: dict[str, tuple]  # name -> the trainer's configs (architecture, [schedule,] recipe)
     train: Callable[..., dict]
@@ -180,7 +185,7 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
     if args.config not in presets:
         raise UsageError(f"unknown config {args.config!r}; choose from {', '.join(presets)}")
     configs = parse_overrides(args.set, presets[args.config])
-    precision = resolve_precision(args.precision, _device())  # the latents are encoded in it too
+    precision = resolve_precision(args.precision, resolve_device())  # the latents are encoded in it too
     # the latents' own seed: --seed does not re-encode
     settings = LatentSettings(transpositions=args.transpositions, bf16=precision == "bf16", posterior=args.posterior)
     state = train(
@@ -201,9 +206,9 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
 
 def cmd_data_latents(args: argparse.Namespace) -> None:
     from .data.latents import LatentSettings, ensure_latents
-    from .precision import resolve_precision
+    from .precision import resolve_device, resolve_precision
 
-    device = args.device or _device()
+    device = resolve_device(args.device)
     bf16 = resolve_precision(args.precision, device) == "bf16"
     settings = LatentSettings(transpositions=args.transpositions, seed=args.seed, bf16=bf16, posterior=args.posterior)
     cache = args.cache if args.cache is not None else args.data.parent / "cache" / "latents"
@@ -234,8 +239,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 def _pipeline(args: argparse.Namespace):
     from .generate import MelodyDiffusion
+    from .precision import resolve_device
 
-    return MelodyDiffusion.from_pretrained(args.checkpoint, args.vae, args.precision)
+    return MelodyDiffusion.from_pretrained(args.checkpoint, args.vae, args.precision, resolve_device(args.device))
 
 
 def _check_seed(args: argparse.Namespace) -> None:
@@ -317,17 +323,17 @@ def _bar(args: argparse.Namespace):
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .baselines import TransformerMDN
     from .codec import LatentCodec
+    from .evaluation import TABLE1_TASKS
     from .evaluation.fidelity import DEFAULT_PIECES, DEFAULT_SAMPLES, coherence, fidelity, write_report
-    from .evaluation.table1 import TASKS, evaluate, write_outputs
-    from .generate import DEFAULT_SAMPLER, MelodyDiffusion
+    from .evaluation.table1 import evaluate, write_outputs
 
     _check_seed(args)
-    paper = [task for task in args.task if task in TASKS]
+    paper = [task for task in args.task if task in TABLE1_TASKS]
     if args.num is not None and args.num < (2 if paper else 1):
         raise UsageError(f"--num must be at least {2 if paper else 1}"
                          + (" (the metrics compare sets)" if paper else ""))
-    pipe = MelodyDiffusion.from_pretrained(args.checkpoint, args.vae, args.precision)
-    mdn = None
+    pipe = _pipeline(args)
+    mdn = None  # the MDN baseline runs on the CPU whatever --device says
     if args.mdn is not None and "unconditional" in args.task:
         if not (args.mdn / "model.safetensors").is_file():
             raise UsageError(f"{args.mdn}: no TransformerMDN checkpoint there (use --mdn none to leave it out)")
@@ -373,16 +379,24 @@ def cmd_import_magenta(args: argparse.Namespace) -> None:
           f"{source['skipped_variables']} optimizer/counter variables skipped) as {args.config}; wrote {args.out}")
 
 
-def precision_arg(s: argparse.ArgumentParser) -> None:
-    from .precision import PRECISIONS
+def device_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where the model runs: auto (the default: cuda where torch sees a GPU, else cpu), cpu or cuda")
 
+
+def precision_arg(s: argparse.ArgumentParser) -> None:
     s.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto (the default): bf16 autocast on a GPU or a CPU with AMX/AVX512-BF16, else fp32")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, from light modules only (`options`, `fit`, `melody`, the
+    subpackages' names): `symdiff --help` and `inspect` load no torch (tests/test_layers.py)."""
+    from .data.corpus import STYLES
     from .data.dataset import DEFAULT_PATH
-    from .vae import DEFAULT_CHECKPOINT
+    from .evaluation import CACHE, FIT_TASKS, MIN_BARS, TABLE1_TASKS
+    from .fit import DENSITY_CHOICES
+    from .melody import BARS_PER_CHUNK
 
     p = argparse.ArgumentParser(prog="symdiff", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -415,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_data_stats)
     s = data.add_parser("latents",
                         help="encode the corpus with a VAE into the diffusion model's latent dataset (cached)")
-    s.add_argument("--vae", type=Path, default=DEFAULT_CHECKPOINT)
+    s.add_argument("--vae", type=Path, default=DEFAULT_VAE)
     s.add_argument("--data", type=Path, default=DEFAULT_PATH)
     s.add_argument("--cache", type=Path, help="cache folder (default: DATA's folder/cache/latents)")
     s.add_argument("--transpositions", type=int, default=4,
@@ -424,30 +438,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encode each chunk as a sampled z (the paper) or as the posterior mean mu")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=512)
-    s.add_argument("--device", help="default: cuda when there is one, else cpu")
+    device_arg(s)
     precision_arg(s)
     s.set_defaults(func=cmd_data_latents)
     s = sub.add_parser("reconstruct", help="encode a melody with the VAE and decode it back")
     s.add_argument("file", type=Path)
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--track", type=int, help="candidate index from `symdiff inspect` (default: the melody)")
-    s.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    s.add_argument("--checkpoint", type=Path, default=DEFAULT_VAE)
     s.set_defaults(func=cmd_reconstruct)
-
-    from .fit import DENSITY_CHOICES
-    from .generate import CONTEXT_GUIDANCE, DEFAULT_DIFFUSION, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, INFILL_METHODS
-    from .schedulers import SAMPLERS
 
     def generation_args(s: argparse.ArgumentParser) -> None:
         s.add_argument("--steps", type=int, help="reverse steps (default: 200 for ddpm, 50 for ddim; the paper: "
                                                  "ddpm 1000)")
-        s.add_argument("--sampler", choices=tuple(SAMPLERS), default=DEFAULT_SAMPLER,
+        s.add_argument("--sampler", choices=SAMPLER_NAMES, default=DEFAULT_SAMPLER,
                        help="ddpm (the default: the paper's ancestral sampler, respaced below 1000 steps) or ddim "
                             "(4x faster, deterministic, but more rests)")
         s.add_argument("--seed", type=int, help="repeatable results (default: fresh randomness)")
         s.add_argument("--checkpoint", type=Path, default=DEFAULT_DIFFUSION, help="diffusion checkpoint")
         s.add_argument("--vae", type=Path, help="its VAE (default: the one named in the checkpoint)")
         s.add_argument("--quiet", action="store_true", help="no progress bar")
+        device_arg(s)
         precision_arg(s)
 
     def density(text: str) -> str | float:
@@ -503,14 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bars", type=int, required=True, help="bars to add, in the file's meter (up to 64)")
     infill_args(s)
 
-    from .evaluation.fidelity import MIN_BARS, STYLES
-    from .evaluation.fidelity import TASKS as FIT_TASKS
-    from .evaluation.table1 import CACHE, TASKS
-    from .melody import BARS_PER_CHUNK
-
     s = sub.add_parser("evaluate", help="the paper's Table 1 and Figure 3: diffusion vs baselines on held-out data; "
                        "infill fidelity and sample coherence (--task fidelity coherence)")
-    s.add_argument("--task", nargs="+", choices=TASKS + FIT_TASKS, default=list(TASKS),
+    s.add_argument("--task", nargs="+", choices=TABLE1_TASKS + FIT_TASKS, default=list(TABLE1_TASKS),
                    help="unconditional, infill: the paper's Table 1 (the default); fidelity: regenerated middles of "
                         "test pieces against the rest of each piece; coherence: key, register and repetition "
                         "of samples")
@@ -556,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         s = train.add_parser(model, help=help_ + " (resumes from OUT/last)")
         s.add_argument("--config", default="cpu", help=configs)
         s.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
-        s.add_argument("--vae", type=Path, default=DEFAULT_CHECKPOINT,
+        s.add_argument("--vae", type=Path, default=DEFAULT_VAE,
                        help="the MusicVAE checkpoint whose latents to model")
         s.add_argument("--out", type=Path, default=Path(f"runs/{model}-cpu"))
         s.add_argument("--data", type=Path, default=DEFAULT_PATH)
@@ -602,17 +608,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .precision import choose_threads, limit_threads
-
     # The library reports through `logging` (symdiff.*); the command shows its warnings as
     # one-line messages. No warning is switched off here: the library scopes its own.
     logging.basicConfig(format="symdiff: %(message)s", level=logging.WARNING)
     logging.getLogger("symdiff").setLevel(logging.INFO)
 
-    limit_threads()  # never more compute threads than this process' cores
     args = build_parser().parse_args(argv)
-    if args.func in (cmd_reconstruct, cmd_sample, cmd_infill, cmd_evaluate):
-        choose_threads()  # only the cores idle now: a busy one stalls every thread (precision module doc)
+    if args.func not in (cmd_inspect, cmd_data_build, cmd_data_merge, cmd_data_stats):  # these run no torch
+        from .precision import choose_threads, limit_threads
+
+        limit_threads()  # never more compute threads than this process' cores
+        if args.func in (cmd_reconstruct, cmd_sample, cmd_infill, cmd_evaluate):
+            choose_threads()  # only the cores idle now: a busy one stalls every thread (precision module doc)
     if getattr(args, "workers", 0) is None:
         import os
 

@@ -275,6 +275,15 @@ class LatentCodec:
             raise CheckpointError(f"{vae_dir} is not the VAE {model_dir} was trained with (sha256 differs)")
         return cls(MusicVAE.from_pretrained(vae_dir), LatentScaler.from_pretrained(model_dir), config, vae_dir)
 
+    def to(self, device: str | torch.device) -> LatentCodec:
+        """The VAE moved to `device` (the scaler follows the tensors it is given)."""
+        self.vae.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.vae.parameters()).device
+
     @property
     def dim(self) -> int:
         """The model space's dims: the scaler's, and the flag's (the latent model's data_dim)."""
@@ -286,12 +295,13 @@ class LatentCodec:
 
     @torch.no_grad()
     def encode(self, tokens: np.ndarray, sample: bool = False, seed: int | None = None) -> torch.Tensor:
-        """A line -> (n, dim) model space: mu (or a sampled z with `sample`), silence at silent chunks."""
+        """A line -> (n, dim) model space on the CPU: mu (or a sampled z with `sample`), silence at
+        silent chunks; the VAE runs on its own device."""
         chunks, silent = chunks_of(tokens)
         x = torch.zeros((len(chunks), self.scaler.dim))
         live = np.flatnonzero(~silent)
         if len(live):
-            mu, sigma = self.vae.encode(torch.from_numpy(chunks[live]).long())
+            mu, sigma = (t.cpu() for t in self.vae.encode(torch.from_numpy(chunks[live]).long().to(self.device)))
             z = mu
             if sample:
                 g = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -304,7 +314,7 @@ class LatentCodec:
                batch_size: int = 4096) -> np.ndarray:
         """(n, dim) model space -> tokens (n * 32,) uint8; silent latents become 2-bar rests; the
         collapsed z dims get seeded N(0, 1) noise (`LatentScaler.inverse`)."""
-        x = torch.as_tensor(x).float().reshape(-1, self.dim)
+        x = torch.as_tensor(x).float().cpu().reshape(-1, self.dim)  # the noise of the collapsed dims: CPU-seeded
         silent = self.is_silent(x)
         x = self.config.music(x)
         out = np.tile(silence_chunk(), (len(x), 1))
@@ -314,6 +324,7 @@ class LatentCodec:
             g = torch.Generator().manual_seed(seed) if seed is not None else None
             idx = live.numpy()
             for i in range(0, len(z), batch_size):  # bounded memory for thousands of chunks
-                out[idx[i : i + batch_size]] = self.vae.decode(z[i : i + batch_size], temperature=temperature,
-                                                               generator=g).numpy().astype(np.uint8)
+                out[idx[i : i + batch_size]] = self.vae.decode(z[i : i + batch_size].to(self.device),
+                                                               temperature=temperature,
+                                                               generator=g).cpu().numpy().astype(np.uint8)
         return melody.from_chunks(out)

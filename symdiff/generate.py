@@ -35,31 +35,11 @@ from . import fit, melody
 from .codec import FLAG_SILENT, LatentCodec
 from .diffusion import TransformerDDPM
 from .errors import SymdiffError
+from .options import CONTEXT_GUIDANCE, DEFAULT_DIFFUSION, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, INFILL_METHODS
 from .precision import autocast, resolve_precision
 from .schedulers import Callback, Sampler, ScheduleConfig, make_sampler
-from .vae import checkpoints_dir
 
-DEFAULT_DIFFUSION = checkpoints_dir() / "diffusion-cond"
-# The ancestral sampler at 200 respaced steps, for new melodies and infills alike. Measured on the
-# default model: DDIM 50's deterministic chain overshoots silence (19% of a sample's bars silent,
-# real music 12.5%; DDPM 200: 15%, DDPM 1000 the same as 200), and DDPM 200 infills fit their
-# pieces better in 8 of the 12 fidelity figures (README, "Does the music hold together?").
-DEFAULT_SAMPLER = "ddpm"
 DEFAULT_STEPS = {"ddpm": 200, "ddim": 50}
-# How an infill uses the known music. "replace" is the paper's Algorithm 1: after every step the
-# known chunks of x_t are overwritten by a noised copy of them, and the net must read the context
-# from those noisy copies. "conditioned" does the same and also hands the net the clean known
-# chunks (a model trained with `DiffusionConfig.conditional`).
-INFILL_METHODS = ("conditioned", "replace")
-# Classifier-free guidance weight of a conditioned infill (`MelodyDiffusion.guided_eps`).
-DEFAULT_GUIDANCE = 3.0
-# Context guidance of new melodies (`MelodyDiffusion.guided_eps`): the weight w of
-# eps_alone + w (eps_piece - eps_alone), eps_alone being the net's prediction for each chunk seen on
-# its own. Chosen on 64 DDPM-200 samples (README, "Does the music hold together?"): with the shipped
-# model, key stability 0.912 at w = 2.25 on seed 0 (real windows 0.936) and 0.924, 0.933, 0.931 at
-# w = 2.5 on seeds 0, 1, 2 (real 0.936, 0.925, 0.934), with silent bars 10-15% (real 11-14%). The
-# cost of more: fewer distinct phrases (18-21% of 2-bar chunks restated at 2.5; real windows 1-4%).
-CONTEXT_GUIDANCE = 2.5
 # Register repair of new melodies (`MelodyDiffusion.repair_samples`): a chunk holding a note more
 # than REGISTER_MARGIN semitones outside its melody's 10-90% pitch band is regenerated from the
 # rest of the melody, up to REPAIR_ROUNDS times (two rounds left stray chunks in 2 of 32 styled
@@ -298,18 +278,21 @@ class MelodyDiffusion:
         if schedule is None:
             schedule = ScheduleConfig.from_dict(model.sections.get("schedule", {}))
         self.schedule = schedule.build()
-        self.precision = resolve_precision(precision, next(model.parameters()).device)
+        self.device = next(model.parameters()).device  # the codec's VAE may sit elsewhere (`from_pretrained`)
+        self.precision = resolve_precision(precision, self.device)
         if model.config.data_dim != codec.dim:
             raise ValueError(f"the model has {model.config.data_dim} dims, the codec {codec.dim}")
 
     @classmethod
     def from_pretrained(cls, diffusion_dir: str | Path = DEFAULT_DIFFUSION, vae_dir: str | Path | None = None,
-                        precision: str = "fp32") -> MelodyDiffusion:
+                        precision: str = "fp32", device: str | torch.device = "cpu") -> MelodyDiffusion:
+        """The shipped (or any) checkpoint with its codec, both on `device` ('cpu', 'cuda', ...; a
+        resolved one: `precision.resolve_device` turns the CLI's 'auto' into one)."""
         diffusion_dir = Path(diffusion_dir)
         if not (diffusion_dir / "model.safetensors").is_file():
             raise FileNotFoundError(f"{diffusion_dir}: no diffusion checkpoint (model.safetensors) there")
-        return cls(TransformerDDPM.from_pretrained(diffusion_dir), LatentCodec.from_pretrained(diffusion_dir, vae_dir),
-                   precision)
+        return cls(TransformerDDPM.from_pretrained(diffusion_dir).to(device),
+                   LatentCodec.from_pretrained(diffusion_dir, vae_dir).to(device), precision)
 
     @property
     def seq_len(self) -> int:
@@ -411,6 +394,8 @@ class MelodyDiffusion:
         for name, w in (("guidance", guidance), ("context guidance", context_guidance)):
             if not 0.0 <= w <= 10.0:
                 raise GenerateError(f"{name} must be between 0 and 10, got {w}")
+        on = functools.partial(torch.as_tensor, device=self.device)  # inputs come from the CPU (numpy, the codec)
+        mask, known, music = (None if t is None else on(t) for t in (mask, known, music))
         cond: dict[str, torch.Tensor] = {}
         if known is not None and self.check_method(method) == "conditioned":
             cond["keep"] = ~torch.as_tensor(mask, dtype=torch.bool).expand(num, chunks)
@@ -420,7 +405,7 @@ class MelodyDiffusion:
                 label = self.model.config.style_index(style)
             except ValueError as e:
                 raise GenerateError(str(e)) from None
-            cond["style"] = torch.full((num,), label, dtype=torch.long)
+            cond["style"] = torch.full((num,), label, dtype=torch.long, device=self.device)
         eps_fn = self.guided_eps(cond, guidance if cond else 1.0,
                                  context_guidance if chunks > 1 else 1.0)  # a single chunk is its own whole piece
         if music is not None and mask is not None and known is not None and self.codec.config.flag:
@@ -431,7 +416,7 @@ class MelodyDiffusion:
             known = torch.as_tensor(known).expand(num, chunks, -1).clone()
             known[..., -1] = torch.where(forced, torch.full_like(known[..., -1], -FLAG_SILENT), known[..., -1])
         return sampler.sample(eps_fn, (num, chunks, self.codec.dim), seed=seed, callback=callback,
-                              mask=mask, known=known)
+                              mask=mask, known=known, device=self.device)
 
     def repair_samples(self, x: torch.Tensor, sampler: Sampler, seed: int | None = None,
                        style: str | None = None) -> torch.Tensor:
@@ -488,7 +473,7 @@ class MelodyDiffusion:
         zero-shot classifier, Li et al. 2023). ANY_STYLE, the corpus' mix, wins where no one style
         explains the music better; it is also the answer of a model without styles or where
         nothing is known."""
-        x0 = torch.as_tensor(known)[torch.as_tensor(keep, dtype=torch.bool)].float()
+        x0 = torch.as_tensor(known)[torch.as_tensor(keep, dtype=torch.bool)].float().cpu()
         if not self.styles or not len(x0):
             return ANY_STYLE
         n = len(STYLE_PROBE) * STYLE_PROBE_DRAWS
@@ -496,10 +481,12 @@ class MelodyDiffusion:
         level = torch.tensor([self.schedule.noise_level(round(f * steps)) for f in STYLE_PROBE],
                              dtype=torch.float64).repeat_interleave(STYLE_PROBE_DRAWS)
         eps = torch.randn((n, *x0.shape), generator=torch.Generator().manual_seed(0))
-        x_t = self.schedule.q_sample(x0.expand(n, -1, -1), level, eps)
+        x_t = self.schedule.q_sample(x0.expand(n, -1, -1), level, eps).to(self.device)  # drawn on the CPU: the
+        level, eps = level.to(self.device), eps.to(self.device)  # same probe on every device
         labels = (ANY_STYLE, *self.styles)
-        err = [(self.eps(x_t, level, style=torch.full((n,), i)) - eps).pow(2).mean()  # one label at a time:
-               for i in range(len(labels))]  # a 64-bar piece's probe batch holds 0.5 GB of activations
+        # one label at a time: a 64-bar piece's probe batch holds 0.5 GB of activations
+        err = [(self.eps(x_t, level, style=torch.full((n,), i, device=self.device)) - eps).pow(2).mean()
+               for i in range(len(labels))]
         return labels[int(torch.stack(err).argmin())]
 
     def decode(self, latents: torch.Tensor, seed: int | None = 0) -> list[np.ndarray]:
@@ -528,7 +515,7 @@ class MelodyDiffusion:
         if repair:
             x = self.repair_samples(x, chain, seed, style)
         tokens = [t[: bars * melody.STEPS_PER_BAR] for t in self.decode(x)]
-        return Result(tokens, x, time.perf_counter() - t0, style=style or ANY_STYLE)
+        return Result(tokens, x.cpu(), time.perf_counter() - t0, style=style or ANY_STYLE)
 
     def infill(self, tokens: np.ndarray, span: tuple[int, int], sampler: str = DEFAULT_SAMPLER,
                steps: int | None = None, seed: int | None = None, callback: Callback | None = None,
@@ -586,7 +573,7 @@ class MelodyDiffusion:
             out = keep_steps(out, full, goal.pickup)
             remarks.append("the pickup kept its own notes (no draw gave it one), so the bar numbers stay")
         remarks += [f.message for f in fit.faults(out, goal)]
-        return Result([out], x, time.perf_counter() - t0, plan, style, remarks)
+        return Result([out], x.cpu(), time.perf_counter() - t0, plan, style, remarks)
 
     def extend(self, tokens: np.ndarray, bars: int, **kwargs) -> Result:
         """Continue a melody by `bars` new bars."""

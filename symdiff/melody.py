@@ -3,8 +3,9 @@
 The token grid is MusicVAE's `mel_2bar` encoding (note_seq `MelodyOneHotEncoding(21, 109)`):
 4 steps per quarter note, 16 steps per model bar (four quarter notes), 90 classes per step:
 0 = no event (hold the sounding note or stay silent), 1 = note-off, 2..89 = note-on for MIDI
-pitch 21..108. A 2-bar chunk is 32 steps. note_seq does the reading, quantizing and the
-monophonic reduction; this module decides how a real MIDI file maps onto that grid.
+pitch 21..108. A 2-bar chunk is 32 steps. pretty_midi reads a file; `notes` quantises and
+reduces it to one line per track as note_seq did; this module decides how a real MIDI file maps
+onto that grid.
 
 Policies (what a real file meets):
 - Type 0 and type 1 files: pretty_midi splits notes into instruments by track, program and
@@ -17,7 +18,7 @@ Policies (what a real file meets):
   (MusicVAE's programs 0..31 are its training-data filter, not a sign of the tune).
 - Drums are never candidates; a file with only drums is an error.
 - Polyphony: the highest note wins among notes that start together, and a new note cuts the
-  sounding one (note_seq `Melody.from_quantized_sequence(ignore_polyphonic_notes=True)`).
+  sounding one (`notes.monophonic`, as note_seq's `Melody.from_quantized_sequence`).
 - Tempo changes: notes are placed by their position in beats (through the tempo map), so a
   tempo change never shifts the grid; the output MIDI carries the first tempo.
 - Time signatures: the token grid is always 16 steps per model bar (what the VAE knows), and
@@ -34,7 +35,7 @@ Policies (what a real file meets):
 - Notes outside 21..108 are dropped, as MusicVAE's data converter does.
 - Token step 0 is the file's tick 0 (leading silence is kept), so a step is the same moment
   in every track and in the file's bar map.
-- Triplets and other off-grid notes snap to the nearest 16th (note_seq's quantizer); notes
+- Triplets and other off-grid notes snap to the nearest 16th (`notes.quantize`); notes
   that collapse onto an earlier note's step are dropped by the monophonic reduction.
 - Empty files and files without a single note in any non-drum track are errors; files longer
   than `MAX_BARS` are cut there (64-bar windows are all the models use).
@@ -65,30 +66,19 @@ import numpy as np
 
 from .atomic import write_bytes
 from .errors import SymdiffError
+from .notes import BadMeter, Note, Score, line_notes, monophonic, quantize, score_of, write_line
 
 # pyfluidsynth prints "'fluidsynth' was found at ..." to stdout on import whenever $CI is set,
-# and note_seq's pretty_midi imports it: import it first, silenced, so the CLI's stdout (JSON
-# included) stays exactly what symdiff writes. note_seq also imports pydub, which warns that it
-# finds no ffmpeg (symdiff never asks pydub for audio). symdiff reaches note_seq only through
-# this module.
+# and pretty_midi imports it: import it first, silenced, so the CLI's stdout (JSON included)
+# stays exactly what symdiff writes.
 with contextlib.redirect_stdout(io.StringIO()):
     try:
         import fluidsynth  # noqa: F401
     except (ImportError, OSError):
         pass
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Couldn't find ffmpeg", category=RuntimeWarning)
-    import note_seq  # noqa: E402
 import mido  # noqa: E402
 import pretty_midi  # noqa: E402
 from mido.midifiles.meta import build_meta_message  # noqa: E402
-from note_seq import melodies_lib, midi_io, sequences_lib  # noqa: E402
-from note_seq.protobuf import music_pb2  # noqa: E402
-
-# note_seq raises pretty_midi's tick guard to 1e10 on import, so that a 29-byte file with one
-# event at tick 1e8 builds a tick table of gigabytes; `bounded_midi` clips every file first, and
-# pretty_midi's own guard is back for anyone who calls it another way.
-pretty_midi.pretty_midi.MAX_TICK = 1e7
 
 log = logging.getLogger(__name__)
 
@@ -334,38 +324,15 @@ def tokens_pitches(tokens: np.ndarray) -> np.ndarray:
     return tokens[tokens >= 2].astype(np.int64) - 2 + MIN_PITCH
 
 
-def melody_to_tokens(melody: melodies_lib.Melody) -> np.ndarray:
-    """note_seq Melody events (-2 off, -1 no event, pitch) -> uint8 tokens."""
-    events = np.asarray(list(melody), dtype=np.int64)
-    out = np.zeros(len(events), dtype=np.uint8)
-    out[events == melodies_lib.MELODY_NOTE_OFF] = NOTE_OFF
-    on = events >= 0
-    if np.any(on & ((events < MIN_PITCH) | (events > MAX_PITCH))):
-        raise MelodyError("melody has pitches outside 21..108")
-    out[on] = events[on] - MIN_PITCH + 2
-    return out
-
-
-def tokens_to_melody(tokens: np.ndarray) -> melodies_lib.Melody:
-    tokens = np.asarray(tokens, dtype=np.int64)
-    events = np.full(len(tokens), melodies_lib.MELODY_NO_EVENT, dtype=np.int64)
-    events[tokens == NOTE_OFF] = melodies_lib.MELODY_NOTE_OFF
-    on = tokens >= 2
-    events[on] = tokens[on] - 2 + MIN_PITCH
-    return melodies_lib.Melody(
-        events=events.tolist(), steps_per_quarter=STEPS_PER_QUARTER, steps_per_bar=STEPS_PER_BAR
-    )
-
-
-def tokens_to_note_sequence(
+def tokens_to_score(
     tokens: np.ndarray, qpm: float = DEFAULT_QPM, program: int = 0, velocity: int = 100
-) -> music_pb2.NoteSequence:
-    """Tokens -> NoteSequence in seconds; the end of the tokens ends a sounding note."""
+) -> Score:
+    """Tokens -> notes in seconds; the end of the tokens ends a sounding note."""
     check_tokens(tokens)
-    ns = tokens_to_melody(tokens).to_sequence(velocity=velocity, program=program, qpm=qpm)
-    ns.time_signatures.add(numerator=4, denominator=4)
-    ns.total_time = len(tokens) * 60.0 / qpm / STEPS_PER_QUARTER
-    return ns
+    seconds = 60.0 / qpm / STEPS_PER_QUARTER  # per step
+    notes = [Note(on * seconds, off * seconds, token - 2 + MIN_PITCH, velocity, program=program)
+             for on, off, token in line_notes(tokens)]
+    return Score(notes, tempos=[(0.0, qpm)], meters=[(0.0, 4, 4)], total_time=len(tokens) * seconds)
 
 
 def tokens_to_midi(
@@ -378,18 +345,10 @@ def tokens_to_midi(
 def tokens_to_midi_bytes(tokens: np.ndarray, qpm: float = DEFAULT_QPM, program: int = 0) -> bytes:
     """The MIDI file's bytes; every track ends at the melody's last step, so bars of rest at its
     end are part of the file (a sample asked for 16 bars lasts 16 bars)."""
-    pm = note_seq.note_sequence_to_pretty_midi(tokens_to_note_sequence(tokens, qpm, program))
-    buf = io.BytesIO()
-    pm.write(buf)
-    mid = mido.MidiFile(file=io.BytesIO(buf.getvalue()))
-    end = len(tokens) * mid.ticks_per_beat // STEPS_PER_QUARTER
-    for track in mid.tracks:
-        last = track[-1]
-        if last.type == "end_of_track":
-            before = sum(m.time for m in track[:-1])
-            last.time = max(last.time, end - before)
+    check_tokens(tokens)
+    notes = [(on, off, token - 2 + MIN_PITCH) for on, off, token in line_notes(tokens)]
     out = io.BytesIO()
-    mid.save(file=out)
+    write_line(notes, len(tokens), STEPS_PER_QUARTER, qpm, program, velocity=100).save(file=out)
     return out.getvalue()
 
 
@@ -617,14 +576,14 @@ def _cut_at_budget(tracks: list[list[_Event]], cut: int) -> tuple[int, int]:
     return cut, sum(len(t) for t in tracks)
 
 
-def load_note_sequence(source: str | Path | bytes, max_bars: int = MAX_BARS) -> music_pb2.NoteSequence:
-    """Read a MIDI file (path or bytes) into a NoteSequence, with a clear error for bad input;
-    bounded work whatever the file holds (`bounded_midi`)."""
+def load_score(source: str | Path | bytes, max_bars: int = MAX_BARS) -> Score:
+    """Read a MIDI file (path or bytes) into its notes and timing events, with a clear error for
+    bad input; bounded work whatever the file holds (`bounded_midi`)."""
     return _load(source, max_bars)[0]
 
 
-def _load(source: str | Path | bytes, max_bars: int) -> tuple[music_pb2.NoteSequence, float | None]:
-    """`load_note_sequence`, and the quarter note where the file was cut (None: read whole)."""
+def _load(source: str | Path | bytes, max_bars: int) -> tuple[Score, float | None]:
+    """`load_score`, and the quarter note where the file was cut (None: read whole)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -641,21 +600,21 @@ def _load(source: str | Path | bytes, max_bars: int) -> tuple[music_pb2.NoteSequ
         raise MelodyError(f"{name}: not a MIDI file (no MThd header)")
     try:
         mid, cut_beat = bounded_midi(data, max_bars)
-        return midi_io.midi_to_note_sequence(read_pretty_midi(mid)), cut_beat
-    except _Corrupt as e:
+        return score_of(read_pretty_midi(mid)), cut_beat
+    except (_Corrupt, BadMeter) as e:
         raise MelodyError(f"{name}: corrupt MIDI file ({e})") from None
     except Exception as e:  # mido's and pretty_midi's many kinds on corrupt data
         raise MelodyError(f"{name}: corrupt MIDI file ({type(e).__name__}: {e})") from None
 
 
-def beat_clock(ns: music_pb2.NoteSequence) -> Callable[[Any], np.ndarray]:
-    """seconds -> beats through the sequence's tempo map, for many times at once (a song's
+def beat_clock(score: Score) -> Callable[[Any], np.ndarray]:
+    """seconds -> beats through the score's tempo map, for many times at once (a song's
     notes: one call per note was a fifth of reading a long song)."""
-    tempos = sorted(ns.tempos, key=lambda t: t.time)
-    if not tempos or tempos[0].time > 0:
-        tempos = [music_pb2.NoteSequence.Tempo(time=0.0, qpm=tempos[0].qpm if tempos else DEFAULT_QPM)] + tempos
-    times = np.array([t.time for t in tempos])
-    qpms = np.array([t.qpm for t in tempos])
+    tempos = sorted(score.tempos, key=lambda t: t[0])
+    if not tempos or tempos[0][0] > 0:
+        tempos = [(0.0, tempos[0][1] if tempos else DEFAULT_QPM)] + tempos
+    times = np.array([t for t, _ in tempos])
+    qpms = np.array([q for _, q in tempos])
     beats_at = np.concatenate([[0.0], np.cumsum(np.diff(times) * qpms[:-1] / 60.0)])
 
     def beats(t: Any) -> np.ndarray:
@@ -666,70 +625,33 @@ def beat_clock(ns: music_pb2.NoteSequence) -> Callable[[Any], np.ndarray]:
     return beats
 
 
-def to_beat_time(ns: music_pb2.NoteSequence) -> music_pb2.NoteSequence:
-    """Copy of `ns` with times in beats at 60 qpm, so tempo changes do not move the grid."""
-    beats = beat_clock(ns)
-    out = music_pb2.NoteSequence()
-    out.CopyFrom(ns)
-    del out.tempos[:]
-    out.tempos.add(time=0.0, qpm=60.0)
-    del out.time_signatures[:]
-    out.time_signatures.add(time=0.0, numerator=4, denominator=4)
-    starts = beats([n.start_time for n in out.notes]).tolist()
-    ends = beats([n.end_time for n in out.notes]).tolist()
-    for n, start, end in zip(out.notes, starts, ends, strict=True):
-        n.start_time, n.end_time = start, end
-    out.total_time = float(beats(ns.total_time))
-    return out
-
-
-def sequence_lines(ns: music_pb2.NoteSequence, max_bars: int = MAX_BARS) -> list[Candidate]:
-    """One monophonic line per non-drum instrument of a NoteSequence, on the model grid."""
-    if not ns.notes:
-        return []
-    beats = to_beat_time(ns)
-    # Cut at the bar limit before quantising: note_seq fills a melody step by step, so one note
-    # held for 2**24 beats would cost seconds and a gigabyte before the tokens are cut.
+def sequence_lines(score: Score, max_bars: int = MAX_BARS) -> list[Candidate]:
+    """One monophonic line per non-drum instrument of a score, on the model grid: notes placed
+    by their beat (so tempo changes never move the grid), cut at the bar limit, quantised to 16th
+    notes, drums, silent notes (velocity 0) and pitches outside 21..108 left out."""
+    beats = beat_clock(score)
     end = float(max_bars * STEPS_PER_BAR // STEPS_PER_QUARTER)  # in beats
-    kept = [n for n in beats.notes if n.start_time < end]
-    del beats.notes[:]
-    beats.notes.extend(kept)
-    for n in beats.notes:
-        n.end_time = min(n.end_time, end)
-    beats.total_time = min(beats.total_time, end)
-    quantized = sequences_lib.quantize_note_sequence(beats, STEPS_PER_QUARTER)
-    names = {i.instrument: i.name for i in ns.instrument_infos}
-    in_range = [n for n in quantized.notes if MIN_PITCH <= n.pitch <= MAX_PITCH]
-    del quantized.notes[:]
-    quantized.notes.extend(in_range)
-    by_instrument: dict[int, list] = {}
-    for n in quantized.notes:
-        if not n.is_drum and n.velocity > 0:
-            by_instrument.setdefault(n.instrument, []).append(n)
-    # note_seq looks through every note of the sequence for each instrument it extracts: give
-    # it one instrument's notes at a time, or a file of 1,000s of tracks takes minutes.
-    one = music_pb2.NoteSequence()
-    one.CopyFrom(quantized)
+    notes = [n for n in score.notes if not n.is_drum and n.velocity > 0 and MIN_PITCH <= n.pitch <= MAX_PITCH]
+    starts = beats([n.start for n in notes])
+    kept = starts < end  # a note held past the bar limit ends there
+    notes = [n for n, k in zip(notes, kept, strict=True) if k]
+    onsets = quantize(starts[kept] * STEPS_PER_QUARTER)
+    offsets = quantize(np.minimum(beats([n.end for n in notes]), end) * STEPS_PER_QUARTER)
+    offsets = np.maximum(offsets, onsets + 1)  # a note shorter than half a step still takes one
+    by_instrument: dict[int, list[int]] = {}
+    for i, n in enumerate(notes):
+        by_instrument.setdefault(n.instrument, []).append(i)
     lines: list[Candidate] = []
-    for instrument, notes in sorted(by_instrument.items()):
-        del one.notes[:]
-        one.notes.extend(notes)
-        melody = melodies_lib.Melody()
-        melody.from_quantized_sequence(
-            one, instrument=instrument, gap_bars=float("inf"),
-            ignore_polyphonic_notes=True, pad_end=True,
-        )
-        if len(melody) == 0:
-            continue
-        start_bar = melody.start_step // STEPS_PER_BAR
-        tokens = np.zeros(start_bar * STEPS_PER_BAR + len(melody), dtype=np.uint8)
-        tokens[start_bar * STEPS_PER_BAR :] = melody_to_tokens(melody)
-        tokens = tokens[: max_bars * STEPS_PER_BAR]
-        onsets = np.unique([n.quantized_start_step for n in notes], return_counts=True)[1]
+    for instrument, rows in sorted(by_instrument.items()):
+        first, line = monophonic(onsets[rows], offsets[rows],
+                                 np.array([notes[i].pitch - MIN_PITCH + 2 for i in rows]), STEPS_PER_BAR)
+        tokens = np.zeros(first + len(line), dtype=np.uint8)
+        tokens[first:] = line
+        together = np.unique(onsets[rows], return_counts=True)[1]
         lines.append(Candidate(
-            index=len(lines), instrument=instrument, program=notes[0].program,
-            name=names.get(instrument, ""), tokens=tokens, num_source_notes=len(notes),
-            polyphony=float((onsets > 1).mean()),
+            index=len(lines), instrument=instrument, program=notes[rows[0]].program,
+            name=score.names.get(instrument, ""), tokens=tokens[: max_bars * STEPS_PER_BAR],
+            num_source_notes=len(rows), polyphony=float((together > 1).mean()),
         ))
     return lines
 
@@ -812,34 +734,30 @@ def most_melodic(candidates: list[Candidate]) -> int:
     return int(np.argmax(totals))
 
 
-MINOR = music_pb2.NoteSequence.KeySignature.MINOR
-
-
 def read_midi(source: str | Path | bytes, max_bars: int = MAX_BARS) -> MidiMelodies:
     """Read a MIDI file (path or bytes) -> its candidate melodies and the default choice."""
-    ns, cut_beat = _load(source, max_bars)
-    if not ns.notes:
+    score, cut_beat = _load(source, max_bars)
+    if not score.notes:
         raise MelodyError("the MIDI file has no notes")
-    if all(n.is_drum for n in ns.notes):
+    if all(n.is_drum for n in score.notes):
         raise MelodyError("the MIDI file has only drums; a melody needs a pitched track")
-    candidates = [c for c in sequence_lines(ns, max_bars) if c.num_notes > 0]
+    candidates = [c for c in sequence_lines(score, max_bars) if c.num_notes > 0]
     if not candidates:
-        pitched = [n.pitch for n in ns.notes if not n.is_drum]
-        if all(not MIN_PITCH <= p <= MAX_PITCH for p in pitched):
+        if all(not MIN_PITCH <= n.pitch <= MAX_PITCH for n in score.notes if not n.is_drum):
             raise MelodyError(f"no melody found: every pitched note lies outside the range the model knows "
                               f"(MIDI {MIN_PITCH}-{MAX_PITCH}, A0 to C8)")
         raise MelodyError("no melody found: no pitched notes on the 16th-note grid")
     default = most_melodic(candidates)
-    tempos = sorted(ns.tempos, key=lambda t: t.time)
-    sigs = sorted(ns.time_signatures, key=lambda t: t.time)
-    beats, steps = beat_clock(ns), STEPS_PER_QUARTER
+    qpms = [q for _, q in sorted(score.tempos, key=lambda t: t[0])]
+    sigs = [(n, d) for _, n, d in sorted(score.meters, key=lambda m: m[0])]
+    beats, steps = beat_clock(score), STEPS_PER_QUARTER
     end_beat = float(max_bars * STEPS_PER_BAR // STEPS_PER_QUARTER)
-    pitched = [n for n in ns.notes if not n.is_drum and MIN_PITCH <= n.pitch <= MAX_PITCH]
-    starts, ends = beats([n.start_time for n in pitched]), beats([n.end_time for n in pitched])
+    pitched = [n for n in score.notes if not n.is_drum and MIN_PITCH <= n.pitch <= MAX_PITCH]
+    starts, ends = beats([n.start for n in pitched]), beats([n.end for n in pitched])
     onsets = np.round(starts[starts < end_beat] * steps).astype(np.int64)
     # the music ends with its last note; a note never ended (cut at the bar limit) counts one step
     end = float(np.where(ends < end_beat, ends, np.minimum(starts + 1 / steps, end_beat)).max()) * steps
-    bars = bar_map([(float(beats(t.time)) * steps, t.numerator, t.denominator) for t in sigs], onsets, end)
+    bars = bar_map([(float(beats(t)) * steps, n, d) for t, n, d in score.meters], onsets, end)
     if cut_beat is not None:
         why = (f"symdiff reads at most {max_bars:,} bars" if cut_beat >= end_beat else
                f"symdiff reads the first {MAX_EVENTS:,} notes and events of a file")
@@ -847,11 +765,10 @@ def read_midi(source: str | Path | bytes, max_bars: int = MAX_BARS) -> MidiMelod
     return MidiMelodies(
         candidates=candidates,
         default=default,
-        qpm=float(tempos[0].qpm) if tempos else DEFAULT_QPM,
-        time_signature=(sigs[0].numerator, sigs[0].denominator) if sigs else (4, 4),
-        tempo_changes=max(0, len({round(t.qpm, 3) for t in tempos}) - 1),
-        time_signature_changes=max(0, len({(s.numerator, s.denominator) for s in sigs}) - 1),
+        qpm=float(qpms[0]) if qpms else DEFAULT_QPM,
+        time_signature=sigs[0] if sigs else (4, 4),
+        tempo_changes=max(0, len({round(q, 3) for q in qpms}) - 1),
+        time_signature_changes=max(0, len(set(sigs)) - 1),
         bars=bars,
-        keys=tuple((round(float(beats(k.time)) * steps), k.key + 12 * (k.mode == MINOR))
-                   for k in sorted(ns.key_signatures, key=lambda k: k.time)),
+        keys=tuple((round(float(beats(t)) * steps), key) for t, key in sorted(score.keys, key=lambda k: k[0])),
     )

@@ -50,7 +50,7 @@ def note_spans(tokens: Tokens) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(start_step, end_step, pitch) arrays of the notes in a token melody.
 
     A note-on sounds until the next note-on or note-off, or to the end of the tokens, the same
-    reading as `melody.tokens_to_note_sequence`.
+    reading as `melody.tokens_to_score`.
     """
     tokens = np.asarray(tokens)
     check_tokens(tokens)

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from .errors import SymdiffError
+from .options import DEVICES, PRECISIONS
 
-PRECISIONS = ("auto", "bf16", "fp32")
 ENV = "SYMDIFF_PRECISION"
 _NATIVE_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
 # A core counts as free when at least 1 - FREE_SLACK of it was idle: a thread on a core another
@@ -60,6 +60,18 @@ def resolve_precision(choice: str = "auto", device: str | torch.device = "cpu") 
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
+def resolve_device(choice: str = "auto") -> str:
+    """'auto' | 'cpu' | 'cuda' -> the device a run uses: auto takes CUDA where torch sees a GPU,
+    the CPU otherwise; 'cuda' on a machine without one is refused before any work."""
+    if choice not in DEVICES:
+        raise SymdiffError(f"device must be one of {', '.join(DEVICES)}, got {choice!r}")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SymdiffError("--device cuda: torch sees no CUDA GPU on this machine (use --device cpu or auto)")
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return choice
 
 
 def autocast(precision: str, device_type: str = "cpu"):

@@ -244,7 +244,8 @@ class Sampler:
 
         steps: S (or an explicit list of timesteps); None keeps the current ones.
         generator / seed: all randomness (start, step noise, infill noise) comes from one
-            generator drawn in a fixed order, so a seed gives the same output bit for bit.
+            generator drawn in a fixed order, so a seed gives the same output bit for bit; the
+            default generator is the CPU's, so a seed draws the same noise on every device.
         callback(i, total, x_t, x0_hat): after every step i = 0..total-1, with the new sample
             (known positions already overwritten) and that step's clipped x0 prediction.
         mask, known: infilling (paper Algorithm 1). mask (k,) or (B, k) bool over the chunk
@@ -257,7 +258,7 @@ class Sampler:
         if steps is not None:
             self.set_timesteps(steps)
         if generator is None:
-            generator = torch.Generator(device=device)
+            generator = torch.Generator()
             if seed is None:
                 generator.seed()  # fresh entropy, without touching torch's global generator
         if seed is not None:

@@ -13,7 +13,6 @@ which keeps the loop cheap on a CPU.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -26,19 +25,6 @@ from torch import nn
 from . import melody
 from .atomic import sha256_file
 from .checkpoint import ConfigIO, Pretrained
-
-
-def checkpoints_dir() -> Path:
-    """Where the shipped checkpoints are: $SYMDIFF_CHECKPOINTS, else the checkout's checkpoints/
-    (a clone, or an editable install), else ./checkpoints. A wheel (`pip install .`) does not
-    carry the weights: run it from a clone or point the variable at one."""
-    if os.environ.get("SYMDIFF_CHECKPOINTS"):
-        return Path(os.environ["SYMDIFF_CHECKPOINTS"])
-    beside = Path(__file__).resolve().parent.parent / "checkpoints"
-    return beside if beside.is_dir() else Path.cwd() / "checkpoints"
-
-
-DEFAULT_CHECKPOINT = checkpoints_dir() / "musicvae-mel2bar-small"
 
 
 @dataclass

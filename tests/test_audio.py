@@ -51,8 +51,7 @@ def seconds_per_step(qpm):
 
 
 def last_note_end(tokens, qpm):
-    ns = melody.tokens_to_note_sequence(tokens, qpm=qpm)
-    return max(n.end_time for n in ns.notes)
+    return max(n.end for n in melody.tokens_to_score(tokens, qpm=qpm).notes)
 
 
 def onset(x, sr, rel=0.1, hop=64):
@@ -126,10 +125,10 @@ def test_silent_melody(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_note_sequence_and_program(backend, bach):
-    """A NoteSequence renders like its tokens; another GM program changes the sound."""
-    ns = melody.tokens_to_note_sequence(bach, qpm=96.0)
-    sr, a = audio.render(ns, sample_rate=SR, backend=backend)
+def test_score_and_program(backend, bach):
+    """A Score renders like its tokens; another GM program changes the sound."""
+    score = melody.tokens_to_score(bach, qpm=96.0)
+    sr, a = audio.render(score, sample_rate=SR, backend=backend)
     sr, b = audio.render(bach, qpm=96.0, sample_rate=SR, backend=backend)
     assert len(a) == len(b)
     assert np.allclose(a, b, atol=1e-3)

@@ -1,8 +1,8 @@
 """The `symdiff` command line for data: `inspect`, `data build`, `data stats`.
 
 The process-level checks (exit status, one clean stderr line, the console script itself)
-run `symdiff` as a real subprocess. Each such process pays note_seq's import (about 4 s of
-CPU: it pulls in bokeh and pandas), so there are two and they start together: `data build`
+run `symdiff` as a real subprocess. Each such process pays `data build`'s imports, so there are
+two and they start together: `data build`
 and `inspect` on a corrupt file (a fresh process is where an import-time warning would add a
 second stderr line). They run with CI=1, under which pyfluidsynth (imported by pretty_midi)
 prints to stdout unless symdiff silences it. The other cases call `symdiff.cli.main` in this process: the same code

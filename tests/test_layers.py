@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "symdiff"
 TOP = ("demo", "cli")  # the app and the command: may import anything
 # layer of each subpackage; the modules directly in symdiff/ are layer 0 (inference)
@@ -42,9 +44,9 @@ def imported_symdiff_modules(path: Path) -> set[str]:
 
 def layer(module: str) -> int:
     parts = module.split(".")
-    if len(parts) == 2:
-        return 3 if parts[1] in TOP else 0
-    return SUBPACKAGES[parts[1]]
+    if parts[1] in SUBPACKAGES:  # the subpackage itself (its __init__) or one of its modules
+        return SUBPACKAGES[parts[1]]
+    return 3 if parts[1] in TOP else 0
 
 
 def test_every_module_imports_only_from_its_own_layer_or_below():
@@ -82,3 +84,31 @@ def test_importing_the_pipeline_loads_no_data_training_or_evaluation_module():
     assert "symdiff.generate" in loaded and "symdiff.codec" in loaded
     outside = [m for m in loaded if m.split(".")[1:2] and m.split(".")[1] in SUBPACKAGES]
     assert not outside, f"importing symdiff.generate loads {outside}"
+
+
+# Run `symdiff ARGS` in a fresh interpreter and list the modules it loaded (after a marker line).
+CLI_RUNNER = ("import sys\nfrom symdiff.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+              "print('--modules--')\nprint('\\n'.join(sorted(sys.modules)))")
+HEAVY = ("torch", "note_seq", "librosa", "numba", "scipy", "music21", "matplotlib", "tensorflow")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["inspect", "tests/data/midi/oneills_003_4-4_melody.mid"],
+                                  ["sample", "--help"], ["evaluate", "--help"]], ids=" ".join)
+def test_light_commands_load_no_torch(args):
+    """`symdiff --help` and `inspect` start in a fraction of a second: the CLI imports model and
+    evaluation code only inside the subcommands that run it (issue 26)."""
+    out = subprocess.run([sys.executable, "-c", CLI_RUNNER, *args], capture_output=True, text=True, check=True,
+                         cwd=PACKAGE.parent).stdout
+    printed, loaded = out.split("--modules--\n")
+    assert "usage: symdiff" in printed or "oneills_003" in printed
+    heavy = sorted({m.split(".")[0] for m in loaded.split()} & set(HEAVY))
+    assert not heavy, f"symdiff {' '.join(args)} loads {heavy}"
+
+
+def test_the_cli_offers_every_registered_sampler():
+    """`options.SAMPLER_NAMES` (what --sampler offers without importing torch) names the samplers
+    `schedulers.SAMPLERS` registers."""
+    from symdiff.options import SAMPLER_NAMES
+    from symdiff.schedulers import SAMPLERS
+
+    assert SAMPLER_NAMES == tuple(SAMPLERS)

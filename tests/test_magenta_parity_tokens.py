@@ -64,6 +64,7 @@ import pytest
 pytestmark = pytest.mark.magenta  # a tier of its own: needs TensorFlow + Magenta (conftest skips importing it)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import magenta_env  # noqa: E402
+import note_seq_reference as ref  # noqa: E402
 
 mv_data = magenta_env.music_vae_data()
 mv_configs = magenta_env.music_vae_configs()
@@ -320,7 +321,7 @@ def prediction_lines(ns, ours: dict[int, melody.Candidate], rep: FileReport) -> 
             not melody.MIN_PITCH <= p <= melody.MAX_PITCH for p in pitches
         ):
             rep.range_rule_instruments.append(inst)
-            filtered = {c.instrument: c for c in melody.sequence_lines(without_out_of_range(ns))}
+            filtered = {c.instrument: c for c in ref.sequence_lines(without_out_of_range(ns))}
             if inst in filtered and filtered[inst].num_notes:
                 lines[inst] = filtered[inst].tokens
             else:

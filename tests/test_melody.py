@@ -42,17 +42,7 @@ def test_encoding_matches_musicvae_one_hot_encoding():
     events = [21, melodies_lib.MELODY_NO_EVENT, melodies_lib.MELODY_NOTE_OFF, 60, 108]
     assert [enc.encode_event(e) for e in events] == [2, 0, 1, 41, 89]
     assert enc.num_classes == M.NUM_CLASSES
-    mel = melodies_lib.Melody(events)
-    tokens = M.melody_to_tokens(mel)
-    assert tokens.tolist() == [2, 0, 1, 41, 89] and tokens.dtype == np.uint8
-    assert list(M.tokens_to_melody(tokens)) == events
-
-
-def test_melody_to_tokens_refuses_pitches_out_of_range():
-    with pytest.raises(M.MelodyError, match="21..108"):
-        M.melody_to_tokens(melodies_lib.Melody([60, -2, 20]))
-    with pytest.raises(M.MelodyError, match="21..108"):
-        M.melody_to_tokens(melodies_lib.Melody([109]))
+    assert [M.pitch_to_token(p) for p in (21, 60, 108)] == [2, 41, 89]
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -65,14 +55,13 @@ def test_check_tokens_rejects(bad, message):
         M.check_tokens(bad)
 
 
-def test_tokens_to_note_sequence_times():
+def test_tokens_to_score_times():
     tokens = tok((0, 41), (4, 1), (8, 45), length=16)  # C4 a quarter, rest, E4 held to the end
-    ns = M.tokens_to_note_sequence(tokens, qpm=120, program=5)
-    notes = [(n.pitch, n.start_time, n.end_time, n.program) for n in ns.notes]
+    score = M.tokens_to_score(tokens, qpm=120, program=5)
+    notes = [(n.pitch, n.start, n.end, n.program) for n in score.notes]
     assert notes == [(60, 0.0, 0.5, 5), (64, 1.0, 2.0, 5)]  # a step is 0.125 s at 120 qpm
-    assert ns.total_time == 2.0
-    assert [t.qpm for t in ns.tempos] == [120]
-    assert [(t.numerator, t.denominator) for t in ns.time_signatures] == [(4, 4)]
+    assert score.total_time == 2.0
+    assert score.tempos == [(0.0, 120)] and score.meters == [(0.0, 4, 4)]
 
 
 # --- tokens -> MIDI -> tokens ---------------------------------------------------------------
@@ -121,8 +110,8 @@ def test_written_file_keeps_tempo_program_and_meter(tmp_path):
     assert found.chosen.program == 40
     assert found.time_signature == (4, 4) and found.tempo_changes == 0
     # 32 steps at 90 qpm: 8 quarters = 5.333 s
-    ns = M.load_note_sequence(path)
-    assert max(n.end_time for n in ns.notes) == pytest.approx(32 * 60 / 90 / 4, abs=1e-3)
+    score = M.load_score(path)
+    assert max(n.end for n in score.notes) == pytest.approx(32 * 60 / 90 / 4, abs=1e-3)
 
 
 def test_real_candidates_round_trip(real_files):
@@ -269,7 +258,7 @@ def test_tempo_changes_do_not_move_the_grid(tmp_path):
     # a quarter note on every beat; tempo 120 -> 60 on beat 3 -> 200 in the middle of beat 5
     tempos = ((0, 120.0), (12, 60.0), (22, 200.0))
     path = write_midi(tmp_path / "tempo.mid", [conductor(tempos), notes_track([(4 * i, 4, 60 + i) for i in range(8)])])
-    starts = [round(n.start_time, 3) for n in M.load_note_sequence(path).notes]
+    starts = [round(n.start, 3) for n in M.load_score(path).notes]
     assert starts == [0.0, 0.5, 1.0, 1.5, 2.5, 3.5, 4.15, 4.45]  # uneven in seconds
     found = M.read_midi(path)
     assert found.qpm == pytest.approx(120) and found.tempo_changes == 2
@@ -281,7 +270,7 @@ def test_a_first_tempo_after_the_start_does_not_move_the_grid(tmp_path):
     late = [(16, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(60)))]
     late = [(tick * (480 // 4), msg) for tick, msg in late]
     path = write_midi(tmp_path / "late.mid", [late, notes_track([(4 * i, 4, 60 + i) for i in range(8)])])
-    starts = [round(n.start_time, 3) for n in M.load_note_sequence(path).notes]
+    starts = [round(n.start, 3) for n in M.load_score(path).notes]
     assert starts == [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0]
     found = M.read_midi(path)
     assert found.qpm == 120.0 and found.tempo_changes == 1

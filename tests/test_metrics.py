@@ -11,6 +11,7 @@ import statistics
 import time
 from statistics import NormalDist
 
+import note_seq_reference as ref
 import numpy as np
 import pytest
 from note_seq import quantize_note_sequence
@@ -149,7 +150,7 @@ def test_equal_variances_are_recognised_exactly():
 def schmubert_overlaps(tokens: np.ndarray) -> np.ndarray:
     """SCHmUBERT's per-note loop (notes through note_seq quantization, NormalDist per frame),
     with the frames over the whole token array and the exact population std (pstdev)."""
-    quantized = quantize_note_sequence(M.tokens_to_note_sequence(tokens), 4)
+    quantized = quantize_note_sequence(ref.tokens_to_note_sequence(tokens), 4)
     by_bar = [[] for _ in range(len(tokens) // BAR)]
     for note in quantized.notes:
         by_bar[note.quantized_start_step // BAR].append(note)

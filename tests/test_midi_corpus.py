@@ -2,7 +2,7 @@
 
 The folder is built in tmp: real files (tests/data/midi, else the ones inside the music21
 wheel) under hashed names in nested folders, plus planted bad files. Expectations come
-from a plain reference loop over `melody.load_note_sequence` + `melody.sequence_lines`.
+from a plain reference loop over `melody.load_score` + `melody.sequence_lines`.
 Builds run in this process (`workers=0`) or with one worker process.
 """
 from __future__ import annotations
@@ -107,10 +107,10 @@ def make_lakh_folder(root: Path) -> dict[str, Path]:
 def reference_lines(path: Path) -> list[melody.Candidate] | None:
     """A plain loop's answer: the lines in melody programs with notes; None if unreadable."""
     try:
-        ns = melody.load_note_sequence(path)
+        score = melody.load_score(path)
     except melody.MelodyError:
         return None
-    return [c for c in melody.sequence_lines(ns) if c.num_notes > 0 and c.in_melody_programs]
+    return [c for c in melody.sequence_lines(score) if c.num_notes > 0 and c.in_melody_programs]
 
 
 def same_lines(a: Lines, b: Lines) -> bool:

@@ -48,13 +48,12 @@ def boxes(ax):
 
 
 def expected_notes(tokens, qpm=120.0):
-    """Notes from note_seq's own reading of the tokens, in bars."""
-    ns = melody.tokens_to_note_sequence(tokens, qpm=qpm)
+    """Notes as they are played (`melody.tokens_to_score`), in bars."""
     bar = 4 * 60.0 / qpm
-    return sorted((n.start_time / bar, n.end_time / bar, float(n.pitch)) for n in ns.notes)
+    return sorted((n.start / bar, n.end / bar, float(n.pitch)) for n in melody.tokens_to_score(tokens, qpm=qpm).notes)
 
 
-def test_note_spans_match_note_seq(bach, foster64):
+def test_note_spans_match_the_played_notes(bach, foster64):
     for tokens in (bach, foster64):
         starts, ends, pitches = pr.note_spans(tokens)
         assert len(starts) == int((tokens >= 2).sum())

@@ -26,8 +26,8 @@ from symdiff import atomic
 from symdiff.cli import main
 from symdiff.data.dataset import DEFAULT_PATH, Lines
 from symdiff.errors import SymdiffError
+from symdiff.options import DEFAULT_VAE
 from symdiff.precision import ENV, resolve_precision
-from symdiff.vae import DEFAULT_CHECKPOINT
 
 REPO = Path(__file__).resolve().parent.parent
 SONG = REPO / "tests" / "data" / "midi" / "foster_brown_hair_lead_sheet.mid"
@@ -199,7 +199,7 @@ def corrupt(case: str, folder: Path) -> Path:
 @pytest.mark.parametrize("case", ["malformed config", "config not of this model", "oversized config",
                                   "truncated weights", "weights not matching"])
 def test_corrupt_vae_checkpoint_is_one_line_naming_the_file(case, tmp_path, capsys):
-    ckpt = shutil.copytree(DEFAULT_CHECKPOINT, tmp_path / "vae")
+    ckpt = shutil.copytree(DEFAULT_VAE, tmp_path / "vae")
     bad = corrupt(case, ckpt)
     out = tmp_path / "out.mid"
     assert main(["reconstruct", str(SONG), "--checkpoint", str(ckpt), "--out", str(out)]) == 2
@@ -214,7 +214,7 @@ def test_corrupt_diffusion_checkpoint_is_one_line_naming_the_file(case, tmp_path
 
     ckpt = shutil.copytree(DEFAULT_DIFFUSION, tmp_path / "diffusion")
     bad = corrupt(case, ckpt)
-    assert main(["sample", "--bars", "2", "--steps", "2", "--checkpoint", str(ckpt), "--vae", str(DEFAULT_CHECKPOINT),
+    assert main(["sample", "--bars", "2", "--steps", "2", "--checkpoint", str(ckpt), "--vae", str(DEFAULT_VAE),
                  "--out", str(tmp_path / "s"), "--quiet"]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert str(bad) in line and "Error" not in line, line

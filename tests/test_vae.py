@@ -22,7 +22,8 @@ from torch import nn
 from symdiff import melody
 from symdiff.atomic import CheckpointError
 from symdiff.cli import main as cli_main
-from symdiff.vae import CONFIGS, DEFAULT_CHECKPOINT, MusicVAE, VAEConfig, evaluate, kl_divergence, reconstruct
+from symdiff.options import DEFAULT_VAE
+from symdiff.vae import CONFIGS, MusicVAE, VAEConfig, evaluate, kl_divergence, reconstruct
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = CONFIGS["cat-mel_2bar_small"]
@@ -412,7 +413,7 @@ def test_reconstruct_cli_on_a_real_multi_track_file(tmp_path, capsys):
     assert back.qpm == pytest.approx(found.qpm)
 
 
-@pytest.mark.skipif(not (DEFAULT_CHECKPOINT / "config.json").is_file(), reason="no shipped checkpoint")
+@pytest.mark.skipif(not (DEFAULT_VAE / "config.json").is_file(), reason="no shipped checkpoint")
 def test_reconstruct_cli_with_the_shipped_checkpoint(tmp_path, capsys):
     line = melody.read_midi(MULTI_TRACK).pick(1)
     out = tmp_path / "x.mid"

@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import melody
-from ..melody import music_pb2
+from ..notes import Note, Score
 from .dataset import Lines
 
 log = logging.getLogger(__name__)
@@ -192,14 +192,9 @@ def _play(measures, order: list[int], bar_q: float, scale: float) -> tuple[list[
 
 
 def notes_to_tokens(notes: list[tuple[float, float, int]]):
-    """Notes in quarter notes -> tokens, through note_seq's quantizer and melody extraction."""
-    ns = music_pb2.NoteSequence()
-    ns.tempos.add(time=0.0, qpm=60.0)  # one second per quarter note
-    ns.time_signatures.add(time=0.0, numerator=4, denominator=4)
-    for on, off, pitch in notes:
-        ns.notes.add(start_time=on, end_time=off, pitch=pitch, velocity=80, instrument=0)
-    ns.total_time = max((n[1] for n in notes), default=0.0)
-    lines = melody.sequence_lines(ns)
+    """Notes in quarter notes -> tokens, through the quantiser and melody extraction of MIDI files."""
+    score = Score([Note(on, off, pitch, 80) for on, off, pitch in notes], tempos=[(0.0, 60.0)])  # 1 s a quarter
+    lines = melody.sequence_lines(score)
     return lines[0].tokens if lines else None
 
 

@@ -50,7 +50,7 @@ from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +59,6 @@ from tqdm import tqdm
 from .. import melody
 from ..atomic import append_text, write_text
 from ..errors import SymdiffError
-from ..melody import music_pb2
 from .dataset import Lines
 
 log = logging.getLogger(__name__)
@@ -88,7 +87,7 @@ REASONS = {
     "crashed": "the worker process died on this file",
 }
 
-# note_seq key (0 = C .. 11 = B) -> music21's spelling, as `corpus` writes keys.
+# key (0 = C .. 11 = B) -> music21's spelling, as `corpus` writes keys.
 MAJOR_KEYS = ("C", "D-", "D", "E-", "E", "F", "F#", "G", "A-", "A", "B-", "B")
 MINOR_KEYS = ("C", "C#", "D", "E-", "E", "F", "F#", "G", "G#", "A", "B-", "B")
 
@@ -211,10 +210,10 @@ def _clean_name(name: str) -> str:
     return "".join(ch if ch.isprintable() else " " for ch in name).strip()
 
 
-def _key_name(ks) -> str:
-    names = MINOR_KEYS if ks.mode == music_pb2.NoteSequence.KeySignature.MINOR else MAJOR_KEYS
-    mode = "minor" if ks.mode == music_pb2.NoteSequence.KeySignature.MINOR else "major"
-    return f"{names[ks.key % 12]} {mode}"
+def _key_name(key_number: int) -> str:
+    """pretty_midi's key number (0-11 major, 12-23 minor) -> music21's spelling."""
+    minor = key_number >= 12
+    return f"{(MINOR_KEYS if minor else MAJOR_KEYS)[key_number % 12]} {'minor' if minor else 'major'}"
 
 
 def read_file(
@@ -248,35 +247,32 @@ def read_file(
     try:
         with _deadline(timeout):
             try:
-                ns = melody.load_note_sequence(data)
+                score = melody.load_score(data)
             except melody.MelodyError as e:
                 return fail("corrupt", str(e).removeprefix("input: corrupt MIDI file "))
-            if not ns.notes:
+            if not score.notes:
                 return fail("no_notes")
-            pitched = [n for n in ns.notes if not n.is_drum]
+            pitched = [n for n in score.notes if not n.is_drum]
             if not pitched:
-                return fail("drums_only", f"{len(ns.notes)} drum notes")
+                return fail("drums_only", f"{len(score.notes)} drum notes")
             keep = [n for n in pitched if n.program in melody.MELODY_PROGRAMS]
             if not keep:
                 programs = sorted({n.program for n in pitched})
                 return fail("no_melody_programs", "programs " + ",".join(map(str, programs)))
             # Only the kept notes go through quantization and extraction (lines are per
             # instrument, so the others cannot change them); saves time on big arrangements.
-            kept = music_pb2.NoteSequence()
-            kept.CopyFrom(ns)
-            del kept.notes[:]
-            kept.notes.extend(keep)
+            kept = replace(score, notes=keep)
             candidates = [c for c in melody.sequence_lines(kept, max_bars) if c.num_notes > 0]
     except _Timeout:
         return fail("timeout", f"over {timeout:g} s")
-    except Exception as e:  # note_seq's quantizer and friends: count, never stop the run
+    except Exception as e:  # the reader and quantiser: count, never stop the run
         return fail("error", f"{type(e).__name__}: {e}")
     if not candidates:
         return fail("no_lines")
-    sigs = sorted(ns.time_signatures, key=lambda s: s.time)
-    keys = sorted(ns.key_signatures, key=lambda k: k.time)
-    res.meter = f"{sigs[0].numerator}/{sigs[0].denominator}" if sigs else ""
-    res.key = _key_name(keys[0]) if keys else ""
+    sigs = sorted(score.meters, key=lambda m: m[0])
+    keys = sorted(score.keys, key=lambda k: k[0])
+    res.meter = f"{sigs[0][1]}/{sigs[0][2]}" if sigs else ""
+    res.key = _key_name(keys[0][1]) if keys else ""
     res.lines = [(c.tokens, f"{c.instrument}:{_clean_name(c.name)}") for c in candidates]
     return res
 

@@ -98,12 +98,11 @@ from ..generate import (
     splice_bars,
 )
 from ..melody import BARS_PER_CHUNK, CHUNK_STEPS, NOTE_OFF, STEPS_PER_BAR
+from . import MIN_BARS
 from .metrics import STD_EPS, gaussian_overlap, melody_notes
 
-TASKS = ("fidelity", "coherence")
 DEFAULT_PIECES = 30  # per style
 DEFAULT_SAMPLES = 64
-MIN_BARS = 16
 FIT = {  # key -> column title
     "pitch_overlap": "pitch overlap",
     "pitch_class_cosine": "pitch-class cosine (key)",

@@ -44,12 +44,12 @@ from ..data.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
 from ..generate import MelodyDiffusion, plan_infill, splice_bars
 from ..melody import STEPS_PER_BAR
 from ..vae import vae_hash
+from . import CACHE
+from . import TABLE1_TASKS as TASKS
 from .metrics import CopyIndex, consistency_variance, copy_report, frechet_distance, mmd_polynomial, overlap_stats
 
-TASKS = ("unconditional", "infill")
 INFILL_METHOD_ROWS = {"replace": "Algorithm 1", "conditioned": "conditioned"}
 PAPER_INFILL_BARS = (16, 48)  # bars 17-48 = latents 8-23, the paper's task (PAPER_INFILL_MASK)
-CACHE = DEFAULT_PATH.parent / "cache" / "eval"
 FIGURE_GROUPS = 5
 # The paper's Table 1 (docs/paper_notes.md sec. 8): pitch C, pitch Var, duration C, duration Var.
 PAPER = {
