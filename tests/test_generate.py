@@ -312,7 +312,7 @@ def test_cli_sample_and_infill(tmp_path, capsys):
     (["sample", "--seed", "-1"], "--seed must be"),
     (["sample", "--checkpoint", "/nonexistent"], "no diffusion checkpoint"),
     (["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "10-40"],
-     "outside the music, which has 16 bars of 4/4"),
+     "the music ends at bar 16 (16 bars of 4/4); choose bars 10-16"),
     (["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "x"], "expected FIRST-LAST"),
     (["infill", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "1-2", "--track", "9"], "no melody track 9"),
     (["infill", str(MIDI / "bad" / "not_midi.mid"), "--bars", "1-2"], ""),
