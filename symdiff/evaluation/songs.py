@@ -64,14 +64,14 @@ def playing_ranges(found: melody.MidiMelodies, tokens: np.ndarray, length: int) 
     return [(b, b + length - 1) for b in picked]
 
 
-def erase_check(pipe: MelodyDiffusion, seed: int = 0, steps: int | None = None,
+def erase_check(pipe: MelodyDiffusion, seed: int = 0, steps: int | None = None, lengths: tuple[int, ...] = LENGTHS,
                 progress: Callable[[str], None] | None = None) -> list[dict]:
     """One row per range of every song (module docstring): what the infill wrote against what it replaced."""
     rows = []
     for label in labels():
         found = melody.read_midi(SONGS / label["file"])
         tokens = found.tokens(found.chosen)
-        for length in LENGTHS:
+        for length in lengths:
             for first, last in playing_ranges(found, tokens, length):
                 span = found.bars.steps(first, last)
                 res = pipe.infill(tokens, span, seed=seed, steps=steps, keys=found.keys,
