@@ -16,8 +16,11 @@ reference) when the range is planned, and every draw is checked against them
   key-signature section that holds the range), found with the Krumhansl-Kessler key profiles.
   The notes name the key, the signatures only bound the section: many files carry a default C
   major signature whatever they play in.
-  A draw whose notes leave that scale more often than the nearby bars do, by KEY_MARGIN and
-  KEY_MIN_EXTRA notes, is a fault: in a tune in G that turns to F at bar 17, bars 9-12 take no B-flat.
+  A draw with more notes off that scale than the nearby bars' own share would give by chance
+  (`key_limit`: two binomial standard deviations and a note more) is a fault: in a tune in G that
+  turns to F at bar 17, bars 9-12 take no run of B-flats. A single line says its key loosely (a
+  chorale's alto modulates), so only a clear departure counts: measured on the fidelity task's
+  chorales, a looser limit redrew middles whose key fitted the whole piece and lost register.
 - **The cadence.** A range that holds the line's last note ends on that note's pitch class (a
   tune that ends on A still ends on A).
 - **A pickup stays a pickup.** A pickup the bar numbers depend on (a bar of rest, then the
@@ -37,8 +40,7 @@ DENSITY_FLOOR = 0.5  # notes: a silent side's count, so the log ratio stays fini
 NEAR_PLAYING_BARS = 4  # bars that play on each side, the rate of a range of rests
 KEY_BARS = 8  # bars on each side whose notes say the section's key
 KEY_MIN_NOTES = 8  # fewer nearby notes say no key
-KEY_MARGIN = 0.1  # share of notes off the scale above the nearby bars' own,
-KEY_MIN_EXTRA = 2  # and this many notes more: one passing note in a short range is no new key
+KEY_FLOOR = 0.02  # the least share of notes off the scale that chance allows (`key_limit`)
 DENSITY_CHOICES = ("replaced", "piece")
 # "piece" checks ranges of this many bars or more: over a bar or two a note rate says little against
 # the whole piece (a cadence bar of half notes in a tune of quarters is 2 times off, and right).
@@ -217,9 +219,9 @@ def faults(tokens: np.ndarray, t: Targets) -> list[Fault]:
                                                       "bars replaced"))
     if t.key is not None:
         off, n = off_scale(tokens[lo:hi], t.key.scale)
-        if n and off / n > t.key_off + KEY_MARGIN and off - t.key_off * n >= KEY_MIN_EXTRA:
-            out.append(Fault("key", off / n - t.key_off, f"{off} of {n} new notes lie outside {t.key}, "
-                                                          "the key of the bars around them"))
+        if off > key_limit(n, t.key_off):
+            out.append(Fault("key", (off - key_limit(n, t.key_off)) / n,
+                             f"{off} of {n} new notes lie outside {t.key}, the key of the bars around them"))
     if t.final_pitch_class is not None:
         played = np.flatnonzero(np.asarray(tokens)[lo:hi] >= 2)
         last = int(tokens[lo + played[-1]] - 2 + melody.MIN_PITCH) % 12 if len(played) else None
@@ -229,6 +231,13 @@ def faults(tokens: np.ndarray, t: Targets) -> list[Fault]:
     if t.pickup is not None and not onsets(tokens, *t.pickup):
         out.append(Fault("pickup", 1.0, "the pickup came back empty"))
     return out
+
+
+def key_limit(notes: int, share: float) -> float:
+    """The most notes off the scale that `notes` new notes may hold by chance where the nearby
+    bars have `share` of theirs off it: the binomial mean, two standard deviations and one note."""
+    p = max(share, KEY_FLOOR)
+    return notes * p + 2.0 * float(np.sqrt(notes * p * (1.0 - p))) + 1.0
 
 
 def badness(found: list[Fault]) -> float:

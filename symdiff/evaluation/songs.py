@@ -98,7 +98,7 @@ def judge(case: Case, found: melody.MidiMelodies, tokens: np.ndarray, out: np.nd
         goal = fit.targets(tokens, span, keys=found.keys)
         assert goal.key is not None
         off, n = fit.off_scale(out[span[0] : span[1]], goal.key.scale)
-        return off <= goal.key_off * n + fit.KEY_MIN_EXTRA - 1, \
+        return off <= fit.key_limit(n, goal.key_off), \
             f"{off} of {n} notes off {goal.key} (the bars around: {goal.key_off:.0%})"
     if case.rule == "cadence":
         want = int(melody.tokens_pitches(tokens)[-1]) % 12
