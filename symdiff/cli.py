@@ -238,6 +238,8 @@ def _check_seed(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
+    import torch
+
     from .melody import tokens_to_midi
 
     _check_seed(args)
@@ -254,10 +256,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
     paths = [tokens_to_midi(t, args.out / f"sample_{i:0{width}d}.mid", qpm=args.qpm)
              for i, t in enumerate(result.tokens)]
     print(f"wrote {len(paths)} melodies of {args.bars} bars to {args.out} in {result.seconds:.2f} s "
-          f"({args.sampler}, {pipe.sampler(args.sampler, args.steps).num_steps} steps, {pipe.precision})")
+          f"({args.sampler}, {pipe.sampler(args.sampler, args.steps).num_steps} steps, {pipe.precision}, "
+          f"{torch.get_num_threads()} threads)")
 
 
 def cmd_infill(args: argparse.Namespace) -> None:
+    import torch
+
     from .arrangement import write_arrangement
     from .generate import parse_bar_range
     from .melody import STEPS_PER_BAR, read_midi
@@ -284,7 +289,8 @@ def cmd_infill(args: argparse.Namespace) -> None:
     for remark in write_arrangement(args.file, line, result.tokens[0], span, args.out):
         print(f"note: {remark}")
     heard = " as heard in your melody" if args.style is None and pipe.styles else ""
-    print(f"track {line.index}: {what} in {result.seconds:.2f} s ({pipe.precision}), {result.style} style{heard}; "
+    print(f"track {line.index}: {what} in {result.seconds:.2f} s ({pipe.precision}, {torch.get_num_threads()} "
+          f"threads), {result.style} style{heard}; "
           f"wrote {args.out} (your file with only these bars new)")
 
 
@@ -340,7 +346,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                                 region_bars=args.region_bars, **fit_args))
         paths += write_report(reports[-1], args.out)
     if "coherence" in args.task:
-        reports.append(coherence(pipe, args.num or DEFAULT_SAMPLES, **fit_args))
+        reports.append(coherence(pipe, args.num or DEFAULT_SAMPLES, context_guidance=args.context_guidance, **fit_args))
         paths += write_report(reports[-1], args.out)
     for ev in results:
         print(ev.markdown())
@@ -424,7 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     s.set_defaults(func=cmd_reconstruct)
 
-    from .generate import CONTEXT_GUIDANCE, DEFAULT_DIFFUSION, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, INFILL_METHODS
+    from .generate import (
+        CONTEXT_GUIDANCE,
+        DEFAULT_DIFFUSION,
+        DEFAULT_GUIDANCE,
+        DEFAULT_SAMPLER,
+        INFILL_METHODS,
+        SAMPLER_CONTEXT_GUIDANCE,
+    )
     from .schedulers import SAMPLERS
 
     def generation_args(s: argparse.ArgumentParser) -> None:
@@ -451,10 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--qpm", type=float, default=120.0, help="tempo of the MIDI files")
     s.add_argument("--out", type=Path, default=Path("samples"), help="folder for sample_*.mid")
     style_args(s, "the style", "any")
-    s.add_argument("--context-guidance", type=float, default=CONTEXT_GUIDANCE,
+    own = ", ".join(f"{w:g} for {name}" for name, w in SAMPLER_CONTEXT_GUIDANCE.items())
+    s.add_argument("--context-guidance", type=float,
                    help="how strongly each 2-bar chunk follows the rest of the melody: guidance away from the "
-                        f"model's view of the chunk alone (default {CONTEXT_GUIDANCE:g}; 1 = none, the paper's "
-                        "sampler; higher holds key and register tighter and repeats more)")
+                        f"model's view of the chunk alone (default {CONTEXT_GUIDANCE:g}, {own}; 1 = none, the "
+                        "paper's sampler; higher holds key and register tighter and repeats more)")
     generation_args(s)
     s.set_defaults(func=cmd_sample)
 
@@ -498,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--styles", nargs="+", choices=STYLES, default=list(STYLES), help="fidelity: the styles measured")
     s.add_argument("--guidance", nargs="+", type=float, default=[DEFAULT_GUIDANCE],
                    help="fidelity: classifier-free guidance weights of the conditioned infill, one row each")
+    s.add_argument("--context-guidance", type=float,
+                   help="coherence: context guidance of the samples (default: the sampler's, as for sample)")
     s.add_argument("--region-bars", type=int, choices=range(BARS_PER_CHUNK, MIN_BARS // 2 + 1, BARS_PER_CHUNK),
                    help="fidelity: regenerate the middle N bars of each piece (default: its middle half)")
     s.add_argument("--mdn", type=lambda v: None if v == "none" else Path(v), default=Path("checkpoints/mdn-cpu"),
