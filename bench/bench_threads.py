@@ -4,8 +4,9 @@ on idle cores and beside one busy process (`python -c "while True: pass"`, start
 
     python bench/bench_threads.py [--repeat 3] [-- sample --num 1 --bars 64 --seed 0]
 
-Prints the CPU model, whether it has native bf16, the load before each case, and per case the
-median model time over the repeats with the threads the command chose.
+Prints the CPU model, whether it has native bf16, the load before each case (the cores are taken
+as found: on a shared machine other jobs may run), and per case the median model time over the
+repeats with the threads the command chose.
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def main() -> None:
                 runs = [run(args.command, one) for _ in range(args.repeat)]
                 secs = statistics.median(s for s, _ in runs)
                 threads = sorted({n for _, n in runs})
-                print(f"| {'beside one busy process' if busy else 'idle'} | "
+                print(f"| {'as found, plus one busy process' if busy else 'as found'} | "
                       f"{'1 (OMP_NUM_THREADS=1)' if one else 'chosen: ' + '/'.join(map(str, threads))} | "
                       f"{secs:.2f} s | {', '.join(f'{s:.2f}' for s, _ in runs)} | {load:.2f} |")
         finally:
