@@ -53,6 +53,7 @@ from symdiff.generate import (  # noqa: E402
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     MelodyDiffusion,
+    context_guidance_for,
 )
 from symdiff.options import DEVICES  # noqa: E402
 from symdiff.precision import choose_threads, resolve_device  # noqa: E402
@@ -80,7 +81,7 @@ QUEUE_SIZE = 64  # requests waiting beyond that are told the app is busy
 REQUEST_MAX_AGE_S = 15 * 60  # uploads and outputs older than this are swept
 SWEEP_EVERY_S = 5 * 60
 TIME_LIMIT_S = 120.0  # a model run (generate, infill) is stopped after this long
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddpm", "dpmpp-sde", "ddim")
 WIDTH_PX = 1000
 
 
@@ -526,7 +527,7 @@ Mittal et al., *Symbolic Music Generation with Diffusion Models* (ISMIR 2021).
 
 
 def default_steps(sampler: str, ddpm: int = DEFAULT_STEPS["ddpm"]) -> int:
-    """A newly picked sampler's step count (DDPM `ddpm`, DDIM 50)."""
+    """A newly picked sampler's step count (DDPM `ddpm`, the others their library default: DDIM 50, DPM-Solver++ 20)."""
     return ddpm if sampler == "ddpm" else DEFAULT_STEPS.get(sampler, DEFAULT_STEPS[DEFAULT_SAMPLER])
 
 
@@ -552,8 +553,9 @@ def build(app: SymdiffApp) -> gr.Blocks:
                     with gr.Column(scale=1, min_width=260):
                         g_bars = gr.Slider(1, MAX_BARS, value=MAX_BARS, step=1, label="Bars")
                         g_sampler = gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler",
-                                             info="DDPM (the paper's): 80-200 steps. DDIM: 50 steps, "
-                                                  "faster, but more rests.")
+                                             info="DDPM (the paper's): 80-200 steps. DPM-Solver++ SDE: 20 "
+                                                  "steps, far faster, a little less close to the piece "
+                                                  "(docs/sampler.md). DDIM: 50 steps, more rests.")
                         g_steps = gr.Slider(1, MAX_STEPS, value=GENERATE_STEPS, step=1,
                                             label="Diffusion steps")
                         g_seed = gr.Number(0, precision=0, label="Seed")
@@ -600,6 +602,7 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 g_stop.click(None, None, None, cancels=[gen_event], api_visibility="private")
                 g_sampler.input(functools.partial(default_steps, ddpm=GENERATE_STEPS), g_sampler, g_steps,
                                 api_visibility="private")
+                g_sampler.input(context_guidance_for, g_sampler, g_context, api_visibility="private")
 
             # --- Infill ---
             with gr.Tab("Infill", id="infill"):

@@ -19,6 +19,7 @@ from .options import (
     DEVICES,
     INFILL_METHODS,
     PRECISIONS,
+    SAMPLER_CONTEXT_GUIDANCE,
     SAMPLER_NAMES,
 )
 
@@ -250,6 +251,8 @@ def _check_seed(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
+    import torch
+
     from .melody import tokens_to_midi
 
     _check_seed(args)
@@ -266,10 +269,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
     paths = [tokens_to_midi(t, args.out / f"sample_{i:0{width}d}.mid", qpm=args.qpm)
              for i, t in enumerate(result.tokens)]
     print(f"wrote {len(paths)} melodies of {args.bars} bars to {args.out} in {result.seconds:.2f} s "
-          f"({args.sampler}, {pipe.sampler(args.sampler, args.steps).num_steps} steps, {pipe.precision})")
+          f"({args.sampler}, {pipe.sampler(args.sampler, args.steps).num_steps} steps, {pipe.precision}, "
+          f"{torch.get_num_threads()} threads)")
 
 
 def cmd_infill(args: argparse.Namespace) -> None:
+    import torch
+
     from .arrangement import write_arrangement
     from .generate import parse_bar_range
     from .melody import STEPS_PER_BAR, read_midi
@@ -300,7 +306,8 @@ def cmd_infill(args: argparse.Namespace) -> None:
     for remark in result.remarks + write_arrangement(args.file, line, result.tokens[0], span, args.out):
         print(f"note: {remark}")
     heard = " as heard in your melody" if args.style is None and pipe.styles else ""
-    print(f"track {line.index}: {what} in {result.seconds:.2f} s ({pipe.precision}), {result.style} style{heard}; "
+    print(f"track {line.index}: {what} in {result.seconds:.2f} s ({pipe.precision}, {torch.get_num_threads()} "
+          f"threads), {result.style} style{heard}; "
           f"wrote {args.out} (your file with only these bars new)")
 
 
@@ -356,7 +363,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                                 region_bars=args.region_bars, **fit_args))
         paths += write_report(reports[-1], args.out)
     if "coherence" in args.task:
-        reports.append(coherence(pipe, args.num or DEFAULT_SAMPLES, **fit_args))
+        reports.append(coherence(pipe, args.num or DEFAULT_SAMPLES, context_guidance=args.context_guidance, **fit_args))
         paths += write_report(reports[-1], args.out)
     for ev in results:
         print(ev.markdown())
@@ -449,11 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_reconstruct)
 
     def generation_args(s: argparse.ArgumentParser) -> None:
-        s.add_argument("--steps", type=int, help="reverse steps (default: 200 for ddpm, 50 for ddim; the paper: "
-                                                 "ddpm 1000)")
+        s.add_argument("--steps", type=int, help="reverse steps (default: 200 for ddpm, 50 for ddim, 20 for dpmpp "
+                                                 "and dpmpp-sde; the paper: ddpm 1000)")
         s.add_argument("--sampler", choices=SAMPLER_NAMES, default=DEFAULT_SAMPLER,
-                       help="ddpm (the default: the paper's ancestral sampler, respaced below 1000 steps) or ddim "
-                            "(4x faster, deterministic, but more rests)")
+                       help="ddpm (the default: the paper's ancestral sampler, respaced below 1000 steps), ddim "
+                            "(4x faster, deterministic, but more rests), dpmpp-sde (DPM-Solver++ SDE, 10x faster, "
+                            "infills a little less close to their piece: docs/sampler.md) or dpmpp (deterministic)")
         s.add_argument("--seed", type=int, help="repeatable results (default: fresh randomness)")
         s.add_argument("--checkpoint", type=Path, default=DEFAULT_DIFFUSION, help="diffusion checkpoint")
         s.add_argument("--vae", type=Path, help="its VAE (default: the one named in the checkpoint)")
@@ -493,10 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--qpm", type=float, default=120.0, help="tempo of the MIDI files")
     s.add_argument("--out", type=Path, default=Path("samples"), help="folder for sample_*.mid")
     style_args(s, "the style", "any")
-    s.add_argument("--context-guidance", type=float, default=CONTEXT_GUIDANCE,
+    own = ", ".join(f"{w:g} for {name}" for name, w in SAMPLER_CONTEXT_GUIDANCE.items())
+    s.add_argument("--context-guidance", type=float,
                    help="how strongly each 2-bar chunk follows the rest of the melody: guidance away from the "
-                        f"model's view of the chunk alone (default {CONTEXT_GUIDANCE:g}; 1 = none, the paper's "
-                        "sampler; higher holds key and register tighter and repeats more)")
+                        f"model's view of the chunk alone (default {CONTEXT_GUIDANCE:g}, {own}; 1 = none, the "
+                        "paper's sampler; higher holds key and register tighter and repeats more)")
     generation_args(s)
     s.set_defaults(func=cmd_sample)
 
@@ -525,6 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--styles", nargs="+", choices=STYLES, default=list(STYLES), help="fidelity: the styles measured")
     s.add_argument("--guidance", nargs="+", type=float, default=[DEFAULT_GUIDANCE],
                    help="fidelity: classifier-free guidance weights of the conditioned infill, one row each")
+    s.add_argument("--context-guidance", type=float,
+                   help="coherence: context guidance of the samples (default: the sampler's, as for sample)")
     s.add_argument("--region-bars", type=int, choices=range(BARS_PER_CHUNK, MIN_BARS // 2 + 1, BARS_PER_CHUNK),
                    help="fidelity: regenerate the middle N bars of each piece (default: its middle half)")
     s.add_argument("--mdn", type=lambda v: None if v == "none" else Path(v), default=Path("checkpoints/mdn-cpu"),

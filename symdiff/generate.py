@@ -35,11 +35,18 @@ from . import fit, melody
 from .codec import FLAG_SILENT, LatentCodec
 from .diffusion import TransformerDDPM
 from .errors import SymdiffError
-from .options import CONTEXT_GUIDANCE, DEFAULT_DIFFUSION, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, INFILL_METHODS
+from .options import (
+    CONTEXT_GUIDANCE,
+    DEFAULT_DIFFUSION,
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    INFILL_METHODS,
+    SAMPLER_CONTEXT_GUIDANCE,
+)
 from .precision import autocast, resolve_precision
 from .schedulers import Callback, Sampler, ScheduleConfig, make_sampler
 
-DEFAULT_STEPS = {"ddpm": 200, "ddim": 50}
+DEFAULT_STEPS = {"ddpm": 200, "ddim": 50, "dpmpp": 20, "dpmpp-sde": 20}
 # Register repair of new melodies (`MelodyDiffusion.repair_samples`): a chunk holding a note more
 # than REGISTER_MARGIN semitones outside its melody's 10-90% pitch band is regenerated from the
 # rest of the melody, up to REPAIR_ROUNDS times (two rounds left stray chunks in 2 of 32 styled
@@ -150,6 +157,11 @@ def floor_gap(tokens: np.ndarray) -> float:
     silent = max(0.0, float(len(onset) - onset.sum() - SILENT_SHARE * len(onset)))
     held_over = sum(hi - lo - HELD_BARS for lo, hi in _held_runs(held))
     return float(stray_chunks(tokens).sum() + silent + held_over)
+
+
+def context_guidance_for(sampler: str) -> float:
+    """The default context guidance of new melodies drawn by `sampler` (see SAMPLER_CONTEXT_GUIDANCE)."""
+    return SAMPLER_CONTEXT_GUIDANCE.get(sampler, CONTEXT_GUIDANCE)
 
 
 class GenerateError(SymdiffError):
@@ -502,10 +514,10 @@ class MelodyDiffusion:
     def generate(self, num: int = 1, bars: int = 64, sampler: str = DEFAULT_SAMPLER, steps: int | None = None,
                  seed: int | None = None, callback: Callback | None = None, style: str | None = None,
                  guidance: float = DEFAULT_GUIDANCE, repair: bool = True,
-                 context_guidance: float = CONTEXT_GUIDANCE) -> Result:
+                 context_guidance: float | None = None) -> Result:
         """`num` new melodies of `bars` bars (up to 2 * seq_len), in `style` (None or ANY_STYLE: any), with
-        `context_guidance` (`guided_eps`; 1 = none); with `repair`, chunks below the floor regenerated
-        (`repair_samples`)."""
+        `context_guidance` (`guided_eps`; 1 = none; None: the sampler's, `context_guidance_for`); with
+        `repair`, chunks below the floor regenerated (`repair_samples`)."""
         max_bars = self.seq_len * melody.BARS_PER_CHUNK
         if not 1 <= bars <= max_bars:
             raise GenerateError(f"bars must be between 1 and {max_bars}, got {bars}")
@@ -513,6 +525,8 @@ class MelodyDiffusion:
             raise GenerateError(f"num must be between 1 and 4096, got {num}")
         t0 = time.perf_counter()
         chain = self.sampler(sampler, steps)
+        if context_guidance is None:
+            context_guidance = context_guidance_for(sampler)
         x = self.sample_latents(num, -(-bars // melody.BARS_PER_CHUNK), chain, seed, callback, guidance=guidance,
                                 style=style, context_guidance=context_guidance)
         if repair:

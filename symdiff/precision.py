@@ -32,6 +32,7 @@ _NATIVE_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
 # process wants half the time costs the whole team, one thread too few costs little.
 FREE_SLACK = 0.2
 PROBE_S = 0.1  # how long the cores are watched before a run
+_STARTUP_THREADS = torch.get_num_threads()  # torch's own choice, or OMP_NUM_THREADS: the most a run takes
 
 
 def cpu_has_native_bf16() -> bool:
@@ -146,6 +147,3 @@ def choose_threads(jobs: int = 1, most: int | None = None, probe_s: float = PROB
     n = min(threads_for(free, len(cpus), jobs), _STARTUP_THREADS, most or _STARTUP_THREADS)
     torch.set_num_threads(n)
     return n
-
-
-_STARTUP_THREADS = torch.get_num_threads()  # torch's own choice, or OMP_NUM_THREADS

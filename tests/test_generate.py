@@ -19,7 +19,9 @@ from symdiff.data.corpus import style_of
 from symdiff.data.dataset import Lines
 from symdiff.generate import (
     ANY_STYLE,
+    CONTEXT_GUIDANCE,
     GenerateError,
+    context_guidance_for,
     floor_gap,
     longest_held,
     parse_bar_range,
@@ -173,6 +175,15 @@ def test_context_guidance_scales_what_a_chunk_takes_from_the_rest(pipe):
     assert not torch.equal(pipe.generate(bars=8, steps=6, seed=2, repair=False).latents, b)
     with pytest.raises(GenerateError, match="context guidance must be between 0 and 10"):
         pipe.generate(bars=8, steps=2, context_guidance=11)
+
+
+def test_each_sampler_has_its_default_context_guidance(pipe):
+    for name in ("ddpm", "dpmpp-sde"):
+        own = pipe.generate(bars=8, sampler=name, steps=4, seed=3, repair=False).latents
+        given = pipe.generate(bars=8, sampler=name, steps=4, seed=3, repair=False,
+                              context_guidance=context_guidance_for(name)).latents
+        assert torch.equal(own, given)
+    assert context_guidance_for("ddpm") == CONTEXT_GUIDANCE != context_guidance_for("dpmpp-sde")
 
 
 def test_guidance_is_one_batched_call_equal_to_its_views_run_apart(pipe):

@@ -88,11 +88,11 @@ from ..data.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
 from ..fit import density_log_ratio, find_key
 from ..generate import (
     ANY_STYLE,
-    CONTEXT_GUIDANCE,
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
     SILENT_SHARE,
     MelodyDiffusion,
+    context_guidance_for,
     longest_held,
     plan_infill,
     splice_bars,
@@ -496,25 +496,27 @@ def fidelity(pipe: MelodyDiffusion, num: int = DEFAULT_PIECES, styles: tuple[str
 
 def coherence(pipe: MelodyDiffusion, num: int = DEFAULT_SAMPLES, sampler: str = DEFAULT_SAMPLER,
               steps: int | None = None, seed: int = 0, data: Path = DEFAULT_PATH, checkpoint: str | Path = "",
-              progress: bool = True) -> Report:
-    """Coherence figures of `num` unconditional 64-bar samples (as `generate` gives them; without its
-    context guidance; the plain chain, with neither that nor `repair_samples`) and `num` real
-    64-bar test windows."""
+              progress: bool = True, context_guidance: float | None = None) -> Report:
+    """Coherence figures of `num` unconditional 64-bar samples (as `generate` gives them, with
+    `context_guidance`, by default the sampler's; without it; the plain chain, with neither that
+    nor `repair_samples`) and `num` real 64-bar test windows."""
     t0 = time.perf_counter()
+    if context_guidance is None:
+        context_guidance = context_guidance_for(sampler)
     bars = WINDOW_CHUNKS * BARS_PER_CHUNK
     real = random_windows(Lines.load(data), "test", num, seed)
     chain = pipe.sampler(sampler, steps)
     bar = tqdm(total=2 * chain.num_steps, desc="coherence", unit="step", disable=not progress, leave=False)
     made = {cg: pipe.generate(num, bars, sampler, steps, seed, callback=lambda *_: bar.update(1), repair=False,
-                              context_guidance=cg).latents for cg in (CONTEXT_GUIDANCE, 1.0)}
+                              context_guidance=cg).latents for cg in (context_guidance, 1.0)}
     bar.close()
     melodies = {"real test windows": real,
-                "diffusion samples": pipe.decode(pipe.repair_samples(made[CONTEXT_GUIDANCE], chain, seed)),
+                "diffusion samples": pipe.decode(pipe.repair_samples(made[context_guidance], chain, seed)),
                 "diffusion samples, no context guidance": pipe.decode(pipe.repair_samples(made[1.0], chain, seed)),
                 "diffusion samples, plain chain": pipe.decode(made[1.0])}
     figs = {name: [coherence_figures(t) for t in tokens] for name, tokens in melodies.items()}
     report = Report("coherence", {**_settings(pipe, checkpoint, data, sampler, steps, seed), "melodies": num,
-                                  "bars": bars})
+                                  "bars": bars, "context_guidance": context_guidance})
     report.groups["all"] = {"items": [{"row": name, "index": i, **f} for name, rows in figs.items()
                                       for i, f in enumerate(rows)], "rows": summarize(figs)}
     report.settings["seconds"] = round(time.perf_counter() - t0, 1)
