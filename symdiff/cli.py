@@ -245,6 +245,10 @@ def _pipeline(args: argparse.Namespace):
     return MelodyDiffusion.from_pretrained(args.checkpoint, args.vae, args.precision, resolve_device(args.device))
 
 
+def _threads(n: int) -> str:
+    return f"{n} thread{'s' * (n != 1)}"
+
+
 def _check_seed(args: argparse.Namespace) -> None:
     if args.seed is not None and not 0 <= args.seed < 2**63:
         raise UsageError(f"--seed must be a non-negative integer below 2^63, got {args.seed}")
@@ -270,7 +274,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
              for i, t in enumerate(result.tokens)]
     print(f"wrote {len(paths)} melodies of {args.bars} bars to {args.out} in {result.seconds:.2f} s "
           f"({args.sampler}, {pipe.sampler(args.sampler, args.steps).num_steps} steps, {pipe.precision}, "
-          f"{torch.get_num_threads()} threads)")
+          f"{_threads(torch.get_num_threads())})")
 
 
 def cmd_infill(args: argparse.Namespace) -> None:
@@ -306,8 +310,8 @@ def cmd_infill(args: argparse.Namespace) -> None:
     for remark in result.remarks + write_arrangement(args.file, line, result.tokens[0], span, args.out):
         print(f"note: {remark}")
     heard = " as heard in your melody" if args.style is None and pipe.styles else ""
-    print(f"track {line.index}: {what} in {result.seconds:.2f} s ({pipe.precision}, {torch.get_num_threads()} "
-          f"threads), {result.style} style{heard}; "
+    print(f"track {line.index}: {what} in {result.seconds:.2f} s ({pipe.precision}, "
+          f"{_threads(torch.get_num_threads())}), {result.style} style{heard}; "
           f"wrote {args.out} (your file with only these bars new)")
 
 
