@@ -25,7 +25,7 @@ from pathlib import Path
 import mido
 import numpy as np
 
-from . import melody
+from . import melody, notes
 from .atomic import write_bytes
 
 NEAR_STEPS = 4 * melody.STEPS_PER_BAR  # the neighbours whose velocity the new notes take
@@ -92,7 +92,7 @@ def split_chords(notes: list[_Note], ticks_per_beat: int, new: list[tuple[int, i
 def _find_line(mid: mido.MidiFile, data: bytes, line: melody.Candidate) -> tuple[int, int]:
     """(track index, channel) of the file that `line` was read from: the one whose notes (onset
     tick, pitch) agree most with the line's notes as pretty_midi read them."""
-    pm = melody.read_pretty_midi(melody.bounded_midi(data).midi)
+    pm = notes.read_pretty_midi(melody.bounded_midi(data).midi)
     scale = mid.ticks_per_beat / pm.resolution
     want = {(round(pm.time_to_tick(n.start) * scale), n.pitch) for n in pm.instruments[line.instrument].notes}
     best, where = -1, (0, 0)

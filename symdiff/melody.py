@@ -51,34 +51,33 @@ Policies (what a real file meets):
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import math
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import mido
 import numpy as np
+from mido.midifiles.meta import build_meta_message
 
 from .atomic import write_bytes
 from .errors import SymdiffError
-from .notes import BadMeter, Note, Score, line_notes, monophonic, quantize, score_of, write_line
-
-# pyfluidsynth prints "'fluidsynth' was found at ..." to stdout on import whenever $CI is set,
-# and pretty_midi imports it: import it first, silenced, so the CLI's stdout (JSON included)
-# stays exactly what symdiff writes.
-with contextlib.redirect_stdout(io.StringIO()):
-    try:
-        import fluidsynth  # noqa: F401
-    except (ImportError, OSError):
-        pass
-import mido  # noqa: E402
-import pretty_midi  # noqa: E402
-from mido.midifiles.meta import build_meta_message  # noqa: E402
+from .notes import (
+    BadMeter,
+    Note,
+    Score,
+    line_notes,
+    monophonic,
+    program_name,
+    quantize,
+    read_pretty_midi,
+    score_of,
+    write_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +145,7 @@ class Candidate:
     @property
     def instrument_name(self) -> str:
         """The General MIDI name of the track's program, e.g. 'Flute' (names in files are often empty)."""
-        return pretty_midi.program_to_instrument_name(self.program)
+        return program_name(self.program)
 
     @property
     def in_melody_programs(self) -> bool:
@@ -485,17 +484,6 @@ def _scan_track(data: bytes, end_tick: int) -> tuple[list[_Event], bool]:  # noq
     if i > n and not past:
         raise _Corrupt("a track ends inside an event")
     return out, past or len(out) > MAX_EVENTS
-
-
-def read_pretty_midi(mid: mido.MidiFile) -> pretty_midi.PrettyMIDI:
-    """pretty_midi's reading of a (bounded) file. Its warnings about odd but readable files (tempo
-    or meter events on a later track) go to the log, not to the user's terminal."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        pm = pretty_midi.PrettyMIDI(mido_object=mid)
-    for w in caught:
-        log.debug("pretty_midi: %s", w.message)
-    return pm
 
 
 class Bounded(NamedTuple):

@@ -6,16 +6,29 @@ tests/test_note_seq_parity.py checks it token for token and byte for byte agains
 every MIDI file under tests/data."""
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import warnings
 from dataclasses import dataclass, field
 
-import mido
-import numpy as np
-import pretty_midi
+# pyfluidsynth prints "'fluidsynth' was found at ..." to stdout on import whenever $CI is set,
+# and pretty_midi imports it: this module is the one gateway to pretty_midi, so it imports
+# pyfluidsynth first, silenced, and the CLI's stdout (JSON included) stays what symdiff writes.
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        import fluidsynth  # noqa: F401
+    except (ImportError, OSError):
+        pass
+import mido  # noqa: E402
+import numpy as np  # noqa: E402
+import pretty_midi  # noqa: E402
 
 NO_EVENT, NOTE_OFF, FIRST_PITCH_TOKEN = 0, 1, 2  # token classes (melody.py)
 # Ticks per quarter note of the files symdiff writes: note_seq's STANDARD_PPQ, kept so that a
 # melody written today is byte for byte the file written before note_seq left.
 WRITE_RESOLUTION = 220
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,22 @@ class Score:
 
 class BadMeter(ValueError):
     """A time signature no reader can hold (note_seq refused a denominator past 32 bits)."""
+
+
+def read_pretty_midi(mid: mido.MidiFile) -> pretty_midi.PrettyMIDI:
+    """pretty_midi's reading of a (bounded) file. Its warnings about odd but readable files (tempo
+    or meter events on a later track) go to the log, not to the user's terminal."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pm = pretty_midi.PrettyMIDI(mido_object=mid)
+    for w in caught:
+        log.debug("pretty_midi: %s", w.message)
+    return pm
+
+
+def program_name(program: int) -> str:
+    """The General MIDI name of a program, e.g. 'Flute'."""
+    return pretty_midi.program_to_instrument_name(program)
 
 
 def score_of(pm: pretty_midi.PrettyMIDI) -> Score:

@@ -22,6 +22,7 @@ from note_seq import melodies_lib, midi_io, sequences_lib
 from note_seq.protobuf import music_pb2
 
 from symdiff import melody as M
+from symdiff.notes import read_pretty_midi
 
 MINOR = music_pb2.NoteSequence.KeySignature.MINOR
 
@@ -30,7 +31,7 @@ def load_note_sequence(source: str | Path | bytes) -> tuple[music_pb2.NoteSequen
     """A file (bounded as symdiff bounds it) as note_seq reads it, and where it was cut."""
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
     mid, cut_beat = M.bounded_midi(data)
-    return midi_io.midi_to_note_sequence(M.read_pretty_midi(mid)), cut_beat
+    return midi_io.midi_to_note_sequence(read_pretty_midi(mid)), cut_beat
 
 
 def beat_clock(ns: music_pb2.NoteSequence):

@@ -3,6 +3,8 @@ the source of every module, and what importing the inference pipeline really loa
 from __future__ import annotations
 
 import ast
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +105,17 @@ def test_light_commands_load_no_torch(args):
     assert "usage: symdiff" in printed or "oneills_003" in printed
     heavy = sorted({m.split(".")[0] for m in loaded.split()} & set(HEAVY))
     assert not heavy, f"symdiff {' '.join(args)} loads {heavy}"
+
+
+def test_stdout_is_what_symdiff_writes_even_under_ci():
+    """pyfluidsynth prints "'fluidsynth' was found at ..." on import whenever $CI is set, and
+    pretty_midi imports it: in CI that line once led every JSON and every message of the CLI
+    (7 tests failed). The gateway to pretty_midi (`notes.py`) silences it."""
+    pytest.importorskip("fluidsynth")
+    cli = "import sys\nfrom symdiff.cli import main\nmain(sys.argv[1:])"
+    out = subprocess.run([sys.executable, "-c", cli, "inspect", "--json", "tests/data/midi/oneills_003_4-4_melody.mid"],
+                         capture_output=True, text=True, check=True, cwd=PACKAGE.parent, env=dict(os.environ, CI="1"))
+    assert json.loads(out.stdout)["bars"] == 16, out.stdout[:200]
 
 
 def test_the_cli_offers_every_registered_sampler():
