@@ -428,16 +428,21 @@ def test_a_pickup_stays_a_pickup_and_an_ending_keeps_its_cadence(pipe, tmp_path,
 
 
 def test_the_floor_of_a_new_melody():
-    """The reel with every other bar blanked has 12 silent bars more than a quarter allows: the
-    chunks holding them that bring it back to a fifth (15 of 24) are below the floor; a note held
-    from bar 17 through bar 28 puts its chunks below it too; the reel itself is above it."""
+    """The reel with every other bar of its first 32 blanked has 4 silent bars more than a quarter
+    allows: the chunks holding them that bring it back to a fifth (7 of 24) are below the floor;
+    blanked all through, bringing it back would take 15 of 24 chunks, more than half, so the whole
+    melody is; a note held from bar 17 through bar 28 puts its chunks below it too; the reel itself
+    is above it."""
     reel = melody.read_midi(MIDI / "nottingham_cuckoos_nest_reel.mid").chosen.tokens[: 48 * BARS].copy()
     assert not weak_chunks(reel).any() and floor_gap(reel) == 0.0
-    gaps = reel.copy()
-    for b in range(0, 48, 2):  # every other bar a rest: 24 silent bars, a quarter is 12
-        gaps[(b + 1) * BARS : (b + 2) * BARS] = melody.NO_EVENT
-        gaps[(b + 1) * BARS] = melody.NOTE_OFF
-    assert floor_gap(gaps) == 12.0 and weak_chunks(gaps).sum() == 24 - 9  # one silent bar in each chunk
+    def blank(upto: int) -> np.ndarray:  # every other bar a rest up to bar `upto`
+        gaps = reel.copy()
+        for b in range(0, upto, 2):
+            gaps[(b + 1) * BARS : (b + 2) * BARS] = melody.NO_EVENT
+            gaps[(b + 1) * BARS] = melody.NOTE_OFF
+        return gaps
+    assert floor_gap(blank(32)) == 4.0 and weak_chunks(blank(32)).sum() == 16 - 9  # a fifth of 48 is 9
+    assert floor_gap(blank(48)) == 12.0 and weak_chunks(blank(48)).all()  # one silent bar in each chunk
     held = reel.copy()
     held[16 * BARS + 1 : 28 * BARS] = melody.NO_EVENT
     assert longest_held(held) == 11 and floor_gap(held) == 3.0
