@@ -67,7 +67,7 @@ HELD_BARS = 8
 # piece (`symdiff.fit`: note rate, no erased bars, the section's key, the cadence, a pickup) is
 # drawn again as REPAIR_DRAWS candidates in one batched chain, with new noise, and the draw that
 # misses least is kept. Why: a few infills come out far sparser or busier than their piece, and
-# those few decided a style's mean (README, "Does the music hold together?": redrawing the ones
+# those few decided a style's mean (docs/evaluation.md, "Does the music hold together?": redrawing the ones
 # off their piece's note rate took chorale's mean density figure from 0.124 to 0.100,
 # interpolation's being 0.111); on users' songs a sax line came back with 5 of 8 bars empty.
 REPAIR_DRAWS = 3
@@ -553,7 +553,7 @@ class MelodyDiffusion:
         bars into them) of a melody (`method` from `infill_methods`, the model's default when
         None); with `extend_bars`, the melody first gets that many empty 4/4 bars appended
         (continuation). `style` None: the style the rest of the piece is heard in (`infer_style`).
-        Why: told the style, infills fit their pieces better (README, "Does the music hold
+        Why: told the style, infills fit their pieces better (docs/evaluation.md, "Does the music hold
         together?"), and the user's piece says what it is. `keys` (the file's key signatures:
         step, pretty_midi key number) keep the model's window inside the range's key section.
         With `repair`, a draw that misses what the range must keep (`symdiff.fit`: the note rate
