@@ -275,6 +275,38 @@ def keep_steps(tokens: np.ndarray, full: np.ndarray, steps: tuple[int, int]) -> 
     return out
 
 
+class Progress:
+    """One job's progress from start to finish, for the CLI's bar and the app's status:
+    `report(done, total, stage)` after every model pass of every stage (hearing the style, the
+    draw, each redraw). A stage joins the total when the job decides to run it, so `done` never
+    goes back; the total only grows. Why: the app's counter once ran from 1 to 200 four times in
+    one infill, jumping back with no word of why. `report` may raise to stop the job."""
+
+    def __init__(self, report: Callable[[int, int, str], object]) -> None:
+        self.report, self.done, self.total = report, 0, 0
+
+    def stage(self, what: str, passes: int) -> Callable[..., None]:
+        """Add a stage of `passes` model passes -> the step to call after each (a sampler callback too)."""
+        self.total += passes
+
+        def step(*_: object) -> None:
+            self.done += 1
+            self.report(self.done, self.total, what)
+        return step
+
+
+def _both(*callbacks: Callable[..., object] | None) -> Callback | None:
+    """One sampler callback calling each of `callbacks` given."""
+    given = [c for c in callbacks if c is not None]
+    if not given:
+        return None
+
+    def call(*args: Any) -> None:
+        for c in given:
+            c(*args)
+    return call
+
+
 @dataclass
 class Result:
     """What a generation returns: tokens of each melody, and its model-space latents."""
@@ -441,7 +473,7 @@ class MelodyDiffusion:
                               mask=mask, known=known, device=self.device)
 
     def repair_samples(self, x: torch.Tensor, sampler: Sampler, seed: int | None = None,
-                       style: str | None = None) -> torch.Tensor:
+                       style: str | None = None, progress: Progress | None = None) -> torch.Tensor:
         """New melodies (B, k, d) with their chunks below the floor (`weak_chunks`) regenerated
         from the rest of each melody, up to REPAIR_ROUNDS times, as REPAIR_DRAWS candidates each
         in one batched chain, the one nearest the floor taken where it is nearer than before.
@@ -458,7 +490,10 @@ class MelodyDiffusion:
             rows = [int(i) for i in torch.nonzero(weak.any(1)).flatten() for _ in range(REPAIR_DRAWS)]
             if not rows:
                 break
-            redo = self.sample_latents(len(rows), x.shape[1], sampler, None if seed is None else seed + 1 + r,
+            melodies = len(rows) // REPAIR_DRAWS
+            what = f"drawing weak bars of {melodies} melod{'ies' if melodies > 1 else 'y'} again"
+            step = progress.stage(what, sampler.num_steps) if progress else None
+            redo = self.sample_latents(len(rows), x.shape[1], sampler, None if seed is None else seed + 1 + r, step,
                                        mask=weak[rows], known=x[rows], style=style, music=(weak & silent)[rows])
             for j, (i, t) in enumerate(zip(rows, self.decode(redo), strict=True)):
                 if (g := floor_gap(t)) < gap[i]:  # a redraw no nearer the floor is not taken
@@ -467,7 +502,7 @@ class MelodyDiffusion:
 
     def repair(self, x: torch.Tensor, melodies: list[np.ndarray], plan: InfillPlan, targets: list[fit.Targets],
                sampler: Sampler, seed: int | None = None, known: torch.Tensor | None = None,
-               **sample: Any) -> tuple[torch.Tensor, list[list[fit.Fault]]]:
+               progress: Progress | None = None, **sample: Any) -> tuple[torch.Tensor, list[list[fit.Fault]]]:
         """Infills `x` (B, k, d) of the plan's window of `melodies`, each one that misses its
         `targets` (`fit.faults`) drawn again as REPAIR_DRAWS candidates, all in one batched chain
         drawn the same way (`known` (B, k, d) and the `sample_latents` keywords `sample` as for
@@ -481,8 +516,11 @@ class MelodyDiffusion:
             rows = [i for i, f in enumerate(found) for _ in range(REPAIR_DRAWS) if f and (r == 0 or fit.erases(f))]
             if not rows:
                 break
+            why = found[rows[0]][0].message if len(rows) == REPAIR_DRAWS else f"{len(rows) // REPAIR_DRAWS} missed"
+            what = f"drawing {len(rows)} candidates again ({why})"
+            step = progress.stage(what, sampler.num_steps) if progress else None
             redo = self.sample_latents(len(rows), x.shape[1], sampler, None if seed is None else seed + 1000 + r,
-                                       mask=torch.from_numpy(plan.mask()),
+                                       step, mask=torch.from_numpy(plan.mask()),
                                        known=None if known is None else known[rows], **sample)
             for j, (i, t) in enumerate(zip(rows, self.decode(redo), strict=True)):
                 f = fit.faults(splice_bars(melodies[i], t, plan), targets[i])
@@ -491,7 +529,7 @@ class MelodyDiffusion:
         return x, found
 
     @torch.no_grad()
-    def infer_style(self, known: torch.Tensor, keep: torch.Tensor) -> str:
+    def infer_style(self, known: torch.Tensor, keep: torch.Tensor, progress: Progress | None = None) -> str:
         """The style the known chunks `known[keep]` ((k, d) model space; `keep` (k,) bool) are
         heard in: the label, ANY_STYLE among them, under which the net best denoises them seen as
         a piece of their own, by the mean eps error over `STYLE_PROBE` (the diffusion model as a
@@ -509,9 +547,11 @@ class MelodyDiffusion:
         x_t = self.schedule.q_sample(x0.expand(n, -1, -1), level, eps).to(self.device)  # drawn on the CPU: the
         level, eps = level.to(self.device), eps.to(self.device)  # same probe on every device
         labels = (ANY_STYLE, *self.styles)
-        # one label at a time: a 64-bar piece's probe batch holds 0.5 GB of activations
-        err = [(self.eps(x_t, level, style=torch.full((n,), i, device=self.device)) - eps).pow(2).mean()
-               for i in range(len(labels))]
+        step = progress.stage("hearing the style", len(labels)) if progress else lambda: None
+        err = []
+        for i in range(len(labels)):  # one label at a time: a 64-bar piece's probe batch holds 0.5 GB of activations
+            err.append((self.eps(x_t, level, style=torch.full((n,), i, device=self.device)) - eps).pow(2).mean())
+            step()
         return labels[int(torch.stack(err).argmin())]
 
     def decode(self, latents: torch.Tensor, seed: int | None = 0) -> list[np.ndarray]:
@@ -524,10 +564,11 @@ class MelodyDiffusion:
     def generate(self, num: int = 1, bars: int = 64, sampler: str = DEFAULT_SAMPLER, steps: int | None = None,
                  seed: int | None = None, callback: Callback | None = None, style: str | None = None,
                  guidance: float = DEFAULT_GUIDANCE, repair: bool = True,
-                 context_guidance: float | None = None) -> Result:
+                 context_guidance: float | None = None, progress: Progress | None = None) -> Result:
         """`num` new melodies of `bars` bars (up to 2 * seq_len), in `style` (None or ANY_STYLE: any), with
         `context_guidance` (`guided_eps`; 1 = none; None: the sampler's, `context_guidance_for`); with
-        `repair`, chunks below the floor regenerated (`repair_samples`)."""
+        `repair`, chunks below the floor regenerated (`repair_samples`). `callback` follows the
+        first draw's steps, `progress` the whole job's."""
         max_bars = self.seq_len * melody.BARS_PER_CHUNK
         if not 1 <= bars <= max_bars:
             raise GenerateError(f"bars must be between 1 and {max_bars}, got {bars}")
@@ -537,10 +578,11 @@ class MelodyDiffusion:
         chain = self.sampler(sampler, steps)
         if context_guidance is None:
             context_guidance = context_guidance_for(sampler)
-        x = self.sample_latents(num, -(-bars // melody.BARS_PER_CHUNK), chain, seed, callback, guidance=guidance,
-                                style=style, context_guidance=context_guidance)
+        step = progress.stage(f"drawing {num} melod{'ies' if num > 1 else 'y'}", chain.num_steps) if progress else None
+        x = self.sample_latents(num, -(-bars // melody.BARS_PER_CHUNK), chain, seed, _both(callback, step),
+                                guidance=guidance, style=style, context_guidance=context_guidance)
         if repair:
-            x = self.repair_samples(x, chain, seed, style)
+            x = self.repair_samples(x, chain, seed, style, progress)
         tokens = [t[: bars * melody.STEPS_PER_BAR] for t in self.decode(x)]
         return Result(tokens, x.cpu(), time.perf_counter() - t0, style=style or ANY_STYLE)
 
@@ -548,7 +590,8 @@ class MelodyDiffusion:
                steps: int | None = None, seed: int | None = None, callback: Callback | None = None,
                extend_bars: int = 0, method: str | None = None, guidance: float = DEFAULT_GUIDANCE,
                style: str | None = None, repair: bool = True, density: str | float = "replaced",
-               keys: Sequence[tuple[int, int]] = (), pickup: tuple[int, int] | None = None) -> Result:
+               keys: Sequence[tuple[int, int]] = (), pickup: tuple[int, int] | None = None,
+               progress: Progress | None = None) -> Result:
         """Regenerate the token steps `span` (end exclusive; `melody.BarMap.steps` turns a file's
         bars into them) of a melody (`method` from `infill_methods`, the model's default when
         None); with `extend_bars`, the melody first gets that many empty 4/4 bars appended
@@ -560,7 +603,8 @@ class MelodyDiffusion:
         `density`, no erased bars, the section's key, the cadence, the `pickup`) is drawn again
         (`repair`); a missed cadence is then mended on the last note, an emptied pickup given back,
         and what is still missed is said in `Result.remarks`. Chunks whose replaced bars played
-        are drawn as music, never as a rest (`sample_latents`' `music`)."""
+        are drawn as music, never as a rest (`sample_latents`' `music`). `callback` follows the
+        first draw's steps, `progress` the whole job's."""
         tokens = np.asarray(tokens, dtype=np.uint8)
         melody.check_tokens(tokens)
         if len(tokens) % melody.STEPS_PER_BAR:
@@ -578,7 +622,7 @@ class MelodyDiffusion:
         known = self.codec.encode(full[w0:w1])
         mask = torch.from_numpy(plan.mask())
         if style is None:
-            style = self.infer_style(known, ~mask)
+            style = self.infer_style(known, ~mask, progress)
         chain = self.sampler(sampler, steps)
         music = None
         if goal.max_silent is not None:  # the bars replaced played: so do their chunks (never erase a melody)
@@ -586,10 +630,11 @@ class MelodyDiffusion:
             size = melody.CHUNK_STEPS
             music = torch.tensor([[fit.onsets(full, max(lo, c * size), min(hi, (c + 1) * size)) > 0
                                    for c in range(*plan.window)]])
-        x = self.sample_latents(1, len(known), chain, seed, callback, mask, known[None], method, guidance, style,
-                                music=music)
+        step = progress.stage("drawing the new bars", chain.num_steps) if progress else None
+        x = self.sample_latents(1, len(known), chain, seed, _both(callback, step), mask, known[None], method,
+                                guidance, style, music=music)
         if repair:
-            x, _ = self.repair(x, [full], plan, [goal], chain, seed, known[None], callback=callback, method=method,
+            x, _ = self.repair(x, [full], plan, [goal], chain, seed, known[None], progress, method=method,
                                guidance=guidance, style=style, music=music)
         out = splice_bars(full, self.decode(x)[0], plan)
         missed = fit.faults(out, goal)

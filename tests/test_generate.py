@@ -21,6 +21,7 @@ from symdiff.generate import (
     ANY_STYLE,
     CONTEXT_GUIDANCE,
     GenerateError,
+    Progress,
     context_guidance_for,
     floor_gap,
     longest_held,
@@ -151,6 +152,25 @@ def test_an_infill_far_off_the_note_rate_asked_for_is_drawn_again(pipe):
         pipe.infill(tune, span, density=0.0, **kw)
     with pytest.raises(GenerateError, match="density must be"):
         pipe.infill(tune, span, density="loud", **kw)
+
+
+def test_one_progress_from_start_to_finish(pipe):
+    """An infill that hears the style, draws, and draws its miss again reports one progress: every
+    model pass counted once, `done` never going back, the total growing by each stage it adds and
+    reached at the end; the first draw's sampler callback sees only its own steps."""
+    tune, span = slow_tune(), (4 * BARS, 12 * BARS)
+    seen, steps = [], []
+    res = pipe.infill(tune, span, steps=20, guidance=1.0, seed=0, callback=lambda i, n, *_: steps.append((i, n)),
+                      progress=Progress(lambda done, total, stage: seen.append((done, total, stage))))
+    done, totals, stages = zip(*seen, strict=True)
+    assert list(done) == list(range(1, len(seen) + 1)) and done[-1] == totals[-1]
+    assert list(totals) == sorted(totals) and totals[0] < totals[-1]  # a redraw joined
+    assert stages[0] == "hearing the style" and "drawing the new bars" in stages
+    assert any(s.startswith("drawing 3 candidates again (the new bars hold") for s in stages), set(stages)
+    assert steps == [(i, 20) for i in range(20)] and res.style in pipe.styles + (ANY_STYLE,)
+    made = []
+    pipe.generate(2, 8, steps=5, seed=0, progress=Progress(lambda done, total, stage: made.append((done, total))))
+    assert made[-1][0] == made[-1][1] >= 5 and [d for d, _ in made] == list(range(1, len(made) + 1))
 
 
 def test_context_guidance_scales_what_a_chunk_takes_from_the_rest(pipe):
