@@ -329,17 +329,20 @@ def _progress(args: argparse.Namespace) -> Iterator[Progress]:
 
     from .generate import Progress
 
-    bar = tqdm(total=0, desc=args.command, unit="step", leave=False, disable=args.quiet)
+    bars: list[tqdm] = []  # opened at the first model pass: a refused setting prints its one line alone
 
     def report(done: int, total: int, stage: str) -> None:
-        bar.total = total
-        bar.set_description(f"{args.command}: {stage}", refresh=False)
-        bar.update(done - bar.n)
+        if not bars:
+            bars.append(tqdm(total=total, desc=args.command, unit="step", leave=False, disable=args.quiet))
+        bars[0].total = total
+        bars[0].set_description(f"{args.command}: {stage}", refresh=False)
+        bars[0].update(done - bars[0].n)
 
     try:
         yield Progress(report)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
