@@ -78,7 +78,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 def cmd_data_build(args: argparse.Namespace) -> None:
     import time
 
-    from .data.dataset import save_stats
+    from .dataset import save_stats
 
     t0 = time.time()
     if args.midi_dir:
@@ -114,7 +114,7 @@ def cmd_data_merge(args: argparse.Namespace) -> None:
 
 
 def cmd_data_stats(args: argparse.Namespace) -> None:
-    from .data.dataset import Lines
+    from .dataset import Lines
 
     stats = Lines.load(args.path).stats()
     if args.json:
@@ -404,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line, from light modules only (`options`, `fit`, `melody`, the
     subpackages' names): `symdiff --help` and `inspect` load no torch (tests/test_layers.py)."""
     from .data.corpus import STYLES
-    from .data.dataset import DEFAULT_PATH
+    from .dataset import DEFAULT_PATH
     from .evaluation import CACHE, FIT_TASKS, MIN_BARS, TABLE1_TASKS
     from .fit import DENSITY_CHOICES
     from .melody import BARS_PER_CHUNK

@@ -31,10 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import fit, melody, pianoroll
+from . import fit, melody, metrics, pianoroll
 from .baselines import interpolate_infill, prior_latents
-from .data.dataset import random_windows
-from .evaluation import metrics
+from .dataset import random_windows
 from .generate import GenerateError, InfillPlan, MelodyDiffusion, plan_infill, splice_bars
 from .schedulers import make_sampler
 
@@ -189,7 +188,7 @@ def reference_stats(pipe: MelodyDiffusion, lines=None, num_windows: int = 300, l
     shipped corpus); the latents come from the first `latent_windows` of them, encoded in one
     batch (32 chunks each)."""
     if lines is None:
-        from .data.dataset import Lines
+        from .dataset import Lines
 
         lines = Lines.load()
     wins = random_windows(lines, "train", num_windows, seed)

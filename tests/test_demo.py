@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from symdiff import demo, melody
-from symdiff.data.dataset import Lines, random_windows
+from symdiff import demo, melody, metrics
+from symdiff.dataset import Lines, random_windows
 from symdiff.errors import SymdiffError
-from symdiff.evaluation import metrics
 from symdiff.generate import GenerateError, plan_infill
 
 torch.set_num_threads(1)

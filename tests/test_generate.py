@@ -16,7 +16,7 @@ import torch
 from symdiff import fit, melody
 from symdiff.cli import main
 from symdiff.data.corpus import style_of
-from symdiff.data.dataset import Lines
+from symdiff.dataset import Lines
 from symdiff.generate import (
     ANY_STYLE,
     CONTEXT_GUIDANCE,
@@ -404,7 +404,7 @@ def test_context_guidance_holds_the_register(pipe):
     64-bar samples span at most 1.25x the pitch range of 24 real test windows, and several
     semitones less than the same chains without it (here 15.8 against 19.2; on 64 samples with
     the repair: 13.5 against 18.2)."""
-    from symdiff.data.dataset import Lines, random_windows
+    from symdiff.dataset import Lines, random_windows
     from symdiff.evaluation.fidelity import coherence_figures
 
     def mean_range(melodies):

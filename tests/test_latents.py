@@ -18,7 +18,7 @@ import torch
 from symdiff import melody
 from symdiff.codec import SILENCE_VALUE, CodecConfig, LatentCodec, LatentScaler, silence_chunk
 from symdiff.data import latents as L
-from symdiff.data.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines
+from symdiff.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines
 from symdiff.vae import MusicVAE, VAEConfig, vae_hash
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""symdiff.evaluation.metrics: framewise overlapping area, Frechet distance, MMD, copy detection.
+"""symdiff.metrics: framewise overlapping area, Frechet distance, MMD, copy detection.
 
 Expected values are worked out by hand (Gaussian overlaps in closed form, melodies built bar by
 bar), checked against `statistics.NormalDist` and a SCHmUBERT-style per-note loop through
@@ -18,8 +18,8 @@ from note_seq import quantize_note_sequence
 from scipy.stats import norm
 
 from symdiff import melody as M
-from symdiff.data.dataset import Lines
-from symdiff.evaluation.metrics import (
+from symdiff.dataset import Lines
+from symdiff.metrics import (
     CopyIndex,
     CopyMatch,
     consistency_variance,

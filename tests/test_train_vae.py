@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from work import cpu_seconds
 
 from symdiff.cli import main as cli_main
-from symdiff.data.dataset import DEFAULT_PATH, Lines
+from symdiff.dataset import DEFAULT_PATH, Lines
 from symdiff.train.vae import PRESETS, VAERecipe, beta_at, lr_at, teacher_forcing_prob, vae_loss
 from symdiff.vae import MusicVAE, evaluate
 

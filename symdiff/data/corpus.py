@@ -21,8 +21,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import melody
+from ..dataset import Lines
 from ..notes import Note, Score
-from .dataset import Lines
 
 log = logging.getLogger(__name__)
 

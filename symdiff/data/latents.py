@@ -78,10 +78,10 @@ from tqdm import tqdm
 from .. import melody
 from ..atomic import save_npz, sha256_file
 from ..codec import SILENCE_VALUE, LatentScaler, chunks_of
+from ..dataset import DEFAULT_PATH, SPLITS, WINDOW_CHUNKS, Lines, window_starts
 from ..errors import SymdiffError
 from ..precision import autocast, resolve_precision
 from ..vae import MusicVAE, vae_hash
-from .dataset import DEFAULT_PATH, SPLITS, WINDOW_CHUNKS, Lines, window_starts
 
 FORMAT = 1
 DEFAULT_CACHE = DEFAULT_PATH.parent / "cache" / "latents"

@@ -1,4 +1,6 @@
-"""Evaluation metrics: framewise overlapping area, latent-space distances, copying of training data.
+"""The paper's metrics: framewise overlapping area, latent-space distances, copying of training data.
+In the inference layer because the app shows the first two live (`demo.RefinementTrace`);
+`symdiff.evaluation` reports them over sets.
 
 - Framewise overlapping area (OA, paper sec. 4.4, docs/paper_notes.md sec. 7, as SCHmUBERT re-implemented Mittal et
   al.): notes belong to the bar where they start; frames of 4 bars at a hop of 2 bars; per frame
@@ -34,7 +36,7 @@ import numpy as np
 import scipy.linalg
 from scipy.special import erf
 
-from ..melody import MIN_PITCH, STEPS_PER_BAR
+from .melody import MIN_PITCH, STEPS_PER_BAR
 
 FRAME_BARS = 4
 HOP_BARS = 2
