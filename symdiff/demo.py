@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -146,8 +147,15 @@ def plan_bars(found: melody.MidiMelodies, cand: melody.Candidate, first_bar, las
     return plan_infill(len(tokens), span, seq_len, fit.section(found.keys, span, len(tokens))), tokens
 
 
+class Baselines(TypedDict):
+    """`baseline_infills`' melodies: interpolation is None when no bar of the window is known."""
+
+    interpolation: np.ndarray | None
+    prior: np.ndarray
+
+
 def baseline_infills(pipe: MelodyDiffusion, tokens: np.ndarray, plan: InfillPlan,
-                     seed: int | None = 0) -> dict[str, np.ndarray | None]:
+                     seed: int | None = 0) -> Baselines:
     """The paper's two baselines for the same infilling task, spliced like the diffusion result:
     'interpolation' (slerp between the known latents on either side; None when no bar of the
     window is known) and 'prior' (independent N(0, I) latents from the VAE prior)."""
@@ -157,17 +165,14 @@ def baseline_infills(pipe: MelodyDiffusion, tokens: np.ndarray, plan: InfillPlan
     w0, w1 = plan.window_steps
     known = pipe.codec.encode(full[w0:w1])
     mask = torch.from_numpy(plan.mask())
-    out: dict[str, np.ndarray | None] = {}
+    interpolation = None
     if bool((~mask).any()):
         x = interpolate_infill(known, mask, pipe.codec.scaler, config=pipe.codec.config)
-        out["interpolation"] = splice_bars(tokens, pipe.decode(x[None])[0], plan)
-    else:
-        out["interpolation"] = None
+        interpolation = splice_bars(tokens, pipe.decode(x[None])[0], plan)
     g = torch.Generator().manual_seed(seed if seed is not None else 0)
     prior = prior_latents(1, len(known), pipe.codec.scaler, generator=g, config=pipe.codec.config)[0]
     x = torch.where(mask[:, None], prior.float(), known)
-    out["prior"] = splice_bars(tokens, pipe.decode(x[None])[0], plan)
-    return out
+    return {"interpolation": interpolation, "prior": splice_bars(tokens, pipe.decode(x[None])[0], plan)}
 
 
 # --- reference statistics and the refinement trace ---------------------------------------------
