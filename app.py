@@ -341,7 +341,7 @@ class SymdiffApp:
         wav = sound(tokens, melody.DEFAULT_QPM)
         midi_path = request_dir() / f"symdiff_{bars}bars_seed{seed}.mid"
         melody.tokens_to_midi(tokens, midi_path, melody.DEFAULT_QPM)  # atomic, like every write
-        notes = int((tokens >= 2).sum())
+        notes = int(melody.is_onset(tokens).sum())
         yield (f"Done in {time.perf_counter() - t0:.1f} s (sampling {sampled:.1f} s): {bars} bars"
                f"{f' of {style}' if style else ''}, {notes} notes.", *self._plots(trace, steps), roll, stages, wav,
                str(midi_path))

@@ -220,7 +220,7 @@ def cmd_data_latents(args: argparse.Namespace) -> None:
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     import time
 
-    from .melody import read_midi, tokens_to_midi
+    from .melody import is_onset, read_midi, tokens_to_midi
     from .vae import MusicVAE, reconstruct
 
     check_out(args.out, args.file)
@@ -231,7 +231,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     out = reconstruct(vae, line.tokens)
     seconds = time.time() - t0
     tokens_to_midi(out, args.out, qpm=found.qpm, program=line.program)
-    notes = line.tokens >= 2
+    notes = is_onset(line.tokens)
     acc = float((out == line.tokens).mean())
     onset_acc = float((out[notes] == line.tokens[notes]).mean()) if notes.any() else float("nan")
     print(f"track {line.index} ({line.num_bars} bars, {line.num_notes} notes): token accuracy {acc:.4f}, "

@@ -134,7 +134,7 @@ def transpose_chunks(
 ) -> np.ndarray:
     """Transpose each chunk by a random shift in -max_shift..max_shift that keeps it in range."""
     chunks = np.asarray(chunks)
-    notes = chunks >= 2
+    notes = melody.is_onset(chunks)
     big = np.where(notes, chunks, 255).min(axis=1).astype(np.int64)
     top = np.where(notes, chunks, 0).max(axis=1).astype(np.int64)
     lo = np.maximum(-max_shift, 2 - big)  # lowest shift that stays >= token 2

@@ -58,7 +58,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import mido
 import numpy as np
@@ -67,9 +67,13 @@ from mido.midifiles.meta import build_meta_message
 from .atomic import write_bytes
 from .errors import SymdiffError
 from .notes import (
+    FIRST_PITCH_TOKEN,
+    NO_EVENT,
+    NOTE_OFF,
     BadMeter,
     Note,
     Score,
+    is_onset,
     line_notes,
     monophonic,
     program_name,
@@ -80,16 +84,15 @@ from .notes import (
 )
 
 log = logging.getLogger(__name__)
+TokenOrArray = TypeVar("TokenOrArray", int, np.ndarray)
 
 STEPS_PER_QUARTER = 4
 STEPS_PER_BAR = 16
 BARS_PER_CHUNK = 2
 CHUNK_STEPS = STEPS_PER_BAR * BARS_PER_CHUNK
-NO_EVENT = 0
-NOTE_OFF = 1
 MIN_PITCH = 21
 MAX_PITCH = 108
-NUM_CLASSES = MAX_PITCH - MIN_PITCH + 1 + 2  # 90
+NUM_CLASSES = FIRST_PITCH_TOKEN + MAX_PITCH - MIN_PITCH + 1  # 90
 MELODY_PROGRAMS = range(0, 32)  # MusicVAE's MEL_PROGRAMS
 MAX_BARS = 1024
 DEFAULT_QPM = 120.0
@@ -135,7 +138,7 @@ class Candidate:
 
     @property
     def num_notes(self) -> int:
-        return int((self.tokens >= 2).sum())
+        return int(is_onset(self.tokens).sum())
 
     @property
     def pitch_range(self) -> tuple[int, int] | None:
@@ -294,7 +297,7 @@ class MidiMelodies:
 
     def track_bars(self, candidate: Candidate) -> int:
         """The last bar (as numbered) in which a candidate plays a note."""
-        onsets = np.flatnonzero(candidate.tokens >= 2)
+        onsets = np.flatnonzero(is_onset(candidate.tokens))
         return self.bars.number_at(int(onsets[-1])) if len(onsets) else self.bars.first_number
 
     @property
@@ -315,12 +318,19 @@ class MidiMelodies:
 # --- tokens -----------------------------------------------------------------------------
 
 def pitch_to_token(pitch: int) -> int:
-    return pitch - MIN_PITCH + 2
+    return pitch - MIN_PITCH + FIRST_PITCH_TOKEN
+
+
+def token_to_pitch(tokens: TokenOrArray) -> TokenOrArray:
+    """The MIDI pitch of a pitch token (or of an array of them, as int64)."""
+    if isinstance(tokens, np.ndarray):
+        return tokens.astype(np.int64) - FIRST_PITCH_TOKEN + MIN_PITCH
+    return tokens - FIRST_PITCH_TOKEN + MIN_PITCH
 
 
 def tokens_pitches(tokens: np.ndarray) -> np.ndarray:
     tokens = np.asarray(tokens)
-    return tokens[tokens >= 2].astype(np.int64) - 2 + MIN_PITCH
+    return token_to_pitch(tokens[is_onset(tokens)])
 
 
 def tokens_to_score(
@@ -329,7 +339,7 @@ def tokens_to_score(
     """Tokens -> notes in seconds; the end of the tokens ends a sounding note."""
     check_tokens(tokens)
     seconds = 60.0 / qpm / STEPS_PER_QUARTER  # per step
-    notes = [Note(on * seconds, off * seconds, token - 2 + MIN_PITCH, velocity, program=program)
+    notes = [Note(on * seconds, off * seconds, token_to_pitch(token), velocity, program=program)
              for on, off, token in line_notes(tokens)]
     return Score(notes, tempos=[(0.0, qpm)], meters=[(0.0, 4, 4)], total_time=len(tokens) * seconds)
 
@@ -345,7 +355,7 @@ def tokens_to_midi_bytes(tokens: np.ndarray, qpm: float = DEFAULT_QPM, program: 
     """The MIDI file's bytes; every track ends at the melody's last step, so bars of rest at its
     end are part of the file (a sample asked for 16 bars lasts 16 bars)."""
     check_tokens(tokens)
-    notes = [(on, off, token - 2 + MIN_PITCH) for on, off, token in line_notes(tokens)]
+    notes = [(on, off, token_to_pitch(token)) for on, off, token in line_notes(tokens)]
     out = io.BytesIO()
     write_line(notes, len(tokens), STEPS_PER_QUARTER, qpm, program, velocity=100).save(file=out)
     return out.getvalue()
@@ -376,7 +386,7 @@ def from_chunks(chunks: np.ndarray) -> np.ndarray:
 
 def silent_chunks(chunks: np.ndarray) -> np.ndarray:
     """True for chunks without a note onset (they may hold a note-off or a held note)."""
-    return np.asarray(~(np.asarray(chunks) >= 2).any(axis=-1))
+    return np.asarray(~is_onset(chunks).any(axis=-1))
 
 
 def windows(tokens: np.ndarray, bars: int = BARS_PER_CHUNK, hop_bars: int = 1) -> np.ndarray:
@@ -394,7 +404,7 @@ def as_vae_input(chunks: np.ndarray) -> np.ndarray:
     """Chunks as MusicVAE's converter slices them: a note-off before a chunk's first note
     (the end of a note held over from the previous chunk) becomes "no event"."""
     chunks = np.array(chunks, dtype=np.uint8)
-    before_first_note = np.cumsum(chunks >= 2, axis=-1) == 0
+    before_first_note = np.cumsum(is_onset(chunks), axis=-1) == 0
     chunks[before_first_note & (chunks == NOTE_OFF)] = NO_EVENT
     return chunks
 
@@ -632,7 +642,7 @@ def sequence_lines(score: Score, max_bars: int = MAX_BARS) -> list[Candidate]:
     lines: list[Candidate] = []
     for instrument, rows in sorted(by_instrument.items()):
         first, line = monophonic(onsets[rows], offsets[rows],
-                                 np.array([notes[i].pitch - MIN_PITCH + 2 for i in rows]), STEPS_PER_BAR)
+                                 np.array([pitch_to_token(notes[i].pitch) for i in rows]), STEPS_PER_BAR)
         tokens = np.zeros(first + len(line), dtype=np.uint8)
         tokens[first:] = line
         together = np.unique(onsets[rows], return_counts=True)[1]
