@@ -40,13 +40,13 @@ from .options import (
     DEFAULT_DIFFUSION,
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
     INFILL_METHODS,
     SAMPLER_CONTEXT_GUIDANCE,
 )
 from .precision import autocast, resolve_precision
 from .schedulers import Callback, Sampler, ScheduleConfig, make_sampler
 
-DEFAULT_STEPS = {"ddpm": 200, "ddim": 50, "dpmpp": 20, "dpmpp-sde": 20}
 # Register repair of new melodies (`MelodyDiffusion.repair_samples`): a chunk holding a note more
 # than REGISTER_MARGIN semitones outside its melody's 10-90% pitch band is regenerated from the
 # rest of the melody, up to REPAIR_ROUNDS times (two rounds left stray chunks in 2 of 32 styled

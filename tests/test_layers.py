@@ -132,3 +132,14 @@ def test_the_cli_offers_every_registered_sampler():
     from symdiff.schedulers import SAMPLERS
 
     assert SAMPLER_NAMES == tuple(SAMPLERS)
+
+
+def test_the_cli_offers_every_training_preset():
+    """`options.DIFFUSION_PRESETS` and `MDN_PRESETS` (what `train --config` lists without importing
+    torch) name the presets the trainers hold, the shipped default's among them."""
+    from symdiff.options import DEFAULT_DIFFUSION, DIFFUSION_PRESETS, MDN_PRESETS
+    from symdiff.train import diffusion, mdn
+
+    assert tuple(DIFFUSION_PRESETS) == tuple(diffusion.PRESETS) and tuple(MDN_PRESETS) == tuple(mdn.PRESETS)
+    shipped = json.loads((DEFAULT_DIFFUSION / "config.json").read_text())["model"]["name"]
+    assert shipped in DIFFUSION_PRESETS
