@@ -78,8 +78,8 @@ def _read_cached(path: Path, st: os.stat_result) -> melody.MidiMelodies:
             _parsed[key] = found
             while len(_parsed) > PARSED_CACHE_SIZE:
                 _parsed.popitem(last=False)
-    if isinstance(found, melody.MelodyError):
-        raise melody.MelodyError(str(found))
+    if isinstance(found, melody.MelodyError):  # a fresh one of its class (reading raises none with more than a message)
+        raise type(found)(str(found))
     return found
 
 
@@ -91,13 +91,13 @@ def load_melody(source: str | Path | bytes, track: int | None = None,
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
-            raise melody.MelodyError("no file was given")
+            raise melody.UnreadableMidiError("no file was given")
         st = path.stat()
         if st.st_size > max_bytes:
-            raise melody.MelodyError(f"{path.name}: the file is larger than {max_bytes / 2**20:.0f} MB")
+            raise melody.UnreadableMidiError(f"{path.name}: the file is larger than {max_bytes / 2**20:.0f} MB")
         found = _read_cached(path, st)
     elif len(source) > max_bytes:
-        raise melody.MelodyError(f"the file is larger than {max_bytes / 2**20:.0f} MB")
+        raise melody.UnreadableMidiError(f"the file is larger than {max_bytes / 2**20:.0f} MB")
     else:
         found = melody.read_midi(source)
     return found, found.pick(track)

@@ -112,7 +112,26 @@ RESCALED_TPB = 480
 
 
 class MelodyError(SymdiffError):
-    """A file or melody that cannot be used; the message is meant for the user."""
+    """A file or melody that cannot be used; the message is meant for the user. The subclasses
+    tell a caller what to ask for instead."""
+
+
+class UnreadableMidiError(MelodyError):
+    """No MIDI file symdiff can read (missing, empty, too large, not MIDI, corrupt): another file."""
+
+
+class NoMelodyError(MelodyError):
+    """A readable file without a melody to work on (no notes, only drums, none in the model's
+    range or on its grid): another file, since no track of this one will do."""
+
+
+class BarRangeError(MelodyError):
+    """Bars the piece does not have; `valid` is the bars it has (first, last, as numbered), the
+    range a caller can offer or clamp to."""
+
+    def __init__(self, message: str, valid: tuple[int, int]):
+        super().__init__(message)
+        self.valid = valid
 
 
 @dataclass
@@ -221,18 +240,19 @@ class BarMap:
         low = self.first_number
         top = self.num_bars + allow_past_end
         asked = f"bars {first}-{last}"
+        valid = (low, top)
         if first == 0 and low == 1:
-            raise MelodyError(f"{asked}: this file has no pickup, so it has no bar 0 (bar 0 is a pickup, the short "
-                              f"bar before bar 1); its bars are 1-{self.num_bars}")
+            raise BarRangeError(f"{asked}: this file has no pickup, so it has no bar 0 (bar 0 is a pickup, the short "
+                                f"bar before bar 1); its bars are 1-{self.num_bars}", valid)
         if first < low:
-            raise MelodyError(f"{asked}: bars count from {low}")
+            raise BarRangeError(f"{asked}: bars count from {low}", valid)
         if last < first:
-            raise MelodyError(f"{asked}: the last bar comes before the first")
+            raise BarRangeError(f"{asked}: the last bar comes before the first", valid)
         if last > top:
             ends = (f"the music ends at bar {self.num_bars} ({self.describe()})" if self.cut_at is None else
                     f"the file is cut at bar {self.cut_at} (it goes on; {self.cut_why})")
             choose = f"bars {first}-{top}" if first <= top else f"bars within {low}-{top}"
-            raise MelodyError(f"{asked}: {ends}; choose {choose}")
+            raise BarRangeError(f"{asked}: {ends}; choose {choose}", valid)
         return self.start(first), self.start(last + 1)
 
 
@@ -585,24 +605,24 @@ def _load(source: str | Path | bytes, max_bars: int) -> tuple[Score, float | Non
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
-            raise MelodyError(f"{path}: no such file")
+            raise UnreadableMidiError(f"{path}: no such file")
         if path.stat().st_size > MAX_FILE_BYTES:
-            raise MelodyError(f"{path.name}: file is larger than {MAX_FILE_BYTES >> 20} MB")
+            raise UnreadableMidiError(f"{path.name}: file is larger than {MAX_FILE_BYTES >> 20} MB")
         data = path.read_bytes()
         name = path.name
     else:
         data, name = bytes(source), "input"
     if not data:
-        raise MelodyError(f"{name}: the file is empty")
+        raise UnreadableMidiError(f"{name}: the file is empty")
     if not data.startswith(b"MThd"):
-        raise MelodyError(f"{name}: not a MIDI file (no MThd header)")
+        raise UnreadableMidiError(f"{name}: not a MIDI file (no MThd header)")
     try:
         mid, cut_beat = bounded_midi(data, max_bars)
         return score_of(read_pretty_midi(mid)), cut_beat
     except (_Corrupt, BadMeter) as e:
-        raise MelodyError(f"{name}: corrupt MIDI file ({e})") from None
+        raise UnreadableMidiError(f"{name}: corrupt MIDI file ({e})") from None
     except Exception as e:  # mido's and pretty_midi's many kinds on corrupt data
-        raise MelodyError(f"{name}: corrupt MIDI file ({type(e).__name__}: {e})") from None
+        raise UnreadableMidiError(f"{name}: corrupt MIDI file ({type(e).__name__}: {e})") from None
 
 
 def beat_clock(score: Score) -> Callable[[Any], np.ndarray]:
@@ -736,15 +756,15 @@ def read_midi(source: str | Path | bytes, max_bars: int = MAX_BARS) -> MidiMelod
     """Read a MIDI file (path or bytes) -> its candidate melodies and the default choice."""
     score, cut_beat = _load(source, max_bars)
     if not score.notes:
-        raise MelodyError("the MIDI file has no notes")
+        raise NoMelodyError("the MIDI file has no notes")
     if all(n.is_drum for n in score.notes):
-        raise MelodyError("the MIDI file has only drums; a melody needs a pitched track")
+        raise NoMelodyError("the MIDI file has only drums; a melody needs a pitched track")
     candidates = [c for c in sequence_lines(score, max_bars) if c.num_notes > 0]
     if not candidates:
         if all(not MIN_PITCH <= n.pitch <= MAX_PITCH for n in score.notes if not n.is_drum):
-            raise MelodyError(f"no melody found: every pitched note lies outside the range the model knows "
+            raise NoMelodyError(f"no melody found: every pitched note lies outside the range the model knows "
                               f"(MIDI {MIN_PITCH}-{MAX_PITCH}, A0 to C8)")
-        raise MelodyError("no melody found: no pitched notes on the 16th-note grid")
+        raise NoMelodyError("no melody found: no pitched notes on the 16th-note grid")
     default = most_melodic(candidates)
     qpms = [q for _, q in sorted(score.tempos, key=lambda t: t[0])]
     sigs = [(n, d) for _, n, d in sorted(score.meters, key=lambda m: m[0])]
