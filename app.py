@@ -437,7 +437,7 @@ class SymdiffApp:
         t0 = time.perf_counter()
         plan, tokens = demo.plan_bars(found, cand, first_bar, last_bar, self.pipe.seq_len)
         first, last = int(first_bar), int(last_bar)
-        stop, ticks = threading.Event(), queue.Queue[tuple[int, int]]()
+        stop, ticks = threading.Event(), queue.Queue[tuple[int, int, str]]()
 
         def report(done: int, total: int, stage: str) -> None:
             if stop.is_set():

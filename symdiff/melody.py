@@ -715,7 +715,7 @@ def repetition(tokens: np.ndarray) -> float:
     bars = np.asarray(tokens).reshape(-1, STEPS_PER_BAR)
     shapes = []
     for bar in bars:
-        steps = np.flatnonzero(bar >= 2)
+        steps = np.flatnonzero(is_onset(bar))
         shapes.append((tuple(steps), tuple(np.sign(np.diff(bar[steps].astype(int))))) if len(steps) >= 3 else None)
     counted = [i for i, s in enumerate(shapes) if s is not None]
     if not counted:
