@@ -118,8 +118,8 @@ def main() -> None:
 
     if args.skip_quality:
         return
-    from symdiff.evaluation.metrics import consistency_variance, overlap_stats
     from symdiff.evaluation.table1 import held_out_melodies
+    from symdiff.metrics import consistency_variance, overlap_stats
 
     gt = overlap_stats(held_out_melodies(args.num, seed=1))
     print(f"\nquality: framewise OA vs held-out data, {args.num} samples of 64 bars each")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from symdiff.data.dataset import Lines, transpose_chunks
+from symdiff.dataset import Lines, transpose_chunks
 from symdiff.options import DEFAULT_VAE
 from symdiff.train.vae import vae_loss
 from symdiff.vae import CONFIGS, MusicVAE

@@ -6,8 +6,9 @@
 #   General MIDI soundfont (/usr/share/sounds/sf2/FluidR3_GM.sf2), the Space's audio path
 #   (packages.txt), which tests/test_audio.py renders with.
 # Idempotent: installs only what is missing, and does nothing when all of it is there. Where it
-# cannot install (no apt-get, not root and no sudo, no network), it says so and exits 0: the
-# tests that need the missing part then skip with that reason and the rest of the suite runs.
+# cannot install (no apt-get, not root and no sudo, no network), it says what is missing and
+# exits 1, so CI (.ci/run) fails instead of skipping the browser and audio tiers; run by hand,
+# the tests that need the missing part skip with that reason and the rest of the suite runs.
 #   bash scripts/install-test-deps.sh
 set -uo pipefail
 
@@ -15,11 +16,15 @@ have_libfluidsynth() {
   ldconfig -p 2>/dev/null | grep -q 'libfluidsynth\.so'
 }
 
-missing=()
-[ -x /usr/bin/chromium ] || missing+=(chromium)
-command -v fluidsynth >/dev/null 2>&1 || missing+=(fluidsynth)
-have_libfluidsynth || missing+=(libfluidsynth3)
-[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || missing+=(fluid-soundfont-gm)
+find_missing() {
+  missing=()
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v fluidsynth >/dev/null 2>&1 || missing+=(fluidsynth)
+  have_libfluidsynth || missing+=(libfluidsynth3)
+  [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || missing+=(fluid-soundfont-gm)
+}
+
+find_missing
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-test-deps: $(/usr/bin/chromium --version 2>/dev/null || echo chromium), fluidsynth" \
@@ -28,7 +33,7 @@ if [ ${#missing[@]} -eq 0 ]; then
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "install-test-deps: no apt-get here; install ${missing[*]} by hand (their tests skip)" >&2
-  exit 0
+  exit 1
 fi
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
@@ -36,14 +41,19 @@ if [ "$(id -u)" != 0 ]; then
     SUDO="sudo -n"
   else
     echo "install-test-deps: not root and no sudo; cannot apt-get install ${missing[*]} (their tests skip)" >&2
-    exit 0
+    exit 1
   fi
 fi
 start=$(date +%s)
-if $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
-   && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
-  echo "install-test-deps: installed ${missing[*]} in $(( $(date +%s) - start )) s"
-else
-  echo "install-test-deps: apt-get install ${missing[*]} failed (their tests skip)" >&2
+wanted=("${missing[@]}")
+if ! { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+       && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null; }; then
+  echo "install-test-deps: apt-get install ${wanted[*]} failed (their tests skip)" >&2
+  exit 1
 fi
-exit 0
+find_missing  # installed is not enough: each part must now be where the tests look
+if [ ${#missing[@]} -ne 0 ]; then
+  echo "install-test-deps: apt-get installed ${wanted[*]} but ${missing[*]} is still not found (their tests skip)" >&2
+  exit 1
+fi
+echo "install-test-deps: installed ${wanted[*]} in $(( $(date +%s) - start )) s"

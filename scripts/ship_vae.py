@@ -16,7 +16,7 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from symdiff.data.dataset import Lines  # noqa: E402
+from symdiff.dataset import Lines  # noqa: E402
 from symdiff.options import DEFAULT_VAE  # noqa: E402
 from symdiff.train.vae import VAERecipe  # noqa: E402
 from symdiff.vae import MusicVAE, evaluate  # noqa: E402

@@ -129,10 +129,10 @@ def token_notes(tokens: np.ndarray, lo: int, hi: int) -> list[tuple[int, int, in
     tokens = np.asarray(tokens)
     out = []
     for s in range(lo, hi):
-        if tokens[s] >= 2:
+        if melody.is_onset(tokens[s]):
             nxt = np.flatnonzero(tokens[s + 1 : hi] != melody.NO_EVENT)
             end = s + 1 + int(nxt[0]) if len(nxt) else hi
-            out.append((s, end, int(tokens[s]) - 2 + melody.MIN_PITCH))
+            out.append((s, end, melody.token_to_pitch(int(tokens[s]))))
     return out
 
 

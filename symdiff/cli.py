@@ -15,10 +15,14 @@ from .options import (
     CONTEXT_GUIDANCE,
     DEFAULT_DIFFUSION,
     DEFAULT_GUIDANCE,
+    DEFAULT_MDN,
     DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
     DEFAULT_VAE,
     DEVICES,
+    DIFFUSION_PRESETS,
     INFILL_METHODS,
+    MDN_PRESETS,
     PRECISIONS,
     SAMPLER_CONTEXT_GUIDANCE,
     SAMPLER_NAMES,
@@ -82,7 +86,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 def cmd_data_build(args: argparse.Namespace) -> None:
     import time
 
-    from .data.dataset import save_stats
+    from .dataset import save_stats
 
     t0 = time.time()
     if args.midi_dir:
@@ -118,7 +122,7 @@ def cmd_data_merge(args: argparse.Namespace) -> None:
 
 
 def cmd_data_stats(args: argparse.Namespace) -> None:
-    from .data.dataset import Lines
+    from .dataset import Lines
 
     stats = Lines.load(args.path).stats()
     if args.json:
@@ -224,7 +228,7 @@ def cmd_data_latents(args: argparse.Namespace) -> None:
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     import time
 
-    from .melody import read_midi, tokens_to_midi
+    from .melody import is_onset, read_midi, tokens_to_midi
     from .vae import MusicVAE, reconstruct
 
     check_out(args.out, args.file)
@@ -235,7 +239,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     out = reconstruct(vae, line.tokens)
     seconds = time.time() - t0
     tokens_to_midi(out, args.out, qpm=found.qpm, program=line.program)
-    notes = line.tokens >= 2
+    notes = is_onset(line.tokens)
     acc = float((out == line.tokens).mean())
     onset_acc = float((out[notes] == line.tokens[notes]).mean()) if notes.any() else float("nan")
     print(f"track {line.index} ({line.num_bars} bars, {line.num_notes} notes): token accuracy {acc:.4f}, "
@@ -418,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line, from light modules only (`options`, `fit`, `melody`, the
     subpackages' names): `symdiff --help` and `inspect` load no torch (tests/test_layers.py)."""
     from .data.corpus import STYLES
-    from .data.dataset import DEFAULT_PATH
+    from .dataset import DEFAULT_PATH
     from .evaluation import CACHE, FIT_TASKS, MIN_BARS, TABLE1_TASKS
     from .fit import DENSITY_CHOICES
     from .melody import BARS_PER_CHUNK
@@ -474,8 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_reconstruct)
 
     def generation_args(s: argparse.ArgumentParser) -> None:
-        s.add_argument("--steps", type=int, help="reverse steps (default: 200 for ddpm, 50 for ddim, 20 for dpmpp "
-                                                 "and dpmpp-sde; the paper: ddpm 1000)")
+        per_sampler = ", ".join(f"{n} for {name}" for name, n in DEFAULT_STEPS.items())
+        s.add_argument("--steps", type=int, help=f"reverse steps (default: {per_sampler}; the paper: ddpm 1000)")
         s.add_argument("--sampler", choices=SAMPLER_NAMES, default=DEFAULT_SAMPLER,
                        help="ddpm (the default: the paper's ancestral sampler, respaced below 1000 steps), ddim "
                             "(4x faster, deterministic, but more rests), dpmpp-sde (DPM-Solver++ SDE, 10x faster, "
@@ -556,8 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="coherence: context guidance of the samples (default: the sampler's, as for sample)")
     s.add_argument("--region-bars", type=int, choices=range(BARS_PER_CHUNK, MIN_BARS // 2 + 1, BARS_PER_CHUNK),
                    help="fidelity: regenerate the middle N bars of each piece (default: its middle half)")
-    s.add_argument("--mdn", type=lambda v: None if v == "none" else Path(v), default=Path("checkpoints/mdn-cpu"),
-                   help="TransformerMDN checkpoint, or none")
+    s.add_argument("--mdn", type=lambda v: None if v == "none" else Path(v), default=DEFAULT_MDN,
+                   help="TransformerMDN checkpoint, or none (default: %(default)s)")
     s.add_argument("--data", type=Path, default=DEFAULT_PATH)
     s.add_argument("--cache", type=Path, default=CACHE, help="where encoded reference windows are kept")
     s.add_argument("--no-cache", action="store_true")
@@ -565,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("runs/eval"),
                    help="results folder (the committed results: --out eval)")
     generation_args(s)
-    s.set_defaults(func=cmd_evaluate, sampler=None)  # ddpm for the paper's tasks, ddim for fidelity/coherence
+    s.set_defaults(func=cmd_evaluate, sampler=None)  # ddpm for the paper's tasks, else DEFAULT_SAMPLER
 
     train = sub.add_parser("train", help="train a model").add_subparsers(dest="model", required=True)
     s = train.add_parser("vae", help="train the 2-bar melody MusicVAE (resumes from OUT/last)")
@@ -582,14 +586,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init-from", type=Path, help="start from a shipped checkpoint and its step count")
     s.set_defaults(func=cmd_train_vae)
 
-    for model, help_, configs in (
-        ("diffusion", "train the TransformerDDPM on the VAE's latents",
-         "paper (25.6M parameters at d = 42), cpu (4.2M at d = 256), cpu-cond (cpu + known-music input and adaLN) "
-         "or cpu-style (cpu-cond + style labels)"),
-        ("mdn", "train the TransformerMDN baseline on the VAE's latents", "paper (38M parameters at d = 42) or cpu"),
+    for model, help_, presets in (
+        ("diffusion", "train the TransformerDDPM on the VAE's latents", DIFFUSION_PRESETS),
+        ("mdn", "train the TransformerMDN baseline on the VAE's latents", MDN_PRESETS),
     ):
         s = train.add_parser(model, help=help_ + " (resumes from OUT/last)")
-        s.add_argument("--config", default="cpu", help=configs)
+        s.add_argument("--config", default="cpu", help="; ".join(f"{name}: {what}" for name, what in presets.items()))
         s.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
         s.add_argument("--vae", type=Path, default=DEFAULT_VAE,
                        help="the MusicVAE checkpoint whose latents to model")

@@ -27,14 +27,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
 
-from . import fit, melody, pianoroll
+from . import fit, melody, metrics, pianoroll
 from .baselines import interpolate_infill, prior_latents
-from .data.dataset import random_windows
-from .evaluation import metrics
+from .dataset import random_windows
 from .generate import GenerateError, InfillPlan, MelodyDiffusion, plan_infill, splice_bars
 from .schedulers import make_sampler
 
@@ -78,8 +78,8 @@ def _read_cached(path: Path, st: os.stat_result) -> melody.MidiMelodies:
             _parsed[key] = found
             while len(_parsed) > PARSED_CACHE_SIZE:
                 _parsed.popitem(last=False)
-    if isinstance(found, melody.MelodyError):
-        raise melody.MelodyError(str(found))
+    if isinstance(found, melody.MelodyError):  # a fresh one of its class (reading raises none with more than a message)
+        raise type(found)(str(found))
     return found
 
 
@@ -91,13 +91,13 @@ def load_melody(source: str | Path | bytes, track: int | None = None,
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
-            raise melody.MelodyError("no file was given")
+            raise melody.UnreadableMidiError("no file was given")
         st = path.stat()
         if st.st_size > max_bytes:
-            raise melody.MelodyError(f"{path.name}: the file is larger than {max_bytes / 2**20:.0f} MB")
+            raise melody.UnreadableMidiError(f"{path.name}: the file is larger than {max_bytes / 2**20:.0f} MB")
         found = _read_cached(path, st)
     elif len(source) > max_bytes:
-        raise melody.MelodyError(f"the file is larger than {max_bytes / 2**20:.0f} MB")
+        raise melody.UnreadableMidiError(f"the file is larger than {max_bytes / 2**20:.0f} MB")
     else:
         found = melody.read_midi(source)
     return found, found.pick(track)
@@ -147,8 +147,15 @@ def plan_bars(found: melody.MidiMelodies, cand: melody.Candidate, first_bar, las
     return plan_infill(len(tokens), span, seq_len, fit.section(found.keys, span, len(tokens))), tokens
 
 
+class Baselines(TypedDict):
+    """`baseline_infills`' melodies: interpolation is None when no bar of the window is known."""
+
+    interpolation: np.ndarray | None
+    prior: np.ndarray
+
+
 def baseline_infills(pipe: MelodyDiffusion, tokens: np.ndarray, plan: InfillPlan,
-                     seed: int | None = 0) -> dict[str, np.ndarray | None]:
+                     seed: int | None = 0) -> Baselines:
     """The paper's two baselines for the same infilling task, spliced like the diffusion result:
     'interpolation' (slerp between the known latents on either side; None when no bar of the
     window is known) and 'prior' (independent N(0, I) latents from the VAE prior)."""
@@ -158,17 +165,14 @@ def baseline_infills(pipe: MelodyDiffusion, tokens: np.ndarray, plan: InfillPlan
     w0, w1 = plan.window_steps
     known = pipe.codec.encode(full[w0:w1])
     mask = torch.from_numpy(plan.mask())
-    out: dict[str, np.ndarray | None] = {}
+    interpolation = None
     if bool((~mask).any()):
         x = interpolate_infill(known, mask, pipe.codec.scaler, config=pipe.codec.config)
-        out["interpolation"] = splice_bars(tokens, pipe.decode(x[None])[0], plan)
-    else:
-        out["interpolation"] = None
+        interpolation = splice_bars(tokens, pipe.decode(x[None])[0], plan)
     g = torch.Generator().manual_seed(seed if seed is not None else 0)
     prior = prior_latents(1, len(known), pipe.codec.scaler, generator=g, config=pipe.codec.config)[0]
     x = torch.where(mask[:, None], prior.float(), known)
-    out["prior"] = splice_bars(tokens, pipe.decode(x[None])[0], plan)
-    return out
+    return {"interpolation": interpolation, "prior": splice_bars(tokens, pipe.decode(x[None])[0], plan)}
 
 
 # --- reference statistics and the refinement trace ---------------------------------------------
@@ -189,7 +193,7 @@ def reference_stats(pipe: MelodyDiffusion, lines=None, num_windows: int = 300, l
     shipped corpus); the latents come from the first `latent_windows` of them, encoded in one
     batch (32 chunks each)."""
     if lines is None:
-        from .data.dataset import Lines
+        from .dataset import Lines
 
         lines = Lines.load()
     wins = random_windows(lines, "train", num_windows, seed)

@@ -67,7 +67,7 @@ def sounding_steps(tokens: np.ndarray) -> np.ndarray:
     tokens = np.asarray(tokens)
     idx = np.where(tokens != melody.NO_EVENT, np.arange(len(tokens)), -1)
     last = np.maximum.accumulate(idx) if len(idx) else idx
-    return (last >= 0) & (tokens[np.maximum(last, 0)] >= 2)
+    return (last >= 0) & melody.is_onset(tokens[np.maximum(last, 0)])
 
 
 def silent_bars(tokens: np.ndarray, lo: int, hi: int) -> int:
@@ -78,7 +78,7 @@ def silent_bars(tokens: np.ndarray, lo: int, hi: int) -> int:
 
 
 def onsets(tokens: np.ndarray, lo: int, hi: int) -> int:
-    return int((np.asarray(tokens)[lo:hi] >= 2).sum())
+    return int(melody.is_onset(np.asarray(tokens)[lo:hi]).sum())
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def find_key(tokens: np.ndarray) -> Key | None:
         return None
     idx = np.where(tokens != melody.NO_EVENT, np.arange(len(tokens)), -1)
     held = tokens[np.maximum(np.maximum.accumulate(idx), 0)][sounding_steps(tokens)]
-    weight = np.bincount((held.astype(np.int64) - 2 + melody.MIN_PITCH) % 12, minlength=12).astype(float)
+    weight = np.bincount(melody.token_to_pitch(held) % 12, minlength=12).astype(float)
     def score(k: Key) -> float:
         profile = np.roll(_MINOR if k.minor else _MAJOR, k.tonic)
         return float(np.corrcoef(profile, weight)[0, 1]) if weight.std() > 0 else 0.0
@@ -176,8 +176,9 @@ def targets(tokens: np.ndarray, steps: tuple[int, int], density: str | float = "
     if key is not None:
         off, n = off_scale(near, key.scale)
         key_off = off / n
-    played = np.flatnonzero(tokens >= 2)  # the range ends the line where its last note lies in it or before it
-    final = int(tokens[played[-1]] - 2 + melody.MIN_PITCH) % 12 if len(played) and played[-1] < hi else None
+    # the range ends the line where its last note lies in it or before it
+    played = np.flatnonzero(melody.is_onset(tokens))
+    final = melody.token_to_pitch(int(tokens[played[-1]])) % 12 if len(played) and played[-1] < hi else None
     inside = None
     if pickup is not None and lo < pickup[1] and hi > pickup[0]:
         inside = (max(lo, pickup[0]), min(hi, pickup[1]))
@@ -190,8 +191,8 @@ def near_rate(tokens: np.ndarray, lo: int, hi: int) -> float | None:
     bar = melody.STEPS_PER_BAR
     before = [tokens[s : s + bar] for s in range(lo - bar, -1, -bar)]
     after = [tokens[s : s + bar] for s in range(hi, len(tokens) - bar + 1, bar)]
-    playing = [b for b in before if (b >= 2).any()][:NEAR_PLAYING_BARS] + \
-        [b for b in after if (b >= 2).any()][:NEAR_PLAYING_BARS]
+    playing = [b for b in before if melody.is_onset(b).any()][:NEAR_PLAYING_BARS] + \
+        [b for b in after if melody.is_onset(b).any()][:NEAR_PLAYING_BARS]
     return sum(int((b >= 2).sum()) for b in playing) / len(playing) if playing else None
 
 
@@ -226,8 +227,8 @@ def faults(tokens: np.ndarray, t: Targets) -> list[Fault]:
             out.append(Fault("key", (off - key_limit(n, t.key_off)) / n,
                              f"{off} of {n} new notes lie outside {t.key}, the key of the bars around them"))
     if t.final_pitch_class is not None:
-        played = np.flatnonzero(np.asarray(tokens)[lo:hi] >= 2)
-        last = int(tokens[lo + played[-1]] - 2 + melody.MIN_PITCH) % 12 if len(played) else None
+        played = np.flatnonzero(melody.is_onset(np.asarray(tokens)[lo:hi]))
+        last = melody.token_to_pitch(int(tokens[lo + played[-1]])) % 12 if len(played) else None
         if last != t.final_pitch_class:
             out.append(Fault("cadence", 1.0, f"the new ending is on {_NAMES[last] if last is not None else 'a rest'}, "
                                              f"the piece's on {_NAMES[t.final_pitch_class]}"))
@@ -259,11 +260,11 @@ def end_on(tokens: np.ndarray, t: Targets) -> np.ndarray:
     final pitch class (the cadence, when no draw found it); unchanged when already there."""
     out = np.array(tokens, copy=True)
     lo, hi = t.steps
-    played = np.flatnonzero(out[lo:hi] >= 2)
+    played = np.flatnonzero(melody.is_onset(out[lo:hi]))
     if t.final_pitch_class is None or not len(played):
         return out
     step = lo + int(played[-1])
-    pitch = int(out[step]) - 2 + melody.MIN_PITCH
+    pitch = melody.token_to_pitch(int(out[step]))
     shift = (t.final_pitch_class - pitch) % 12
     shift = shift - 12 if shift > 6 else shift
     new = pitch + shift

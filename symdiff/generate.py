@@ -40,13 +40,13 @@ from .options import (
     DEFAULT_DIFFUSION,
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
     INFILL_METHODS,
     SAMPLER_CONTEXT_GUIDANCE,
 )
 from .precision import autocast, resolve_precision
 from .schedulers import Callback, Sampler, ScheduleConfig, make_sampler
 
-DEFAULT_STEPS = {"ddpm": 200, "ddim": 50, "dpmpp": 20, "dpmpp-sde": 20}
 # Register repair of new melodies (`MelodyDiffusion.repair_samples`): a chunk holding a note more
 # than REGISTER_MARGIN semitones outside its melody's 10-90% pitch band is regenerated from the
 # rest of the melody, up to REPAIR_ROUNDS times (two rounds left stray chunks in 2 of 32 styled
@@ -93,7 +93,7 @@ def stray_chunks(tokens: np.ndarray, margin: int = REGISTER_MARGIN) -> np.ndarra
     tokens = np.asarray(tokens)
     chunks = -(-len(tokens) // melody.CHUNK_STEPS)
     out = np.zeros(chunks, dtype=bool)
-    onsets = np.flatnonzero(tokens >= 2)
+    onsets = np.flatnonzero(melody.is_onset(tokens))
     if chunks < REPAIR_MIN_CHUNKS or not len(onsets):
         return out
     pitches = melody.tokens_pitches(tokens)
@@ -106,7 +106,7 @@ def _bar_facts(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(bars,) bool twice: the bars with a note onset, and those under a note held from before."""
     bars = len(tokens) // melody.STEPS_PER_BAR
     steps = bars * melody.STEPS_PER_BAR
-    onset = np.asarray((tokens[:steps].reshape(bars, -1) >= 2).any(1))
+    onset = np.asarray(melody.is_onset(tokens[:steps].reshape(bars, -1)).any(1))
     held = np.asarray(fit.sounding_steps(tokens)[:steps].reshape(bars, -1).any(1)) & ~onset
     return onset, held
 
@@ -241,7 +241,7 @@ def plan_infill(num_steps: int, steps: tuple[int, int], seq_len: int = 32,
 def sounding(tokens: np.ndarray, step: int) -> bool:
     """Whether a note is still sounding when `step` begins: the last event before it is a note-on."""
     events = np.flatnonzero(np.asarray(tokens)[:step] != melody.NO_EVENT)
-    return bool(len(events)) and int(tokens[events[-1]]) >= 2
+    return bool(len(events)) and bool(melody.is_onset(tokens[events[-1]]))
 
 
 def splice_bars(full: np.ndarray, made: np.ndarray, plan: InfillPlan) -> np.ndarray:

@@ -58,7 +58,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import mido
 import numpy as np
@@ -67,9 +67,13 @@ from mido.midifiles.meta import build_meta_message
 from .atomic import write_bytes
 from .errors import SymdiffError
 from .notes import (
+    FIRST_PITCH_TOKEN,
+    NO_EVENT,
+    NOTE_OFF,
     BadMeter,
     Note,
     Score,
+    is_onset,
     line_notes,
     monophonic,
     program_name,
@@ -80,16 +84,15 @@ from .notes import (
 )
 
 log = logging.getLogger(__name__)
+TokenOrArray = TypeVar("TokenOrArray", int, np.ndarray)
 
 STEPS_PER_QUARTER = 4
 STEPS_PER_BAR = 16
 BARS_PER_CHUNK = 2
 CHUNK_STEPS = STEPS_PER_BAR * BARS_PER_CHUNK
-NO_EVENT = 0
-NOTE_OFF = 1
 MIN_PITCH = 21
 MAX_PITCH = 108
-NUM_CLASSES = MAX_PITCH - MIN_PITCH + 1 + 2  # 90
+NUM_CLASSES = FIRST_PITCH_TOKEN + MAX_PITCH - MIN_PITCH + 1  # 90
 MELODY_PROGRAMS = range(0, 32)  # MusicVAE's MEL_PROGRAMS
 MAX_BARS = 1024
 DEFAULT_QPM = 120.0
@@ -109,7 +112,26 @@ RESCALED_TPB = 480
 
 
 class MelodyError(SymdiffError):
-    """A file or melody that cannot be used; the message is meant for the user."""
+    """A file or melody that cannot be used; the message is meant for the user. The subclasses
+    tell a caller what to ask for instead."""
+
+
+class UnreadableMidiError(MelodyError):
+    """No MIDI file symdiff can read (missing, empty, too large, not MIDI, corrupt): another file."""
+
+
+class NoMelodyError(MelodyError):
+    """A readable file without a melody to work on (no notes, only drums, none in the model's
+    range or on its grid): another file, since no track of this one will do."""
+
+
+class BarRangeError(MelodyError):
+    """Bars the piece does not have; `valid` is the bars it has (first, last, as numbered), the
+    range a caller can offer or clamp to."""
+
+    def __init__(self, message: str, valid: tuple[int, int]):
+        super().__init__(message)
+        self.valid = valid
 
 
 @dataclass
@@ -135,7 +157,7 @@ class Candidate:
 
     @property
     def num_notes(self) -> int:
-        return int((self.tokens >= 2).sum())
+        return int(is_onset(self.tokens).sum())
 
     @property
     def pitch_range(self) -> tuple[int, int] | None:
@@ -218,18 +240,19 @@ class BarMap:
         low = self.first_number
         top = self.num_bars + allow_past_end
         asked = f"bars {first}-{last}"
+        valid = (low, top)
         if first == 0 and low == 1:
-            raise MelodyError(f"{asked}: this file has no pickup, so it has no bar 0 (bar 0 is a pickup, the short "
-                              f"bar before bar 1); its bars are 1-{self.num_bars}")
+            raise BarRangeError(f"{asked}: this file has no pickup, so it has no bar 0 (bar 0 is a pickup, the short "
+                                f"bar before bar 1); its bars are 1-{self.num_bars}", valid)
         if first < low:
-            raise MelodyError(f"{asked}: bars count from {low}")
+            raise BarRangeError(f"{asked}: bars count from {low}", valid)
         if last < first:
-            raise MelodyError(f"{asked}: the last bar comes before the first")
+            raise BarRangeError(f"{asked}: the last bar comes before the first", valid)
         if last > top:
             ends = (f"the music ends at bar {self.num_bars} ({self.describe()})" if self.cut_at is None else
                     f"the file is cut at bar {self.cut_at} (it goes on; {self.cut_why})")
             choose = f"bars {first}-{top}" if first <= top else f"bars within {low}-{top}"
-            raise MelodyError(f"{asked}: {ends}; choose {choose}")
+            raise BarRangeError(f"{asked}: {ends}; choose {choose}", valid)
         return self.start(first), self.start(last + 1)
 
 
@@ -294,7 +317,7 @@ class MidiMelodies:
 
     def track_bars(self, candidate: Candidate) -> int:
         """The last bar (as numbered) in which a candidate plays a note."""
-        onsets = np.flatnonzero(candidate.tokens >= 2)
+        onsets = np.flatnonzero(is_onset(candidate.tokens))
         return self.bars.number_at(int(onsets[-1])) if len(onsets) else self.bars.first_number
 
     @property
@@ -315,12 +338,19 @@ class MidiMelodies:
 # --- tokens -----------------------------------------------------------------------------
 
 def pitch_to_token(pitch: int) -> int:
-    return pitch - MIN_PITCH + 2
+    return pitch - MIN_PITCH + FIRST_PITCH_TOKEN
+
+
+def token_to_pitch(tokens: TokenOrArray) -> TokenOrArray:
+    """The MIDI pitch of a pitch token (or of an array of them, as int64)."""
+    if isinstance(tokens, np.ndarray):
+        return tokens.astype(np.int64) - FIRST_PITCH_TOKEN + MIN_PITCH
+    return tokens - FIRST_PITCH_TOKEN + MIN_PITCH
 
 
 def tokens_pitches(tokens: np.ndarray) -> np.ndarray:
     tokens = np.asarray(tokens)
-    return tokens[tokens >= 2].astype(np.int64) - 2 + MIN_PITCH
+    return token_to_pitch(tokens[is_onset(tokens)])
 
 
 def tokens_to_score(
@@ -329,7 +359,7 @@ def tokens_to_score(
     """Tokens -> notes in seconds; the end of the tokens ends a sounding note."""
     check_tokens(tokens)
     seconds = 60.0 / qpm / STEPS_PER_QUARTER  # per step
-    notes = [Note(on * seconds, off * seconds, token - 2 + MIN_PITCH, velocity, program=program)
+    notes = [Note(on * seconds, off * seconds, token_to_pitch(token), velocity, program=program)
              for on, off, token in line_notes(tokens)]
     return Score(notes, tempos=[(0.0, qpm)], meters=[(0.0, 4, 4)], total_time=len(tokens) * seconds)
 
@@ -345,7 +375,7 @@ def tokens_to_midi_bytes(tokens: np.ndarray, qpm: float = DEFAULT_QPM, program: 
     """The MIDI file's bytes; every track ends at the melody's last step, so bars of rest at its
     end are part of the file (a sample asked for 16 bars lasts 16 bars)."""
     check_tokens(tokens)
-    notes = [(on, off, token - 2 + MIN_PITCH) for on, off, token in line_notes(tokens)]
+    notes = [(on, off, token_to_pitch(token)) for on, off, token in line_notes(tokens)]
     out = io.BytesIO()
     write_line(notes, len(tokens), STEPS_PER_QUARTER, qpm, program, velocity=100).save(file=out)
     return out.getvalue()
@@ -376,7 +406,7 @@ def from_chunks(chunks: np.ndarray) -> np.ndarray:
 
 def silent_chunks(chunks: np.ndarray) -> np.ndarray:
     """True for chunks without a note onset (they may hold a note-off or a held note)."""
-    return np.asarray(~(np.asarray(chunks) >= 2).any(axis=-1))
+    return np.asarray(~is_onset(chunks).any(axis=-1))
 
 
 def windows(tokens: np.ndarray, bars: int = BARS_PER_CHUNK, hop_bars: int = 1) -> np.ndarray:
@@ -394,7 +424,7 @@ def as_vae_input(chunks: np.ndarray) -> np.ndarray:
     """Chunks as MusicVAE's converter slices them: a note-off before a chunk's first note
     (the end of a note held over from the previous chunk) becomes "no event"."""
     chunks = np.array(chunks, dtype=np.uint8)
-    before_first_note = np.cumsum(chunks >= 2, axis=-1) == 0
+    before_first_note = np.cumsum(is_onset(chunks), axis=-1) == 0
     chunks[before_first_note & (chunks == NOTE_OFF)] = NO_EVENT
     return chunks
 
@@ -575,24 +605,24 @@ def _load(source: str | Path | bytes, max_bars: int) -> tuple[Score, float | Non
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
-            raise MelodyError(f"{path}: no such file")
+            raise UnreadableMidiError(f"{path}: no such file")
         if path.stat().st_size > MAX_FILE_BYTES:
-            raise MelodyError(f"{path.name}: file is larger than {MAX_FILE_BYTES >> 20} MB")
+            raise UnreadableMidiError(f"{path.name}: file is larger than {MAX_FILE_BYTES >> 20} MB")
         data = path.read_bytes()
         name = path.name
     else:
         data, name = bytes(source), "input"
     if not data:
-        raise MelodyError(f"{name}: the file is empty")
+        raise UnreadableMidiError(f"{name}: the file is empty")
     if not data.startswith(b"MThd"):
-        raise MelodyError(f"{name}: not a MIDI file (no MThd header)")
+        raise UnreadableMidiError(f"{name}: not a MIDI file (no MThd header)")
     try:
         mid, cut_beat = bounded_midi(data, max_bars)
         return score_of(read_pretty_midi(mid)), cut_beat
     except (_Corrupt, BadMeter) as e:
-        raise MelodyError(f"{name}: corrupt MIDI file ({e})") from None
+        raise UnreadableMidiError(f"{name}: corrupt MIDI file ({e})") from None
     except Exception as e:  # mido's and pretty_midi's many kinds on corrupt data
-        raise MelodyError(f"{name}: corrupt MIDI file ({type(e).__name__}: {e})") from None
+        raise UnreadableMidiError(f"{name}: corrupt MIDI file ({type(e).__name__}: {e})") from None
 
 
 def beat_clock(score: Score) -> Callable[[Any], np.ndarray]:
@@ -632,7 +662,7 @@ def sequence_lines(score: Score, max_bars: int = MAX_BARS) -> list[Candidate]:
     lines: list[Candidate] = []
     for instrument, rows in sorted(by_instrument.items()):
         first, line = monophonic(onsets[rows], offsets[rows],
-                                 np.array([notes[i].pitch - MIN_PITCH + 2 for i in rows]), STEPS_PER_BAR)
+                                 np.array([pitch_to_token(notes[i].pitch) for i in rows]), STEPS_PER_BAR)
         tokens = np.zeros(first + len(line), dtype=np.uint8)
         tokens[first:] = line
         together = np.unique(onsets[rows], return_counts=True)[1]
@@ -685,7 +715,7 @@ def repetition(tokens: np.ndarray) -> float:
     bars = np.asarray(tokens).reshape(-1, STEPS_PER_BAR)
     shapes = []
     for bar in bars:
-        steps = np.flatnonzero(bar >= 2)
+        steps = np.flatnonzero(is_onset(bar))
         shapes.append((tuple(steps), tuple(np.sign(np.diff(bar[steps].astype(int))))) if len(steps) >= 3 else None)
     counted = [i for i, s in enumerate(shapes) if s is not None]
     if not counted:
@@ -726,15 +756,15 @@ def read_midi(source: str | Path | bytes, max_bars: int = MAX_BARS) -> MidiMelod
     """Read a MIDI file (path or bytes) -> its candidate melodies and the default choice."""
     score, cut_beat = _load(source, max_bars)
     if not score.notes:
-        raise MelodyError("the MIDI file has no notes")
+        raise NoMelodyError("the MIDI file has no notes")
     if all(n.is_drum for n in score.notes):
-        raise MelodyError("the MIDI file has only drums; a melody needs a pitched track")
+        raise NoMelodyError("the MIDI file has only drums; a melody needs a pitched track")
     candidates = [c for c in sequence_lines(score, max_bars) if c.num_notes > 0]
     if not candidates:
         if all(not MIN_PITCH <= n.pitch <= MAX_PITCH for n in score.notes if not n.is_drum):
-            raise MelodyError(f"no melody found: every pitched note lies outside the range the model knows "
+            raise NoMelodyError(f"no melody found: every pitched note lies outside the range the model knows "
                               f"(MIDI {MIN_PITCH}-{MAX_PITCH}, A0 to C8)")
-        raise MelodyError("no melody found: no pitched notes on the 16th-note grid")
+        raise NoMelodyError("no melody found: no pitched notes on the 16th-note grid")
     default = most_melodic(candidates)
     qpms = [q for _, q in sorted(score.tempos, key=lambda t: t[0])]
     sigs = [(n, d) for _, n, d in sorted(score.meters, key=lambda m: m[0])]

@@ -22,13 +22,20 @@ with contextlib.redirect_stdout(io.StringIO()):
         pass
 import mido  # noqa: E402
 import numpy as np  # noqa: E402
+import numpy.typing as npt  # noqa: E402
 import pretty_midi  # noqa: E402
 
-NO_EVENT, NOTE_OFF, FIRST_PITCH_TOKEN = 0, 1, 2  # token classes (melody.py)
+NO_EVENT, NOTE_OFF, FIRST_PITCH_TOKEN = 0, 1, 2  # token classes (melody.py); a pitch token starts a note
 # Ticks per quarter note of the files symdiff writes: note_seq's STANDARD_PPQ, kept so that a
 # melody written today is byte for byte the file written before note_seq left.
 WRITE_RESOLUTION = 220
 log = logging.getLogger(__name__)
+
+
+def is_onset(tokens: npt.ArrayLike) -> np.ndarray:
+    """True where a token starts a note (a pitch token, not a rest or a held step), for one
+    token or an array of them."""
+    return np.asarray(tokens) >= FIRST_PITCH_TOKEN
 
 
 @dataclass(frozen=True)

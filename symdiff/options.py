@@ -20,6 +20,18 @@ def checkpoints_dir() -> Path:
 
 DEFAULT_VAE = checkpoints_dir() / "musicvae-mel2bar-small"
 DEFAULT_DIFFUSION = checkpoints_dir() / "diffusion-cond"
+DEFAULT_MDN = checkpoints_dir() / "mdn-cpu"  # the TransformerMDN baseline of `symdiff evaluate`
+# The training presets `symdiff train diffusion|mdn --config` offers, with what its help says of
+# each: the keys of `train.diffusion.PRESETS` and `train.mdn.PRESETS` (tests/test_layers.py checks
+# that they agree), named here so that the help is built without torch.
+DIFFUSION_PRESETS = {
+    "paper": "25.6M parameters at d = 42, as the paper's",
+    "cpu": "4.2M parameters at d = 256",
+    "cpu-cond": "cpu + known-music input and adaLN",
+    "cpu-style": "cpu-cond + style labels",
+    "cpu-copy": "cpu-style + a head that restates known chunks: the shipped default",
+}
+MDN_PRESETS = {"paper": "38M parameters at d = 42", "cpu": "the paper's at half the batch"}
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")  # auto: cuda where there is one, else cpu
 # The keys of `schedulers.SAMPLERS`, which registers their classes (tests/test_layers.py checks both agree).
@@ -29,6 +41,8 @@ SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp", "dpmpp-sde")
 # real music 12.5%; DDPM 200: 15%, DDPM 1000 the same as 200), and DDPM 200 infills fit their
 # pieces better in 8 of the 12 fidelity figures (docs/evaluation.md, "Does the music hold together?").
 DEFAULT_SAMPLER = "ddpm"
+# Reverse steps of each sampler when none are asked for (`MelodyDiffusion.sampler`; the paper: ddpm 1000).
+DEFAULT_STEPS = {"ddpm": 200, "ddim": 50, "dpmpp": 20, "dpmpp-sde": 20}
 # How an infill uses the known music. "replace" is the paper's Algorithm 1: after every step the
 # known chunks of x_t are overwritten by a noised copy of them, and the net must read the context
 # from those noisy copies. "conditioned" does the same and also hands the net the clean known

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.transforms import blended_transform_factory
 
-from .melody import MIN_PITCH, NO_EVENT, STEPS_PER_BAR, check_tokens
+from .melody import NO_EVENT, STEPS_PER_BAR, check_tokens, is_onset, token_to_pitch
 
 NOTE_COLOR = "#1f4e8c"
 NOTE_EDGE = "#0b2447"
@@ -55,10 +55,10 @@ def note_spans(tokens: Tokens) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     tokens = np.asarray(tokens)
     check_tokens(tokens)
     events = np.flatnonzero(tokens != NO_EVENT)
-    starts = events[tokens[events] >= 2]
+    starts = events[is_onset(tokens[events])]
     nxt = np.searchsorted(events, starts, side="right")
     ends = np.where(nxt < len(events), events[np.minimum(nxt, len(events) - 1)], len(tokens))
-    pitches = tokens[starts].astype(np.int64) - 2 + MIN_PITCH
+    pitches = token_to_pitch(tokens[starts])
     return starts.astype(np.int64), ends.astype(np.int64), pitches
 
 

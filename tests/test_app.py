@@ -16,6 +16,7 @@ from midi_bombs import BOMBS
 from PIL import Image
 from test_arrangement import check_only_range_changed
 from test_bars import long_song
+from work import cpu_seconds
 
 from symdiff import arrangement, audio, melody
 
@@ -97,18 +98,16 @@ def test_generate_outputs_and_seed(client, server):
     assert plain[0].startswith("Done") and Path(plain[-1]).read_bytes() != Path(midi).read_bytes()
 
 
-def test_default_generate_is_quick(client):
+def test_default_generate_is_quick(client, server):
     """Issue 6: the default Generate (64 bars, DDPM 80 steps) answers in under 5 s on 2 idle
-    cores (bench/bench_app_load.py measures it); here only a loose bound, since tests share the
-    machine."""
-    import time
-
-    t0 = time.perf_counter()
+    cores (bench/bench_app_load.py measures it); here a loose bound on the server's CPU time,
+    which a loaded machine does not make grow."""
+    cpu0 = cpu_seconds(server.proc.pid)
     status, *_, wav, midi = client.predict(api_name="/generate")
-    seconds = time.perf_counter() - t0
+    cpu_s = cpu_seconds(server.proc.pid) - cpu0
     assert status.startswith("Done") and "64 bars" in status
     assert wav_seconds(wav) <= 64 * 2.0 + 1.0
-    assert seconds < 30, seconds
+    assert cpu_s < 30, cpu_s
 
 
 def test_outputs_live_in_the_apps_temporary_folder(server):
@@ -285,16 +284,17 @@ def test_absurd_infill_and_learn_settings(client, server):
 @pytest.mark.parametrize("name", list(BOMBS))
 def test_tiny_hostile_files(client, server, tmp_path, name):
     """Issue 10: each tiny file that once cost gigabytes is read or refused quickly through the
-    upload path, and the server lives."""
+    upload path (in the server's CPU time, which a loaded machine does not make grow), and the
+    server lives."""
     path = tmp_path / f"{name}.mid"
     path.write_bytes(BOMBS[name]())
-    t0 = time.perf_counter()
+    cpu0 = cpu_seconds(server.proc.pid)
     if name.startswith("far_event"):
         expect_error(client, server, "no notes", handle_file(str(path)), api_name="/load_midi")
     else:
         tracks, first, last, preview, text = client.predict(handle_file(str(path)), api_name="/load_midi")
         assert "will be regenerated" in text
-    assert time.perf_counter() - t0 < 20, "a tiny file took long"  # loose: the server shares 2 busy cores
+    assert cpu_seconds(server.proc.pid) - cpu0 < 10, "a tiny file took long"
     assert server.alive
 
 

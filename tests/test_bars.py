@@ -28,8 +28,14 @@ def test_waltz_bar_9_and_a_meter_change():
     assert waltz.steps(9, 9) == (96, 108) and waltz.number_at(100) == 9
     changed = melody.read_midi(MIDI / "m21_test03_piano_4-4_to_3-4.mid").bars  # 4/4 for one bar, then 3/4
     assert changed.steps(1, 1) == (0, 16) and changed.steps(2, 3) == (16, 40)
-    with pytest.raises(melody.MelodyError, match=r"the music ends at bar 16 \(16 bars of 6/8\); choose bars 9-16$"):
-        melody.read_midi(MIDI / "oneills_020_jig_6-8.mid").bars.steps(9, 17)
+    jig = melody.read_midi(MIDI / "oneills_020_jig_6-8.mid").bars
+    ends = r"the music ends at bar 16 \(16 bars of 6/8\); choose bars 9-16$"
+    with pytest.raises(melody.BarRangeError, match=ends) as e:
+        jig.steps(9, 17)
+    assert e.value.valid == (1, 16)  # the bars a caller may offer instead
+    with pytest.raises(melody.BarRangeError, match="no pickup") as e:
+        jig.steps(0, 4)
+    assert e.value.valid == (1, 16)
 
 
 def test_a_meter_off_the_16th_grid_is_refused(tmp_path):

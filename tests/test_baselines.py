@@ -29,7 +29,7 @@ from symdiff.baselines import (
 from symdiff.cli import main
 from symdiff.codec import FLAG_SILENT, SILENCE_VALUE, CodecConfig, LatentCodec, LatentScaler
 from symdiff.data import latents as L
-from symdiff.data.dataset import DEFAULT_PATH, Lines
+from symdiff.dataset import DEFAULT_PATH, Lines
 from symdiff.precision import autocast, resolve_precision
 from symdiff.train.mdn import PRESETS as MDN_PRESETS
 from symdiff.vae import MusicVAE, VAEConfig, vae_hash

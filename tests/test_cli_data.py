@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from symdiff.cli import main
-from symdiff.data.dataset import Lines
+from symdiff.dataset import Lines
 
 
 def symdiff_cmd() -> list[str]:

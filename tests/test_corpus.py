@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from symdiff.data import corpus as C
-from symdiff.data.dataset import split_of
+from symdiff.dataset import split_of
 
 warnings.filterwarnings("ignore")  # music21 warns about every odd ABC header
 

@@ -1,4 +1,4 @@
-"""symdiff.data.dataset: the .npz storage of lines, the split, the training views, stats."""
+"""symdiff.dataset: the .npz storage of lines, the split, the training views, stats."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from symdiff import melody
-from symdiff.data.dataset import FIELDS, Lines, split_of, transpose_chunks, window_starts
+from symdiff.dataset import FIELDS, Lines, split_of, transpose_chunks, window_starts
 
 
 def bars(*notes_per_bar: int | None) -> np.ndarray:

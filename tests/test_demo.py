@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from symdiff import demo, melody
-from symdiff.data.dataset import Lines, random_windows
+from symdiff import demo, melody, metrics
+from symdiff.dataset import Lines, random_windows
 from symdiff.errors import SymdiffError
-from symdiff.evaluation import metrics
 from symdiff.generate import GenerateError, plan_infill
 
 torch.set_num_threads(1)
@@ -64,9 +63,9 @@ def test_an_upload_is_parsed_once_until_it_changes(tmp_path):
     path.write_bytes((MIDI / "oneills_003_4-4_melody.mid").read_bytes())
     other, _ = demo.load_melody(path)
     assert other is not found and len(other.candidates) == 1
-    path.write_bytes(b"MThd")  # a bad file's error is kept too, and says the same every time
+    path.write_bytes(b"MThd")  # a bad file's error is kept too, and says (and is) the same every time
     for _ in range(2):
-        with pytest.raises(melody.MelodyError, match="corrupt|not a MIDI"):
+        with pytest.raises(melody.UnreadableMidiError, match="corrupt|not a MIDI"):
             demo.load_melody(path)
     for k in range(demo.PARSED_CACHE_SIZE + 3):
         copy = tmp_path / f"copy{k}.mid"

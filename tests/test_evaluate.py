@@ -10,7 +10,7 @@ import torch
 
 from symdiff import melody
 from symdiff.cli import main
-from symdiff.data.dataset import Lines, random_windows
+from symdiff.dataset import Lines, random_windows
 from symdiff.evaluation.table1 import splice
 
 torch.set_num_threads(1)

@@ -14,7 +14,7 @@ from conftest import PHI_MINUS_1, bar
 
 from symdiff import fit
 from symdiff.cli import build_parser, main
-from symdiff.data.dataset import Lines
+from symdiff.dataset import Lines
 from symdiff.evaluation import fidelity as fd
 from symdiff.generate import MelodyDiffusion, plan_infill
 from symdiff.melody import NOTE_OFF, STEPS_PER_BAR, read_midi

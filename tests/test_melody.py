@@ -380,23 +380,25 @@ def test_every_real_file_reads(real_files):
 
 # --- bad input ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind, message", [
-    ("empty", "the file is empty"),
-    ("not_midi", "not a MIDI file"),
-    ("corrupt", "corrupt MIDI file"),
-    ("drums_only", "only drums"),
-    ("no_notes", "no notes"),
+@pytest.mark.parametrize("kind, message, error", [
+    ("empty", "the file is empty", M.UnreadableMidiError),
+    ("not_midi", "not a MIDI file", M.UnreadableMidiError),
+    ("corrupt", "corrupt MIDI file", M.UnreadableMidiError),
+    ("drums_only", "only drums", M.NoMelodyError),
+    ("no_notes", "no notes", M.NoMelodyError),
 ])
-def test_bad_files_raise_a_clear_melody_error(bad_midi, kind, message):
-    with pytest.raises(M.MelodyError, match=message):
+def test_bad_files_raise_a_clear_melody_error(bad_midi, kind, message, error):
+    """One message, and a class that says what to ask for instead: another file (unreadable), or
+    a file with a melody in it."""
+    with pytest.raises(error, match=message):
         M.read_midi(bad_midi[kind])
     if kind in ("empty", "not_midi", "corrupt"):  # the same from bytes
-        with pytest.raises(M.MelodyError, match=message):
+        with pytest.raises(error, match=message):
             M.read_midi(bad_midi[kind].read_bytes())
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(M.MelodyError, match="no such file"):
+    with pytest.raises(M.UnreadableMidiError, match="no such file"):
         M.read_midi(tmp_path / "nope.mid")
     with pytest.raises(M.MelodyError, match="no such file"):
         M.read_midi(tmp_path)  # a folder is not a file

@@ -20,8 +20,9 @@ import pytest
 import torch
 from conftest import PHI_MINUS_1, bar
 
+from symdiff import metrics
 from symdiff.codec import FLAG_SILENT
-from symdiff.evaluation import fidelity, metrics, table1
+from symdiff.evaluation import fidelity, table1
 from symdiff.generate import MelodyDiffusion
 from symdiff.melody import NOTE_OFF, STEPS_PER_BAR
 

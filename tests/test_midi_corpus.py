@@ -23,7 +23,6 @@ import pytest
 
 from symdiff import melody
 from symdiff.cli import main as cli_main
-from symdiff.data.dataset import FIELDS, Lines, split_of
 from symdiff.data.midi_corpus import (
     REASONS,
     BuildError,
@@ -35,6 +34,7 @@ from symdiff.data.midi_corpus import (
     shard_output,
     side_path,
 )
+from symdiff.dataset import FIELDS, Lines, split_of
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_SOURCE_BYTES = 40_000  # keep the tests quick

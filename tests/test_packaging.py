@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import site
 import subprocess
 import sys
 from importlib.metadata import packages_distributions
@@ -51,12 +52,20 @@ def test_pyproject_declares_every_library_import():
 @pytest.mark.slow
 def test_the_built_wheel_samples_a_melody(tmp_path):
     """Build the wheel, install it (no dependencies: this machine has them) into a venv that
-    sees site-packages, and run `symdiff sample` from outside the checkout."""
+    sees the site-packages of the Python running the tests, and run `symdiff sample` from
+    outside the checkout. A .pth file, not `--system-site-packages`: run from a venv, that option
+    gives the base Python's site-packages, not the venv's that hold the dependencies."""
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(tmp_path / "dist"), str(REPO)], check=True)
     wheel = next((tmp_path / "dist").glob("symdiff-*.whl"))
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp_path / "venv")], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
     py = tmp_path / "venv" / "bin" / "python"
+    venv_site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], check=True,
+                               capture_output=True, text=True).stdout.strip()
+    # after the venv's own site-packages, so the wheel's symdiff comes first; addsitedir reads
+    # their own .pth files too
+    outer = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])
+    (Path(venv_site) / "outer.pth").write_text(f"import site; list(map(site.addsitedir, {outer!r}))\n")
     subprocess.run([py, "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True)
     where = subprocess.run([py, "-c", "import symdiff.train.diffusion, symdiff.evaluation.table1, symdiff.data.latents;"
                             "import symdiff; print(symdiff.__file__)"], check=True, capture_output=True, text=True,

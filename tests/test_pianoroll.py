@@ -185,11 +185,11 @@ def test_png_and_rgb_at_app_size(foster64, tmp_path):
 
 
 def test_fast_enough_for_the_app(foster64):
-    """A 64-bar melody with its box, drawn and encoded: well under half a second (best of 3,
-    the test machine is shared)."""
+    """A 64-bar melody with its box, drawn and encoded: well under half a second of CPU time (CPU
+    time, so that a loaded machine does not make it grow; best of 3)."""
     best = float("inf")
     for _ in range(3):
-        t = time.perf_counter()
+        t = time.process_time()
         pr.figure_png(pr.plot_pianoroll(foster64, box_bars=(16, 48)))
-        best = min(best, time.perf_counter() - t)
-    assert best < 0.5
+        best = min(best, time.process_time() - t)
+    assert best < 0.5, best

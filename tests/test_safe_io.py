@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from symdiff import atomic
 from symdiff.cli import main
-from symdiff.data.dataset import DEFAULT_PATH, Lines
+from symdiff.dataset import DEFAULT_PATH, Lines
 from symdiff.errors import SymdiffError
 from symdiff.options import DEFAULT_VAE
 from symdiff.precision import ENV, resolve_precision

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from symdiff.cli import main
 from symdiff.codec import FLAG_SILENT, STANDARD_SILENCE_VALUE, LatentCodec, LatentScaler
 from symdiff.data import latents as L
-from symdiff.data.dataset import DEFAULT_PATH, Lines
+from symdiff.dataset import DEFAULT_PATH, Lines
 from symdiff.diffusion import DiffusionConfig, TransformerDDPM
 from symdiff.generate import GenerateError, MelodyDiffusion
 from symdiff.schedulers import DDIM, ScheduleConfig

@@ -21,8 +21,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import melody
+from ..dataset import Lines
 from ..notes import Note, Score
-from .dataset import Lines
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def _read_score_file(source: str, path: Path, root: Path, halve_long_meters: boo
                 log.warning("%s part %d: %s", piece, p_idx, e)
                 counts["errors"] += 1
                 continue
-            if tokens is None or not (tokens >= 2).any():
+            if tokens is None or not melody.is_onset(tokens).any():
                 continue
             counts["parts"] += 1
             counts["expanded"] += info["repeats"] == "expanded"

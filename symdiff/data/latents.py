@@ -78,10 +78,10 @@ from tqdm import tqdm
 from .. import melody
 from ..atomic import save_npz, sha256_file
 from ..codec import SILENCE_VALUE, LatentScaler, chunks_of
+from ..dataset import DEFAULT_PATH, SPLITS, WINDOW_CHUNKS, Lines, window_starts
 from ..errors import SymdiffError
 from ..precision import autocast, resolve_precision
 from ..vae import MusicVAE, vae_hash
-from .dataset import DEFAULT_PATH, SPLITS, WINDOW_CHUNKS, Lines, window_starts
 
 FORMAT = 1
 DEFAULT_CACHE = DEFAULT_PATH.parent / "cache" / "latents"
@@ -92,7 +92,7 @@ DEFAULT_CACHE = DEFAULT_PATH.parent / "cache" / "latents"
 def shift_range(tokens: np.ndarray, max_shift: int = 5) -> tuple[int, int]:
     """(lo, hi): the shifts in -max_shift..max_shift that keep every note of a line in range."""
     tokens = np.asarray(tokens)
-    notes = tokens[tokens >= 2].astype(np.int64)
+    notes = tokens[melody.is_onset(tokens)].astype(np.int64)
     if not len(notes):
         return 0, 0
     return max(-max_shift, 2 - int(notes.min())), min(max_shift, melody.NUM_CLASSES - 1 - int(notes.max()))
@@ -104,9 +104,9 @@ def transpose_line(tokens: np.ndarray, shift: int) -> np.ndarray:
     if shift == 0:
         return tokens.copy()
     out = tokens.astype(np.int64)
-    notes = out >= 2
+    notes = melody.is_onset(out)
     out[notes] += shift
-    if notes.any() and (out[notes].min() < 2 or out[notes].max() > melody.NUM_CLASSES - 1):
+    if notes.any() and (out[notes].min() < melody.FIRST_PITCH_TOKEN or out[notes].max() > melody.NUM_CLASSES - 1):
         raise ValueError(f"shift {shift} takes the line out of MIDI {melody.MIN_PITCH}..{melody.MAX_PITCH}")
     return out.astype(np.uint8)
 

@@ -58,8 +58,8 @@ from tqdm import tqdm
 
 from .. import melody
 from ..atomic import append_text, write_text
+from ..dataset import Lines
 from ..errors import SymdiffError
-from .dataset import Lines
 
 log = logging.getLogger(__name__)
 

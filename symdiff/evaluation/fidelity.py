@@ -84,7 +84,7 @@ from .. import fit
 from ..atomic import write_text
 from ..baselines import interpolate_infill, prior_latents
 from ..data.corpus import STYLES, style_of
-from ..data.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
+from ..dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
 from ..fit import density_log_ratio, find_key
 from ..generate import (
     ANY_STYLE,
@@ -98,8 +98,8 @@ from ..generate import (
     splice_bars,
 )
 from ..melody import BARS_PER_CHUNK, CHUNK_STEPS, NOTE_OFF, STEPS_PER_BAR
+from ..metrics import STD_EPS, gaussian_overlap, melody_notes
 from . import MIN_BARS
-from .metrics import STD_EPS, gaussian_overlap, melody_notes
 
 DEFAULT_PIECES = 30  # per style
 DEFAULT_SAMPLES = 64

@@ -55,7 +55,7 @@ def playing_ranges(found: melody.MidiMelodies, tokens: np.ndarray, length: int) 
     """The first, middle and last range of `length` bars (as numbered) whose every bar holds a note onset."""
     bars = found.bars
     plays = [b for b in range(bars.first_number, bars.num_bars + 1)
-             if (tokens[slice(*bars.steps(b, b))] >= 2).any()]
+             if melody.is_onset(tokens[slice(*bars.steps(b, b))]).any()]
     ok = set(plays)
     starts = [b for b in plays if all(b + i in ok for i in range(length))]
     if not starts:

@@ -40,13 +40,13 @@ from tqdm import tqdm
 from ..atomic import save_npz, savefig, sha256_file, write_text
 from ..baselines import PAPER_INFILL_MASK, TransformerMDN, interpolate_infill, prior_latents
 from ..codec import LatentCodec
-from ..data.dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
+from ..dataset import DEFAULT_PATH, WINDOW_CHUNKS, Lines, random_windows
 from ..generate import MelodyDiffusion, plan_infill, splice_bars
 from ..melody import STEPS_PER_BAR
+from ..metrics import CopyIndex, consistency_variance, copy_report, frechet_distance, mmd_polynomial, overlap_stats
 from ..vae import vae_hash
 from . import CACHE
 from . import TABLE1_TASKS as TASKS
-from .metrics import CopyIndex, consistency_variance, copy_report, frechet_distance, mmd_polynomial, overlap_stats
 
 INFILL_METHOD_ROWS = {"replace": "Algorithm 1", "conditioned": "conditioned"}
 PAPER_INFILL_BARS = (16, 48)  # bars 17-48 = latents 8-23, the paper's task (PAPER_INFILL_MASK)

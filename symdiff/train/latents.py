@@ -32,8 +32,8 @@ from ..atomic import recover_dir, replace_dir
 from ..checkpoint import load_tensors, read_checkpoint_config
 from ..codec import FLAG_SILENT, SILENCE_VALUE, STANDARD_SILENCE_VALUE, CodecConfig, LatentScaler
 from ..data.corpus import style_of
-from ..data.dataset import DEFAULT_PATH
 from ..data.latents import LatentDataset, LatentSettings, ensure_latents, gather_windows, wait_for_latents
+from ..dataset import DEFAULT_PATH
 from ..errors import SymdiffError
 from ..precision import resolve_precision
 from ..transformer import LatentTransformer

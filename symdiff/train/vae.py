@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..atomic import recover_dir, replace_dir
 from ..checkpoint import ConfigIO
-from ..data.dataset import DEFAULT_PATH, Lines, transpose_chunks
+from ..dataset import DEFAULT_PATH, Lines, transpose_chunks
 from ..errors import SymdiffError
 from ..precision import resolve_precision
 from ..vae import CONFIGS, MusicVAE, VAEConfig, kl_divergence

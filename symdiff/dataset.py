@@ -1,4 +1,6 @@
-"""The dataset file (monophonic lines with metadata) and the training views built on it.
+"""The dataset file (monophonic lines with metadata) and the views built on it. In the inference
+layer, not in `symdiff.data` (which builds such files), because the app reads the shipped corpus
+for its reference windows (`random_windows`, `demo.reference_stats`).
 
 A dataset is a set of *lines*: one monophonic melody each (a voice of a chorale, a folk tune,
 a MIDI track) as tokens on the model grid (see `melody`), with metadata. It is stored as one
@@ -21,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import melody
-from ..atomic import save_npz, write_text
+from . import melody
+from .atomic import save_npz, write_text
 
 FIELDS = ("source", "piece", "voice", "meter", "key", "split")
 SPLITS = ("train", "valid", "test")
 WINDOW_CHUNKS = 32  # 64 bars, the diffusion model's sequence length
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "data" / "corpus.npz"  # the checkout's data/
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "corpus.npz"  # the checkout's data/
 
 
 def split_of(piece: str, valid: float = 0.05, test: float = 0.05) -> str:
@@ -132,7 +134,7 @@ def transpose_chunks(
 ) -> np.ndarray:
     """Transpose each chunk by a random shift in -max_shift..max_shift that keeps it in range."""
     chunks = np.asarray(chunks)
-    notes = chunks >= 2
+    notes = melody.is_onset(chunks)
     big = np.where(notes, chunks, 255).min(axis=1).astype(np.int64)
     top = np.where(notes, chunks, 0).max(axis=1).astype(np.int64)
     lo = np.maximum(-max_shift, 2 - big)  # lowest shift that stays >= token 2

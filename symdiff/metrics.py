@@ -1,4 +1,6 @@
-"""Evaluation metrics: framewise overlapping area, latent-space distances, copying of training data.
+"""The paper's metrics: framewise overlapping area, latent-space distances, copying of training data.
+In the inference layer because the app shows the first two live (`demo.RefinementTrace`);
+`symdiff.evaluation` reports them over sets.
 
 - Framewise overlapping area (OA, paper sec. 4.4, docs/paper_notes.md sec. 7, as SCHmUBERT re-implemented Mittal et
   al.): notes belong to the bar where they start; frames of 4 bars at a hop of 2 bars; per frame
@@ -34,7 +36,7 @@ import numpy as np
 import scipy.linalg
 from scipy.special import erf
 
-from ..melody import MIN_PITCH, STEPS_PER_BAR
+from .melody import NO_EVENT, STEPS_PER_BAR, is_onset, token_to_pitch
 
 FRAME_BARS = 4
 HOP_BARS = 2
@@ -61,14 +63,14 @@ def _notes(melodies: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.n
     flat = flat.astype(np.int64)
     owner = np.repeat(np.arange(len(melodies)), lengths)
     melody_end = np.cumsum(lengths)
-    events = np.flatnonzero(flat != 0)
-    is_onset = flat[events] >= 2
-    next_event = np.append(events[1:], len(flat))[is_onset]
-    onsets = events[is_onset]
+    events = np.flatnonzero(flat != NO_EVENT)
+    onset = is_onset(flat[events])
+    next_event = np.append(events[1:], len(flat))[onset]
+    onsets = events[onset]
     mel = owner[onsets]
     ends = np.minimum(next_event, melody_end[mel])
     starts = onsets - (melody_end - lengths)[mel]
-    return flat[onsets] - 2 + MIN_PITCH, starts, ends - onsets, mel
+    return token_to_pitch(flat[onsets]), starts, ends - onsets, mel
 
 
 # --- framewise overlapping area -----------------------------------------------------------
@@ -243,7 +245,7 @@ def _bar_keys(tokens: np.ndarray) -> np.ndarray:
 
 
 def _has_onset(tokens: np.ndarray) -> np.ndarray:
-    return np.asarray((_bars(tokens) >= 2).any(axis=1))
+    return np.asarray(is_onset(_bars(tokens)).any(axis=1))
 
 
 def _suffix_array(seq: np.ndarray) -> np.ndarray:
