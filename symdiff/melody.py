@@ -78,6 +78,7 @@ from .notes import (
     score_of,
     write_line,
 )
+from .options import MAX_NEW_BARS
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ class Candidate:
         }
 
 
-BAR_MAP_STEPS = (MAX_BARS + 2 * 64) * STEPS_PER_BAR  # bars are mapped this far: the file, and extensions
+BAR_MAP_STEPS = (MAX_BARS + MAX_NEW_BARS + 64) * STEPS_PER_BAR  # bars are mapped this far: the file, and extensions
 
 
 @dataclass(frozen=True)
@@ -321,6 +322,17 @@ def pitch_to_token(pitch: int) -> int:
 def tokens_pitches(tokens: np.ndarray) -> np.ndarray:
     tokens = np.asarray(tokens)
     return tokens[tokens >= 2].astype(np.int64) - 2 + MIN_PITCH
+
+
+def sounding_pitches(tokens: np.ndarray) -> np.ndarray:
+    """(steps,) int64: the MIDI pitch sounding at each step (the last event at or before it is its
+    note-on), -1 at a rest: the melody as heard, one 16th note at a time, so two melodies can be
+    compared step by step whatever their tokens (a note re-struck or held sounds the same)."""
+    tokens = np.asarray(tokens)
+    idx = np.where(tokens != NO_EVENT, np.arange(len(tokens)), -1)
+    last = np.maximum.accumulate(idx) if len(idx) else idx
+    event = tokens[np.maximum(last, 0)].astype(np.int64)
+    return np.where((last >= 0) & (event >= 2), event - 2 + MIN_PITCH, -1)
 
 
 def tokens_to_score(
