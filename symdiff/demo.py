@@ -3,6 +3,7 @@
 - Reading a user's MIDI file (`load_melody`, parsed once per file and kept in a small cache),
   a sensible default range of any song (`default_range`) and a range of the file's bars as the
   model's plan (`plan_bars`).
+- The bars a variation varies by default (`whole_range`: the melody, at most one window).
 - The infilling baselines of the paper's Figure 2 on the same window and splice as
   `MelodyDiffusion.infill`: interpolation between the known latents and latents from the VAE
   prior (`baseline_infills`).
@@ -147,6 +148,18 @@ def plan_bars(found: melody.MidiMelodies, cand: melody.Candidate, first_bar, las
     return plan_infill(len(tokens), span, seq_len, fit.section(found.keys, span, len(tokens))), tokens
 
 
+def whole_range(bars: melody.BarMap, seq_len: int = 32) -> tuple[int, int]:
+    """The bars a variation varies unless told: the whole melody, or from its start as many bars
+    as one window of the model holds (64 of 4/4)."""
+    first, last = bars.first_number, bars.num_bars
+    while last > first:
+        lo, hi = bars.steps(first, last)
+        if -(-hi // melody.CHUNK_STEPS) - lo // melody.CHUNK_STEPS <= seq_len:
+            break
+        last -= 1
+    return first, last
+
+
 def baseline_infills(pipe: MelodyDiffusion, tokens: np.ndarray, plan: InfillPlan,
                      seed: int | None = 0) -> dict[str, np.ndarray | None]:
     """The paper's two baselines for the same infilling task, spliced like the diffusion result:
@@ -237,7 +250,8 @@ class RefinementTrace:
     """Sampler callback: every few steps decodes the x0 estimate of the first melody and measures
     it (`sample_metrics`); keeps the decoded melody at `stages` of those points. `on_point`
     (optional) is called with each new point, e.g. to stream it to a UI; `stop` (a
-    threading.Event) cancels the chain at the next step."""
+    threading.Event) cancels the chain at the next step. Only the first chain is traced: a melody
+    longer than one window runs one more per window (`MelodyDiffusion.generate`), each still stoppable."""
 
     pipe: MelodyDiffusion
     reference: Reference
@@ -250,10 +264,14 @@ class RefinementTrace:
     stage_tokens: list[tuple[str, np.ndarray]] = field(default_factory=list)
     _when: set[int] | None = None
     _stage_at: set[int] | None = None
+    _traced: bool = False
 
     def __call__(self, i: int, total: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
         if self.stop is not None and self.stop.is_set():
             raise Cancelled()
+        if self._traced:
+            return
+        self._traced = i == total - 1
         if self._when is None or self._stage_at is None:  # the first step: both set together
             self._stage_at = {0} | (set(checkpoints(total, self.stages - 1)) if self.stages > 1 else set())
             self._when = set(checkpoints(total, self.points)) | self._stage_at

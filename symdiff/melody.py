@@ -335,6 +335,11 @@ def sounding_pitches(tokens: np.ndarray) -> np.ndarray:
     return np.where((last >= 0) & (event >= 2), event - 2 + MIN_PITCH, -1)
 
 
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of the steps where two melodies of one length sound the same pitch or both rest."""
+    return float((sounding_pitches(a) == sounding_pitches(b)).mean()) if len(a) else 1.0
+
+
 def tokens_to_score(
     tokens: np.ndarray, qpm: float = DEFAULT_QPM, program: int = 0, velocity: int = 100
 ) -> Score:

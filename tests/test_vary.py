@@ -21,15 +21,13 @@ REEL = MIDI / "oneills_003_4-4_melody.mid"  # 16 bars, one track
 SONG = MIDI / "liliuokalani_aloha_oe_voice_piano.mid"  # 7 tracks
 
 
-def agreement(a: np.ndarray, b: np.ndarray) -> float:
-    return float((melody.sounding_pitches(a) == melody.sounding_pitches(b)).mean())
-
-
 def test_sounding_pitches():
     c4, e4 = melody.pitch_to_token(60), melody.pitch_to_token(64)
     tokens = np.array([c4, 0, 0, melody.NOTE_OFF, 0, e4, e4, 0], dtype=np.uint8)
     assert melody.sounding_pitches(tokens).tolist() == [60, 60, 60, -1, -1, 64, 64, 64]
     assert melody.sounding_pitches(np.zeros(3, dtype=np.uint8)).tolist() == [-1, -1, -1]
+    held = np.array([c4, 0, 0, 0, 0, e4, 0, 0], dtype=np.uint8)  # C held on: differs at 3, 4
+    assert melody.agreement(tokens, held) == 6 / 8 and melody.agreement(tokens, tokens) == 1.0
 
 
 def test_vary_stays_closer_at_low_strength(pipe):
@@ -41,8 +39,8 @@ def test_vary_stays_closer_at_low_strength(pipe):
     assert [len(t) for t in near.tokens + far.tokens] == [len(tokens)] * 4
     assert not np.array_equal(near.tokens[0], near.tokens[1])
     assert near.plan is not None and near.plan.steps == (0, len(tokens)) and near.style == "folk"
-    close = [agreement(t, tokens) for t in near.tokens]
-    assert min(close) > max(agreement(t, tokens) for t in far.tokens)
+    close = [melody.agreement(t, tokens) for t in near.tokens]
+    assert min(close) > max(melody.agreement(t, tokens) for t in far.tokens)
     assert min(close) > 0.5
     assert torch.equal(pipe.vary(tokens, 0.1, num=2, steps=20, seed=0).latents, near.latents)  # seeded
 
