@@ -62,6 +62,7 @@ log = logging.getLogger("symdiff.app")
 
 MAX_BARS = MAX_NEW_BARS  # past 64, written 32 bars at a time (`MelodyDiffusion.generate`)
 MAX_VARIATIONS = 4  # side by side, each with its audio and MIDI
+VARY_NUM = 3
 VARY_STRENGTH = 0.3  # eval/variations.md: about two thirds of the 16ths still sound the original's pitch
 MAX_STEPS = 1000
 MAX_SEED = 2**31 - 1
@@ -482,7 +483,7 @@ class SymdiffApp:
     @user_errors
     def vary(self, midi_file, track, first_bar, last_bar, strength, num, sampler, steps, seed):
         """Variations of the chosen bars: the status, the rows (original and each variation), the
-        original's audio, then audio and MIDI of each of MAX_VARIATIONS slots (unused ones hidden)."""
+        original's audio, then audio and MIDI of each of MAX_VARIATIONS slots (None past `num`)."""
         try:
             strength = float(strength)
         except (TypeError, ValueError):
@@ -528,10 +529,9 @@ class SymdiffApp:
                 path = folder / f"variation{i + 1}_bars{first}-{last}_strength{strength:g}_seed{seed}.mid"
                 remarks += [r for r in write_arrangement(upload_path(midi_file), cand, res.tokens[i], plan.steps,
                                                          path) if r not in remarks]  # atomic
-                outputs += [gr.Audio(sound(res.tokens[i][crop], qpm), visible=True, label=f"Variation {i + 1}"),
-                            gr.File(str(path), visible=True, label=f"Variation {i + 1} MIDI")]
+                outputs += [sound(res.tokens[i][crop], qpm), str(path)]
             else:
-                outputs += [gr.Audio(None, visible=False), gr.File(None, visible=False)]
+                outputs += [None, None]
         heard = " (heard in your piece)" if self.pipe.styles else ""
         text = (f"Done in {time.perf_counter() - t0:.1f} s. Track {cand.index}, bars {first}-{last}: {num} "
                 f"variation{'s' * (num > 1)} at strength {strength:g} ({sampler.upper()}, {steps} steps, {res.style} "
@@ -596,6 +596,12 @@ Mittal et al., *Symbolic Music Generation with Diffusion Models* (ISMIR 2021).
 def default_steps(sampler: str, ddpm: int = DEFAULT_STEPS["ddpm"]) -> int:
     """A newly picked sampler's step count (DDPM `ddpm`, the others their library default: DDIM 50, DPM-Solver++ 20)."""
     return ddpm if sampler == "ddpm" else DEFAULT_STEPS.get(sampler, DEFAULT_STEPS[DEFAULT_SAMPLER])
+
+
+def vary_slots(num) -> list:
+    """The Vary tab's audio and MIDI slots shown for `num` variations."""
+    shown = [i < int(num) for i in range(MAX_VARIATIONS)]
+    return [gr.update(visible=v) for v in shown for _ in range(2)]
 
 
 def style_dropdown(styles: tuple[str, ...], elem_id: str, heard: bool = False) -> gr.Dropdown:
@@ -746,7 +752,8 @@ def build(app: SymdiffApp) -> gr.Blocks:
                                                info="How far the variations may go: the share of the diffusion's "
                                                     "noise added to your bars before the model takes it away "
                                                     "again. Low: close to yours; 1: new bars.")
-                        v_num = gr.Slider(1, MAX_VARIATIONS, value=3, step=1, label="Variations", elem_id="vary-num")
+                        v_num = gr.Slider(1, MAX_VARIATIONS, value=VARY_NUM, step=1, label="Variations",
+                                          elem_id="vary-num")
                         v_sampler = gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler")
                         v_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS[DEFAULT_SAMPLER], step=1,
                                             label="Diffusion steps (a strength of s runs s of them)")
@@ -766,9 +773,9 @@ def build(app: SymdiffApp) -> gr.Blocks:
                             for i in range(MAX_VARIATIONS):
                                 with gr.Column(min_width=160):
                                     v_slots += [gr.Audio(label=f"Variation {i + 1}", type="numpy", interactive=False,
-                                                         visible=False, elem_id=f"vary-audio-{i + 1}"),
+                                                         visible=i < VARY_NUM, elem_id=f"vary-audio-{i + 1}"),
                                                 gr.File(label=f"Variation {i + 1} MIDI", interactive=False,
-                                                        visible=False, elem_id=f"vary-midi-{i + 1}")]
+                                                        visible=i < VARY_NUM, elem_id=f"vary-midi-{i + 1}")]
                 v_file.change(functools.partial(app.load_midi, whole=True), [v_file],
                               [v_track, v_first, v_last, v_preview, v_range, v_geo], api_name="load_midi_vary",
                               concurrency_id="light")
@@ -785,6 +792,7 @@ def build(app: SymdiffApp) -> gr.Blocks:
                                          concurrency_id="model")
                 v_stop.click(None, None, None, cancels=[vary_event], api_visibility="private")
                 v_sampler.input(default_steps, v_sampler, v_steps, api_visibility="private")
+                v_num.change(vary_slots, v_num, v_slots, api_visibility="private")
 
             # --- Learn ---
             with gr.Tab("Learn", id="learn") as learn_tab:

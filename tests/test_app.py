@@ -182,7 +182,7 @@ def test_vary_real_multitrack_midi(client, server):
         assert wav_seconds(wav) > 0
         check_download(ALOHA, midi, 0, 13, 16)
     assert Path(slots[1]).read_bytes() != Path(slots[3]).read_bytes()
-    for strength, num, match in ((0, 2, "strength must be above 0"), (0.5, 9, "variations must be")):
+    for strength, num, match in ((0, 2, "less than minimum value 0.05"), (0.5, 9, "greater than maximum value 4")):
         expect_error(client, server, match, handle_file(str(ALOHA)), "auto", 13, 16, strength, num, "ddim", 10, 3,
                      api_name="/vary")
 
