@@ -1,7 +1,7 @@
 """How close `symdiff vary` stays to the melody it varies, and how its variations hold together,
 against the strength: eval/variations.{md,json,png}.
 
-Melodies: the first 32 bars of PIECES test-split lines of each style of the corpus (the fidelity
+Melodies: PIECES test-split lines of each style of the corpus, at most their first 32 bars (the fidelity
 task's pieces, `evaluation.fidelity.select_pieces`), each varied whole (`MelodyDiffusion.vary`,
 the library's defaults: DDPM 200, the heard style, the repair) NUM times at every strength.
 Figures per variation, then mean and standard error over all of them:
@@ -15,7 +15,7 @@ Figures per variation, then mean and standard error over all of them:
   pitch range, silent bars, key stability (halves' pitch-class cosine), repeated chunks, ends on
   its tonic; the originals' own are the row "original".
 
-    python scripts/vary_strength.py            # about 10 minutes on one core
+    python scripts/vary_strength.py    # 23 minutes on one thread of a 2-core machine shared with other jobs
 """
 from __future__ import annotations
 
@@ -82,8 +82,9 @@ def main() -> None:
             rows.setdefault(f"strength {s:g}", []).extend(figures(t, old) | {"between": float(between)}
                                                           for t in res.tokens)
         print(f"{pc.source} {pc.piece}: {time.perf_counter() - t0:.0f} s", flush=True)
+    lengths = [min(BARS, pc.chunks * melody.BARS_PER_CHUNK) for pc in pieces]
     summary = summarize({k: [{f: v for f, v in r.items() if not np.isnan(v)} for r in rs] for k, rs in rows.items()})
-    settings = {"pieces": [pc.info() | {"bars": min(BARS, pc.chunks * melody.BARS_PER_CHUNK)} for pc in pieces],
+    settings = {"pieces": [pc.info() | {"bars": n} for pc, n in zip(pieces, lengths, strict=True)],
                 "variations": args.num, "sampler": DEFAULT_SAMPLER, "steps": args.steps, "seed": args.seed,
                 "strengths": STRENGTHS, "seconds": round(time.perf_counter() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -94,8 +95,9 @@ def main() -> None:
         cells = ["-" if k not in r["mean"] else f"{r['mean'][k]:.1%}" if k in SHARES else f"{r['mean'][k]:.2f}"
                  for k in cols]
         md.append(f"| {name} | {r['n']} | " + " | ".join(cells) + " |")
-    md += ["", f"{len(pieces)} test-split melodies ({args.pieces} per style: {', '.join(STYLES)}), their first "
-           f"{BARS} bars, each varied whole {args.num} times per strength (`MelodyDiffusion.vary`: "
+    md += ["", f"{len(pieces)} test-split melodies ({args.pieces} per style: {', '.join(STYLES)}) of "
+           f"{min(lengths)}-{max(lengths)} bars (at most their first {BARS}), "
+           f"each varied whole {args.num} times per strength (`MelodyDiffusion.vary`: "
            f"{DEFAULT_SAMPLER} {args.steps} steps, the heard style, the repair), seed {args.seed}; "
            f"{settings['seconds']:.0f} s on one thread. Agreement: share of 16th notes sounding the original's "
            "pitch (or resting with it); notes kept: the original's notes (onset and pitch) played again; "
