@@ -53,6 +53,7 @@ from symdiff.generate import (  # noqa: E402
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     MelodyDiffusion,
+    Progress,
     context_guidance_for,
 )
 from symdiff.options import DEVICES, MAX_NEW_BARS  # noqa: E402
@@ -439,19 +440,19 @@ class SymdiffApp:
         first, last = int(first_bar), int(last_bar)
         stop, ticks = threading.Event(), queue.Queue()
 
-        def tick(i, total, x_t, x0_hat):
+        def report(done: int, total: int, stage: str) -> None:
             if stop.is_set():
                 raise demo.Cancelled()
-            ticks.put((i + 1, total))
+            ticks.put((done, total, stage))
 
         chords = (f" Track {cand.index} plays chords: its top line is rewritten and the notes under it are kept "
                   "(pick another track above for a single line)." if cand.chordal else "")
         yield f"Infilling bars {first}-{last} ...{chords}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
         res = yield from threaded(
-            self._on_free_cores(lambda: self.pipe.infill(tokens, plan.steps, sampler, steps, seed, callback=tick,
-                                                         density=rate, keys=found.keys, pickup=found.bars.onset_pickup,
-                                                         style=style)), ticks, stop,
-            lambda t: (f"Infilling: diffusion step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), gr.skip(), gr.skip()),
+            self._on_free_cores(lambda: self.pipe.infill(tokens, plan.steps, sampler, steps, seed, density=rate,
+                                                         keys=found.keys, pickup=found.bars.onset_pickup, style=style,
+                                                         progress=Progress(report))), ticks, stop,
+            lambda t: (f"Infilling: {t[2]}, step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), gr.skip(), gr.skip()),
             self.time_limit_s)
         result = res.tokens[0]
         base = demo.baseline_infills(self.pipe, tokens, plan, seed)
@@ -501,17 +502,17 @@ class SymdiffApp:
         stop, ticks = threading.Event(), queue.Queue()
         slots = [gr.skip()] * (2 * MAX_VARIATIONS)
 
-        def tick(i, total, x_t, x0_hat):
+        def report(done: int, total: int, stage: str) -> None:
             if stop.is_set():
                 raise demo.Cancelled()
-            ticks.put((i + 1, total))
+            ticks.put((done, total, stage))
 
         yield f"Varying bars {first}-{last} at strength {strength:g} ...", gr.skip(), gr.skip(), *slots
         res = yield from threaded(
             self._on_free_cores(lambda: self.pipe.vary(tokens, strength, plan.steps, num, sampler, steps, seed,
-                                                       callback=tick, keys=found.keys,
-                                                       pickup=found.bars.onset_pickup)), ticks, stop,
-            lambda t: (f"Varying: diffusion step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), *slots),
+                                                       keys=found.keys, pickup=found.bars.onset_pickup,
+                                                       progress=Progress(report))), ticks, stop,
+            lambda t: (f"Varying: {t[2]}, step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), *slots),
             self.time_limit_s)
         crop, box, lines = self._view(found, plan, tokens)
         span = slice(*plan.steps)

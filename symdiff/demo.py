@@ -250,8 +250,7 @@ class RefinementTrace:
     """Sampler callback: every few steps decodes the x0 estimate of the first melody and measures
     it (`sample_metrics`); keeps the decoded melody at `stages` of those points. `on_point`
     (optional) is called with each new point, e.g. to stream it to a UI; `stop` (a
-    threading.Event) cancels the chain at the next step. Only the first chain is traced: a melody
-    longer than one window runs one more per window (`MelodyDiffusion.generate`), each still stoppable."""
+    threading.Event) cancels the chain at the next step."""
 
     pipe: MelodyDiffusion
     reference: Reference
@@ -264,14 +263,10 @@ class RefinementTrace:
     stage_tokens: list[tuple[str, np.ndarray]] = field(default_factory=list)
     _when: set[int] | None = None
     _stage_at: set[int] | None = None
-    _traced: bool = False
 
     def __call__(self, i: int, total: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
         if self.stop is not None and self.stop.is_set():
             raise Cancelled()
-        if self._traced:
-            return
-        self._traced = i == total - 1
         if self._when is None or self._stage_at is None:  # the first step: both set together
             self._stage_at = {0} | (set(checkpoints(total, self.stages - 1)) if self.stages > 1 else set())
             self._when = set(checkpoints(total, self.points)) | self._stage_at

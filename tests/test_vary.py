@@ -150,3 +150,11 @@ def test_cli_sample_256_bars_and_extend_200(tmp_path, capsys):
                  str(tmp_path / "e.mid"), "--quiet"]) == 0
     assert "added bars 17-216 (4/4)" in capsys.readouterr().out
     assert 100 < melody.read_midi(tmp_path / "e.mid").chosen.num_bars <= 216
+
+
+def test_whole_range_is_the_melody_up_to_one_window():
+    from symdiff import demo
+
+    assert demo.whole_range(melody.read_midi(REEL).bars) == (1, 16)
+    joplin = melody.read_midi(MIDI / "joplin_maple_leaf_rag_2-4_piano.mid").bars  # 129 bars of 2/4
+    assert demo.whole_range(joplin) == (1, 128)  # 128 bars of 2/4: 32 chunks, one window
