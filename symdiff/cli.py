@@ -381,9 +381,12 @@ def _progress(args: argparse.Namespace) -> Iterator[Progress]:
 
     from .generate import Progress
 
-    bar = tqdm(total=0, desc=args.command, unit="step", leave=False, disable=args.quiet)
+    bars: list = []  # opened at the first step: a request refused before it prints no bar
 
     def report(done: int, total: int, stage: str) -> None:
+        if not bars:
+            bars.append(tqdm(total=0, desc=args.command, unit="step", leave=False, disable=args.quiet))
+        bar = bars[0]
         bar.total = total
         bar.set_description(f"{args.command}: {stage}", refresh=False)
         bar.update(done - bar.n)
@@ -391,7 +394,8 @@ def _progress(args: argparse.Namespace) -> Iterator[Progress]:
     try:
         yield Progress(report)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
