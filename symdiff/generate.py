@@ -530,7 +530,7 @@ class MelodyDiffusion:
                 break
             why = found[rows[0]][0].message if len(rows) == REPAIR_DRAWS else f"{len(rows) // REPAIR_DRAWS} missed"
             what = f"drawing {len(rows)} candidates again ({why})"
-            step = progress.stage(what, sampler.num_steps) if progress else None
+            step = progress.stage(what, sampler.steps_run(sample.get("strength", 1.0))) if progress else None
             redo = self.sample_latents(len(rows), x.shape[1], sampler, None if seed is None else seed + 1000 + r,
                                        step, mask=torch.from_numpy(plan.mask()),
                                        known=None if known is None else known[rows], **sample)
@@ -705,9 +705,8 @@ class MelodyDiffusion:
                                     context_guidance=context_guidance_for(sampler) if bool(mask.all()) else 1.0)
         if strength is not None:
             draw.update(init=known[None], strength=strength)
-        runs = chain.num_steps - (0 if strength is None else chain.start_index(strength))
         what = "drawing the new bars" if strength is None else f"drawing {num} variation{'s' * (num > 1)}"
-        step = progress.stage(what, runs) if progress else None
+        step = progress.stage(what, chain.steps_run(strength or 1.0)) if progress else None
         x = self.sample_latents(num, len(known), chain, seed, _both(callback, step), mask, known[None], **draw)
         if repair:
             x, _ = self.repair(x, [full] * num, plan, [goal] * num, chain, seed, known[None].expand(num, -1, -1),

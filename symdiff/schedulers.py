@@ -308,6 +308,10 @@ class Sampler:
                 callback(i - first, total - first, x, out.pred_original_sample)
         return x
 
+    def steps_run(self, strength: float = 1.0) -> int:
+        """How many steps a chain of `strength` runs (`start_index`; all of them at 1)."""
+        return self.num_steps - self.start_index(strength)
+
     def start_index(self, strength: float) -> int:
         """The step an SDEdit chain of `strength` (0 < strength <= 1, the share of the schedule's
         N steps noised) starts at: the first of the chain's timesteps at or below strength * N, at

@@ -378,6 +378,7 @@ def test_start_index_follows_the_strength():
     assert smp.start_index(1.0) == 0
     assert smp.timesteps[smp.start_index(0.3)] <= 300 < smp.timesteps[smp.start_index(0.3) - 1]
     assert smp.start_index(1e-4) == smp.num_steps - 1  # below the lowest timestep: one step
+    assert smp.steps_run() == 200 and smp.steps_run(1e-4) == 1 and smp.steps_run(0.3) == 200 - smp.start_index(0.3)
     for bad in (0.0, -0.1, 1.5):
         with pytest.raises(ValueError, match="strength"):
             smp.start_index(bad)

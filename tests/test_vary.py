@@ -12,7 +12,7 @@ import torch
 
 from symdiff import melody
 from symdiff.cli import main
-from symdiff.generate import EXTEND_NEW_CHUNKS, GenerateError
+from symdiff.generate import EXTEND_NEW_CHUNKS, GenerateError, Progress
 
 torch.set_num_threads(1)
 MIDI = Path(__file__).parent / "data" / "midi"
@@ -48,8 +48,11 @@ def test_vary_stays_closer_at_low_strength(pipe):
 def test_vary_a_range_changes_only_the_range(pipe):
     line = melody.read_midi(SONG).chosen  # the voice enters in bar 12
     span = (12 * BAR, 16 * BAR)
-    res = pipe.vary(line.tokens, 0.5, span, num=3, steps=10, seed=1)
+    seen: list[tuple[int, int, str]] = []
+    res = pipe.vary(line.tokens, 0.5, span, num=3, steps=10, seed=1,
+                    progress=Progress(lambda done, total, stage: seen.append((done, total, stage))))
     assert len(res.tokens) == 3
+    assert seen[-1][0] == seen[-1][1] and "drawing 3 variations" in {s for *_, s in seen}  # counts the steps run
     for out in res.tokens:
         assert np.array_equal(out[: span[0]], line.tokens[: span[0]])
         assert np.array_equal(out[span[1] + 1 :], line.tokens[span[1] + 1 :])
