@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 # Everything gradio stores (uploads, outputs) goes under one private temporary folder, set
 # before gradio is imported.
@@ -56,12 +57,15 @@ from symdiff.generate import (  # noqa: E402
     Progress,
     context_guidance_for,
 )
-from symdiff.options import DEVICES  # noqa: E402
+from symdiff.options import DEVICES, MAX_NEW_BARS  # noqa: E402
 from symdiff.precision import choose_threads, resolve_device  # noqa: E402
 
 log = logging.getLogger("symdiff.app")
 
-MAX_BARS = 64
+MAX_BARS = MAX_NEW_BARS  # past 64, written 32 bars at a time (`MelodyDiffusion.generate`)
+MAX_VARIATIONS = 4  # side by side, each with its audio and MIDI
+VARY_NUM = 3
+VARY_STRENGTH = 0.3  # eval/variations.md: about two thirds of the 16ths still sound the original's pitch
 MAX_STEPS = 1000
 MAX_SEED = 2**31 - 1
 PIECE_STYLE = "piece"  # the infill dropdown's default: the style the rest of the piece is heard in
@@ -325,7 +329,8 @@ class SymdiffApp:
         stop, points = threading.Event(), queue.Queue[demo.TracePoint]()
         trace = demo.RefinementTrace(self.pipe, self.reference, bars, points=8, stages=4,
                                      on_point=points.put, stop=stop)
-        yield (f"Sampling {bars} bars with {sampler.upper()}, {steps} steps ...", *self._plots(trace, steps),
+        longer = f" (the first {self.pipe.seq_len * 2}, then 32 at a time)" if bars > self.pipe.seq_len * 2 else ""
+        yield (f"Sampling {bars} bars{longer} with {sampler.upper()}, {steps} steps ...", *self._plots(trace, steps),
                None, None, None, None)
         result = yield from threaded(
             self._on_free_cores(lambda: self.pipe.generate(1, bars, sampler, steps, seed, callback=trace, style=style,
@@ -365,8 +370,9 @@ class SymdiffApp:
                 f"{found.bars.describe()}. Every other bar stays yours.")
 
     @user_errors
-    def load_midi(self, midi_file):
-        """A new file: its tracks, the bar sliders fitted to the default melody, and a preview."""
+    def load_midi(self, midi_file, whole: bool = False):
+        """A new file: its tracks, the bar sliders fitted to the default melody (with `whole`, all
+        of it up to one window: the Vary tab), and a preview."""
         if upload_path(midi_file) is None:
             return (gr.Dropdown(choices=[("auto: the most melodic track", "auto")], value="auto"), 1, 1,
                     None, "Upload a MIDI file or pick an example.", None)
@@ -374,7 +380,7 @@ class SymdiffApp:
         auto = "auto: the most melodic track" if not cand.chordal else \
             f"auto: track {cand.index}, in chords (this file has no single-line melody)"
         choices = [(auto, "auto")] + [(demo.track_label(found, c), str(c.index)) for c in found.candidates]
-        first, last = demo.default_range(found.bars)
+        first, last = demo.whole_range(found.bars, self.pipe.seq_len) if whole else demo.default_range(found.bars)
         img, text, geo = self._preview(found, cand, first, last)
         return gr.Dropdown(choices=choices, value="auto"), first, last, img, text, geo
 
@@ -478,6 +484,68 @@ class SymdiffApp:
                     f"{audio.PLAYBACK_QPM[0]:.0f}-{audio.PLAYBACK_QPM[1]:.0f})."
         yield (text, image(fig, counted=True), sound(tokens[crop], qpm), sound(result[crop], qpm), str(out))
 
+    # --- vary -------------------------------------------------------------------------------
+
+    @user_errors
+    def vary(self, midi_file, track, first_bar, last_bar, strength, num, sampler, steps, seed):
+        """Variations of the chosen bars: the status, the rows (original and each variation), the
+        original's audio, then audio and MIDI of each of MAX_VARIATIONS slots (None past `num`)."""
+        try:
+            strength = float(strength)
+        except (TypeError, ValueError):
+            raise _UserError(f"the strength must be a number, got {strength!r}") from None
+        if not 0.0 < strength <= 1.0:
+            raise _UserError(f"the strength must be above 0 and at most 1, got {strength:g}")
+        num = whole("variations", num, 1, MAX_VARIATIONS)
+        steps = whole("steps", steps, 1, MAX_STEPS)
+        seed = whole("seed", seed, 0, MAX_SEED)
+        self.pipe.sampler(sampler, steps)  # the one check of sampler settings
+        found, cand = self._load(midi_file, track)
+        t0 = time.perf_counter()
+        plan, tokens = demo.plan_bars(found, cand, first_bar, last_bar, self.pipe.seq_len)
+        first, last = int(first_bar), int(last_bar)
+        stop, ticks = threading.Event(), queue.Queue[tuple[int, int, str]]()
+        slots = [gr.skip()] * (2 * MAX_VARIATIONS)
+
+        def report(done: int, total: int, stage: str) -> None:
+            if stop.is_set():
+                raise demo.Cancelled()
+            ticks.put((done, total, stage))
+
+        yield f"Varying bars {first}-{last} at strength {strength:g} ...", gr.skip(), gr.skip(), *slots
+        res = yield from threaded(
+            self._on_free_cores(lambda: self.pipe.vary(tokens, strength, plan.steps, num, sampler, steps, seed,
+                                                       keys=found.keys, pickup=found.bars.onset_pickup,
+                                                       progress=Progress(report))), ticks, stop,
+            lambda t: (f"Varying: {t[2]}, step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), *slots),
+            self.time_limit_s)
+        crop, box, lines = self._view(found, plan, tokens)
+        span = slice(*plan.steps)
+        close = [melody.agreement(out[span], tokens[span]) for out in res.tokens]
+        rows = [("original", tokens[crop])] + [(f"variation {i + 1} ({c:.0%} as the original)", out[crop])
+                                               for i, (out, c) in enumerate(zip(res.tokens, close, strict=True))]
+        shown = f"bars {found.bars.number_at(crop.start)}-{found.bars.number_at(crop.stop - 1)}"
+        fig = pianoroll.plot_rows(rows, box_bars=box, width_px=WIDTH_PX, row_height_px=110, barlines=lines,
+                                  share_pitch=True, title=f"Bars {first}-{last} varied at strength {strength:g} "
+                                                          f"({shown} of {found.bars.describe()})")
+        qpm, folder, remarks = found.qpm, request_dir(), list(res.remarks)
+        outputs: list[Any] = []
+        for i in range(MAX_VARIATIONS):
+            if i < num:
+                path = folder / f"variation{i + 1}_bars{first}-{last}_strength{strength:g}_seed{seed}.mid"
+                remarks += [r for r in write_arrangement(self._path(midi_file), cand, res.tokens[i], plan.steps,
+                                                         path) if r not in remarks]  # atomic
+                outputs += [sound(res.tokens[i][crop], qpm), str(path)]
+            else:
+                outputs += [None, None]
+        heard = " (heard in your piece)" if self.pipe.styles else ""
+        text = (f"Done in {time.perf_counter() - t0:.1f} s. Track {cand.index}, bars {first}-{last}: {num} "
+                f"variation{'s' * (num > 1)} at strength {strength:g} ({sampler.upper()}, {steps} steps, {res.style} "
+                f"style{heard}); of their 16th notes {', '.join(f'{c:.0%}' for c in close)} sound the original's "
+                "pitch. Each MIDI file is your whole arrangement with only these bars of this track new.")
+        text += "".join(f" Note: {r}." for r in remarks)
+        yield (text, image(fig, counted=True), sound(tokens[crop], qpm), *outputs)
+
     # --- learn ------------------------------------------------------------------------------
 
     def _learn_tokens(self, example):
@@ -534,6 +602,12 @@ Mittal et al., *Symbolic Music Generation with Diffusion Models* (ISMIR 2021).
 def default_steps(sampler: str, ddpm: int = DEFAULT_STEPS["ddpm"]) -> int:
     """A newly picked sampler's step count (DDPM `ddpm`, the others their library default: DDIM 50, DPM-Solver++ 20)."""
     return ddpm if sampler == "ddpm" else DEFAULT_STEPS.get(sampler, DEFAULT_STEPS[DEFAULT_SAMPLER])
+
+
+def vary_slots(num) -> list:
+    """The Vary tab's audio and MIDI slots shown for `num` variations."""
+    shown = [i < int(num) for i in range(MAX_VARIATIONS)]
+    return [gr.update(visible=v) for v in shown for _ in range(2)]
 
 
 def style_dropdown(styles: tuple[str, ...], elem_id: str, heard: bool = False) -> gr.Dropdown:
@@ -663,6 +737,68 @@ def build(app: SymdiffApp) -> gr.Blocks:
                                            concurrency_id="model")
                 i_stop.click(None, None, None, cancels=[infill_event], api_visibility="private")
                 i_sampler.input(default_steps, i_sampler, i_steps, api_visibility="private")
+
+            # --- Vary ---
+            with gr.Tab("Vary", id="vary"):
+                v_geo = gr.State(None)
+                v_clicks = gr.State(0)
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=260):
+                        v_file = gr.File(label="MIDI file", file_types=[".mid", ".midi"], type="filepath",
+                                         elem_id="vary-file")
+                        if app.examples:
+                            gr.Examples([[str(p)] for p in app.examples], inputs=[v_file], label="Examples")
+                        v_track = gr.Dropdown([("auto: the most melodic track", "auto")], value="auto",
+                                              label="Track", allow_custom_value=True, elem_id="vary-track")
+                        with gr.Row():
+                            v_first = gr.Number(1, precision=0, minimum=0, label="First bar", elem_id="vary-first")
+                            v_last = gr.Number(1, precision=0, minimum=0, label="Last bar", elem_id="vary-last")
+                        v_strength = gr.Slider(0.05, 1.0, value=VARY_STRENGTH, step=0.05, label="Strength",
+                                               elem_id="vary-strength",
+                                               info="How far the variations may go: the share of the diffusion's "
+                                                    "noise added to your bars before the model takes it away "
+                                                    "again. Low: close to yours; 1: new bars.")
+                        v_num = gr.Slider(1, MAX_VARIATIONS, value=VARY_NUM, step=1, label="Variations",
+                                          elem_id="vary-num")
+                        v_sampler = gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler")
+                        v_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS[DEFAULT_SAMPLER], step=1,
+                                            label="Diffusion steps (a strength of s runs s of them)")
+                        v_seed = gr.Number(0, precision=0, label="Seed")
+                        with gr.Row():
+                            v_run = gr.Button("Vary", variant="primary", elem_id="vary-button")
+                            v_stop = gr.Button("Stop", variant="secondary")
+                    with gr.Column(scale=3):
+                        v_range = gr.Markdown("Upload a MIDI file or pick an example.", label="Range",
+                                              elem_id="vary-range")
+                        v_preview = roll_image("Your melody: pick the bars to vary", elem_id="vary-preview")
+                        v_status = gr.Markdown(label="Status", elem_id="vary-status")
+                        v_rows = roll_image("Original and its variations", elem_id="vary-rows")
+                        v_audio_orig = gr.Audio(label="Original", type="numpy", interactive=False)
+                        v_slots = []
+                        with gr.Row():
+                            for i in range(MAX_VARIATIONS):
+                                with gr.Column(min_width=160):
+                                    v_slots += [gr.Audio(label=f"Variation {i + 1}", type="numpy", interactive=False,
+                                                         visible=i < VARY_NUM, elem_id=f"vary-audio-{i + 1}"),
+                                                gr.File(label=f"Variation {i + 1} MIDI", interactive=False,
+                                                        visible=i < VARY_NUM, elem_id=f"vary-midi-{i + 1}")]
+                v_file.change(functools.partial(app.load_midi, whole=True), [v_file],
+                              [v_track, v_first, v_last, v_preview, v_range, v_geo], api_name="load_midi_vary",
+                              concurrency_id="light")
+                v_preview_args = dict(fn=app.preview, inputs=[v_file, v_track, v_first, v_last],
+                                      outputs=[v_preview, v_range, v_geo], concurrency_id="light")
+                v_track.input(api_visibility="private", **v_preview_args)
+                v_first.input(api_visibility="private", trigger_mode="always_last", **v_preview_args)
+                v_last.input(api_visibility="private", trigger_mode="always_last", **v_preview_args)
+                v_preview.select(app.pick_bar, [v_geo, v_first, v_last, v_clicks], [v_first, v_last, v_clicks],
+                                 api_visibility="private").then(api_visibility="private", **v_preview_args)
+                vary_event = v_run.click(app.vary, [v_file, v_track, v_first, v_last, v_strength, v_num, v_sampler,
+                                                    v_steps, v_seed],
+                                         [v_status, v_rows, v_audio_orig, *v_slots], api_name="vary",
+                                         concurrency_id="model")
+                v_stop.click(None, None, None, cancels=[vary_event], api_visibility="private")
+                v_sampler.input(default_steps, v_sampler, v_steps, api_visibility="private")
+                v_num.change(vary_slots, v_num, v_slots, api_visibility="private")
 
             # --- Learn ---
             with gr.Tab("Learn", id="learn") as learn_tab:

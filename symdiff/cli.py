@@ -22,6 +22,7 @@ from .options import (
     DEVICES,
     DIFFUSION_PRESETS,
     INFILL_METHODS,
+    MAX_NEW_BARS,
     MDN_PRESETS,
     PRECISIONS,
     SAMPLER_CONTEXT_GUIDANCE,
@@ -300,8 +301,8 @@ def cmd_infill(args: argparse.Namespace) -> None:
     pipe = _pipeline(args)
     tokens, bars = found.tokens(line), found.bars  # bars as the file counts them, in its meter
     if args.command == "extend":
-        if not 1 <= args.bars <= 64:
-            raise UsageError(f"--bars: a melody can be extended by 1 to 64 bars, got {args.bars}")
+        if not 1 <= args.bars <= MAX_NEW_BARS:
+            raise UsageError(f"--bars: a melody can be extended by 1 to {MAX_NEW_BARS} bars, got {args.bars}")
         first, last = bars.num_bars + 1, bars.num_bars + args.bars
         span = bars.steps(first, last, allow_past_end=args.bars)
         extend = -(-max(0, span[1] - len(tokens)) // STEPS_PER_BAR)
@@ -323,6 +324,57 @@ def cmd_infill(args: argparse.Namespace) -> None:
     print(f"track {line.index}: {what} in {result.seconds:.2f} s ({pipe.precision}, "
           f"{_threads(torch.get_num_threads())}), {result.style} style{heard}; "
           f"wrote {args.out} (your file with only these bars new)")
+
+
+def cmd_vary(args: argparse.Namespace) -> None:
+    import torch
+
+    from .arrangement import write_arrangement
+    from .generate import parse_bar_range
+    from .melody import read_midi
+
+    _check_seed(args)
+    if not 0.0 < args.strength <= 1.0:
+        raise UsageError(f"--strength must be above 0 and at most 1, got {args.strength:g}")
+    if not 1 <= args.num <= 64:
+        raise UsageError(f"--num must be between 1 and 64, got {args.num}")
+    paths = [args.out.with_name(f"{args.out.stem}_{i:0{len(str(args.num))}d}{args.out.suffix}")
+             for i in range(1, args.num + 1)] if args.num > 1 else [args.out]
+    for path in paths:
+        check_out(path, args.file)
+    found = read_midi(args.file)
+    line = found.pick(args.track)
+    tokens, bars = found.tokens(line), found.bars
+    if args.bars is None:
+        first, last = bars.first_number, bars.num_bars
+        what = f"all {bars.describe()}"
+    else:
+        first, last = parse_bar_range(args.bars)
+        what = f"bars {first}-{last} of {bars.describe()}"
+    span = bars.steps(first, last)
+    if line.chordal:
+        print(f"note: track {line.index} plays chords; its top line is varied and the notes under it are kept "
+              "(`symdiff inspect` lists the tracks, --track picks a single line)")
+    pipe = _pipeline(args)
+    try:
+        with _progress(args) as progress:
+            result = pipe.vary(tokens, args.strength, span, args.num, args.sampler, args.steps, args.seed,
+                               method=args.method, guidance=args.guidance, style=args.style, density=args.density,
+                               keys=found.keys, pickup=bars.onset_pickup, progress=progress)
+    except SymdiffError as e:
+        if args.bars is None and "at once" in str(e):
+            raise UsageError(f"{e}; vary a part of it with --bars FIRST-LAST") from None
+        raise
+    remarks = list(result.remarks)
+    for out, path in zip(result.tokens, paths, strict=True):
+        remarks += [r for r in write_arrangement(args.file, line, out, span, path) if r not in remarks]
+    for remark in remarks:
+        print(f"note: {remark}")
+    heard = " as heard in your melody" if args.style is None and pipe.styles else ""
+    shown = str(paths[0]) if args.num == 1 else f"{paths[0]} ... {paths[-1].name}"
+    print(f"track {line.index}: {args.num} variation{'s' * (args.num > 1)} of {what} at strength "
+          f"{args.strength:g} in {result.seconds:.2f} s ({pipe.precision}, {_threads(torch.get_num_threads())}), "
+          f"{result.style} style{heard}; wrote {shown} (your file with only these bars new)")
 
 
 @contextlib.contextmanager
@@ -519,7 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="generate new melodies (MIDI files)")
     s.add_argument("--num", type=int, default=1)
-    s.add_argument("--bars", type=int, default=64, help="length, up to 64 bars")
+    s.add_argument("--bars", type=int, default=64,
+                   help=f"length, up to {MAX_NEW_BARS} bars (past 64, written 32 bars at a time, each "
+                        "conditioned on the 32 before)")
     s.add_argument("--qpm", type=float, default=120.0, help="tempo of the MIDI files")
     s.add_argument("--out", type=Path, default=Path("samples"), help="folder for sample_*.mid")
     style_args(s, "the style", "any")
@@ -542,8 +596,22 @@ def build_parser() -> argparse.ArgumentParser:
     infill_args(s)
     s = sub.add_parser("extend", help="continue a melody by some bars")
     s.add_argument("file", type=Path)
-    s.add_argument("--bars", type=int, required=True, help="bars to add, in the file's meter (up to 64)")
+    s.add_argument("--bars", type=int, required=True,
+                   help=f"bars to add, in the file's meter (up to {MAX_NEW_BARS}; past 64, written 32 bars at a "
+                        "time, each conditioned on the 32 before)")
     infill_args(s)
+    s = sub.add_parser("vary", help="variations of a melody or a bar range: its own notes noised and "
+                                    "denoised again (MIDI files)")
+    s.add_argument("file", type=Path)
+    s.add_argument("--strength", type=float, required=True,
+                   help="how far a variation may go, above 0 to 1: the share of the diffusion's noise steps "
+                        "added to the melody before the model takes it back (0.1: close to the original; "
+                        "1: a new draw; eval/variations.md measures it)")
+    s.add_argument("--bars", help="FIRST-LAST, the bars to vary (default: the whole melody, up to 64 bars)")
+    s.add_argument("--num", type=int, default=1,
+                   help="variations to write: OUT itself for 1, else OUT's name with _1, _2, ... (default 1)")
+    infill_args(s)
+    s.set_defaults(func=cmd_vary)
 
     s = sub.add_parser("evaluate", help="the paper's Table 1 and Figure 3: diffusion vs baselines on held-out data; "
                        "infill fidelity and sample coherence (--task fidelity coherence)")
@@ -649,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         from .precision import choose_threads, limit_threads
 
         limit_threads()  # never more compute threads than this process' cores
-        if args.func in (cmd_reconstruct, cmd_sample, cmd_infill, cmd_evaluate):
+        if args.func in (cmd_reconstruct, cmd_sample, cmd_infill, cmd_vary, cmd_evaluate):
             choose_threads()  # only the cores idle now: a busy one stalls every thread (precision module doc)
     if getattr(args, "workers", 0) is None:
         import os

@@ -3,6 +3,7 @@
 - Reading a user's MIDI file (`load_melody`, parsed once per file and kept in a small cache),
   a sensible default range of any song (`default_range`) and a range of the file's bars as the
   model's plan (`plan_bars`).
+- The bars a variation varies by default (`whole_range`: the melody, at most one window).
 - The infilling baselines of the paper's Figure 2 on the same window and splice as
   `MelodyDiffusion.infill`: interpolation between the known latents and latents from the VAE
   prior (`baseline_infills`).
@@ -152,6 +153,18 @@ class Baselines(TypedDict):
 
     interpolation: np.ndarray | None
     prior: np.ndarray
+
+
+def whole_range(bars: melody.BarMap, seq_len: int = 32) -> tuple[int, int]:
+    """The bars a variation varies unless told: the whole melody, or from its start as many bars
+    as one window of the model holds (64 of 4/4)."""
+    first, last = bars.first_number, bars.num_bars
+    while last > first:
+        lo, hi = bars.steps(first, last)
+        if -(-hi // melody.CHUNK_STEPS) - lo // melody.CHUNK_STEPS <= seq_len:
+            break
+        last -= 1
+    return first, last
 
 
 def baseline_infills(pipe: MelodyDiffusion, tokens: np.ndarray, plan: InfillPlan,

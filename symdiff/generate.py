@@ -17,7 +17,12 @@ there (`splice_bars`).
 Windows. The model sees at most `seq_len` chunks (32 = 64 bars). A longer melody is infilled in
 a window of 32 chunks centred on the range (clamped to the melody); a shorter one is used as
 it is. Continuation appends the new bars as masked chunks after the melody and infills them
-(the window then ends at the melody's new end).
+(the window then ends at the melody's new end). A continuation longer than a window, and a new
+melody longer than 64 bars, are written EXTEND_NEW_CHUNKS chunks at a time, each window's other
+chunks being the music just before them (`MelodyDiffusion.infill`).
+
+Variations (`MelodyDiffusion.vary`) are infills that start from the melody's own latents noised to
+a chosen strength rather than from pure noise (SDEdit): the same plan, splice and repair.
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ from .options import (
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     INFILL_METHODS,
+    MAX_NEW_BARS,
     SAMPLER_CONTEXT_GUIDANCE,
 )
 from .precision import autocast, resolve_precision
@@ -85,6 +91,10 @@ ANY_STYLE = "any"
 # style, chorale falls to 23%.
 STYLE_PROBE = tuple(float(f) for f in np.arange(0.325, 1.0, 0.05))
 STYLE_PROBE_DRAWS = 8
+# A long continuation (more new bars than one window holds) is written this many chunks at a time,
+# each in a window whose other seq_len - EXTEND_NEW_CHUNKS chunks are the music just before them:
+# half the window, so every new stretch hears as many bars as it writes (32).
+EXTEND_NEW_CHUNKS = 16
 
 
 def stray_chunks(tokens: np.ndarray, margin: int = REGISTER_MARGIN) -> np.ndarray:
@@ -435,21 +445,23 @@ class MelodyDiffusion:
                        callback: Callback | None = None, mask: torch.Tensor | None = None,
                        known: torch.Tensor | None = None, method: str | None = None,
                        guidance: float = DEFAULT_GUIDANCE, style: str | None = None,
-                       context_guidance: float = 1.0, music: torch.Tensor | None = None) -> torch.Tensor:
+                       context_guidance: float = 1.0, music: torch.Tensor | None = None,
+                       init: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
         """(num, chunks, d) model-space latents from the reverse chain (infilling with mask/known,
         by `method`, see `INFILL_METHODS`; in a `style` of `self.styles`, None or ANY_STYLE for any). `guidance`
         weighs what the chain is conditioned on, known music ("conditioned") and style, see
         `guided_eps`; a plain unconditional sample has nothing to weigh. `context_guidance` != 1
         weighs what each chunk takes from the rest of the piece (`guided_eps`). `music` (num,
         chunks) bool: generated chunks that must play, not rest: their silence flag (a codec with
-        the "flag" rule) is held at "music" through the chain, as a known value is."""
+        the "flag" rule) is held at "music" through the chain, as a known value is. `init` (1 or num,
+        chunks, d): the chain starts from it noised to `strength` (`Sampler.sample`, SDEdit)."""
         if not 1 <= chunks <= self.seq_len:
             raise GenerateError(f"the model generates 1 to {self.seq_len} chunks at once, got {chunks}")
         for name, w in (("guidance", guidance), ("context guidance", context_guidance)):
             if not 0.0 <= w <= 10.0:
                 raise GenerateError(f"{name} must be between 0 and 10, got {w}")
         on = functools.partial(torch.as_tensor, device=self.device)  # inputs come from the CPU (numpy, the codec)
-        mask, known, music = (None if t is None else on(t) for t in (mask, known, music))
+        mask, known, music, init = (None if t is None else on(t) for t in (mask, known, music, init))
         cond: dict[str, torch.Tensor] = {}
         if known is not None and self.check_method(method) == "conditioned":
             cond["keep"] = ~torch.as_tensor(mask, dtype=torch.bool).expand(num, chunks)
@@ -470,7 +482,7 @@ class MelodyDiffusion:
             known = torch.as_tensor(known).expand(num, chunks, -1).clone()
             known[..., -1] = torch.where(forced, torch.full_like(known[..., -1], -FLAG_SILENT), known[..., -1])
         return sampler.sample(eps_fn, (num, chunks, self.codec.dim), seed=seed, callback=callback,
-                              mask=mask, known=known, device=self.device)
+                              mask=mask, known=known, device=self.device, init=init, strength=strength)
 
     def repair_samples(self, x: torch.Tensor, sampler: Sampler, seed: int | None = None,
                        style: str | None = None, progress: Progress | None = None) -> torch.Tensor:
@@ -518,7 +530,7 @@ class MelodyDiffusion:
                 break
             why = found[rows[0]][0].message if len(rows) == REPAIR_DRAWS else f"{len(rows) // REPAIR_DRAWS} missed"
             what = f"drawing {len(rows)} candidates again ({why})"
-            step = progress.stage(what, sampler.num_steps) if progress else None
+            step = progress.stage(what, sampler.steps_run(sample.get("strength", 1.0))) if progress else None
             redo = self.sample_latents(len(rows), x.shape[1], sampler, None if seed is None else seed + 1000 + r,
                                        step, mask=torch.from_numpy(plan.mask()),
                                        known=None if known is None else known[rows], **sample)
@@ -565,16 +577,27 @@ class MelodyDiffusion:
                  seed: int | None = None, callback: Callback | None = None, style: str | None = None,
                  guidance: float = DEFAULT_GUIDANCE, repair: bool = True,
                  context_guidance: float | None = None, progress: Progress | None = None) -> Result:
-        """`num` new melodies of `bars` bars (up to 2 * seq_len), in `style` (None or ANY_STYLE: any), with
+        """`num` new melodies of `bars` bars (up to MAX_NEW_BARS), in `style` (None or ANY_STYLE: any), with
         `context_guidance` (`guided_eps`; 1 = none; None: the sampler's, `context_guidance_for`); with
         `repair`, chunks below the floor regenerated (`repair_samples`). `callback` follows the
-        first draw's steps, `progress` the whole job's."""
-        max_bars = self.seq_len * melody.BARS_PER_CHUNK
-        if not 1 <= bars <= max_bars:
-            raise GenerateError(f"bars must be between 1 and {max_bars}, got {bars}")
+        first draw's steps, `progress` the whole job's. Past one window (2 * seq_len bars) each
+        melody's first window is drawn so, then continued (`extend`) in its style; its
+        `Result.latents` are then the whole melody encoded (mu), not the chains' own."""
+        window = self.seq_len * melody.BARS_PER_CHUNK
+        if not 1 <= bars <= MAX_NEW_BARS:
+            raise GenerateError(f"bars must be between 1 and {MAX_NEW_BARS}, got {bars}")
         if not 1 <= num <= 4096:
             raise GenerateError(f"num must be between 1 and 4096, got {num}")
         t0 = time.perf_counter()
+        if bars > window:
+            first = self.generate(num, window, sampler, steps, seed, callback, style, guidance, repair,
+                                  context_guidance, progress)
+            tokens = [self.extend(t, bars - window, sampler=sampler, steps=steps, seed=None if seed is None else
+                                  seed + 1 + j, style=style or ANY_STYLE, guidance=guidance, repair=repair,
+                                  progress=progress).tokens[0]
+                      for j, t in enumerate(first.tokens)]
+            latents = torch.stack([self.codec.encode(t) for t in tokens])
+            return Result(tokens, latents, time.perf_counter() - t0, style=first.style)
         chain = self.sampler(sampler, steps)
         if context_guidance is None:
             context_guidance = context_guidance_for(sampler)
@@ -594,8 +617,8 @@ class MelodyDiffusion:
                progress: Progress | None = None) -> Result:
         """Regenerate the token steps `span` (end exclusive; `melody.BarMap.steps` turns a file's
         bars into them) of a melody (`method` from `infill_methods`, the model's default when
-        None); with `extend_bars`, the melody first gets that many empty 4/4 bars appended
-        (continuation). `style` None: the style the rest of the piece is heard in (`infer_style`).
+        None); with `extend_bars` (up to MAX_NEW_BARS), the melody first gets that many empty 4/4 bars
+        appended (continuation). `style` None: the style the rest of the piece is heard in (`infer_style`).
         Why: told the style, infills fit their pieces better (docs/evaluation.md, "Does the music hold
         together?"), and the user's piece says what it is. `keys` (the file's key signatures:
         step, pretty_midi key number) keep the model's window inside the range's key section.
@@ -604,13 +627,61 @@ class MelodyDiffusion:
         (`repair`); a missed cadence is then mended on the last note, an emptied pickup given back,
         and what is still missed is said in `Result.remarks`. Chunks whose replaced bars played
         are drawn as music, never as a rest (`sample_latents`' `music`). `callback` follows the
-        first draw's steps, `progress` the whole job's."""
+        first draw's steps, `progress` the whole job's.
+
+        A continuation longer than one window is written EXTEND_NEW_CHUNKS chunks at a time, each
+        an infill of the melody so far (seed + 1 for the next), so every stretch is conditioned on
+        the music before it (`callback` follows the first window's draw); `Result.latents` and
+        `plan` are then the last window's."""
+        if not 0 <= extend_bars <= MAX_NEW_BARS:
+            raise GenerateError(f"a melody can be extended by 0 to {MAX_NEW_BARS} bars")
+        size = melody.CHUNK_STEPS
+        lo, hi = span
+        if extend_bars and -(-hi // size) - lo // size > self.seq_len:
+            out, t0 = np.asarray(tokens, dtype=np.uint8), time.perf_counter()
+            remarks: list[str] = []
+            for k, a in enumerate(range(lo, hi, EXTEND_NEW_CHUNKS * size)):
+                b = min(hi, a + EXTEND_NEW_CHUNKS * size)
+                res = self._regenerate(out, (a, b), 1, None, sampler, steps, None if seed is None else seed + k,
+                                       callback if k == 0 else None, -(-max(0, b - len(out)) // melody.STEPS_PER_BAR),
+                                       method, guidance, style, repair, density, keys, pickup, progress)
+                out, remarks = res.tokens[0], remarks + [r for r in res.remarks if r not in remarks]
+            return Result([out], res.latents, time.perf_counter() - t0, res.plan, res.style, remarks)
+        return self._regenerate(tokens, span, 1, None, sampler, steps, seed, callback, extend_bars, method, guidance,
+                                style, repair, density, keys, pickup, progress)
+
+    def vary(self, tokens: np.ndarray, strength: float, span: tuple[int, int] | None = None, num: int = 1,
+             sampler: str = DEFAULT_SAMPLER, steps: int | None = None, seed: int | None = None,
+             callback: Callback | None = None, method: str | None = None, guidance: float = DEFAULT_GUIDANCE,
+             style: str | None = None, repair: bool = True, density: str | float = "replaced",
+             keys: Sequence[tuple[int, int]] = (), pickup: tuple[int, int] | None = None,
+             progress: Progress | None = None) -> Result:
+        """`num` variations of a melody, or of its token steps `span` (None: all of it, at most a
+        window): the range's latents noised to `strength` (0 < strength <= 1, the share of the
+        schedule's steps: 1 is a new draw that keeps only the infill's context) and the reverse
+        chain run from there (SDEdit, Meng et al. 2022), in one batched chain. Everything else is
+        `infill`'s: the window, the known music around the range, the splice (the melody outside
+        `span` comes back untouched), the repair and its remarks (each said with its variation's
+        number); `style` None: the style the window, the range included, is heard in."""
+        if not 0.0 < strength <= 1.0:
+            raise GenerateError(f"the strength must be above 0 and at most 1, got {strength}")
+        if not 1 <= num <= 4096:
+            raise GenerateError(f"num must be between 1 and 4096, got {num}")
+        return self._regenerate(tokens, (0, len(tokens)) if span is None else span, num, strength, sampler, steps,
+                                seed, callback, 0, method, guidance, style, repair, density, keys, pickup, progress)
+
+    def _regenerate(self, tokens: np.ndarray, span: tuple[int, int], num: int, strength: float | None,
+                    sampler: str, steps: int | None, seed: int | None, callback: Callback | None,
+                    extend_bars: int, method: str | None, guidance: float, style: str | None, repair: bool,
+                    density: str | float, keys: Sequence[tuple[int, int]],
+                    pickup: tuple[int, int] | None, progress: Progress | None) -> Result:
+        """What `infill` (`strength` None: from pure noise) and `vary` (from the range's own latents
+        noised to `strength`) share, `num` draws of one window in one batched chain. A window with
+        nothing known is a new melody: it takes `generate`'s context guidance."""
         tokens = np.asarray(tokens, dtype=np.uint8)
         melody.check_tokens(tokens)
         if len(tokens) % melody.STEPS_PER_BAR:
             raise GenerateError("the melody's length must be whole bars")
-        if not 0 <= extend_bars <= self.seq_len * melody.BARS_PER_CHUNK:
-            raise GenerateError(f"a melody can be extended by 0 to {self.seq_len * melody.BARS_PER_CHUNK} bars")
         t0 = time.perf_counter()
         full = np.concatenate([tokens, np.zeros(extend_bars * melody.STEPS_PER_BAR, dtype=np.uint8)])
         plan = plan_infill(len(full), span, self.seq_len, fit.section(keys, span, len(full)))
@@ -622,7 +693,7 @@ class MelodyDiffusion:
         known = self.codec.encode(full[w0:w1])
         mask = torch.from_numpy(plan.mask())
         if style is None:
-            style = self.infer_style(known, ~mask, progress)
+            style = self.infer_style(known, ~mask if strength is None else torch.ones_like(mask), progress)
         chain = self.sampler(sampler, steps)
         music = None
         if goal.max_silent is not None:  # the bars replaced played: so do their chunks (never erase a melody)
@@ -630,27 +701,34 @@ class MelodyDiffusion:
             size = melody.CHUNK_STEPS
             music = torch.tensor([[fit.onsets(full, max(lo, c * size), min(hi, (c + 1) * size)) > 0
                                    for c in range(*plan.window)]])
-        step = progress.stage("drawing the new bars", chain.num_steps) if progress else None
-        x = self.sample_latents(1, len(known), chain, seed, _both(callback, step), mask, known[None], method,
-                                guidance, style, music=music)
+        draw: dict[str, Any] = dict(method=method, guidance=guidance, style=style, music=music,
+                                    context_guidance=context_guidance_for(sampler) if bool(mask.all()) else 1.0)
+        if strength is not None:
+            draw.update(init=known[None], strength=strength)
+        what = "drawing the new bars" if strength is None else f"drawing {num} variation{'s' * (num > 1)}"
+        step = progress.stage(what, chain.steps_run(strength or 1.0)) if progress else None
+        x = self.sample_latents(num, len(known), chain, seed, _both(callback, step), mask, known[None], **draw)
         if repair:
-            x, _ = self.repair(x, [full], plan, [goal], chain, seed, known[None], progress, method=method,
-                               guidance=guidance, style=style, music=music)
-        out = splice_bars(full, self.decode(x)[0], plan)
-        missed = fit.faults(out, goal)
-        remarks = []
-        if repair and any(f.what == "cadence" for f in missed):  # the design, not a miss: nothing to say
-            out = fit.end_on(out, goal)
-        if repair and goal.pickup is not None and any(f.what == "pickup" for f in missed):
-            out = keep_steps(out, full, goal.pickup)
-            remarks.append("the pickup kept its own notes (no draw gave it one), so the bar numbers stay")
-        remarks += [f.message for f in fit.faults(out, goal)]
-        return Result([out], x.cpu(), time.perf_counter() - t0, plan, style, remarks)
+            x, _ = self.repair(x, [full] * num, plan, [goal] * num, chain, seed, known[None].expand(num, -1, -1),
+                               progress, **draw)
+        outs, remarks = [], []
+        for i, made in enumerate(self.decode(x)):
+            out = splice_bars(full, made, plan)
+            missed = fit.faults(out, goal)
+            said = []
+            if repair and any(f.what == "cadence" for f in missed):  # the design, not a miss: nothing to say
+                out = fit.end_on(out, goal)
+            if repair and goal.pickup is not None and any(f.what == "pickup" for f in missed):
+                out = keep_steps(out, full, goal.pickup)
+                said.append("the pickup kept its own notes (no draw gave it one), so the bar numbers stay")
+            said += [f.message for f in fit.faults(out, goal)]
+            remarks += [f"variation {i + 1}: {r}" for r in said] if num > 1 else said
+            outs.append(out)
+        return Result(outs, x.cpu(), time.perf_counter() - t0, plan, style, remarks)
 
     def extend(self, tokens: np.ndarray, bars: int, **kwargs) -> Result:
-        """Continue a melody by `bars` new bars."""
-        if bars < 1:
-            raise GenerateError(f"bars to add must be at least 1, got {bars}")
+        """Continue a melody by `bars` new bars (up to MAX_NEW_BARS)."""
+        if not 1 <= bars <= MAX_NEW_BARS:
+            raise GenerateError(f"bars to add must be between 1 and {MAX_NEW_BARS}, got {bars}")
         n = len(tokens)
         return self.infill(tokens, (n, n + bars * melody.STEPS_PER_BAR), extend_bars=bars, **kwargs)
-

@@ -82,6 +82,7 @@ from .notes import (
     score_of,
     write_line,
 )
+from .options import MAX_NEW_BARS
 
 log = logging.getLogger(__name__)
 TokenOrArray = TypeVar("TokenOrArray", int, np.ndarray)
@@ -187,7 +188,7 @@ class Candidate:
         }
 
 
-BAR_MAP_STEPS = (MAX_BARS + 2 * 64) * STEPS_PER_BAR  # bars are mapped this far: the file, and extensions
+BAR_MAP_STEPS = (MAX_BARS + MAX_NEW_BARS + 64) * STEPS_PER_BAR  # bars are mapped this far: the file, and extensions
 
 
 @dataclass(frozen=True)
@@ -351,6 +352,22 @@ def token_to_pitch(tokens: TokenOrArray) -> TokenOrArray:
 def tokens_pitches(tokens: np.ndarray) -> np.ndarray:
     tokens = np.asarray(tokens)
     return token_to_pitch(tokens[is_onset(tokens)])
+
+
+def sounding_pitches(tokens: np.ndarray) -> np.ndarray:
+    """(steps,) int64: the MIDI pitch sounding at each step (the last event at or before it is its
+    note-on), -1 at a rest: the melody as heard, one 16th note at a time, so two melodies can be
+    compared step by step whatever their tokens (a note re-struck or held sounds the same)."""
+    tokens = np.asarray(tokens)
+    idx = np.where(tokens != NO_EVENT, np.arange(len(tokens)), -1)
+    last = np.maximum.accumulate(idx) if len(idx) else idx
+    event = tokens[np.maximum(last, 0)].astype(np.int64)
+    return np.where((last >= 0) & (event >= 2), event - 2 + MIN_PITCH, -1)
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of the steps where two melodies of one length sound the same pitch or both rest."""
+    return float((sounding_pitches(a) == sounding_pitches(b)).mean()) if len(a) else 1.0
 
 
 def tokens_to_score(

@@ -36,6 +36,10 @@ PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")  # auto: cuda where there is one, else cpu
 # The keys of `schedulers.SAMPLERS`, which registers their classes (tests/test_layers.py checks both agree).
 SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp", "dpmpp-sde")
+# New bars at most in one request (`symdiff sample --bars`, `extend --bars`, the app): past one
+# window's 64 bars they are written a window at a time (`generate.EXTEND_NEW_CHUNKS`); 256 bars of
+# 4/4 at 120 qpm are eight and a half minutes, well inside what the reader takes back (1,024 bars).
+MAX_NEW_BARS = 256
 # The ancestral sampler at 200 respaced steps, for new melodies and infills alike. Measured on the
 # default model: DDIM 50's deterministic chain overshoots silence (19% of a sample's bars silent,
 # real music 12.5%; DDPM 200: 15%, DDPM 1000 the same as 200), and DDPM 200 infills fit their

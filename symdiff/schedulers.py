@@ -239,6 +239,8 @@ class Sampler:
         known: torch.Tensor | None = None,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        init: torch.Tensor | None = None,
+        strength: float = 1.0,
     ) -> torch.Tensor:
         """Run the reverse chain from x_N ~ N(0, I) -> x_0 of `shape` (B, k, d).
 
@@ -254,6 +256,9 @@ class Sampler:
             the known positions are
             replaced by a forward-diffused copy of `known` at the step's new noise level, and
             by `known` itself at the end, so they come back exactly.
+        init, strength: SDEdit (Meng et al. 2022): the chain starts at the step `start_index(strength)`
+            from `init` (B, k, d) forward-diffused to that step's level, not from pure noise, and
+            runs the chain's remaining steps; the callback then counts those steps alone.
         """
         if steps is not None:
             self.set_timesteps(steps)
@@ -278,8 +283,12 @@ class Sampler:
         # Start from N(0, I), as Algorithm 1 says. BUG in the official code: its infilling chain
         # started from uniform [0, 1) noise (jax.random.uniform in sample_ncsn.infill_samples).
         x = self._randn(shape, generator, device, dtype)
-        total = self.num_steps
-        for i in range(total):
+        first, total = 0, self.num_steps
+        if init is not None:
+            first = self.start_index(strength)
+            level = math.sqrt(self.alpha_bar[first])
+            x = level * torch.as_tensor(init, device=device).to(dtype).expand(shape) + math.sqrt(1.0 - level**2) * x
+        for i in range(first, total):
             eps = eps_fn(x, self.noise_levels(i, shape[0], device)).to(dtype)
             out = self.step(eps, i, x, generator)
             x = out.prev_sample
@@ -296,8 +305,21 @@ class Sampler:
                     y = known
                 x = torch.where(keep, y, x)
             if callback is not None:
-                callback(i, total, x, out.pred_original_sample)
+                callback(i - first, total - first, x, out.pred_original_sample)
         return x
+
+    def steps_run(self, strength: float = 1.0) -> int:
+        """How many steps a chain of `strength` runs (`start_index`; all of them at 1)."""
+        return self.num_steps - self.start_index(strength)
+
+    def start_index(self, strength: float) -> int:
+        """The step an SDEdit chain of `strength` (0 < strength <= 1, the share of the schedule's
+        N steps noised) starts at: the first of the chain's timesteps at or below strength * N, at
+        least the last step (a chain of one step)."""
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be above 0 and at most 1, got {strength}")
+        top = strength * self.schedule.num_steps
+        return next((i for i, t in enumerate(self.timesteps) if t <= top), self.num_steps - 1)
 
     @staticmethod
     def _randn(shape, generator, device, dtype) -> torch.Tensor:

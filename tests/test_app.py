@@ -71,7 +71,8 @@ def write_midi(path: Path, notes, drums: bool = False) -> Path:
 
 def test_api_lists_every_action(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/generate", "/infill", "/load_midi", "/preview", "/learn_noise", "/learn_reverse", "/learn_step"} <= names
+    assert {"/generate", "/infill", "/load_midi", "/preview", "/learn_noise", "/learn_reverse", "/learn_step",
+            "/load_midi_vary", "/vary"} <= names
 
 
 def test_generate_outputs_and_seed(client, server):
@@ -164,6 +165,25 @@ def test_infill_real_multitrack_midi(client, server):
     img, text = client.predict(foster, "auto", 0, 0, api_name="/preview")
     assert "Bars **0-0**" in text and "64 bars of 4/4 and a pickup (bar 0)" in text
     assert server.alive
+
+
+def test_vary_real_multitrack_midi(client, server):
+    """Issue 27: the Vary tab starts with the whole song, gives N variations side by side, each
+    with its audio and its whole arrangement (only the bars asked for new), the other slots hidden."""
+    tracks, first, last, preview, text = client.predict(handle_file(str(ALOHA)), api_name="/load_midi_vary")
+    assert (first, last) == (1, 20) and "Bars **1-20**" in text
+    status, rows, wav_orig, *slots = client.predict(handle_file(str(ALOHA)), "auto", 13, 16, 0.5, 2, "ddim", 10, 3,
+                                                    api_name="/vary")
+    assert "Track 0, bars 13-16: 2 variations at strength 0.5" in status and "whole arrangement" in status
+    assert Image.open(rows).size[0] == 1000 and wav_seconds(wav_orig) > 0
+    assert len(slots) == 8 and slots[4:] == [None] * 4  # variations 3 and 4 not asked for
+    for wav, midi in (slots[0:2], slots[2:4]):
+        assert wav_seconds(wav) > 0
+        check_download(ALOHA, midi, 0, 13, 16)
+    assert Path(slots[1]).read_bytes() != Path(slots[3]).read_bytes()
+    for strength, num, match in ((0, 2, "less than minimum value 0.05"), (0.5, 9, "greater than maximum value 4")):
+        expect_error(client, server, match, handle_file(str(ALOHA)), "auto", 13, 16, strength, num, "ddim", 10, 3,
+                     api_name="/vary")
 
 
 @pytest.mark.slow

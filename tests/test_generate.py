@@ -372,7 +372,8 @@ def test_cli_sample_and_infill(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["sample", "--bars", "65"], "bars must be between 1 and 64"),
+    (["sample", "--bars", "257"], "bars must be between 1 and 256"),
+    (["extend", str(MIDI / "oneills_003_4-4_melody.mid"), "--bars", "257"], "extended by 1 to 256 bars"),
     (["sample", "--num", "0"], "num must be between"),
     (["sample", "--steps", "0"], "steps must be between 1 and 1000"),
     (["sample", "--seed", "-1"], "--seed must be"),

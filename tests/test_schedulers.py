@@ -368,3 +368,48 @@ def test_infilling_uses_the_context():
     assert corr > 0.6
     assert (gen - cmean).std().item() < 0.8 * s  # tighter than the marginal: the context is used
     assert (gen - cmean).mean().abs().item() < 0.01
+
+
+# --- SDEdit: a chain started from a noised init ---------------------------------------------
+
+
+def test_start_index_follows_the_strength():
+    smp = DDPMAncestral(steps=200)
+    assert smp.start_index(1.0) == 0
+    assert smp.timesteps[smp.start_index(0.3)] <= 300 < smp.timesteps[smp.start_index(0.3) - 1]
+    assert smp.start_index(1e-4) == smp.num_steps - 1  # below the lowest timestep: one step
+    assert smp.steps_run() == 200 and smp.steps_run(1e-4) == 1 and smp.steps_run(0.3) == 200 - smp.start_index(0.3)
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="strength"):
+            smp.start_index(bad)
+
+
+@pytest.mark.parametrize("strength", [0.1, 0.3])
+def test_sdedit_chain_keeps_what_theory_says_of_the_init(strength):
+    """Data N(M, S^2), the exact eps, the full 1000-step ancestral chain started at t = strength N
+    from a data point x0 noised there: the result x0' is drawn from p(x0 | x_t), so it is again
+    N(M, S^2) and its correlation with x0 is Var(E[x0 | x_t]) / S^2 = ab S^2 / (ab S^2 + 1 - ab)."""
+    smp = DDPMAncestral()
+    init = M + S * torch.randn(SHAPE, generator=torch.Generator().manual_seed(5))
+    steps = []
+    x = smp.sample(gaussian_eps(), SHAPE, seed=6, init=init, strength=strength,
+                   callback=lambda i, n, x_t, x0: steps.append((i, n)))
+    ab = smp.alpha_bar[smp.start_index(strength)]
+    expect = ab * S * S / (ab * S * S + 1 - ab)
+    corr = float(np.corrcoef(x.flatten().numpy(), init.flatten().numpy())[0, 1])
+    assert corr == pytest.approx(expect, abs=0.01)
+    assert x.mean().item() == pytest.approx(M, abs=0.01) and x.std().item() == pytest.approx(S, rel=0.02)
+    left = smp.num_steps - smp.start_index(strength)  # the callback counts the steps run
+    assert steps == [(i, left) for i in range(left)]
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_sampler_starts_where_asked(name):
+    """Each sampler: the lower the strength, the closer the result stays to its init; at strength
+    1 nothing of the init is left beyond chance."""
+    smp = SAMPLERS[name](steps=20)
+    init = M + S * torch.randn(SHAPE, generator=torch.Generator().manual_seed(7))
+    dist = [(smp.sample(gaussian_eps(), SHAPE, seed=8, init=init, strength=s) - init).pow(2).mean().item()
+            for s in (0.02, 0.1, 0.3, 1.0)]
+    assert dist[0] < dist[1] < dist[2] < dist[3]
+    assert dist[0] < 0.1 * S * S and dist[3] > 1.2 * S * S  # independent: S^2 + the chain's variance apart
