@@ -24,7 +24,7 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,6 @@ from .baselines import interpolate_infill, prior_latents
 from .data.dataset import random_windows
 from .evaluation import metrics
 from .generate import GenerateError, InfillPlan, MelodyDiffusion, plan_infill, splice_bars
-from .schedulers import make_sampler
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = REPO / "assets" / "examples"
@@ -320,18 +319,49 @@ def noise_caption(pipe: MelodyDiffusion, t: int) -> str:
             "that was added at every such step.")
 
 
+def sounding_pitch(tokens: np.ndarray) -> np.ndarray:
+    """(steps,) int: the pitch token sounding at each sixteenth, -1 where nothing sounds."""
+    tokens = np.asarray(tokens)
+    idx = np.where(tokens != melody.NO_EVENT, np.arange(len(tokens)), -1)
+    last = np.maximum.accumulate(idx) if len(idx) else idx
+    held = tokens[np.maximum(last, 0)].astype(np.int64)
+    return np.where((last >= 0) & (held >= 2), held, -1)
+
+
+def agreement(tokens: np.ndarray, original: np.ndarray) -> float:
+    """The share of sixteenths at which `tokens` sound what `original` sounds (the same pitch,
+    or both silent): how much of a melody a noised or restored version keeps."""
+    a, b = sounding_pitch(tokens), sounding_pitch(original)
+    n = min(len(a), len(b))
+    return float((a[:n] == b[:n]).mean()) if n else 1.0
+
+
+def reconstruction(pipe: MelodyDiffusion, tokens: np.ndarray) -> np.ndarray:
+    """The melody as the VAE gives it back from its own latents (step 0 of every run): the
+    best any run through the latents can do."""
+    return pipe.decode(pipe.codec.encode(tokens)[None])[0][: len(tokens)]
+
+
+def reverse_steps(start_t: int, steps: int) -> list[int]:
+    """The timesteps of a reverse run of `steps` steps from `start_t` (evenly spaced, both ends kept)."""
+    return sorted({int(round(v)) for v in np.linspace(1, start_t, steps)} | {start_t})
+
+
 @dataclass
 class ReverseFrame:
     t: int  # the noise step the sample is at after this frame
     x_t: np.ndarray  # decoded tokens of the noisy sample
     x0: np.ndarray | None  # decoded tokens of the model's x0 estimate (None for the start)
+    latents: np.ndarray  # (chunks, dim) the noisy sample itself, model space
+    x0_latents: np.ndarray | None  # (chunks, dim) the x0 estimate (None for the start)
 
 
 def reverse_trace(pipe: MelodyDiffusion, tokens: np.ndarray, start_t: int, steps: int, seed: int = 0,
                   sampler: str = "ddim") -> list[ReverseFrame]:
     """A reverse run from `tokens` noised to step `start_t` (1000 = from almost pure noise: a new
     melody; smaller = the model restores a melody close to the given one), on `steps` evenly
-    spaced steps down to 0, every frame decoded (all in one batch)."""
+    spaced steps down to 0, every frame decoded (all in one batch). The chain is the pipeline's
+    own (`MelodyDiffusion.sampler`: its clip), unguided and in no style."""
     schedule = pipe.schedule
     n = schedule.num_steps
     start_t, steps = int(start_t), int(steps)
@@ -339,8 +369,7 @@ def reverse_trace(pipe: MelodyDiffusion, tokens: np.ndarray, start_t: int, steps
         raise GenerateError(f"the start step must be between 1 and {n}, got {start_t}")
     if not 1 <= steps <= start_t:
         raise GenerateError(f"the number of steps must be between 1 and the start step ({start_t}), got {steps}")
-    ts = sorted({int(round(v)) for v in np.linspace(1, start_t, steps)} | {start_t})
-    chain = make_sampler(sampler, schedule, ts)
+    chain = pipe.sampler(sampler, reverse_steps(start_t, steps))
     g = torch.Generator().manual_seed(int(seed))
     x0 = pipe.codec.encode(tokens)[None]
     eps = torch.randn(x0.shape, generator=g)
@@ -356,10 +385,44 @@ def reverse_trace(pipe: MelodyDiffusion, tokens: np.ndarray, start_t: int, steps
     decoded = pipe.decode(torch.cat(xs + x0s))
     size = len(tokens)
     k = len(xs)
-    frames = [ReverseFrame(levels[0], decoded[0][:size], None)]
+    frames = [ReverseFrame(levels[0], decoded[0][:size], None, xs[0][0].numpy(), None)]
     for j in range(1, k):
-        frames.append(ReverseFrame(levels[j], decoded[j][:size], decoded[k + j - 1][:size]))
+        frames.append(ReverseFrame(levels[j], decoded[j][:size], decoded[k + j - 1][:size], xs[j][0].numpy(),
+                                   x0s[j - 1][0].numpy()))
     return frames
+
+
+@dataclass
+class Restoration:
+    """One reverse run from a noised melody: how much of the melody its start and its end keep."""
+
+    start_t: int
+    seed: int
+    start: float  # `agreement` of the decoded noisy start with the melody
+    end: float  # ... of the run's end
+
+
+def restoration(pipe: MelodyDiffusion, tokens: np.ndarray, starts: Sequence[int], seeds: Sequence[int],
+                steps: int = 20, sampler: str = "ddim") -> list[Restoration]:
+    """`reverse_trace`'s run from every start step with every seed (all seeds of a start in one
+    batch), measured: does the model bring a noised melody back? (Issue 27: with the x0 clip of
+    [-1, 1] instead of the model space's, every run ended further from the melody than its start.)"""
+    schedule = pipe.schedule
+    x0 = pipe.codec.encode(tokens)[None]
+    out = []
+    for start_t in starts:
+        chain = pipe.sampler(sampler, reverse_steps(int(start_t), min(steps, int(start_t))))
+        eps = torch.cat([torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        x = schedule.q_sample(x0.expand(len(seeds), -1, -1), schedule.noise_level(int(start_t)), eps)
+        noisy = pipe.decode(x)
+        g = torch.Generator().manual_seed(int(seeds[0]))
+        with torch.no_grad():
+            for i in range(chain.num_steps):
+                x = chain.step(pipe.eps(x, chain.noise_levels(i, len(seeds))), i, x, g).prev_sample
+        for s, a, b in zip(seeds, noisy, pipe.decode(x), strict=True):
+            out.append(Restoration(int(start_t), int(s), agreement(a[: len(tokens)], tokens),
+                                   agreement(b[: len(tokens)], tokens)))
+    return out
 
 
 def reverse_caption(frame: ReverseFrame, index: int, count: int) -> str:
