@@ -74,7 +74,7 @@ def test_api_lists_every_action(client):
 
 
 def test_generate_outputs_and_seed(client, server):
-    status, cv, mmd, roll, stages, wav, midi = client.predict(8, "ddim", 12, 5, api_name="/generate")
+    status, cv, settled, roll, stages, wav, midi = client.predict(8, "ddim", 12, 5, api_name="/generate")
     assert status.startswith("Done") and "8 bars" in status
     rows = cv["value"]["data"]
     metrics = {r[1] for r in rows}
@@ -82,7 +82,9 @@ def test_generate_outputs_and_seed(client, server):
     assert all(0.0 <= r[2] <= 1.0 for r in rows)
     steps = sorted({r[0] for r in rows})
     assert steps[0] == 1 and steps[-1] == 12 and len(steps) >= 4  # measured every few steps
-    assert [r[1] for r in mmd["value"]["data"]] == ["latent MMD"] * len(steps)
+    decided = settled["value"]["data"]  # how much of the guess is decided, from the second look on
+    assert {r[1] for r in decided} == {"sixteenths kept from the last look"} and len(decided) == len(steps) - 1
+    assert decided[-1][2] > 0.9 and all(0.0 <= r[2] <= 1.0 for r in decided)
     assert Image.open(roll).size[0] == 1000 and Image.open(stages).size[0] == 1000
     assert 0 < wav_seconds(wav) <= 8 * 2.0 + 1.0  # 8 bars at 120 qpm + the release
     tokens = melody.read_midi(midi).chosen.tokens
@@ -188,10 +190,11 @@ def test_learn_tab(client):
     img, wav, caption = client.predict("oneills_003_4-4_melody.mid", 300, 0, api_name="/learn_noise")
     assert "Step 300 of 1000" in caption and wav_seconds(wav) > 0 and Image.open(img).size[0] == 1000
     _, _, caption0 = client.predict("oneills_003_4-4_melody.mid", 0, 0, api_name="/learn_noise")
-    assert "melody itself" in caption0
+    assert "the melody's own latents" in caption0 and "give back 71%" in caption0  # the VAE's own loss
     # (the run itself is session state, which gradio_client does not return)
-    step, img, wav, caption = client.predict("oneills_003_4-4_melody.mid", 1000, 6, 0, api_name="/learn_reverse")
-    assert step["maximum"] == 6 and step["value"] == 0 and "Start" in caption
+    step, film, img, wav, caption = client.predict("oneills_003_4-4_melody.mid", 1000, 6, 0,
+                                                   api_name="/learn_reverse")
+    assert step["maximum"] == 6 and step["value"] == 0 and "Start" in caption and Image.open(film).size[0] == 1000
     img, wav, caption = client.predict(3, api_name="/learn_step")  # the same session's run
     assert "Step 3 of 6" in caption
     img, wav, caption = client.predict(6, api_name="/learn_step")
@@ -243,6 +246,17 @@ def test_upload_size_limit(client, server, tmp_path):
 ])
 def test_bad_ranges(client, server, first, last, match):
     expect_error(client, server, match, handle_file(str(ALOHA)), "5", first, last, "ddim", 5, 0, api_name="/infill")
+
+
+def test_a_bad_range_is_said_at_the_range_field(client, server):
+    """Issue 27: a range that cannot be regenerated is explained where the range is shown, not as
+    a red "Error" in every output box; the preview keeps the last good range."""
+    _, text = client.predict(handle_file(str(ALOHA)), "auto", 3, 90, api_name="/preview")
+    assert text.startswith("**Bars 3-90 cannot be regenerated:**") and "choose bars 3-20" in text
+    _, text = client.predict(handle_file(str(ALOHA)), "auto", 9, 4, api_name="/preview")
+    assert "the last bar comes before the first" in text and server.alive
+    img, text = client.predict(handle_file(str(ALOHA)), "auto", 3, 6, api_name="/preview")
+    assert text.startswith("Bars **3-6**") and Image.open(img).size[0] == 1000
 
 
 @pytest.mark.parametrize("args, match", [

@@ -176,6 +176,11 @@ def test_refinement_trace_measures_the_x0_estimate(pipe, reference):
     assert trace.trace[-1].values == demo.sample_metrics(res.tokens[0], res.latents[0], reference)
     rows = trace.rows()
     assert {r["metric"] for r in rows} == set(demo.METRIC_NAMES) | {demo.LATENT_METRIC}
+    # what the live view draws: the guess, the noisy latents, how much of the guess is decided
+    assert np.array_equal(trace.trace[-1].tokens, res.tokens[0]) and trace.trace[-1].latents.shape == (4, pipe.codec.dim)
+    settled = trace.settled_rows()
+    assert [r["step"] for r in settled] == [2, 5, 8, 10] and math.isnan(trace.trace[0].settled)
+    assert settled[-1]["value"] == demo.agreement(trace.trace[-1].tokens, trace.trace[-2].tokens)
 
 
 def test_refinement_trace_can_be_cancelled(pipe, reference):
@@ -202,8 +207,11 @@ def test_forward_noise(pipe):
     eps = (x_end - level * x0) / math.sqrt(1 - level**2)  # the same noise at every t with one seed
     level_500 = demo.noise_level(pipe, 500)
     assert torch.allclose(eps, (xa - level_500 * x0) / math.sqrt(1 - level_500**2), atol=1e-4)
-    assert "melody itself" in demo.noise_caption(pipe, 0)
-    assert "pure noise" in demo.noise_caption(pipe, 1000)
+    # the captions say what the picture shows: the share of sixteenths kept, the VAE's own at step 0
+    assert "give back 71% of the melody's sixteenths" in demo.noise_caption(pipe, 0, 0.714, 0.714)
+    late = demo.noise_caption(pipe, 1000, 0.06, 0.714)
+    assert "6% of the sixteenths still sound as in the melody (step 0: 71%)" in late and "noise" in late
+    assert "speckle" not in demo.noise_caption(pipe, 100, 0.65, 0.714)
     with pytest.raises(GenerateError, match="between 0 and 1000"):
         demo.forward_noise(pipe, tokens, 1001)
 
@@ -220,7 +228,11 @@ def test_reverse_trace(pipe):
     assert all(np.array_equal(f.x_t, g.x_t) for f, g in zip(frames, again, strict=True))
     short = demo.reverse_trace(pipe, tokens, 20, 20, seed=0)  # every step from t = 20
     assert [f.t for f in short] == list(range(20, -1, -1))
-    assert "Start" in demo.reverse_caption(frames[0], 0, 6) and "Done" in demo.reverse_caption(frames[-1], 5, 6)
+    assert demo.reverse_caption(frames, 0, tokens, 0.7).startswith("**Start (step 1000):**")
+    assert "a new melody" in demo.reverse_caption(frames, 5, tokens, 0.7)
+    kept = demo.agreement(short[-1].x_t, tokens)
+    assert f"{kept:.0%} of the sixteenths sound as in the melody" in demo.reverse_caption(short, 20, tokens, 0.7)
+    assert "Step 3 of 20 (noise step 17)" in demo.reverse_caption(short, 3, tokens, 0.7)
     for args, match in [((0, 5), "start step"), ((1001, 5), "start step"), ((10, 11), "number of steps"),
                         ((10, 0), "number of steps")]:
         with pytest.raises(GenerateError, match=match):
