@@ -75,6 +75,7 @@ DENSITY_LABELS: dict[str, str | None] = {DENSITY_REPLACED: "replaced", "as the r
 # 13.3, 12.8, 12.3 semitones, key stability 0.906, 0.926, 0.928, silent bars 11.5-13.0%; real
 # windows 14.5-14.9, 0.925-0.936, 11-14%).
 GENERATE_STEPS = 80
+EXAMPLE_BARS = 16  # the example run on the Generate tab before any click
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # MIDI files are small; 2 MB is generous
 CONCURRENCY = 2  # model runs at once (the Space has 2 vCPUs)
 QUEUE_SIZE = 64  # requests waiting beyond that are told the app is busy
@@ -255,7 +256,13 @@ def metric_frame(rows: list[dict] | None = None) -> pd.DataFrame:
 def roll_image(label: str, **kwargs) -> gr.Image:
     """A piano roll output (the figure carries its own title, so no label badge over it)."""
     return gr.Image(label=label, show_label=False, type="numpy", format="png", interactive=False,
-                    buttons=["download", "fullscreen"], **kwargs)
+                    buttons=["download", "fullscreen"], elem_classes=["roll"], **kwargs)
+
+
+# On a phone the image's buttons (full screen, download) would cover the music: hidden there.
+CSS = """
+@media (max-width: 640px) { .roll .icon-button-wrapper { display: none !important; } }
+"""
 
 
 def upload_path(midi_file) -> str | None:
@@ -287,6 +294,7 @@ class SymdiffApp:
         self.examples = demo.list_examples()
         self.jobs, self.max_threads = CONCURRENCY, None  # model runs at once; torch threads per run at most
         self._stops: dict[str, threading.Event] = {}  # each browser session's latest run, for Stop
+        self.example: dict | None = None  # what the Generate tab shows before a run (`example_run`)
 
     def _on_free_cores(self, work):
         """`work` on its share of the cores idle when it starts (`precision.choose_threads`): a
@@ -365,8 +373,8 @@ class SymdiffApp:
                 return
             last = trace.trace[-1]
             stages = image(pianoroll.plot_stages(trace.stage_tokens, ncols=2, width_px=WIDTH_PX))
-            yield (f"**Stopped** at step {last.step} of {last.total}. Above: the model's guess of the finished "
-                   f"melody at that step, the partial result (not repaired, no MIDI file).",
+            yield (f"**Stopped** at step {trace.reached} of {last.total}. Above: the partial result, the model's "
+                   f"guess of the finished melody at step {last.step} (not repaired, no MIDI file).",
                    *self._plots(trace, steps), self._live(last, f"Stopped at step {last.step}: " + title), stages,
                    sound(last.tokens, melody.DEFAULT_QPM), None)
             return
@@ -381,6 +389,23 @@ class SymdiffApp:
         yield (f"Done in {time.perf_counter() - t0:.1f} s (sampling {sampled:.1f} s): {bars} bars"
                f"{f' of {style}' if style else ''}, {notes} notes.", *self._plots(trace, steps), roll, stages, wav,
                str(midi_path))
+
+    def example_run(self, bars: int = EXAMPLE_BARS, seed: int = 0) -> dict:
+        """A Generate run at the tab's settings, shown before any click so the page is never empty."""
+        trace = demo.RefinementTrace(self.pipe, self.reference, bars, points=16, stages=4)
+        res = self.pipe.generate(1, bars, DEFAULT_SAMPLER, GENERATE_STEPS, seed, callback=trace)
+        tokens = res.tokens[0]
+        cv = metric_frame(trace.rows())
+        midi_path = request_dir() / f"symdiff_example_{bars}bars_seed{seed}.mid"  # gradio keeps its copy
+        melody.tokens_to_midi(tokens, midi_path, melody.DEFAULT_QPM)
+        return {"midi": str(midi_path),
+                "status": f"An example: {bars} bars the model wrote ({DEFAULT_SAMPLER.upper()} {GENERATE_STEPS} steps, "
+                          f"seed {seed}). Press **Generate** for your own.",
+                "roll": image(pianoroll.plot_pianoroll(tokens, title=f"Example: {bars} bars, seed {seed}",
+                                                       width_px=WIDTH_PX, height_px=260)),
+                "stages": image(pianoroll.plot_stages(trace.stage_tokens, ncols=2, width_px=WIDTH_PX)),
+                "wav": sound(tokens, melody.DEFAULT_QPM), "cv": cv[cv.metric != demo.LATENT_METRIC],
+                "settled": metric_frame(trace.settled_rows())}
 
     # --- infill -----------------------------------------------------------------------------
 
@@ -569,9 +594,11 @@ class SymdiffApp:
         """`count` frames of the run, start to end, as latents over their melody."""
         pick = sorted({round(j * (len(frames) - 1) / (count - 1)) for j in range(count)})
         pitches = pianoroll.shared_pitches([tokens] + [frames[j].x_t for j in pick])
+        start, end = (demo.agreement(frames[j].x_t, tokens) for j in (0, -1))
         return self._panels([(f"noise step {frames[j].t}", frames[j].latents, frames[j].x_t) for j in pick],
                             ncols=len(pick), pitches=pitches,
-                            title="The reverse run: noise (speckle in every row) becomes a melody's latents")
+                            title=f"The reverse run from noise step {frames[0].t}: the latents over what they decode "
+                                  f"to; {start:.0%} -> {end:.0%} of the sixteenths as in the melody")
 
     @user_errors
     def learn_reverse(self, example, start_t, steps, seed):
@@ -623,10 +650,15 @@ class SymdiffApp:
                             f"reconstruction keeps {vae:.0%}, the most any run can keep.")
 
 
-INTRO = """# symdiff: melodies from a diffusion model
-A [MusicVAE](https://magenta.tensorflow.org/music-vae) turns every 2-bar phrase into a point in
-a latent space; a transformer diffusion model learnt sequences of 32 such points (64 bars), after
-Mittal et al., *Symbolic Music Generation with Diffusion Models* (ISMIR 2021).
+INTRO = """# symdiff: a model that writes melodies by removing noise
+**Generate** a new melody, **Infill** bars of your own MIDI file, or **Learn** how it works.
+"""
+ABOUT = """**How it works.** A [MusicVAE](https://magenta.tensorflow.org/music-vae) turns every 2 bars of a
+melody into a list of numbers (its latents); a transformer diffusion model learnt sequences of 32
+of them (64 bars) and writes new ones by removing noise step by step, after Mittal et al.,
+*Symbolic Music Generation with Diffusion Models* (ISMIR 2021). Code, model cards and licences:
+see the repository's README. Uploads and results stay in a temporary folder, are deleted within
+20 minutes and are never kept.
 """
 
 
@@ -647,6 +679,7 @@ def style_dropdown(styles: tuple[str, ...], elem_id: str, heard: bool = False) -
 
 def build(app: SymdiffApp) -> gr.Blocks:
     n_steps = app.pipe.schedule.num_steps
+    example = app.example or {}
     example_names = [p.name for p in app.examples]
     with gr.Blocks(title="symdiff: symbolic music diffusion", analytics_enabled=False) as ui:
         gr.Markdown(INTRO)
@@ -655,30 +688,33 @@ def build(app: SymdiffApp) -> gr.Blocks:
             with gr.Tab("Generate", id="generate"):
                 with gr.Row():
                     with gr.Column(scale=1, min_width=260):
-                        g_bars = gr.Slider(1, MAX_BARS, value=MAX_BARS, step=1, label="Bars")
-                        g_sampler = gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler",
-                                             info="DDPM (the paper's): 80-200 steps. DPM-Solver++ SDE: 20 "
-                                                  "steps, far faster, a little less close to the piece "
-                                                  "(docs/sampler.md). DDIM: 50 steps, more rests.")
-                        g_steps = gr.Slider(1, MAX_STEPS, value=GENERATE_STEPS, step=1,
-                                            label="Diffusion steps")
-                        g_seed = gr.Number(0, precision=0, label="Seed")
-                        g_style = style_dropdown(app.pipe.styles, "generate-style")
-                        g_context = gr.Slider(1, 4, value=CONTEXT_GUIDANCE, step=0.5, label="Context guidance",
-                                              info="How closely each 2 bars follow the rest of the melody. "
-                                                   "1: the paper's sampler, which drifts in key and register; "
-                                                   "higher: tighter, with more repetition.",
-                                              elem_id="generate-context")
-                        with gr.Row():
+                        with gr.Row():  # first: above the fold on a laptop and on a phone
                             g_run = gr.Button("Generate", variant="primary", elem_id="generate-button")
-                            g_stop = gr.Button("Stop", variant="secondary")
-                        g_status = gr.Markdown("Press **Generate**.", label="Status", elem_id="generate-status")
+                            g_stop = gr.Button("Stop", variant="secondary", elem_id="generate-stop")
+                        with gr.Accordion("Settings", open=False, elem_id="generate-settings"):  # the result first
+                            g_bars = gr.Slider(1, MAX_BARS, value=MAX_BARS, step=1, label="Bars")
+                            g_sampler = gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler",
+                                                 info="DDPM (the paper's): 80-200 steps. DPM-Solver++ SDE: 20 "
+                                                      "steps, far faster, a little less close to the piece "
+                                                      "(docs/sampler.md). DDIM: 50 steps, more rests.")
+                            g_steps = gr.Slider(1, MAX_STEPS, value=GENERATE_STEPS, step=1,
+                                                label="Diffusion steps", elem_id="generate-steps")
+                            g_seed = gr.Number(0, precision=0, label="Seed")
+                            g_style = style_dropdown(app.pipe.styles, "generate-style")
+                            g_context = gr.Slider(1, 4, value=CONTEXT_GUIDANCE, step=0.5, label="Context guidance",
+                                                  info="How closely each 2 bars follow the rest of the melody. "
+                                                       "1: the paper's sampler, which drifts in key and register; "
+                                                       "higher: tighter, with more repetition.",
+                                                  elem_id="generate-context")
+                        g_status = gr.Markdown(app.example["status"] if app.example else "Press **Generate**.",
+                                               label="Status", elem_id="generate-status")
                     with gr.Column(scale=3):
-                        g_roll = roll_image("Piano roll", elem_id="generate-roll")
+                        g_roll = roll_image("Piano roll", elem_id="generate-roll", value=example.get("roll"))
                         with gr.Row():
-                            g_audio = gr.Audio(label="Listen", type="numpy", interactive=False,
+                            g_audio = gr.Audio(example.get("wav"), label="Listen", type="numpy", interactive=False,
                                                elem_id="generate-audio")
-                            g_midi = gr.File(label="MIDI", interactive=False, elem_id="generate-midi")
+                            g_midi = gr.File(example.get("midi"), label="MIDI", interactive=False,
+                                             elem_id="generate-midi")
                 gr.Markdown("**While it samples:** every few steps the model guesses the finished melody (x0). "
                             "Left: that guess measured against real music from the training data, framewise "
                             "*Consistency* and *Variance* of pitch and duration (1 = like the data). Right: how "
@@ -689,19 +725,20 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column():
                         gr.HTML(legend(demo.METRIC_NAMES))
-                        g_cv = gr.LinePlot(None, x="step", y="value", color="metric", y_lim=[0, 1], x_lim=[0, 50],
+                        g_cv = gr.LinePlot(example.get("cv"), x="step", y="value", color="metric", y_lim=[0, 1],
+                                           x_lim=[0, GENERATE_STEPS],
                                            color_map=METRIC_COLORS, title="Consistency / Variance of the guess",
                                            x_title="diffusion step", y_title="1 = like the data", height=280,
                                            label="Consistency / Variance", elem_id="generate-cv")
                     with gr.Column():
                         gr.HTML(legend([demo.SETTLED]))
-                        g_settled = gr.LinePlot(None, x="step", y="value", color="metric", y_lim=[0, 1],
-                                                x_lim=[0, 50], color_map=METRIC_COLORS,
+                        g_settled = gr.LinePlot(example.get("settled"), x="step", y="value", color="metric",
+                                                y_lim=[0, 1], x_lim=[0, GENERATE_STEPS], color_map=METRIC_COLORS,
                                                 title="How much of the melody is decided",
                                                 x_title="diffusion step", y_title="share unchanged", height=280,
                                                 label="Decided", elem_id="generate-settled")
                 gr.Markdown("**Refinement stages:** the x0 estimate, decoded to notes, at a few steps of the run.")
-                g_stages = roll_image("Refinement stages", elem_id="generate-stages")
+                g_stages = roll_image("Refinement stages", elem_id="generate-stages", value=example.get("stages"))
                 g_run.click(app.generate, [g_bars, g_sampler, g_steps, g_seed, g_style, g_context],
                             [g_status, g_cv, g_settled, g_roll, g_stages, g_audio, g_midi],
                             api_name="generate", concurrency_id="model")
@@ -823,8 +860,7 @@ def build(app: SymdiffApp) -> gr.Blocks:
                              concurrency_id="light")
                 c_run.click(app.learn_curve, [l_example], [c_img, c_caption], api_name="learn_curve",
                             concurrency_id="model")
-        gr.Markdown("Code, model cards and licences: see the repository's README. Uploads and results stay in "
-                    "a temporary folder, are deleted within 20 minutes and are never kept.")
+        gr.Markdown(ABOUT)
     return ui
 
 
@@ -837,9 +873,7 @@ def load(
     pipe = MelodyDiffusion.from_pretrained(diffusion, device=device)
     ref = demo.reference_stats(pipe, num_windows=reference_windows, latent_windows=latent_windows)
     app = SymdiffApp(pipe, ref)
-    warm = pipe.generate(1, 8, "ddim", 2, seed=0).tokens[0]
-    image(pianoroll.plot_pianoroll(warm))
-    sound(warm, melody.DEFAULT_QPM)
+    app.example = app.example_run()  # also the warm-up
     log.info("model, reference (%d windows) and warm-up ready in %.1f s", ref.num_windows, time.perf_counter() - t0)
     return app
 
@@ -880,7 +914,7 @@ def main(argv: list[str] | None = None) -> None:
                      daemon=True).start()
     ui.queue(default_concurrency_limit=args.concurrency, max_size=QUEUE_SIZE)
     ui.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD_BYTES, show_error=True,
-              ssr_mode=False, allowed_paths=[str(demo.EXAMPLES_DIR)])
+              ssr_mode=False, allowed_paths=[str(demo.EXAMPLES_DIR)], css=CSS)
 
 
 if __name__ == "__main__":

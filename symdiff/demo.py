@@ -250,6 +250,7 @@ class RefinementTrace:
     on_point: Callable[[TracePoint], None] | None = None
     stop: threading.Event | None = None
     trace: list[TracePoint] = field(default_factory=list)
+    reached: int = 0  # the reverse steps done so far (where a stopped chain stopped)
     stage_tokens: list[tuple[str, np.ndarray]] = field(default_factory=list)
     _when: set[int] | None = None
     _stage_at: set[int] | None = None
@@ -257,6 +258,7 @@ class RefinementTrace:
     def __call__(self, i: int, total: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
         if self.stop is not None and self.stop.is_set():
             raise Cancelled()
+        self.reached = i + 1
         if self._when is None or self._stage_at is None:  # the first step: both set together
             self._stage_at = {0} | (set(checkpoints(total, self.stages - 1)) if self.stages > 1 else set())
             self._when = set(checkpoints(total, self.points)) | self._stage_at

@@ -370,7 +370,7 @@ def plot_latent_rolls(
     nrows = math.ceil(n / ncols)
     shared = pitches or shared_pitches([t for _, _, t in panels])
     bars = max(max(num_bars(t), 2 * len(x)) for _, x, t in panels)
-    top = 40 if title else 8
+    top = 46 if title else 24  # room for the first panel's label
     gap = 40  # room for a panel's bar numbers and the next panel's label
     fig = new_figure(width_px, top + 30 + nrows * panel_height_px + (nrows - 1) * gap, dpi)
     _margins(fig, top=top)

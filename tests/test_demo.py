@@ -177,7 +177,8 @@ def test_refinement_trace_measures_the_x0_estimate(pipe, reference):
     rows = trace.rows()
     assert {r["metric"] for r in rows} == set(demo.METRIC_NAMES) | {demo.LATENT_METRIC}
     # what the live view draws: the guess, the noisy latents, how much of the guess is decided
-    assert np.array_equal(trace.trace[-1].tokens, res.tokens[0]) and trace.trace[-1].latents.shape == (4, pipe.codec.dim)
+    assert np.array_equal(trace.trace[-1].tokens, res.tokens[0])
+    assert trace.trace[-1].latents.shape == (4, pipe.codec.dim)
     settled = trace.settled_rows()
     assert [r["step"] for r in settled] == [2, 5, 8, 10] and math.isnan(trace.trace[0].settled)
     assert settled[-1]["value"] == demo.agreement(trace.trace[-1].tokens, trace.trace[-2].tokens)
@@ -189,7 +190,7 @@ def test_refinement_trace_can_be_cancelled(pipe, reference):
                                  on_point=lambda p: stop.set())  # stop after the first point
     with pytest.raises(demo.Cancelled):
         pipe.generate(1, 4, "ddim", 20, seed=0, callback=trace)
-    assert len(trace.trace) == 1
+    assert len(trace.trace) == 1 and trace.reached == 1  # where it stopped: after the first step
 
 
 def test_forward_noise(pipe):
