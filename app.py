@@ -631,8 +631,8 @@ class SymdiffApp:
         for i in range(len(frames)):
             img, _, caption = self._frame(frames, i, tokens)
             yield i, img, caption
-            time.sleep(0.3)
-        yield len(frames) - 1, gr.skip(), gr.skip()
+            if i < len(frames) - 1:
+                time.sleep(0.3)
 
     @user_errors
     def learn_curve(self, example):

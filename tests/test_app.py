@@ -199,6 +199,11 @@ def test_learn_tab(client):
     assert "Step 3 of 6" in caption
     img, wav, caption = client.predict(6, api_name="/learn_step")
     assert "Done" in caption
+    step, img, caption = client.predict(api_name="/learn_play")  # plays through to the end
+    assert step == 6 and "Done" in caption and "a new melody" in caption
+    # issue 27: how much of the melody reverse runs bring back, measured for the chosen melody
+    curve, caption = client.predict("oneills_003_4-4_melody.mid", api_name="/learn_curve")
+    assert Image.open(curve).size[0] == 1000 and "from 20: 74% -> 74%" in caption and "keeps 71%" in caption
 
 
 @pytest.mark.parametrize("name, match", [
@@ -348,12 +353,16 @@ def test_stop_removes_the_temporary_folder(server):
 def test_time_limit_and_sweep(tmp_path):
     """A server started with a 3 s limit per model run stops a long infill and a long generate
     with a message (and serves on); uploads, outputs and their folders older than --max-age are
-    swept while nobody asks anything."""
+    swept while nobody asks anything; what the page itself shows (the example run, the restoration
+    curve: gradio's copies of the blocks' first values) stays."""
     from app_server import start_app
 
     # --max-age 10: long enough for a slowed client to fetch its result before the sweep
     srv = start_app(tmp_path / "app.log", "--time-limit", "3", "--max-age", "10", "--sweep-every", "1")
     try:
+        assert srv.tmp_root is not None
+        page = {p for p in (srv.tmp_root / "gradio").rglob("*")}  # the page's own files, there at start
+        assert any(p.name == "restoration.png" for p in page)
         c = Client(srv.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "dl"))
         expect_error(c, srv, "limit of 3 s", handle_file(str(ALOHA)), "auto", 1, 20, "ddpm", 1000, 0,
                      api_name="/infill")
@@ -364,11 +373,13 @@ def test_time_limit_and_sweep(tmp_path):
         root = srv.tmp_root
         assert any(p.suffix == ".mid" for p in root.rglob("*"))  # the upload, the generated MIDI
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and any(p not in (root / "requests", root / "gradio")
-                                                  for p in root.rglob("*")):
+        def left() -> list[Path]:
+            return [p for p in root.rglob("*") if p not in (root / "requests", root / "gradio") and p not in page]
+
+        while time.monotonic() < deadline and left():
             time.sleep(1)
-        left = [p for p in root.rglob("*") if p not in (root / "requests", root / "gradio")]
-        assert left == [], left
+        assert left() == [], left()
+        assert any(p.name == "restoration.png" and p.exists() for p in page)  # kept: the page shows it
         assert srv.alive
     finally:
         srv.stop()
