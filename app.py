@@ -259,9 +259,18 @@ def roll_image(label: str, **kwargs) -> gr.Image:
                     buttons=["download", "fullscreen"], elem_classes=["roll"], **kwargs)
 
 
-# On a phone the image's buttons (full screen, download) would cover the music: hidden there.
+# On a phone a figure (drawn 1000 px wide) is shown 720 px wide and scrolls sideways, so its labels
+# stay readable (at the phone's 326 px they were 3-4 px high), and the image's buttons (full
+# screen, download), which covered the music, are hidden.
 CSS = """
-@media (max-width: 640px) { .roll .icon-button-wrapper { display: none !important; } }
+@media (max-width: 640px) {
+  .roll .icon-button-wrapper { display: none !important; }
+  .roll .image-container { overflow-x: auto !important; justify-content: flex-start !important; }
+  .roll .image-container > button, .roll .image-frame { width: 720px !important; max-width: none !important;
+                                                        flex: none !important; }
+  .roll img { width: 720px !important; max-width: none !important; height: auto !important;
+              object-fit: fill !important; }
+}
 """
 
 
@@ -812,9 +821,11 @@ def build(app: SymdiffApp) -> gr.Blocks:
                             "**1. The forward process** adds noise to the latents, a little at every step, until "
                             "nothing of the melody is left. Move the slider.")
                 with gr.Row():
-                    l_example = gr.Dropdown(example_names, value=(example_names[-1] if example_names else None),
-                                            label="Melody (its first 16 bars)", scale=2)
-                    l_seed = gr.Number(0, precision=0, label="Seed", scale=1)
+                    # (min widths: on a phone the row wraps, and the name is not cut under the arrow)
+                    l_example = gr.Dropdown([(Path(n).stem.replace("_", " "), n) for n in example_names],
+                                            value=(example_names[-1] if example_names else None),
+                                            label="Melody (its first 16 bars)", scale=2, min_width=300)
+                    l_seed = gr.Number(0, precision=0, label="Seed", scale=1, min_width=120)
                 l_t = gr.Slider(0, n_steps, value=300, step=10, label="Noise step t")
                 l_caption = gr.Markdown(label="Explanation", elem_id="learn-caption")
                 l_roll = roll_image("Latents and piano roll", elem_id="learn-noise-roll")

@@ -84,6 +84,8 @@ def test_first_ten_seconds(browser, server, tmp_path, width, height):
     expect(page.locator("#generate-status")).to_contain_text("An example")
     expect(page.locator("#generate-roll img")).to_be_visible()
     expect(page.locator("#generate-midi a[href*='symdiff_example_16bars_seed0.mid']").first).to_be_attached()
+    # the roll's labels readable: drawn 1000 px wide, shown at least 720 px wide (a phone scrolls it)
+    assert page.locator("#generate-roll img").bounding_box()["width"] >= 720
     page.wait_for_timeout(1500)
     page.screenshot(path=str(tmp_path / f"first_{width}x{height}.png"))
     context.close()
