@@ -656,7 +656,7 @@ class SymdiffApp:
                                          width_px=WIDTH_PX)
         cells = ", ".join(f"from {t}: {a:.0%} -> {b:.0%}" for t, a, b in zip(RESTORE_STARTS, noisy, end, strict=True))
         return image(fig), (f"Sixteenths as in the melody, noisy start -> end of the run: {cells}. The VAE's own "
-                            f"reconstruction keeps {vae:.0%}, the most any run can keep.")
+                            f"reconstruction keeps {vae:.0%}: a run that found its latents exactly.")
 
 
 INTRO = """# symdiff: a model that writes melodies by removing noise
@@ -850,8 +850,8 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 gr.Markdown("**3. Does the model bring a melody back?** The curve below, for every example "
                             "melody: the share of sixteenths that sound as in the melody, at the noisy start "
                             "(dashed) and at the end of the reverse run (solid), against the step the run starts "
-                            "from; dotted: the VAE's own reconstruction, the most any run can keep "
-                            "(`eval/restoration.md`).")
+                            "from; dotted: the VAE's own reconstruction, what a run that found the latents exactly "
+                            "gives (`eval/restoration.md`).")
                 c_run = gr.Button("Measure it for the melody above", elem_id="learn-curve-run")
                 c_caption = gr.Markdown(elem_id="learn-curve-caption")
                 c_img = roll_image("Restoration curve", elem_id="learn-curve",

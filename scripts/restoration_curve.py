@@ -51,8 +51,8 @@ def main() -> None:
     lines = [f"# Reverse runs from a noised melody (DDIM {args.steps} steps, seeds {seeds[0]}-{seeds[-1]}, "
              f"first {demo.LEARN_BARS} bars)", "",
              "Share of sixteenths that sound as in the melody (same pitch or both silent), mean over seeds: "
-             "the noisy start -> the end of the reverse run; VAE: the melody's own reconstruction, the best a "
-             "run can do. Written by `scripts/restoration_curve.py`.", "", head,
+             "the noisy start -> the end of the reverse run; VAE: the melody's own reconstruction, what a run "
+             "that found its latents exactly would give. Written by `scripts/restoration_curve.py`.", "", head,
              "|---|---|" + "---|" * len(STARTS)]
     for r in rows:
         cells = " | ".join(f"{a:.0%} -> **{b:.0%}**" for a, b in zip(r["noisy"], r["end"], strict=True))

@@ -353,8 +353,8 @@ def agreement(tokens: np.ndarray, original: np.ndarray) -> float:
 
 
 def reconstruction(pipe: MelodyDiffusion, tokens: np.ndarray) -> np.ndarray:
-    """The melody as the VAE gives it back from its own latents (step 0 of every run): the
-    best any run through the latents can do."""
+    """The melody as the VAE gives it back from its own latents (step 0 of every run): what a
+    reverse run that found the melody's latents exactly would give."""
     return pipe.decode(pipe.codec.encode(tokens)[None])[0][: len(tokens)]
 
 

@@ -401,7 +401,8 @@ def plot_restoration(
 ) -> Figure:
     """Does a reverse run bring a noised melody back? For each melody (label, start steps, the
     noisy start's agreement with it, the run's end's agreement, the VAE's own agreement): the end
-    as a solid line, the start dashed, the VAE's reconstruction dotted (the best a run can do)."""
+    as a solid line, the start dashed, the VAE's reconstruction dotted (a run that found the
+    melody's latents exactly)."""
     fig = new_figure(width_px, height_px, dpi)
     ax = fig.add_subplot(1, 1, 1)
     _margins(fig, left=64, right=230, top=28 if title else 10, bottom=40)
