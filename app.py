@@ -471,7 +471,7 @@ class SymdiffApp:
             last = whole("last bar", last_bar, 0, melody.BAR_MAP_STEPS)
             return self._preview(found, cand, first, last)
         except SymdiffError as e:
-            return gr.skip(), f"**Bars {first_bar}-{last_bar} cannot be regenerated:** {e}.", gr.skip()
+            return gr.skip(), f"**This range cannot be regenerated:** {e}.", gr.skip()
 
     @user_errors
     def pick_bar(self, geo, first_bar, last_bar, clicks, evt: gr.SelectData):
@@ -783,7 +783,7 @@ def build(app: SymdiffApp) -> gr.Blocks:
                                                label="notes per bar", elem_id="infill-rate")
                         with gr.Row():
                             i_run = gr.Button("Infill", variant="primary", elem_id="infill-button")
-                            i_stop = gr.Button("Stop", variant="secondary")
+                            i_stop = gr.Button("Stop", variant="secondary", elem_id="infill-stop")
                     with gr.Column(scale=3):
                         i_range = gr.Markdown("Upload a MIDI file or pick an example.", label="Range",
                                               elem_id="infill-range")
