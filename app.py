@@ -389,7 +389,10 @@ class SymdiffApp:
             return
         tokens = result.tokens[0]
         sampled = time.perf_counter() - t0
-        roll = image(pianoroll.plot_pianoroll(tokens, title=title, width_px=WIDTH_PX, height_px=260))
+        roll = image(pianoroll.plot_latent_rolls(
+            [("the finished latents (top, one column per 2 bars) and the melody they decode to (bottom)",
+              demo.shown_latents(self.pipe, result.latents[0]), tokens)],
+            title=title, width_px=WIDTH_PX, panel_height_px=300))
         stages = image(pianoroll.plot_stages(trace.stage_tokens, ncols=2, width_px=WIDTH_PX))
         wav = sound(tokens, melody.DEFAULT_QPM)
         midi_path = request_dir() / f"symdiff_{bars}bars_seed{seed}.mid"
