@@ -53,6 +53,7 @@ from symdiff.generate import (  # noqa: E402
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     MelodyDiffusion,
+    Progress,
     context_guidance_for,
 )
 from symdiff.options import DEVICES  # noqa: E402
@@ -511,30 +512,29 @@ class SymdiffApp:
         t0 = time.perf_counter()
         plan, tokens = demo.plan_bars(found, cand, first_bar, last_bar, self.pipe.seq_len)
         first, last = int(first_bar), int(last_bar)
-        stop, ticks = self._session_stop(request), queue.Queue[tuple[int, int]]()
+        stop, ticks = self._session_stop(request), queue.Queue[tuple[int, int, str]]()
         reached = [0, steps]
 
-        def tick(i, total, x_t, x0_hat):
+        def report(done: int, total: int, stage: str) -> None:
             if stop.is_set():
                 raise demo.Cancelled()
-            reached[:] = [i + 1, total]
-            ticks.put((i + 1, total))
+            reached[:] = [done, total]
+            ticks.put((done, total, stage))
 
         chords = (f" Track {cand.index} plays chords: its top line is rewritten and the notes under it are kept "
                   "(pick another track above for a single line)." if cand.chordal else "")
         yield f"Infilling bars {first}-{last} ...{chords}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
             res = yield from threaded(
-                self._on_free_cores(lambda: self.pipe.infill(tokens, plan.steps, sampler, steps, seed, callback=tick,
-                                                             density=rate, keys=found.keys,
-                                                             pickup=found.bars.onset_pickup, style=style)),
-                ticks, stop,
-                lambda t: (f"Infilling: diffusion step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), gr.skip(),
+                self._on_free_cores(lambda: self.pipe.infill(tokens, plan.steps, sampler, steps, seed, density=rate,
+                                                             keys=found.keys, pickup=found.bars.onset_pickup,
+                                                             style=style, progress=Progress(report))), ticks, stop,
+                lambda t: (f"Infilling: {t[2]}, step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), gr.skip(),
                            gr.skip()),
                 self.time_limit_s)
         except demo.Cancelled:  # Stop was pressed
-            yield (f"**Stopped** at diffusion step {reached[0]} of {reached[1]}: your file is unchanged (an infill "
-                   "stopped halfway has no bars to give).", gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            yield (f"**Stopped** at step {reached[0]} of {reached[1]}: your file is unchanged (an infill stopped "
+                   "halfway has no bars to give).", gr.skip(), gr.skip(), gr.skip(), gr.skip())
             return
         result = res.tokens[0]
         base = demo.baseline_infills(self.pipe, tokens, plan, seed)

@@ -124,7 +124,7 @@ About 73% of the tokens are "no event", so a model that predicts nothing scores 
 
 ## Speed on our 2-core CPU
 `python bench/bench_vae.py` measures encoding, decoding and training against plain references;
-its figures for these weights are in the README. On 2 cores, two DDP ranks of one thread each
+its figures for these weights are in docs/models.md. On 2 cores, two DDP ranks of one thread each
 (`torchrun --nproc_per_node=2 -m symdiff.cli train vae ...`) ran about 1.6x more steps per
 second than one process with two threads: the decoder's step loop is bound by Python overhead.
 

@@ -89,6 +89,24 @@ def split_chords(notes: list[_Note], ticks_per_beat: int, new: list[tuple[int, i
     return [n for n in notes if n not in under], under
 
 
+def voice_under(under: list[_Note], new: list[tuple[int, int, int]], t_lo: int, t_hi: int) -> dict[int, int]:
+    """Harmony notes that start in the range (ticks `t_lo`-`t_hi`) at or above a `new` note
+    (start tick, end tick, pitch) sounding then -> {note-on index: pitch an octave or more lower,
+    just under the new line}. Why: the melody is the top line; a kept chord note above the new
+    one would take the tune over when the file is heard or read back. The pitch class, so the
+    chord, is kept; harmony before or after the range is untouched."""
+    out = {}
+    for n in under:
+        if not t_lo <= n.start < t_hi:
+            continue
+        over = [p for a, b, p in new if a <= n.start < b]
+        if over and n.pitch >= min(over):
+            pitch = n.pitch - 12 * ((n.pitch - min(over)) // 12 + 1)
+            if pitch >= 0:
+                out[n.on] = pitch
+    return out
+
+
 def _find_line(mid: mido.MidiFile, data: bytes, line: melody.Candidate) -> tuple[int, int]:
     """(track index, channel) of the file that `line` was read from: the one whose notes (onset
     tick, pitch) agree most with the line's notes as pretty_midi read them."""
@@ -137,8 +155,11 @@ def replace_range(source: str | Path | bytes, line: melody.Candidate, tokens: np
     new = [(*(round(s * mid.ticks_per_beat / melody.STEPS_PER_QUARTER) for s in (start, end)), pitch)
            for start, end, pitch in token_notes(tokens, lo, hi)]
     under: list[_Note] = []
+    lowered: dict[int, int] = {}  # event index -> new pitch: harmony voiced under the new line
     if line.chordal:
         notes, under = split_chords(notes, mid.ticks_per_beat, new)
+        lowered = voice_under(under, new, t_lo, t_hi)
+        lowered.update({n.off: lowered[n.on] for n in under if n.on in lowered and n.off is not None})
     drop: set[int] = set()  # event indexes removed
     moved: dict[int, int] = {}  # note-off index -> new tick
     for n in notes:
@@ -165,7 +186,7 @@ def replace_range(source: str | Path | bytes, line: melody.Candidate, tokens: np
         elif i in moved:
             rows.append((moved[i], 0, i, msg))
         else:
-            rows.append((tick, 1, i, msg))
+            rows.append((tick, 1, i, msg.copy(note=lowered[i]) if i in lowered else msg))
     order = len(events)
     for a, b, pitch in new:
         rows.append((a, 2, order, mido.Message("note_on", channel=channel, note=pitch, velocity=velocity)))
@@ -185,8 +206,9 @@ def replace_range(source: str | Path | bytes, line: melody.Candidate, tokens: np
     starts = [n.start for n in notes if t_lo <= n.start < t_hi]  # the notes replaced
     if line.chordal:  # (bar numbers are the caller's: steps know no meter)
         held = sum(n.start < t_hi and (n.end is None or n.end > t_lo) for n in under)
+        voiced = sum(events[i][1].type == "note_on" for i in lowered)
         remarks.append(f"track {line.index} plays chords: the new bars replace its top line, and the {held} notes "
-                       "under it are kept")
+                       "under it are kept" + (f" ({voiced} set lower, under the new line)" if voiced else ""))
     elif len(set(starts)) < len(starts):
         remarks.append(f"track {line.index} has notes played together in the range; the new bars are a single line")
     return buf.getvalue(), remarks

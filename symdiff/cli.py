@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import SymdiffError
 from .options import (
@@ -22,6 +23,9 @@ from .options import (
     SAMPLER_CONTEXT_GUIDANCE,
     SAMPLER_NAMES,
 )
+
+if TYPE_CHECKING:  # the light commands import no torch (generate is imported inside the subcommands)
+    from .generate import Progress
 
 
 class UsageError(SymdiffError):
@@ -263,8 +267,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} is a file; sample writes a folder of MIDI files")
     pipe = _pipeline(args)
-    result = pipe.generate(args.num, args.bars, args.sampler, args.steps, args.seed, callback=_bar(args),
-                           style=args.style, guidance=args.guidance, context_guidance=args.context_guidance)
+    with _progress(args) as progress:
+        result = pipe.generate(args.num, args.bars, args.sampler, args.steps, args.seed, style=args.style,
+                               guidance=args.guidance, context_guidance=args.context_guidance, progress=progress)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -304,9 +309,10 @@ def cmd_infill(args: argparse.Namespace) -> None:
     if line.chordal:
         print(f"note: track {line.index} plays chords; its top line is rewritten and the notes under it are kept "
               "(`symdiff inspect` lists the tracks, --track picks a single line)")
-    result = pipe.infill(tokens, span, args.sampler, args.steps, args.seed, callback=_bar(args),
-                         extend_bars=extend, method=args.method, guidance=args.guidance, style=args.style,
-                         density=args.density, keys=found.keys, pickup=bars.onset_pickup)
+    with _progress(args) as progress:
+        result = pipe.infill(tokens, span, args.sampler, args.steps, args.seed, extend_bars=extend,
+                             method=args.method, guidance=args.guidance, style=args.style, density=args.density,
+                             keys=found.keys, pickup=bars.onset_pickup, progress=progress)
     for remark in result.remarks + write_arrangement(args.file, line, result.tokens[0], span, args.out):
         print(f"note: {remark}")
     heard = " as heard in your melody" if args.style is None and pipe.styles else ""
@@ -315,20 +321,25 @@ def cmd_infill(args: argparse.Namespace) -> None:
           f"wrote {args.out} (your file with only these bars new)")
 
 
-def _bar(args: argparse.Namespace):
-    """A tqdm bar over the reverse steps, as a sampler callback."""
+@contextlib.contextmanager
+def _progress(args: argparse.Namespace) -> Iterator[Progress]:
+    """A tqdm bar over the whole job (hearing the style, the draw, every redraw), which names the
+    stage it is in and grows when a stage is added, never going back (`generate.Progress`)."""
     from tqdm import tqdm
 
-    state: dict = {}
+    from .generate import Progress
 
-    def callback(i: int, total: int, x_t, x0) -> None:
-        if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc=args.command, unit="step", leave=False, disable=args.quiet)
-        state["bar"].update(1)
-        if i == total - 1:
-            state.pop("bar").close()
+    bar = tqdm(total=0, desc=args.command, unit="step", leave=False, disable=args.quiet)
 
-    return callback
+    def report(done: int, total: int, stage: str) -> None:
+        bar.total = total
+        bar.set_description(f"{args.command}: {stage}", refresh=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield Progress(report)
+    finally:
+        bar.close()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -42,6 +42,7 @@ DENSITY_FLOOR = 0.5  # notes: a silent side's count, so the log ratio stays fini
 NEAR_PLAYING_BARS = 4  # bars that play on each side, the rate of a range of rests
 KEY_BARS = 8  # bars on each side whose notes say the section's key
 KEY_MIN_NOTES = 8  # fewer nearby notes say no key
+ERASE_WEIGHT = 10.0  # an erased bar outweighs any other miss (`badness`): it is the one never allowed
 KEY_FLOOR = 0.02  # the least share of notes off the scale that chance allows (`key_limit`)
 DENSITY_CHOICES = ("replaced", "piece")
 # "piece" checks ranges of this many bars or more: over a bar or two a note rate says little against
@@ -243,8 +244,14 @@ def key_limit(notes: int, share: float) -> float:
 
 
 def badness(found: list[Fault]) -> float:
-    """One number to rank draws by: the faults' sizes added."""
-    return float(sum(f.size for f in found))
+    """One number to rank draws by: the faults' sizes added, a bar of rest more than the bars
+    replaced held (ERASE_WEIGHT) above every other miss."""
+    return float(sum(f.size * (ERASE_WEIGHT if f.what == "silence" else 1.0) for f in found))
+
+
+def erases(found: list[Fault]) -> bool:
+    """Whether a draw writes more bars of rest than the bars it replaced held."""
+    return any(f.what == "silence" for f in found)
 
 
 def end_on(tokens: np.ndarray, t: Targets) -> np.ndarray:

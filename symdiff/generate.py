@@ -67,10 +67,14 @@ HELD_BARS = 8
 # piece (`symdiff.fit`: note rate, no erased bars, the section's key, the cadence, a pickup) is
 # drawn again as REPAIR_DRAWS candidates in one batched chain, with new noise, and the draw that
 # misses least is kept. Why: a few infills come out far sparser or busier than their piece, and
-# those few decided a style's mean (README, "Does the music hold together?": redrawing the ones
+# those few decided a style's mean (docs/evaluation.md, "Does the music hold together?": redrawing the ones
 # off their piece's note rate took chorale's mean density figure from 0.124 to 0.100,
 # interpolation's being 0.111); on users' songs a sax line came back with 5 of 8 bars empty.
 REPAIR_DRAWS = 3
+# An infill that still writes a bar of rest where the replaced bars played after REPAIR_DRAWS
+# draws gets one more batch: measured on the labelled songs (eval/songs.md, seed 0), 2 of 78
+# ranges kept such a bar after one batch.
+ERASE_ROUNDS = 2
 # No style label: the model's own mix of the corpus' styles. An infill asked for no style at all
 # (None) writes in the style its piece is heard in (`MelodyDiffusion.infer_style`).
 ANY_STYLE = "any"
@@ -132,7 +136,9 @@ def weak_chunks(tokens: np.ndarray) -> np.ndarray:
     """(chunks,) bool: the 2-bar chunks of a new melody below the floor: stray chunks
     (`stray_chunks`); where more than SILENT_SHARE of its bars hold no note onset, just enough
     chunks holding such bars (the emptiest first) to come back to SILENT_AIM, so the melody keeps
-    the rests music has; the chunks of a run of more than HELD_BARS bars under one held note."""
+    the rests music has, or all its chunks where that takes more than half (chunks drawn from a
+    slow melody around them come back slow: one of 192 samples stayed 45% silent after four
+    rounds); the chunks of a run of more than HELD_BARS bars under one held note."""
     tokens = np.asarray(tokens)
     out = stray_chunks(tokens)
     onset, held = _bar_facts(tokens)
@@ -144,6 +150,8 @@ def weak_chunks(tokens: np.ndarray) -> np.ndarray:
             if excess <= 0 or not empty[c]:
                 break
             out[c], excess = True, excess - empty[c]
+        if out.sum() > len(out) // 2:  # the melody is slow or sparse throughout: draw it anew, whole
+            out[:] = True
     for lo, hi in _held_runs(held):
         out[lo // per : -(-hi // per)] = True
     return out
@@ -265,6 +273,38 @@ def keep_steps(tokens: np.ndarray, full: np.ndarray, steps: tuple[int, int]) -> 
     if hi < len(out) and out[hi] == melody.NO_EVENT and sounding(out, hi):
         out[hi] = melody.NOTE_OFF
     return out
+
+
+class Progress:
+    """One job's progress from start to finish, for the CLI's bar and the app's status:
+    `report(done, total, stage)` after every model pass of every stage (hearing the style, the
+    draw, each redraw). A stage joins the total when the job decides to run it, so `done` never
+    goes back; the total only grows. Why: the app's counter once ran from 1 to 200 four times in
+    one infill, jumping back with no word of why. `report` may raise to stop the job."""
+
+    def __init__(self, report: Callable[[int, int, str], object]) -> None:
+        self.report, self.done, self.total = report, 0, 0
+
+    def stage(self, what: str, passes: int) -> Callable[..., None]:
+        """Add a stage of `passes` model passes -> the step to call after each (a sampler callback too)."""
+        self.total += passes
+
+        def step(*_: object) -> None:
+            self.done += 1
+            self.report(self.done, self.total, what)
+        return step
+
+
+def _both(*callbacks: Callable[..., object] | None) -> Callback | None:
+    """One sampler callback calling each of `callbacks` given."""
+    given = [c for c in callbacks if c is not None]
+    if not given:
+        return None
+
+    def call(*args: Any) -> None:
+        for c in given:
+            c(*args)
+    return call
 
 
 @dataclass
@@ -434,7 +474,7 @@ class MelodyDiffusion:
                               mask=mask, known=known, device=self.device)
 
     def repair_samples(self, x: torch.Tensor, sampler: Sampler, seed: int | None = None,
-                       style: str | None = None) -> torch.Tensor:
+                       style: str | None = None, progress: Progress | None = None) -> torch.Tensor:
         """New melodies (B, k, d) with their chunks below the floor (`weak_chunks`) regenerated
         from the rest of each melody, up to REPAIR_ROUNDS times, as REPAIR_DRAWS candidates each
         in one batched chain, the one nearest the floor taken where it is nearer than before.
@@ -451,7 +491,10 @@ class MelodyDiffusion:
             rows = [int(i) for i in torch.nonzero(weak.any(1)).flatten() for _ in range(REPAIR_DRAWS)]
             if not rows:
                 break
-            redo = self.sample_latents(len(rows), x.shape[1], sampler, None if seed is None else seed + 1 + r,
+            melodies = len(rows) // REPAIR_DRAWS
+            what = f"drawing weak bars of {melodies} melod{'ies' if melodies > 1 else 'y'} again"
+            step = progress.stage(what, sampler.num_steps) if progress else None
+            redo = self.sample_latents(len(rows), x.shape[1], sampler, None if seed is None else seed + 1 + r, step,
                                        mask=weak[rows], known=x[rows], style=style, music=(weak & silent)[rows])
             for j, (i, t) in enumerate(zip(rows, self.decode(redo), strict=True)):
                 if (g := floor_gap(t)) < gap[i]:  # a redraw no nearer the floor is not taken
@@ -460,29 +503,34 @@ class MelodyDiffusion:
 
     def repair(self, x: torch.Tensor, melodies: list[np.ndarray], plan: InfillPlan, targets: list[fit.Targets],
                sampler: Sampler, seed: int | None = None, known: torch.Tensor | None = None,
-               **sample: Any) -> tuple[torch.Tensor, list[list[fit.Fault]]]:
+               progress: Progress | None = None, **sample: Any) -> tuple[torch.Tensor, list[list[fit.Fault]]]:
         """Infills `x` (B, k, d) of the plan's window of `melodies`, each one that misses its
         `targets` (`fit.faults`) drawn again as REPAIR_DRAWS candidates, all in one batched chain
         drawn the same way (`known` (B, k, d) and the `sample_latents` keywords `sample` as for
-        `x`; noise from seed + 1000), keeping the draw that misses least -> (the latents, what each
-        still misses). Why: see REPAIR_DRAWS; the targets come from the user's bars only."""
+        `x`; noise from seed + 1000), keeping the draw that misses least, and one that still
+        erases a bar drawn again (ERASE_ROUNDS) -> (the latents, what each still misses). Why: see
+        REPAIR_DRAWS; the targets come from the user's bars only."""
         x = x.clone()
         found = [fit.faults(splice_bars(m, t, plan), g)
                  for m, t, g in zip(melodies, self.decode(x), targets, strict=True)]
-        rows = [i for i, f in enumerate(found) for _ in range(REPAIR_DRAWS) if f]
-        if not rows:
-            return x, found
-        redo = self.sample_latents(len(rows), x.shape[1], sampler, None if seed is None else seed + 1000,
-                                   mask=torch.from_numpy(plan.mask()), known=None if known is None else known[rows],
-                                   **sample)
-        for j, (i, t) in enumerate(zip(rows, self.decode(redo), strict=True)):
-            f = fit.faults(splice_bars(melodies[i], t, plan), targets[i])
-            if fit.badness(f) < fit.badness(found[i]):
-                x[i], found[i] = redo[j], f
+        for r in range(ERASE_ROUNDS):
+            rows = [i for i, f in enumerate(found) for _ in range(REPAIR_DRAWS) if f and (r == 0 or fit.erases(f))]
+            if not rows:
+                break
+            why = found[rows[0]][0].message if len(rows) == REPAIR_DRAWS else f"{len(rows) // REPAIR_DRAWS} missed"
+            what = f"drawing {len(rows)} candidates again ({why})"
+            step = progress.stage(what, sampler.num_steps) if progress else None
+            redo = self.sample_latents(len(rows), x.shape[1], sampler, None if seed is None else seed + 1000 + r,
+                                       step, mask=torch.from_numpy(plan.mask()),
+                                       known=None if known is None else known[rows], **sample)
+            for j, (i, t) in enumerate(zip(rows, self.decode(redo), strict=True)):
+                f = fit.faults(splice_bars(melodies[i], t, plan), targets[i])
+                if fit.badness(f) < fit.badness(found[i]):
+                    x[i], found[i] = redo[j], f
         return x, found
 
     @torch.no_grad()
-    def infer_style(self, known: torch.Tensor, keep: torch.Tensor) -> str:
+    def infer_style(self, known: torch.Tensor, keep: torch.Tensor, progress: Progress | None = None) -> str:
         """The style the known chunks `known[keep]` ((k, d) model space; `keep` (k,) bool) are
         heard in: the label, ANY_STYLE among them, under which the net best denoises them seen as
         a piece of their own, by the mean eps error over `STYLE_PROBE` (the diffusion model as a
@@ -500,9 +548,11 @@ class MelodyDiffusion:
         x_t = self.schedule.q_sample(x0.expand(n, -1, -1), level, eps).to(self.device)  # drawn on the CPU: the
         level, eps = level.to(self.device), eps.to(self.device)  # same probe on every device
         labels = (ANY_STYLE, *self.styles)
-        # one label at a time: a 64-bar piece's probe batch holds 0.5 GB of activations
-        err = [(self.eps(x_t, level, style=torch.full((n,), i, device=self.device)) - eps).pow(2).mean()
-               for i in range(len(labels))]
+        step = progress.stage("hearing the style", len(labels)) if progress else lambda: None
+        err = []
+        for i in range(len(labels)):  # one label at a time: a 64-bar piece's probe batch holds 0.5 GB of activations
+            err.append((self.eps(x_t, level, style=torch.full((n,), i, device=self.device)) - eps).pow(2).mean())
+            step()
         return labels[int(torch.stack(err).argmin())]
 
     def decode(self, latents: torch.Tensor, seed: int | None = 0) -> list[np.ndarray]:
@@ -515,10 +565,11 @@ class MelodyDiffusion:
     def generate(self, num: int = 1, bars: int = 64, sampler: str = DEFAULT_SAMPLER, steps: int | None = None,
                  seed: int | None = None, callback: Callback | None = None, style: str | None = None,
                  guidance: float = DEFAULT_GUIDANCE, repair: bool = True,
-                 context_guidance: float | None = None) -> Result:
+                 context_guidance: float | None = None, progress: Progress | None = None) -> Result:
         """`num` new melodies of `bars` bars (up to 2 * seq_len), in `style` (None or ANY_STYLE: any), with
         `context_guidance` (`guided_eps`; 1 = none; None: the sampler's, `context_guidance_for`); with
-        `repair`, chunks below the floor regenerated (`repair_samples`)."""
+        `repair`, chunks below the floor regenerated (`repair_samples`). `callback` follows the
+        first draw's steps, `progress` the whole job's."""
         max_bars = self.seq_len * melody.BARS_PER_CHUNK
         if not 1 <= bars <= max_bars:
             raise GenerateError(f"bars must be between 1 and {max_bars}, got {bars}")
@@ -528,10 +579,11 @@ class MelodyDiffusion:
         chain = self.sampler(sampler, steps)
         if context_guidance is None:
             context_guidance = context_guidance_for(sampler)
-        x = self.sample_latents(num, -(-bars // melody.BARS_PER_CHUNK), chain, seed, callback, guidance=guidance,
-                                style=style, context_guidance=context_guidance)
+        step = progress.stage(f"drawing {num} melod{'ies' if num > 1 else 'y'}", chain.num_steps) if progress else None
+        x = self.sample_latents(num, -(-bars // melody.BARS_PER_CHUNK), chain, seed, _both(callback, step),
+                                guidance=guidance, style=style, context_guidance=context_guidance)
         if repair:
-            x = self.repair_samples(x, chain, seed, style)
+            x = self.repair_samples(x, chain, seed, style, progress)
         tokens = [t[: bars * melody.STEPS_PER_BAR] for t in self.decode(x)]
         return Result(tokens, x.cpu(), time.perf_counter() - t0, style=style or ANY_STYLE)
 
@@ -539,19 +591,21 @@ class MelodyDiffusion:
                steps: int | None = None, seed: int | None = None, callback: Callback | None = None,
                extend_bars: int = 0, method: str | None = None, guidance: float = DEFAULT_GUIDANCE,
                style: str | None = None, repair: bool = True, density: str | float = "replaced",
-               keys: Sequence[tuple[int, int]] = (), pickup: tuple[int, int] | None = None) -> Result:
+               keys: Sequence[tuple[int, int]] = (), pickup: tuple[int, int] | None = None,
+               progress: Progress | None = None) -> Result:
         """Regenerate the token steps `span` (end exclusive; `melody.BarMap.steps` turns a file's
         bars into them) of a melody (`method` from `infill_methods`, the model's default when
         None); with `extend_bars`, the melody first gets that many empty 4/4 bars appended
         (continuation). `style` None: the style the rest of the piece is heard in (`infer_style`).
-        Why: told the style, infills fit their pieces better (README, "Does the music hold
+        Why: told the style, infills fit their pieces better (docs/evaluation.md, "Does the music hold
         together?"), and the user's piece says what it is. `keys` (the file's key signatures:
         step, pretty_midi key number) keep the model's window inside the range's key section.
         With `repair`, a draw that misses what the range must keep (`symdiff.fit`: the note rate
         `density`, no erased bars, the section's key, the cadence, the `pickup`) is drawn again
         (`repair`); a missed cadence is then mended on the last note, an emptied pickup given back,
         and what is still missed is said in `Result.remarks`. Chunks whose replaced bars played
-        are drawn as music, never as a rest (`sample_latents`' `music`)."""
+        are drawn as music, never as a rest (`sample_latents`' `music`). `callback` follows the
+        first draw's steps, `progress` the whole job's."""
         tokens = np.asarray(tokens, dtype=np.uint8)
         melody.check_tokens(tokens)
         if len(tokens) % melody.STEPS_PER_BAR:
@@ -569,7 +623,7 @@ class MelodyDiffusion:
         known = self.codec.encode(full[w0:w1])
         mask = torch.from_numpy(plan.mask())
         if style is None:
-            style = self.infer_style(known, ~mask)
+            style = self.infer_style(known, ~mask, progress)
         chain = self.sampler(sampler, steps)
         music = None
         if goal.max_silent is not None:  # the bars replaced played: so do their chunks (never erase a melody)
@@ -577,10 +631,11 @@ class MelodyDiffusion:
             size = melody.CHUNK_STEPS
             music = torch.tensor([[fit.onsets(full, max(lo, c * size), min(hi, (c + 1) * size)) > 0
                                    for c in range(*plan.window)]])
-        x = self.sample_latents(1, len(known), chain, seed, callback, mask, known[None], method, guidance, style,
-                                music=music)
+        step = progress.stage("drawing the new bars", chain.num_steps) if progress else None
+        x = self.sample_latents(1, len(known), chain, seed, _both(callback, step), mask, known[None], method,
+                                guidance, style, music=music)
         if repair:
-            x, _ = self.repair(x, [full], plan, [goal], chain, seed, known[None], callback=callback, method=method,
+            x, _ = self.repair(x, [full], plan, [goal], chain, seed, known[None], progress, method=method,
                                guidance=guidance, style=style, music=music)
         out = splice_bars(full, self.decode(x)[0], plan)
         missed = fit.faults(out, goal)

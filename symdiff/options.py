@@ -27,7 +27,7 @@ SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp", "dpmpp-sde")
 # The ancestral sampler at 200 respaced steps, for new melodies and infills alike. Measured on the
 # default model: DDIM 50's deterministic chain overshoots silence (19% of a sample's bars silent,
 # real music 12.5%; DDPM 200: 15%, DDPM 1000 the same as 200), and DDPM 200 infills fit their
-# pieces better in 8 of the 12 fidelity figures (README, "Does the music hold together?").
+# pieces better in 8 of the 12 fidelity figures (docs/evaluation.md, "Does the music hold together?").
 DEFAULT_SAMPLER = "ddpm"
 # How an infill uses the known music. "replace" is the paper's Algorithm 1: after every step the
 # known chunks of x_t are overwritten by a noised copy of them, and the net must read the context
@@ -38,7 +38,7 @@ INFILL_METHODS = ("conditioned", "replace")
 DEFAULT_GUIDANCE = 3.0
 # Context guidance of new melodies (`MelodyDiffusion.guided_eps`): the weight w of
 # eps_alone + w (eps_piece - eps_alone), eps_alone being the net's prediction for each chunk seen on
-# its own. Chosen on 64 DDPM-200 samples (README, "Does the music hold together?"): with the shipped
+# its own. Chosen on 64 DDPM-200 samples (docs/evaluation.md, "Does the music hold together?"): with the shipped
 # model, key stability 0.912 at w = 2.25 on seed 0 (real windows 0.936) and 0.924, 0.933, 0.931 at
 # w = 2.5 on seeds 0, 1, 2 (real 0.936, 0.925, 0.934), with silent bars 10-15% (real 11-14%). The
 # cost of more: fewer distinct phrases (18-21% of 2-bar chunks restated at 2.5; real windows 1-4%).

@@ -55,7 +55,8 @@ def check_only_range_changed(src: Path, out: Path, track: int, channel: int, lo:
     """Everything but `channel`'s notes in `track` is message for message as in `src`; those
     notes are the source's outside the range (one sounding into it cut at its start) and the
     tokens' notes inside it, at the median velocity of the neighbours. With `chords`, only the
-    top line is the melody replaced: the notes under it stay as they were."""
+    top line is the melody replaced: the notes under it stay as they were, but for those starting
+    in the range at or above a new note then sounding, which keep their pitch class just under it."""
     a, b = mido.MidiFile(src), mido.MidiFile(out)
     assert (b.type, b.ticks_per_beat, len(b.tracks)) == (a.type, a.ticks_per_beat, len(a.tracks))
     for t, (ta, tb) in enumerate(zip(a.tracks, b.tracks, strict=True)):
@@ -75,7 +76,18 @@ def check_only_range_changed(src: Path, out: Path, track: int, channel: int, lo:
     if chords:  # the harmony stays, but for a note the new line plays at the same time (one channel)
         top, under = top_and_under(old, tpq)
         harmony = [n for n in under if not any(p == n[2] and a < n[1] and b > n[0] for a, b, p in want)]
+
+        def voiced(n: tuple) -> tuple:
+            over = [p for a, b, p in want if a <= n[0] < b]
+            if not t_lo <= n[0] < t_hi or not over or n[2] < min(over):
+                return n
+            return (n[0], n[1], max(p for p in range(min(over)) if p % 12 == n[2] % 12), n[3])
+        harmony = [voiced(n) for n in harmony]
         assert len(harmony) > len(under) / 2 and set(harmony) <= set(new)
+        top_of = {}  # the file heard: the new line is the top wherever it plays
+        for a, _, p, _ in new:
+            top_of[a] = max(top_of.get(a, p), p)
+        assert all(top_of[a] == p for a, _, p in want)
         old, new = [n for n in old if n not in harmony], [n for n in new if n not in harmony]
     kept = [(s, min(e, t_lo) if s < t_lo else e, p, v) for s, e, p, v in old if not t_lo <= s < t_hi]
     made = [n for n in new if t_lo <= n[0] < t_hi]

@@ -1,16 +1,23 @@
 """The docs tell the truth: README.md, ARCHITECTURE.md, docs/ and every model card agree with the
-committed figures and commands, and cite nothing outside the repository.
+committed figures and commands, and cite nothing outside the repository. The README is the
+user's short guide and quotes what it likes; whatever it quotes must be true, and the full
+tables live in docs/, where they are checked the same way.
 
 Every figure is read from the committed files, never written into this test, so a new model
 or a new evaluation only needs its docs updated:
 - every row of Table 1 (`eval/unconditional.json`, `eval/infill.json`) and of the fidelity and
   coherence tables (`eval/fidelity.json`, `eval/coherence.json`) that a doc quotes must show the
-  JSON's figures at the precision printed (column by column, by the table's header), and the
-  README must quote every one of them; the paper's figures in brackets must be the paper's;
+  JSON's figures at the precision printed (column by column, by the table's header), and
+  docs/evaluation.md must quote every one of them; the paper's figures in brackets must be the paper's;
+- the README's quality table against the pooled fidelity (`eval/fidelity-seeds.md`), the
+  coherence of today's samples (`eval/coherence-floor-seed*/`) and Table 1; every time in its
+  speed table is in the doc the row names;
 - the VAE's figures against `checkpoints/musicvae-mel2bar-small/metrics.json`, the latent
   models' steps and parameter counts against their `config.json` and weights;
-- the training command of every card appears in the README;
-- the README's examples write only where git ignores it (or outside the checkout);
+- the training command of every card appears in docs/models.md;
+- the README stays short and shows the two commands (`python app.py`, the tests) that .ci/run
+  and a newcomer use;
+- the examples of the README and docs/ write only where git ignores it (or outside the checkout);
 - no docstring or doc cites a file outside the repository (the old "REFERENCE sec. N"), every
   "paper_notes sec. N" and "paper sec. N" names a section that exists, every upstream file a
   docstring names is listed in docs/paper_notes.md, every relative link and every file
@@ -33,6 +40,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 NOTES = REPO / "docs" / "paper_notes.md"
+EVALUATION_DOC = REPO / "docs" / "evaluation.md"  # the full tables of both diffusion models
+MODELS_DOC = REPO / "docs" / "models.md"  # the models' figures, design and training commands
+GUIDES = [README, *sorted((REPO / "docs").glob("*.md"))]  # what a user reads, examples included
+README_MAX_WORDS = 2200
 ARCHITECTURE = REPO / "ARCHITECTURE.md"
 CARDS = sorted(REPO.glob("checkpoints/*/README.md"))
 EVAL = REPO / "eval"
@@ -187,9 +198,9 @@ def quoted_tables(path: Path, expected: dict[str, dict[str, list[float]]]):
 @pytest.mark.parametrize("path", [d for d in docs() if d != NOTES], ids=rel)  # the notes quote the paper's
 def test_quoted_evaluation_rows_are_the_committed_ones(path):
     """Every table that quotes evaluation rows is, cell for cell, one committed evaluation: the
-    doc's own (`eval_dir`), or for the README, which shows both models' Table 1, eval/ or
-    eval/diffusion-cpu/."""
-    folders = [eval_dir(path)] + ([EVAL, EVAL / "diffusion-cpu"] if path == README else [])
+    doc's own (`eval_dir`), or for the README and docs/ (docs/evaluation.md shows both models'
+    Table 1), eval/ or eval/diffusion-cpu/."""
+    folders = [eval_dir(path)] + ([EVAL, EVAL / "diffusion-cpu"] if path in GUIDES else [])
     expected = [{**table1_rows(f), **fit_rows(f)} for f in folders]
     per_folder = [list(quoted_tables(path, e)) for e in expected]
     wrong = []
@@ -230,10 +241,16 @@ def test_paper_notes_table_1_is_the_one_the_evaluation_uses():
     assert seen == len(paper), "docs/paper_notes.md sec. 8 must list every row of the paper's Table 1"
 
 
-def test_readme_quotes_every_committed_evaluation_row():
-    quoted = {name for name, *_ in quoted_rows(README, {**table1_rows(), **fit_rows()})}
-    missing = sorted(set(table1_rows()) - quoted) + sorted(set(fit_rows()) - quoted)
-    assert not missing, f"README.md does not show these rows of eval/*.json: {missing}"
+def test_evaluation_doc_quotes_every_committed_evaluation_row():
+    """docs/evaluation.md holds the full tables: every row of the default model's evaluation, and
+    of the paper-architecture model's Table 1."""
+    paper_architecture = EVAL / "diffusion-cpu"
+    for folder, expected in ((EVAL, {**table1_rows(), **fit_rows()}),
+                             (paper_architecture, table1_rows(paper_architecture))):
+        quoted = {name for cells in quoted_tables(EVALUATION_DOC, expected)
+                  for name, title, cell, vals in cells if agrees(cell, vals)}
+        missing = sorted(set(expected) - quoted)
+        assert not missing, f"docs/evaluation.md does not show these rows of {rel(folder)}/*.json: {missing}"
 
 
 def test_every_card_quoting_table_1_quotes_the_committed_rows():
@@ -271,14 +288,14 @@ def vae_metrics() -> dict:
     return json.loads((VAE_DIR / "metrics.json").read_text())
 
 
-def test_vae_figures_in_readme_and_card():
+def test_vae_figures_in_models_doc_and_card():
     m = vae_metrics()
     figures = {
         "argmax reconstruction token accuracy from mu (free-running decode)": m["test"]["accuracy"],
         "teacher-forced token accuracy": m["test"]["accuracy_teacher_forced"],
         "active latent dims (mean posterior sigma < 0.98)": m["test"]["active_dims"],
     }
-    for path in (README, VAE_DIR / "README.md"):
+    for path in (MODELS_DOC, VAE_DIR / "README.md"):
         seen = set()
         for _header, body in tables(path.read_text()):
             for row in body:
@@ -289,15 +306,16 @@ def test_vae_figures_in_readme_and_card():
                 elif name.startswith("mean KL"):
                     assert agrees(row[1], [m["test"]["kl"]]), (rel(path), name, row[1])
         assert seen == set(figures), (rel(path), "must show", set(figures) - seen)
-    status = re.search(r"test-split argmax accuracy (0\.\d+)", README.read_text())
-    assert status and agrees(status.group(1), [m["test"]["accuracy"]]), "README status table: VAE accuracy"
+    for path in GUIDES:  # the research log's status table, or wherever else a doc says it
+        for said in re.findall(r"argmax accuracy (0\.\d+)", " ".join(path.read_text().split())):
+            assert agrees(said, [m["test"]["accuracy"]]), (rel(path), "VAE accuracy", said)
 
 
-def test_vae_steps_in_readme_and_card():
+def test_vae_steps_in_models_doc_and_card():
     m = vae_metrics()
-    text = " ".join(README.read_text().split())
+    text = " ".join(MODELS_DOC.read_text().split())
     said = re.search(r"shipped weights are from step ([\d,]+) of ([\d,]+) \(([\d.]+) h", text)
-    assert said, "README's MusicVAE section must say 'The shipped weights are from step S of T (H h'"
+    assert said, "docs/models.md's MusicVAE section must say 'The shipped weights are from step S of T (H h'"
     assert int(said.group(1).replace(",", "")) == m["best"]["step"]
     assert int(said.group(2).replace(",", "")) == m["steps"]
     assert agrees(said.group(3), [m["hours"]])
@@ -335,13 +353,13 @@ def test_latent_model_card_step(directory):
     assert said and int(said.group(1).replace(",", "")) == training["train_step"]
 
 
-def test_readme_diffusion_training_figures_match_the_card():
+def test_models_doc_diffusion_training_figures_match_the_card():
     directory = REPO / "checkpoints" / "diffusion-cpu"
     card = " ".join((directory / "README.md").read_text().split())
-    text = " ".join(README.read_text().split())
+    text = " ".join(MODELS_DOC.read_text().split())
     ran = re.search(r"([\d,]+) steps in ([\d.]+) h of wall time", card)
     said = re.search(r"trained here in (\d+) minutes \(([\d,]+) steps\)", text)
-    assert ran and said, "README must say 'trained here in M minutes (S steps)' as the card's 'S steps in H h'"
+    assert ran and said, "docs/models.md must say 'trained here in M minutes (S steps)' as the card's 'S steps in H h'"
     assert said.group(2) == ran.group(1)
     assert abs(int(said.group(1)) - 60 * float(ran.group(2))) <= 1
     width = re.search(r"\((\d+\.\d)M parameters\), predicting", text)
@@ -362,17 +380,19 @@ def bench_output(card: Path) -> tuple[dict, dict]:
     return times, quality
 
 
-def test_readme_sampler_table_is_the_cards_bench():
+@pytest.mark.parametrize("path", GUIDES, ids=rel)
+def test_sampler_table_is_the_cards_bench(path):
+    """A table of samplers (docs/models.md's) quotes the paper-architecture model's bench output."""
     times, quality = bench_output(REPO / "checkpoints" / "diffusion-cpu" / "README.md")
     seen = 0
-    for header, body in tables(README.read_text()):
+    for header, body in tables(path.read_text()):
         if header[0] != "sampler":
             continue
         for row in body:
             m = re.match(r"(DDPM|DDIM) (\d+)", row[0])
             key = (m.group(1).lower(), int(m.group(2)))
             cells = dict(zip(header, row, strict=True))
-            assert quality, "the README quotes a sampling bench the diffusion card does not have"
+            assert quality, f"{rel(path)} quotes a sampling bench the diffusion card does not have"
             want = quality[key]
             for i, title in enumerate(("pitch C", "pitch Var", "duration C", "duration Var")):
                 assert agrees(cells[title], [want[i]]), (row[0], title, cells[title], want[i])
@@ -383,6 +403,8 @@ def test_readme_sampler_table_is_the_cards_bench():
             assert agrees(cell, [many[1]] + ([many[2]] if "reference" in cell else [])), row
             seen += 1
     assert seen == 0 or seen >= 2
+    if path == MODELS_DOC:
+        assert seen >= 2, "docs/models.md shows the sampler table of the paper-architecture model"
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -395,10 +417,10 @@ def card_command(card: Path) -> str:
 
 
 @pytest.mark.parametrize("card", CARDS, ids=rel)
-def test_readme_shows_the_cards_training_command(card):
-    readme = " ".join(README.read_text().split())
+def test_models_doc_shows_the_cards_training_command(card):
+    models = " ".join(MODELS_DOC.read_text().split())
     command = card_command(card)
-    assert command in readme, f"README.md must show the command of {rel(card)}: {command}"
+    assert command in models, f"docs/models.md must show the command of {rel(card)}: {command}"
 
 
 def test_readme_test_command_runs_every_tier_and_ci_runs_it():
@@ -412,10 +434,108 @@ def test_readme_test_command_runs_every_tier_and_ci_runs_it():
     assert command in ci, ".ci/run must run exactly the README's test command"
 
 
+def test_readme_is_short_and_starts_with_the_two_commands():
+    """The README is a user's guide, not a lab notebook: at most about 2,000 words, and its first
+    code block installs and runs the app, then installs and runs the tests (the one .ci/run runs)."""
+    text = README.read_text()
+    words = len(text.split())
+    assert words <= README_MAX_WORDS, f"README.md has {words} words; move detail to docs/ (limit {README_MAX_WORDS})"
+    first = re.search(r"```bash\n(.*?)```", text, re.S)
+    assert first, "README.md: a bash block with the two set-up commands"
+    commands = [line for line in first.group(1).splitlines() if line and not line.startswith("#")]
+    assert commands[0] == "pip install -r requirements.txt && python app.py", commands
+    assert commands[1].startswith("pip install -r requirements-dev.txt"), commands
+    assert commands[1] in (REPO / ".ci" / "run").read_text(), ".ci/run runs the README's test command"
+    assert text.index(first.group(0)) < len(text) // 4, "the set-up commands belong near the top"
+
+
+def fidelity_pooled() -> dict[tuple[str, str], dict[str, float]]:
+    """(style, figure) -> {column: value} of eval/fidelity-seeds.md (rendered from the seed runs, checked above)."""
+    out = {}
+    for header, body in tables((EVAL / "fidelity-seeds.md").read_text()):
+        for row in body:
+            cells = dict(zip(header, row, strict=True))
+            out[(cells["style"], cells["figure"])] = {k: float(v) for k, v in cells.items()
+                                                      if re.fullmatch(r"-?\d+\.\d+", v)}
+    return out
+
+
+def coherence_floor(key: str) -> tuple[list[float], list[float]]:
+    """Today's samples' and the real windows' mean `key`, per seed, from eval/coherence-floor-seed*/."""
+    runs = [json.loads(f.read_text())["groups"]["all"]["rows"]
+            for f in sorted(EVAL.glob("coherence-floor-seed*/coherence.json"))]
+    assert len(runs) >= 3, "the README quotes three seeds of eval/coherence-floor-seed*/"
+    return ([r["diffusion samples"]["mean"][key] for r in runs], [r["real test windows"]["mean"][key] for r in runs])
+
+
+def readme_quality() -> dict[str, tuple[list[float], list[float]]]:
+    """What the README's quality table may say, by the start of its row: (symdiff's figures, the comparison's)."""
+    pooled = fidelity_pooled()
+    styles = ("folk", "chorale", "vocal")
+
+    def fit(figure: str) -> tuple[list[float], list[float]]:
+        rows = [pooled[(s, figure)] for s in styles]
+        return ([r["default infill"] for r in rows],
+                [r["interpolation"] for r in rows] + [r["real middle"] for r in rows])
+
+    unconditional = table1_rows()["unconditional: diffusion"]
+    return {
+        "Infilled bars: pitches": fit("pitch overlap"),
+        "Infilled bars: key": fit("pitch-class cosine"),
+        "New 64-bar melodies: key": coherence_floor("key_stability"),
+        "New 64-bar melodies: bars without": coherence_floor("silent_bars"),
+        "The paper's Table 1": ([unconditional[c][0] for c in ("pitch C", "pitch Var", "duration C", "duration Var")],
+                                list(paper_rows()["unconditional: diffusion"])),
+    }
+
+
+def same_figures(cell: str, expected: list[float]) -> bool:
+    """The cell shows exactly these figures, in order, at its printed precision."""
+    got = printed(cell)
+    return len(got) == len(expected) and all(abs(v - e) <= t for (v, t), e in zip(got, expected, strict=True))
+
+
+def test_readme_quality_table_is_the_committed_results():
+    expected = readme_quality()
+    seen = set()
+    for header, body in tables(README.read_text()):
+        if header[0] != "what we measured":
+            continue
+        for row in body:
+            start = [k for k in expected if row[0].startswith(k)]
+            assert len(start) == 1, f"README quality row with no committed source in this test: {row[0]!r}"
+            ours, theirs = expected[start[0]]
+            assert same_figures(row[1], ours), (row[0], row[1], ours)
+            assert same_figures(row[2], theirs), (row[0], row[2], theirs)
+            seen.add(start[0])
+    assert seen == set(expected), f"README's quality table lacks {set(expected) - seen}"
+
+
+SECONDS = re.compile(r"\b\d+\.\d+ s\b")
+
+
+def test_readme_speed_figures_are_in_the_docs_they_name():
+    """Every time in the README's speed table is written in the doc its row links to (the
+    measurement with its machine, load and command), so the README shows no time of its own."""
+    rows = 0
+    for header, body in tables(README.read_text()):
+        if header[-1] != "measured in":
+            continue
+        for row in body:
+            sources = [(README.parent / link.split("#")[0]).read_text()
+                       for link in re.findall(r"\]\(([^)\s]+)\)", row[-1])]
+            assert sources, f"README speed row names no doc: {row[0]!r}"
+            for cell in row[1:-1]:
+                for figure in SECONDS.findall(cell):
+                    assert any(figure in s for s in sources), f"README speed: {figure} ({row[0]!r}) not in {row[-1]}"
+            rows += 1
+    assert rows >= 3, "README: a speed table whose last column links the measurements"
+
+
 # --- outputs land in ignored places -----------------------------------------------------------
 
 def example_outputs() -> list[str]:
-    text = README.read_text()
+    text = "\n".join(p.read_text() for p in GUIDES)
     blocks = re.findall(r"```(?:console|bash|python)\n(.*?)```", text, re.S)
     outs = []
     for block in blocks:
@@ -428,7 +548,7 @@ def example_outputs() -> list[str]:
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(), reason="not a git checkout")
-def test_readme_examples_write_only_to_ignored_places():
+def test_examples_write_only_to_ignored_places():
     outs = example_outputs()
     assert len(outs) >= 5, outs
     tracked = []
@@ -439,7 +559,7 @@ def test_readme_examples_write_only_to_ignored_places():
         ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=REPO).returncode == 0
         if not ignored:
             tracked.append(out)
-    assert not tracked, f"README examples write these into the checkout, where git would see them: {tracked}"
+    assert not tracked, f"README or docs/ examples write these into the checkout, where git would see them: {tracked}"
 
 
 # --- nothing outside the repository -----------------------------------------------------------

@@ -59,8 +59,15 @@ def test_the_replaced_bars_set_the_rate_and_the_rests_allowed():
     erased = tokens.copy()
     erased[5 * BAR : 6 * BAR] = melody.NO_EVENT
     erased[5 * BAR] = melody.NOTE_OFF
-    missed = {f.what for f in fit.faults(erased, goal)}
-    assert "silence" in missed
+    missed = fit.faults(erased, goal)
+    assert "silence" in {f.what for f in missed} and fit.erases(missed)
+    sparse = tokens.copy()  # every bar still plays, at a third of the rate: a lesser miss than an erased bar
+    for b in range(4, 8):
+        bar = sparse[b * BAR : (b + 1) * BAR]
+        bar[np.flatnonzero(bar >= 2)[1:]] = melody.NO_EVENT
+    off_rate = fit.faults(sparse, goal)
+    assert {f.what for f in off_rate} == {"density"} and not fit.erases(off_rate)
+    assert fit.badness(off_rate) < fit.badness(missed)
     rests = tokens.copy()
     rests[4 * BAR : 8 * BAR] = melody.NO_EVENT
     rests[4 * BAR] = melody.NOTE_OFF

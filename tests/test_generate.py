@@ -21,6 +21,7 @@ from symdiff.generate import (
     ANY_STYLE,
     CONTEXT_GUIDANCE,
     GenerateError,
+    Progress,
     context_guidance_for,
     floor_gap,
     longest_held,
@@ -151,6 +152,25 @@ def test_an_infill_far_off_the_note_rate_asked_for_is_drawn_again(pipe):
         pipe.infill(tune, span, density=0.0, **kw)
     with pytest.raises(GenerateError, match="density must be"):
         pipe.infill(tune, span, density="loud", **kw)
+
+
+def test_one_progress_from_start_to_finish(pipe):
+    """An infill that hears the style, draws, and draws its miss again reports one progress: every
+    model pass counted once, `done` never going back, the total growing by each stage it adds and
+    reached at the end; the first draw's sampler callback sees only its own steps."""
+    tune, span = slow_tune(), (4 * BARS, 12 * BARS)
+    seen, steps = [], []
+    res = pipe.infill(tune, span, steps=20, guidance=1.0, seed=0, callback=lambda i, n, *_: steps.append((i, n)),
+                      progress=Progress(lambda done, total, stage: seen.append((done, total, stage))))
+    done, totals, stages = zip(*seen, strict=True)
+    assert list(done) == list(range(1, len(seen) + 1)) and done[-1] == totals[-1]
+    assert list(totals) == sorted(totals) and totals[0] < totals[-1]  # a redraw joined
+    assert stages[0] == "hearing the style" and "drawing the new bars" in stages
+    assert any(s.startswith("drawing 3 candidates again (the new bars hold") for s in stages), set(stages)
+    assert steps == [(i, 20) for i in range(20)] and res.style in pipe.styles + (ANY_STYLE,)
+    made = []
+    pipe.generate(2, 8, steps=5, seed=0, progress=Progress(lambda done, total, stage: made.append((done, total))))
+    assert made[-1][0] == made[-1][1] >= 5 and [d for d, _ in made] == list(range(1, len(made) + 1))
 
 
 def test_context_guidance_scales_what_a_chunk_takes_from_the_rest(pipe):
@@ -428,16 +448,21 @@ def test_a_pickup_stays_a_pickup_and_an_ending_keeps_its_cadence(pipe, tmp_path,
 
 
 def test_the_floor_of_a_new_melody():
-    """The reel with every other bar blanked has 12 silent bars more than a quarter allows: the
-    chunks holding them that bring it back to a fifth (15 of 24) are below the floor; a note held
-    from bar 17 through bar 28 puts its chunks below it too; the reel itself is above it."""
+    """The reel with every other bar of its first 32 blanked has 4 silent bars more than a quarter
+    allows: the chunks holding them that bring it back to a fifth (7 of 24) are below the floor;
+    blanked all through, bringing it back would take 15 of 24 chunks, more than half, so the whole
+    melody is; a note held from bar 17 through bar 28 puts its chunks below it too; the reel itself
+    is above it."""
     reel = melody.read_midi(MIDI / "nottingham_cuckoos_nest_reel.mid").chosen.tokens[: 48 * BARS].copy()
     assert not weak_chunks(reel).any() and floor_gap(reel) == 0.0
-    gaps = reel.copy()
-    for b in range(0, 48, 2):  # every other bar a rest: 24 silent bars, a quarter is 12
-        gaps[(b + 1) * BARS : (b + 2) * BARS] = melody.NO_EVENT
-        gaps[(b + 1) * BARS] = melody.NOTE_OFF
-    assert floor_gap(gaps) == 12.0 and weak_chunks(gaps).sum() == 24 - 9  # one silent bar in each chunk
+    def blank(upto: int) -> np.ndarray:  # every other bar a rest up to bar `upto`
+        gaps = reel.copy()
+        for b in range(0, upto, 2):
+            gaps[(b + 1) * BARS : (b + 2) * BARS] = melody.NO_EVENT
+            gaps[(b + 1) * BARS] = melody.NOTE_OFF
+        return gaps
+    assert floor_gap(blank(32)) == 4.0 and weak_chunks(blank(32)).sum() == 16 - 9  # a fifth of 48 is 9
+    assert floor_gap(blank(48)) == 12.0 and weak_chunks(blank(48)).all()  # one silent bar in each chunk
     held = reel.copy()
     held[16 * BARS + 1 : 28 * BARS] = melody.NO_EVENT
     assert longest_held(held) == 11 and floor_gap(held) == 3.0
