@@ -80,6 +80,7 @@ DENSITY_LABELS: dict[str, str | None] = {DENSITY_REPLACED: "replaced", "as the r
 # 13.3, 12.8, 12.3 semitones, key stability 0.906, 0.926, 0.928, silent bars 11.5-13.0%; real
 # windows 14.5-14.9, 0.925-0.936, 11-14%).
 GENERATE_STEPS = 80
+EXAMPLE_BARS = 16  # the example run on the Generate tab before any click
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # MIDI files are small; 2 MB is generous
 CONCURRENCY = 2  # model runs at once (the Space has 2 vCPUs)
 QUEUE_SIZE = 64  # requests waiting beyond that are told the app is busy
@@ -88,6 +89,8 @@ SWEEP_EVERY_S = 5 * 60
 TIME_LIMIT_S = 120.0  # a model run (generate, infill) is stopped after this long
 SAMPLERS = ("ddpm", "dpmpp-sde", "ddim")
 WIDTH_PX = 1000
+RESTORE_STARTS = (20, 100, 300, 600, 1000)  # the Learn tab's curve for one melody
+RESTORE_FIGURE = Path(__file__).resolve().parent / "eval" / "restoration.png"  # scripts/restoration_curve.py
 
 
 class _UserError(SymdiffError):
@@ -230,7 +233,7 @@ def threaded(work, updates: queue.Queue, stop: threading.Event, show, limit_s: f
         stop.set()  # a cancelled request stops the chain at its next step
         timer.cancel()
     worker.join()
-    if isinstance(out.get("error"), demo.Cancelled) and timed_out.is_set():
+    if isinstance(out.get("error"), demo.Cancelled) and timed_out.is_set():  # (else Stop: the caller says so)
         raise _UserError(f"Stopped: this took longer than the app's limit of {limit_s:.0f} s per request. "
                          "Try fewer diffusion steps.")
     if "error" in out:
@@ -239,7 +242,7 @@ def threaded(work, updates: queue.Queue, stop: threading.Event, show, limit_s: f
 
 
 METRIC_COLORS = {"pitch consistency": "#1f4e8c", "pitch variance": "#7fb2e5", "duration consistency": "#b45309",
-                 "duration variance": "#f6b26b", demo.LATENT_METRIC: "#6b21a8"}
+                 "duration variance": "#f6b26b", demo.SETTLED: "#6b21a8"}
 
 
 def legend(names) -> str:
@@ -258,7 +261,22 @@ def metric_frame(rows: list[dict] | None = None) -> pd.DataFrame:
 def roll_image(label: str, **kwargs) -> gr.Image:
     """A piano roll output (the figure carries its own title, so no label badge over it)."""
     return gr.Image(label=label, show_label=False, type="numpy", format="png", interactive=False,
-                    buttons=["download", "fullscreen"], **kwargs)
+                    buttons=["download", "fullscreen"], elem_classes=["roll"], **kwargs)
+
+
+# On a phone a figure (drawn 1000 px wide) is shown 720 px wide and scrolls sideways, so its labels
+# stay readable (at the phone's 326 px they were 3-4 px high), and the image's buttons (full
+# screen, download), which covered the music, are hidden.
+CSS = """
+@media (max-width: 640px) {
+  .roll .icon-button-wrapper { display: none !important; }
+  .roll .image-container { overflow-x: auto !important; justify-content: flex-start !important; }
+  .roll .image-container > button, .roll .image-frame { width: 720px !important; max-width: none !important;
+                                                        flex: none !important; }
+  .roll img { width: 720px !important; max-width: none !important; height: auto !important;
+              object-fit: fill !important; }
+}
+"""
 
 
 def upload_path(midi_file) -> str | None:
@@ -289,6 +307,8 @@ class SymdiffApp:
         self.pipe, self.reference, self.time_limit_s = pipe, reference, time_limit_s
         self.examples = demo.list_examples()
         self.jobs, self.max_threads = CONCURRENCY, None  # model runs at once; torch threads per run at most
+        self._stops: dict[str, threading.Event] = {}  # each browser session's latest run, for Stop
+        self.example: dict | None = None  # what the Generate tab shows before a run (`example_run`)
 
     def _on_free_cores(self, work):
         """`work` on its share of the cores idle when it starts (`precision.choose_threads`): a
@@ -303,13 +323,33 @@ class SymdiffApp:
 
     @staticmethod
     def _plots(trace: demo.RefinementTrace, steps: int):
-        df = metric_frame(trace.rows())
-        cv = df[df.metric != demo.LATENT_METRIC]
-        mmd = df[df.metric == demo.LATENT_METRIC]
+        cv = metric_frame(trace.rows())
+        cv = cv[cv.metric != demo.LATENT_METRIC]
+        settled = metric_frame(trace.settled_rows())
         # (x_lim and color_map are repeated: gradio's LinePlot loses them on some updates; an empty
         # frame is sent as None: after an empty frame the plot draws no lines any more)
         return (gr.LinePlot(value=cv if len(cv) else None, x_lim=[0, steps], color_map=METRIC_COLORS),
-                gr.LinePlot(value=mmd if len(mmd) else None, x_lim=[0, steps], color_map=METRIC_COLORS))
+                gr.LinePlot(value=settled if len(settled) else None, x_lim=[0, steps], color_map=METRIC_COLORS))
+
+    def _live(self, p: demo.TracePoint, title: str) -> np.ndarray:
+        """The run at a trace point: its noisy latents over the model's guess of the finished melody."""
+        return image(pianoroll.plot_latent_rolls(
+            [(f"step {p.step} of {p.total}: the noisy latents (top, one column per 2 bars) and the model's guess "
+              "of the finished melody (bottom)", demo.shown_latents(self.pipe, p.latents), p.tokens)],
+            title=title, width_px=WIDTH_PX, panel_height_px=300))
+
+    def _session_stop(self, request: gr.Request | None) -> threading.Event:
+        """A fresh stop signal for this browser session's run (`stop` sets it)."""
+        stop = threading.Event()
+        if request is not None and request.session_hash:
+            self._stops = {k: v for k, v in self._stops.items() if not v.is_set()}  # runs that ended set theirs
+            self._stops[request.session_hash] = stop
+        return stop
+
+    def stop(self, request: gr.Request):
+        """Stop this session's run at its next step (the run then says where it stopped)."""
+        if request is not None and request.session_hash in self._stops:
+            self._stops[request.session_hash].set()
 
     @staticmethod
     def _style(style) -> str | None:
@@ -318,7 +358,8 @@ class SymdiffApp:
         return None if style in (None, "", PIECE_STYLE) else str(style)
 
     @user_errors
-    def generate(self, bars, sampler, steps, seed, style=ANY_STYLE, context=CONTEXT_GUIDANCE):
+    def generate(self, bars, sampler, steps, seed, style=ANY_STYLE, context=CONTEXT_GUIDANCE,
+                 request: gr.Request = None):  # type: ignore[assignment]  # gradio fills it in
         style = None if style == ANY_STYLE else self._style(style)  # a new melody has no piece to hear
         bars = whole("bars", bars, 1, MAX_BARS)
         steps = whole("steps", steps, 1, MAX_STEPS)
@@ -326,23 +367,38 @@ class SymdiffApp:
         context = float(context)
         self.pipe.sampler(sampler, steps)  # the one check of sampler settings
         t0 = time.perf_counter()
-        stop, points = threading.Event(), queue.Queue[demo.TracePoint]()
-        trace = demo.RefinementTrace(self.pipe, self.reference, bars, points=8, stages=4,
+        stop, points = self._session_stop(request), queue.Queue[demo.TracePoint]()
+        trace = demo.RefinementTrace(self.pipe, self.reference, bars, points=min(steps, 16), stages=4,
                                      on_point=points.put, stop=stop)
-        longer = f" (the first {self.pipe.seq_len * 2}, then 32 at a time)" if bars > self.pipe.seq_len * 2 else ""
-        yield (f"Sampling {bars} bars{longer} with {sampler.upper()}, {steps} steps ...", *self._plots(trace, steps),
-               None, None, None, None)
-        result = yield from threaded(
-            self._on_free_cores(lambda: self.pipe.generate(1, bars, sampler, steps, seed, callback=trace, style=style,
-                                                           context_guidance=context)), points, stop,
-            lambda p: (f"Sampling: step {p.step} of {p.total} ...", *self._plots(trace, steps),
-                       gr.skip(), gr.skip(), gr.skip(), gr.skip()),
-            self.time_limit_s)
-        tokens = result.tokens[0]
-        sampled = time.perf_counter() - t0
         title = (f"{bars} bars{f' ({style})' if style else ''}, {sampler.upper()} {steps} steps, "
                  f"context guidance {context:g}, seed {seed}")
-        roll = image(pianoroll.plot_pianoroll(tokens, title=title, width_px=WIDTH_PX, height_px=260))
+        longer = f" (the first {self.pipe.seq_len * 2}, then 32 at a time)" if bars > self.pipe.seq_len * 2 else ""
+        yield (f"Sampling {bars} bars{longer} with {sampler.upper()}, {steps} steps ...", *self._plots(trace, steps),
+               gr.skip(), None, None, None)
+        try:
+            result = yield from threaded(
+                self._on_free_cores(lambda: self.pipe.generate(1, bars, sampler, steps, seed, callback=trace,
+                                                               style=style, context_guidance=context)), points, stop,
+                lambda p: (f"Sampling: step {p.step} of {p.total} ...", *self._plots(trace, steps),
+                           self._live(p, title), gr.skip(), gr.skip(), gr.skip()),
+                self.time_limit_s)
+        except demo.Cancelled:  # Stop was pressed: say where, and show what there is
+            if not trace.trace:
+                yield "Stopped before the first step.", *self._plots(trace, steps), gr.skip(), None, None, None
+                return
+            last = trace.trace[-1]
+            stages = image(pianoroll.plot_stages(trace.stage_tokens, ncols=2, width_px=WIDTH_PX))
+            yield (f"**Stopped** at step {trace.reached} of {last.total}. Above: the partial result, the model's "
+                   f"guess of the finished melody at step {last.step} (not repaired, no MIDI file).",
+                   *self._plots(trace, steps), self._live(last, f"Stopped at step {last.step}: " + title), stages,
+                   sound(last.tokens, melody.DEFAULT_QPM), None)
+            return
+        tokens = result.tokens[0]
+        sampled = time.perf_counter() - t0
+        roll = image(pianoroll.plot_latent_rolls(
+            [("the finished latents (top, one column per 2 bars) and the melody they decode to (bottom)",
+              demo.shown_latents(self.pipe, result.latents[0]), tokens)],
+            title=title, width_px=WIDTH_PX, panel_height_px=300))
         stages = image(pianoroll.plot_stages(trace.stage_tokens, ncols=2, width_px=WIDTH_PX))
         wav = sound(tokens, melody.DEFAULT_QPM)
         midi_path = request_dir() / f"symdiff_{bars}bars_seed{seed}.mid"
@@ -351,6 +407,23 @@ class SymdiffApp:
         yield (f"Done in {time.perf_counter() - t0:.1f} s (sampling {sampled:.1f} s): {bars} bars"
                f"{f' of {style}' if style else ''}, {notes} notes.", *self._plots(trace, steps), roll, stages, wav,
                str(midi_path))
+
+    def example_run(self, bars: int = EXAMPLE_BARS, seed: int = 0) -> dict:
+        """A Generate run at the tab's settings, shown before any click so the page is never empty."""
+        trace = demo.RefinementTrace(self.pipe, self.reference, bars, points=16, stages=4)
+        res = self.pipe.generate(1, bars, DEFAULT_SAMPLER, GENERATE_STEPS, seed, callback=trace)
+        tokens = res.tokens[0]
+        cv = metric_frame(trace.rows())
+        midi_path = request_dir() / f"symdiff_example_{bars}bars_seed{seed}.mid"  # gradio keeps its copy
+        melody.tokens_to_midi(tokens, midi_path, melody.DEFAULT_QPM)
+        return {"midi": str(midi_path),
+                "status": f"An example: {bars} bars the model wrote ({DEFAULT_SAMPLER.upper()} {GENERATE_STEPS} steps, "
+                          f"seed {seed}). Press **Generate** for your own.",
+                "roll": image(pianoroll.plot_pianoroll(tokens, title=f"Example: {bars} bars, seed {seed}",
+                                                       width_px=WIDTH_PX, height_px=260)),
+                "stages": image(pianoroll.plot_stages(trace.stage_tokens, ncols=2, width_px=WIDTH_PX)),
+                "wav": sound(tokens, melody.DEFAULT_QPM), "cv": cv[cv.metric != demo.LATENT_METRIC],
+                "settled": metric_frame(trace.settled_rows())}
 
     # --- infill -----------------------------------------------------------------------------
 
@@ -404,10 +477,15 @@ class SymdiffApp:
 
     @user_errors
     def preview(self, midi_file, track, first_bar, last_bar):
+        """The preview of a range; a range that cannot be regenerated is said at the range field
+        (the picture keeps the last good range)."""
         found, cand = self._load(midi_file, track)
-        first = whole("first bar", first_bar, 0, melody.BAR_MAP_STEPS)
-        last = whole("last bar", last_bar, 0, melody.BAR_MAP_STEPS)
-        return self._preview(found, cand, first, last)
+        try:
+            first = whole("first bar", first_bar, 0, melody.BAR_MAP_STEPS)
+            last = whole("last bar", last_bar, 0, melody.BAR_MAP_STEPS)
+            return self._preview(found, cand, first, last)
+        except SymdiffError as e:
+            return gr.skip(), f"**This range cannot be regenerated:** {e}.", gr.skip()
 
     @user_errors
     def pick_bar(self, geo, first_bar, last_bar, clicks, evt: gr.SelectData):
@@ -426,7 +504,8 @@ class SymdiffApp:
 
     @user_errors
     def infill(self, midi_file, track, first_bar, last_bar, sampler, steps, seed, style=PIECE_STYLE,
-               density=DENSITY_REPLACED, notes_per_bar=4.0):
+               density=DENSITY_REPLACED, notes_per_bar=4.0,
+               request: gr.Request = None):  # type: ignore[assignment]  # gradio fills it in
         style = self._style(style)
         if density not in DENSITY_LABELS:
             raise _UserError(f"unknown note rate {density!r}; choose from {', '.join(DENSITY_LABELS)}")
@@ -443,29 +522,38 @@ class SymdiffApp:
         t0 = time.perf_counter()
         plan, tokens = demo.plan_bars(found, cand, first_bar, last_bar, self.pipe.seq_len)
         first, last = int(first_bar), int(last_bar)
-        stop, ticks = threading.Event(), queue.Queue[tuple[int, int, str]]()
+        stop, ticks = self._session_stop(request), queue.Queue[tuple[int, int, str]]()
+        reached = [0, steps]
 
         def report(done: int, total: int, stage: str) -> None:
             if stop.is_set():
                 raise demo.Cancelled()
+            reached[:] = [done, total]
             ticks.put((done, total, stage))
 
         chords = (f" Track {cand.index} plays chords: its top line is rewritten and the notes under it are kept "
                   "(pick another track above for a single line)." if cand.chordal else "")
         yield f"Infilling bars {first}-{last} ...{chords}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        res = yield from threaded(
-            self._on_free_cores(lambda: self.pipe.infill(tokens, plan.steps, sampler, steps, seed, density=rate,
-                                                         keys=found.keys, pickup=found.bars.onset_pickup, style=style,
-                                                         progress=Progress(report))), ticks, stop,
-            lambda t: (f"Infilling: {t[2]}, step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), gr.skip(), gr.skip()),
-            self.time_limit_s)
+        try:
+            res = yield from threaded(
+                self._on_free_cores(lambda: self.pipe.infill(tokens, plan.steps, sampler, steps, seed, density=rate,
+                                                             keys=found.keys, pickup=found.bars.onset_pickup,
+                                                             style=style, progress=Progress(report))), ticks, stop,
+                lambda t: (f"Infilling: {t[2]}, step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), gr.skip(),
+                           gr.skip()),
+                self.time_limit_s)
+        except demo.Cancelled:  # Stop was pressed
+            yield (f"**Stopped** at step {reached[0]} of {reached[1]}: your file is unchanged (an infill stopped "
+                   "halfway has no bars to give).", gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            return
         result = res.tokens[0]
         base = demo.baseline_infills(self.pipe, tokens, plan, seed)
         crop, box, lines = self._view(found, plan, tokens)  # the model's window, not a whole long song
         rows = [("original", tokens[crop]), ("diffusion", result[crop])]
-        if base["interpolation"] is not None:
-            rows.append(("interpolation", base["interpolation"][crop]))
-        rows.append(("prior", base["prior"][crop]))
+        if (between := base["interpolation"]) is not None:
+            rows.append(("interpolation", between[crop]))
+        if (prior := base["prior"]) is not None:
+            rows.append(("prior", prior[crop]))
         shown = f"bars {found.bars.number_at(crop.start)}-{found.bars.number_at(crop.stop - 1)}"
         fig = pianoroll.plot_rows(rows, box_bars=box, width_px=WIDTH_PX, row_height_px=130, barlines=lines,
                                   title=f"Bars {first}-{last} infilled ({shown} of {found.bars.describe()})")
@@ -555,24 +643,46 @@ class SymdiffApp:
         _, cand = demo.load_melody(names[example])
         return demo.learn_melody(cand.tokens)
 
+    def _panels(self, panels, ncols: int = 1, title: str | None = None, pitches=None):
+        """(label, latents, tokens) panels drawn as latents over their melody (`pianoroll.plot_latent_rolls`)."""
+        shown = [(label, demo.shown_latents(self.pipe, x), t) for label, x, t in panels]
+        return image(pianoroll.plot_latent_rolls(shown, ncols=ncols, title=title, pitches=pitches, width_px=WIDTH_PX,
+                                                 panel_height_px=230 if ncols == 1 else 200))
+
     @user_errors
     def learn_noise(self, example, t, seed):
         n = self.pipe.schedule.num_steps
         t = whole("noise step", t, 0, n)
         seed = whole("seed", seed, 0, MAX_SEED)
         tokens = self._learn_tokens(example)
-        noisy, _ = demo.forward_noise(self.pipe, tokens, t, seed)
-        fig = pianoroll.plot_rows([("the melody", tokens), (f"noised to step {t} of {n}, decoded", noisy)],
-                                  width_px=WIDTH_PX, row_height_px=130)
-        return image(fig), sound(noisy, melody.DEFAULT_QPM), demo.noise_caption(self.pipe, t)
+        noisy, x_t = demo.forward_noise(self.pipe, tokens, t, seed)
+        clean = self.pipe.codec.encode(tokens)
+        kept, vae = demo.agreement(noisy, tokens), demo.agreement(demo.reconstruction(self.pipe, tokens), tokens)
+        pitches = pianoroll.shared_pitches([tokens, noisy])
+        img = self._panels([("the melody and its latents (step 0)", clean, tokens),
+                            (f"noised to step {t} of {n}: the latents, and what they decode to ({kept:.0%} of the "
+                             "sixteenths as in the melody)", x_t, noisy)], pitches=pitches)
+        return img, sound(noisy, melody.DEFAULT_QPM), demo.noise_caption(self.pipe, t, kept, vae)
 
-    def _frame(self, frames, i):
+    def _frame(self, frames, i, tokens):
         f = frames[i]
-        rows = [(f"the noisy sample (noise step {f.t})", f.x_t)]
-        if f.x0 is not None:
-            rows.append(("the model's guess of the clean melody", f.x0))
-        fig = pianoroll.plot_rows(rows, width_px=WIDTH_PX, row_height_px=130)
-        return image(fig), sound(f.x_t, melody.DEFAULT_QPM), demo.reverse_caption(f, i, len(frames))
+        vae = demo.agreement(demo.reconstruction(self.pipe, tokens), tokens)
+        pitches = pianoroll.shared_pitches([tokens] + [g.x_t for g in frames])
+        panels = [(f"the noisy sample at noise step {f.t}", f.latents, f.x_t)]
+        if f.x0 is not None and f.x0_latents is not None:
+            panels.append(("the model's guess of the finished melody", f.x0_latents, f.x0))
+        return (self._panels(panels, pitches=pitches), sound(f.x_t, melody.DEFAULT_QPM),
+                demo.reverse_caption(frames, i, tokens, vae))
+
+    def _filmstrip(self, frames, tokens, count: int = 5):
+        """`count` frames of the run, start to end, as latents over their melody."""
+        pick = sorted({round(j * (len(frames) - 1) / (count - 1)) for j in range(count)})
+        pitches = pianoroll.shared_pitches([tokens] + [frames[j].x_t for j in pick])
+        start, end = (demo.agreement(frames[j].x_t, tokens) for j in (0, -1))
+        return self._panels([(f"noise step {frames[j].t}", frames[j].latents, frames[j].x_t) for j in pick],
+                            ncols=len(pick), pitches=pitches,
+                            title=f"The reverse run from noise step {frames[0].t}: the latents over what they decode "
+                                  f"to; {start:.0%} -> {end:.0%} of the sixteenths as in the melody")
 
     @user_errors
     def learn_reverse(self, example, start_t, steps, seed):
@@ -582,20 +692,57 @@ class SymdiffApp:
         seed = whole("seed", seed, 0, MAX_SEED)
         tokens = self._learn_tokens(example)
         frames = demo.reverse_trace(self.pipe, tokens, start_t, min(steps, start_t), seed)
-        return (frames, gr.Slider(minimum=0, maximum=len(frames) - 1, value=0, step=1), *self._frame(frames, 0))
+        run = {"frames": frames, "tokens": tokens}
+        return (run, gr.Slider(minimum=0, maximum=len(frames) - 1, value=0, step=1),
+                self._filmstrip(frames, tokens), *self._frame(frames, 0, tokens))
+
+    @staticmethod
+    def _run(run):
+        if not run:
+            raise _UserError("Run the reverse process first.")
+        return run["frames"], run["tokens"]
 
     @user_errors
-    def learn_step(self, frames, i):
-        if not frames:
-            raise _UserError("Run the reverse process first.")
+    def learn_step(self, run, i):
+        frames, tokens = self._run(run)
         i = whole("step", i, 0, len(frames) - 1)
-        return self._frame(frames, i)
+        return self._frame(frames, i, tokens)
+
+    @user_errors
+    def learn_play(self, run):
+        """The run's frames one after another (the slider follows), about three a second."""
+        frames, tokens = self._run(run)
+        for i in range(len(frames)):
+            img, _, caption = self._frame(frames, i, tokens)
+            yield i, img, caption
+            if i < len(frames) - 1:
+                time.sleep(0.3)
+
+    @user_errors
+    def learn_curve(self, example):
+        """How much of this melody reverse runs from several start steps bring back (3 seeds each)."""
+        tokens = self._learn_tokens(example)
+        runs = demo.restoration(self.pipe, tokens, RESTORE_STARTS, seeds=[0, 1, 2])
+        noisy = [float(np.mean([r.start for r in runs if r.start_t == t])) for t in RESTORE_STARTS]
+        end = [float(np.mean([r.end for r in runs if r.start_t == t])) for t in RESTORE_STARTS]
+        vae = demo.agreement(demo.reconstruction(self.pipe, tokens), tokens)
+        fig = pianoroll.plot_restoration([(Path(example).stem.split("_")[0], RESTORE_STARTS, noisy, end, vae)],
+                                         title=f"{example}: reverse runs (DDIM 20 steps, mean of 3 seeds)",
+                                         width_px=WIDTH_PX)
+        cells = ", ".join(f"from {t}: {a:.0%} -> {b:.0%}" for t, a, b in zip(RESTORE_STARTS, noisy, end, strict=True))
+        return image(fig), (f"Sixteenths as in the melody, noisy start -> end of the run: {cells}. The VAE's own "
+                            f"reconstruction keeps {vae:.0%}: a run that found its latents exactly.")
 
 
-INTRO = """# symdiff: melodies from a diffusion model
-A [MusicVAE](https://magenta.tensorflow.org/music-vae) turns every 2-bar phrase into a point in
-a latent space; a transformer diffusion model learnt sequences of 32 such points (64 bars), after
-Mittal et al., *Symbolic Music Generation with Diffusion Models* (ISMIR 2021).
+INTRO = """# symdiff: a model that writes melodies by removing noise
+**Generate** a new melody, **Infill** bars of your own MIDI file, or **Learn** how it works.
+"""
+ABOUT = """**How it works.** A [MusicVAE](https://magenta.tensorflow.org/music-vae) turns every 2 bars of a
+melody into a list of numbers (its latents); a transformer diffusion model learnt sequences of 32
+of them (64 bars) and writes new ones by removing noise step by step, after Mittal et al.,
+*Symbolic Music Generation with Diffusion Models* (ISMIR 2021). Code, model cards and licences:
+see the repository's README. Uploads and results stay in a temporary folder, are deleted within
+20 minutes and are never kept.
 """
 
 
@@ -622,6 +769,7 @@ def style_dropdown(styles: tuple[str, ...], elem_id: str, heard: bool = False) -
 
 def build(app: SymdiffApp) -> gr.Blocks:
     n_steps = app.pipe.schedule.num_steps
+    example = app.example or {}
     example_names = [p.name for p in app.examples]
     with gr.Blocks(title="symdiff: symbolic music diffusion", analytics_enabled=False) as ui:
         gr.Markdown(INTRO)
@@ -630,55 +778,61 @@ def build(app: SymdiffApp) -> gr.Blocks:
             with gr.Tab("Generate", id="generate"):
                 with gr.Row():
                     with gr.Column(scale=1, min_width=260):
-                        g_bars = gr.Slider(1, MAX_BARS, value=MAX_BARS, step=1, label="Bars")
-                        g_sampler = gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler",
-                                             info="DDPM (the paper's): 80-200 steps. DPM-Solver++ SDE: 20 "
-                                                  "steps, far faster, a little less close to the piece "
-                                                  "(docs/sampler.md). DDIM: 50 steps, more rests.")
-                        g_steps = gr.Slider(1, MAX_STEPS, value=GENERATE_STEPS, step=1,
-                                            label="Diffusion steps")
-                        g_seed = gr.Number(0, precision=0, label="Seed")
-                        g_style = style_dropdown(app.pipe.styles, "generate-style")
-                        g_context = gr.Slider(1, 4, value=CONTEXT_GUIDANCE, step=0.5, label="Context guidance",
-                                              info="How closely each 2 bars follow the rest of the melody. "
-                                                   "1: the paper's sampler, which drifts in key and register; "
-                                                   "higher: tighter, with more repetition.",
-                                              elem_id="generate-context")
-                        with gr.Row():
+                        with gr.Row():  # first: above the fold on a laptop and on a phone
                             g_run = gr.Button("Generate", variant="primary", elem_id="generate-button")
-                            g_stop = gr.Button("Stop", variant="secondary")
-                        g_status = gr.Markdown("Press **Generate**.", label="Status", elem_id="generate-status")
+                            g_stop = gr.Button("Stop", variant="secondary", elem_id="generate-stop")
+                        with gr.Accordion("Settings", open=False, elem_id="generate-settings"):  # the result first
+                            g_bars = gr.Slider(1, MAX_BARS, value=MAX_BARS, step=1, label="Bars")
+                            g_sampler = gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler",
+                                                 info="DDPM (the paper's): 80-200 steps. DPM-Solver++ SDE: 20 "
+                                                      "steps, far faster, a little less close to the piece "
+                                                      "(docs/sampler.md). DDIM: 50 steps, more rests.")
+                            g_steps = gr.Slider(1, MAX_STEPS, value=GENERATE_STEPS, step=1,
+                                                label="Diffusion steps", elem_id="generate-steps")
+                            g_seed = gr.Number(0, precision=0, label="Seed")
+                            g_style = style_dropdown(app.pipe.styles, "generate-style")
+                            g_context = gr.Slider(1, 4, value=CONTEXT_GUIDANCE, step=0.5, label="Context guidance",
+                                                  info="How closely each 2 bars follow the rest of the melody. "
+                                                       "1: the paper's sampler, which drifts in key and register; "
+                                                       "higher: tighter, with more repetition.",
+                                                  elem_id="generate-context")
+                        g_status = gr.Markdown(app.example["status"] if app.example else "Press **Generate**.",
+                                               label="Status", elem_id="generate-status")
                     with gr.Column(scale=3):
-                        g_roll = roll_image("Piano roll", elem_id="generate-roll")
+                        g_roll = roll_image("Piano roll", elem_id="generate-roll", value=example.get("roll"))
                         with gr.Row():
-                            g_audio = gr.Audio(label="Listen", type="numpy", interactive=False,
+                            g_audio = gr.Audio(example.get("wav"), label="Listen", type="numpy", interactive=False,
                                                elem_id="generate-audio")
-                            g_midi = gr.File(label="MIDI", interactive=False, elem_id="generate-midi")
-                gr.Markdown("**While it samples:** the model's estimate of the finished melody (x0), measured every "
-                            "few steps against real music from the training data: framewise *Consistency* and "
-                            "*Variance* of pitch and duration (1 = like the data), and the distance of its "
-                            "latents to real latents (polynomial MMD, lower is closer).")
+                            g_midi = gr.File(example.get("midi"), label="MIDI", interactive=False,
+                                             elem_id="generate-midi")
+                gr.Markdown("**While it samples:** every few steps the model guesses the finished melody (x0). "
+                            "Left: that guess measured against real music from the training data, framewise "
+                            "*Consistency* and *Variance* of pitch and duration (1 = like the data). Right: how "
+                            "much of the guess is already decided, the share of its sixteenths unchanged since "
+                            "the last look (100% = nothing changes any more).")
                 # (the plots start empty, as None: gradio's LinePlot draws no lines after an update of
                 # a plot that started with an empty frame)
                 with gr.Row():
                     with gr.Column():
                         gr.HTML(legend(demo.METRIC_NAMES))
-                        g_cv = gr.LinePlot(None, x="step", y="value", color="metric", y_lim=[0, 1], x_lim=[0, 50],
-                                           color_map=METRIC_COLORS, title="Consistency / Variance of the x0 estimate",
+                        g_cv = gr.LinePlot(example.get("cv"), x="step", y="value", color="metric", y_lim=[0, 1],
+                                           x_lim=[0, GENERATE_STEPS],
+                                           color_map=METRIC_COLORS, title="Consistency / Variance of the guess",
                                            x_title="diffusion step", y_title="1 = like the data", height=280,
                                            label="Consistency / Variance", elem_id="generate-cv")
                     with gr.Column():
-                        gr.HTML(legend([demo.LATENT_METRIC]))
-                        g_mmd = gr.LinePlot(None, x="step", y="value", color="metric", x_lim=[0, 50],
-                                            color_map=METRIC_COLORS, title="Distance of its latents to real latents",
-                                            x_title="diffusion step", y_title="polynomial MMD", height=280,
-                                            label="Latent MMD", elem_id="generate-mmd")
+                        gr.HTML(legend([demo.SETTLED]))
+                        g_settled = gr.LinePlot(example.get("settled"), x="step", y="value", color="metric",
+                                                y_lim=[0, 1], x_lim=[0, GENERATE_STEPS], color_map=METRIC_COLORS,
+                                                title="How much of the melody is decided",
+                                                x_title="diffusion step", y_title="share unchanged", height=280,
+                                                label="Decided", elem_id="generate-settled")
                 gr.Markdown("**Refinement stages:** the x0 estimate, decoded to notes, at a few steps of the run.")
-                g_stages = roll_image("Refinement stages", elem_id="generate-stages")
-                gen_event = g_run.click(app.generate, [g_bars, g_sampler, g_steps, g_seed, g_style, g_context],
-                                        [g_status, g_cv, g_mmd, g_roll, g_stages, g_audio, g_midi],
-                                        api_name="generate", concurrency_id="model")
-                g_stop.click(None, None, None, cancels=[gen_event], api_visibility="private")
+                g_stages = roll_image("Refinement stages", elem_id="generate-stages", value=example.get("stages"))
+                g_run.click(app.generate, [g_bars, g_sampler, g_steps, g_seed, g_style, g_context],
+                            [g_status, g_cv, g_settled, g_roll, g_stages, g_audio, g_midi],
+                            api_name="generate", concurrency_id="model")
+                g_stop.click(app.stop, None, None, api_visibility="private", concurrency_id="light")
                 g_sampler.input(functools.partial(default_steps, ddpm=GENERATE_STEPS), g_sampler, g_steps,
                                 api_visibility="private")
                 g_sampler.input(context_guidance_for, g_sampler, g_context, api_visibility="private")
@@ -710,7 +864,7 @@ def build(app: SymdiffApp) -> gr.Blocks:
                                                label="notes per bar", elem_id="infill-rate")
                         with gr.Row():
                             i_run = gr.Button("Infill", variant="primary", elem_id="infill-button")
-                            i_stop = gr.Button("Stop", variant="secondary")
+                            i_stop = gr.Button("Stop", variant="secondary", elem_id="infill-stop")
                     with gr.Column(scale=3):
                         i_range = gr.Markdown("Upload a MIDI file or pick an example.", label="Range",
                                               elem_id="infill-range")
@@ -730,12 +884,12 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 i_last.input(api_visibility="private", trigger_mode="always_last", **preview_args)
                 i_preview.select(app.pick_bar, [geo, i_first, i_last, clicks], [i_first, i_last, clicks],
                                  api_visibility="private").then(api_visibility="private", **preview_args)
-                infill_event = i_run.click(app.infill,
+                i_run.click(app.infill,
                                            [i_file, i_track, i_first, i_last, i_sampler, i_steps, i_seed, i_style,
                                             i_density, i_rate],
                                            [i_status, i_rows, i_audio_orig, i_audio_new, i_midi], api_name="infill",
                                            concurrency_id="model")
-                i_stop.click(None, None, None, cancels=[infill_event], api_visibility="private")
+                i_stop.click(app.stop, None, None, api_visibility="private", concurrency_id="light")
                 i_sampler.input(default_steps, i_sampler, i_steps, api_visibility="private")
 
             # --- Vary ---
@@ -803,31 +957,48 @@ def build(app: SymdiffApp) -> gr.Blocks:
             # --- Learn ---
             with gr.Tab("Learn", id="learn") as learn_tab:
                 gr.Markdown("## How a diffusion model makes music\n"
-                            "**1. The forward process** adds noise to a melody, a little at every step, until "
-                            "nothing of it is left. (The noise is added to the melody's latents, the VAE's "
-                            "points for each 2-bar phrase, and decoded back to notes so that you can see and "
-                            "hear it.) Move the slider.")
+                            "The model never sees notes. A VAE turns every 2 bars of a melody into a list of "
+                            f"{app.pipe.codec.dim} numbers, its *latents*, drawn below as a coloured column (blue "
+                            "below 0, red above); the diffusion model works on those columns, and the VAE turns "
+                            "them back into notes.\n\n"
+                            "**1. The forward process** adds noise to the latents, a little at every step, until "
+                            "nothing of the melody is left. Move the slider.")
                 with gr.Row():
-                    l_example = gr.Dropdown(example_names, value=(example_names[-1] if example_names else None),
-                                            label="Melody (its first 16 bars)", scale=2)
-                    l_seed = gr.Number(0, precision=0, label="Seed", scale=1)
+                    # (min widths: on a phone the row wraps, and the name is not cut under the arrow)
+                    l_example = gr.Dropdown([(Path(n).stem.replace("_", " "), n) for n in example_names],
+                                            value=(example_names[-1] if example_names else None),
+                                            label="Melody (its first 16 bars)", scale=2, min_width=300)
+                    l_seed = gr.Number(0, precision=0, label="Seed", scale=1, min_width=120)
                 l_t = gr.Slider(0, n_steps, value=300, step=10, label="Noise step t")
                 l_caption = gr.Markdown(label="Explanation", elem_id="learn-caption")
-                l_roll = roll_image("Noised piano roll", elem_id="learn-noise-roll")
+                l_roll = roll_image("Latents and piano roll", elem_id="learn-noise-roll")
                 l_audio = gr.Audio(label="Listen to the noised melody", type="numpy", interactive=False)
-                gr.Markdown("**2. The reverse process** is what the model learnt: start from noise and remove "
-                            "a little of it at every step. Start at step 1000 for a brand-new melody, or lower "
-                            "to let the model restore the melody above from its noised version. Then move the "
-                            "step slider and watch the melody emerge.")
+                gr.Markdown("**2. The reverse process** is what the model learnt: start from noisy latents and "
+                            "remove a little noise at every step. Start at step 1000 for a brand-new melody, or "
+                            "lower to let the model restore the melody above from its noised version.")
                 with gr.Row():
-                    r_start = gr.Slider(1, n_steps, value=n_steps, step=1, label="Start from noise step")
+                    r_start = gr.Slider(1, n_steps, value=n_steps, step=1, label="Start from noise step",
+                                        elem_id="learn-start")
                     r_steps = gr.Slider(1, 100, value=20, step=1, label="Steps of the reverse run")
                     r_run = gr.Button("Run the reverse process", variant="primary", elem_id="learn-run")
-                frames = gr.State(None)
-                r_step = gr.Slider(0, 1, value=0, step=1, label="Step of the reverse run", elem_id="learn-step")
+                run_state = gr.State(None)
+                r_film = roll_image("Filmstrip of the reverse run", elem_id="learn-film")
+                with gr.Row():
+                    r_step = gr.Slider(0, 1, value=0, step=1, label="Step of the reverse run", elem_id="learn-step",
+                                       scale=4)
+                    r_play = gr.Button("Play", elem_id="learn-play", scale=1)
                 r_caption = gr.Markdown(label="Explanation", elem_id="learn-step-caption")
-                r_roll = roll_image("Reverse piano roll", elem_id="learn-reverse-roll")
+                r_roll = roll_image("Reverse run at this step", elem_id="learn-reverse-roll")
                 r_audio = gr.Audio(label="Listen to the sample at this step", type="numpy", interactive=False)
+                gr.Markdown("**3. Does the model bring a melody back?** The curve below, for every example "
+                            "melody: the share of sixteenths that sound as in the melody, at the noisy start "
+                            "(dashed) and at the end of the reverse run (solid), against the step the run starts "
+                            "from; dotted: the VAE's own reconstruction, what a run that found the latents exactly "
+                            "gives (`eval/restoration.md`).")
+                c_run = gr.Button("Measure it for the melody above", elem_id="learn-curve-run")
+                c_caption = gr.Markdown(elem_id="learn-curve-caption")
+                c_img = roll_image("Restoration curve", elem_id="learn-curve",
+                                   value=str(RESTORE_FIGURE) if RESTORE_FIGURE.is_file() else None)
                 noise_args = dict(fn=app.learn_noise, inputs=[l_example, l_t, l_seed],
                                   outputs=[l_roll, l_audio, l_caption], concurrency_id="light")
                 l_t.input(api_name="learn_noise", trigger_mode="always_last", **noise_args)
@@ -835,12 +1006,15 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 l_seed.submit(api_visibility="private", **noise_args)
                 learn_tab.select(api_visibility="private", **noise_args)
                 r_run.click(app.learn_reverse, [l_example, r_start, r_steps, l_seed],
-                            [frames, r_step, r_roll, r_audio, r_caption], api_name="learn_reverse",
+                            [run_state, r_step, r_film, r_roll, r_audio, r_caption], api_name="learn_reverse",
                             concurrency_id="model")
-                r_step.input(app.learn_step, [frames, r_step], [r_roll, r_audio, r_caption],
+                r_step.input(app.learn_step, [run_state, r_step], [r_roll, r_audio, r_caption],
                              api_name="learn_step", concurrency_id="light", trigger_mode="always_last")
-        gr.Markdown("Code, model cards and licences: see the repository's README. Uploads and results stay in "
-                    "a temporary folder, are deleted within 20 minutes and are never kept.")
+                r_play.click(app.learn_play, [run_state], [r_step, r_roll, r_caption], api_name="learn_play",
+                             concurrency_id="light")
+                c_run.click(app.learn_curve, [l_example], [c_img, c_caption], api_name="learn_curve",
+                            concurrency_id="model")
+        gr.Markdown(ABOUT)
     return ui
 
 
@@ -853,9 +1027,7 @@ def load(
     pipe = MelodyDiffusion.from_pretrained(diffusion, device=device)
     ref = demo.reference_stats(pipe, num_windows=reference_windows, latent_windows=latent_windows)
     app = SymdiffApp(pipe, ref)
-    warm = pipe.generate(1, 8, "ddim", 2, seed=0).tokens[0]
-    image(pianoroll.plot_pianoroll(warm))
-    sound(warm, melody.DEFAULT_QPM)
+    app.example = app.example_run()  # also the warm-up
     log.info("model, reference (%d windows) and warm-up ready in %.1f s", ref.num_windows, time.perf_counter() - t0)
     return app
 
@@ -896,7 +1068,7 @@ def main(argv: list[str] | None = None) -> None:
                      daemon=True).start()
     ui.queue(default_concurrency_limit=args.concurrency, max_size=QUEUE_SIZE)
     ui.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD_BYTES, show_error=True,
-              ssr_mode=False, allowed_paths=[str(demo.EXAMPLES_DIR)])
+              ssr_mode=False, allowed_paths=[str(demo.EXAMPLES_DIR)], css=CSS)
 
 
 if __name__ == "__main__":

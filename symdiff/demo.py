@@ -25,7 +25,7 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -37,13 +37,13 @@ from . import fit, melody, metrics, pianoroll
 from .baselines import interpolate_infill, prior_latents
 from .dataset import random_windows
 from .generate import GenerateError, InfillPlan, MelodyDiffusion, plan_infill, splice_bars
-from .schedulers import make_sampler
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = REPO / "assets" / "examples"
 LEARN_BARS = 16  # the Learn tab works on the first 16 bars of a melody: quick to decode and hear
 METRIC_NAMES = ("pitch consistency", "pitch variance", "duration consistency", "duration variance")
 LATENT_METRIC = "latent MMD"
+SETTLED = "sixteenths kept from the last look"
 
 
 # --- melodies from files -----------------------------------------------------------------------
@@ -247,6 +247,9 @@ class TracePoint:
     step: int  # 1-based: after this many reverse steps
     total: int
     values: dict[str, float]
+    tokens: np.ndarray  # the x0 estimate of the first melody, decoded
+    latents: np.ndarray  # (chunks, dim) the first melody's noisy sample x_t after this step, model space
+    settled: float  # `agreement` of `tokens` with the previous point's (NaN at the first point)
 
 
 @dataclass
@@ -264,6 +267,7 @@ class RefinementTrace:
     on_point: Callable[[TracePoint], None] | None = None
     stop: threading.Event | None = None
     trace: list[TracePoint] = field(default_factory=list)
+    reached: int = 0  # the reverse steps done so far (where a stopped chain stopped)
     stage_tokens: list[tuple[str, np.ndarray]] = field(default_factory=list)
     _when: set[int] | None = None
     _stage_at: set[int] | None = None
@@ -271,6 +275,7 @@ class RefinementTrace:
     def __call__(self, i: int, total: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
         if self.stop is not None and self.stop.is_set():
             raise Cancelled()
+        self.reached = i + 1
         if self._when is None or self._stage_at is None:  # the first step: both set together
             self._stage_at = {0} | (set(checkpoints(total, self.stages - 1)) if self.stages > 1 else set())
             self._when = set(checkpoints(total, self.points)) | self._stage_at
@@ -278,7 +283,9 @@ class RefinementTrace:
             return
         x0 = x0_hat[:1]
         tokens = self.pipe.decode(x0)[0][: self.bars * melody.STEPS_PER_BAR]
-        point = TracePoint(i + 1, total, sample_metrics(tokens, x0[0], self.reference))
+        settled = agreement(tokens, self.trace[-1].tokens) if self.trace else math.nan
+        point = TracePoint(i + 1, total, sample_metrics(tokens, x0[0], self.reference), tokens,
+                           x_t[0].detach().float().cpu().numpy(), settled)
         self.trace.append(point)
         if i in self._stage_at:
             self.stage_tokens.append((f"x0 estimate after step {i + 1}/{total}", tokens))
@@ -289,6 +296,11 @@ class RefinementTrace:
         """Long-format rows (step, metric, value) for a line plot; NaN values left out."""
         return [{"step": p.step, "metric": k, "value": v}
                 for p in self.trace for k, v in p.values.items() if not math.isnan(v)]
+
+    def settled_rows(self) -> list[dict]:
+        """(step, metric, value) rows of SETTLED: how much of the melody each point keeps of the last."""
+        return [{"step": p.step, "metric": SETTLED, "value": p.settled}
+                for p in self.trace if not math.isnan(p.settled)]
 
 
 # --- learn: the forward and the reverse process ------------------------------------------------
@@ -321,20 +333,70 @@ def forward_noise(pipe: MelodyDiffusion, tokens: np.ndarray, t: int, seed: int =
     return pipe.decode(x_t[None])[0][: len(tokens)], x_t
 
 
-def noise_caption(pipe: MelodyDiffusion, t: int) -> str:
-    """Plain words for a noise step."""
+def noise_caption(pipe: MelodyDiffusion, t: int, kept: float, vae: float) -> str:
+    """Plain words for a noise step, from what is shown: `kept`, the share of sixteenths the
+    decoded noisy melody keeps of the melody (`agreement`), and `vae`, what step 0 keeps."""
     n = pipe.schedule.num_steps
     a = noise_level(pipe, t)
-    signal, noise = a * a, 1.0 - a * a
+    signal = a * a
     if t == 0:
-        return (f"**Step 0 of {n}: the melody itself.** Each 2-bar phrase is a point in the "
-                "VAE's latent space; nothing has been added yet.")
-    mood = ("still almost the original" if signal > 0.9 else "recognisable but wandering" if signal > 0.5
-            else "mostly noise: only hints of the tune remain" if signal > 0.1 else "practically pure noise")
-    return (f"**Step {t} of {n}:** the latents are {math.sqrt(signal):.2f} x melody + "
-            f"{math.sqrt(noise):.2f} x random noise ({100 * signal:.0f}% of the variance is melody). "
-            f"Decoded back to notes it is {mood}. Training teaches the model to predict the noise "
-            "that was added at every such step.")
+        return (f"**Step 0 of {n}: the melody's own latents, no noise yet.** The image shows them: one column "
+                f"per 2 bars, {pipe.codec.dim} numbers each. Decoded by the VAE they give back {kept:.0%} of the "
+                "melody's sixteenths: the VAE's own loss, before the diffusion model does anything.")
+    text = (f"**Step {t} of {n}:** the latents are {a:.2f} x melody + {math.sqrt(1 - signal):.2f} x random "
+            f"noise ({100 * signal:.0f}% of their variance is melody). Decoded, {kept:.0%} of the sixteenths "
+            f"still sound as in the melody (step 0: {vae:.0%}).")
+    if signal < 0.1:
+        text += (" The image is speckle, the same in every row: noise. The decoder still writes a tidy tune from "
+                 "any latent, so the notes look like music, but they are no longer this melody.")
+    return text + " Training teaches the model to predict the noise added at every such step."
+
+
+def sounding_pitch(tokens: np.ndarray) -> np.ndarray:
+    """(steps,) int: the pitch token sounding at each sixteenth, -1 where nothing sounds."""
+    tokens = np.asarray(tokens)
+    idx = np.where(tokens != melody.NO_EVENT, np.arange(len(tokens)), -1)
+    last = np.maximum.accumulate(idx) if len(idx) else idx
+    held = tokens[np.maximum(last, 0)].astype(np.int64)
+    return np.where((last >= 0) & (held >= 2), held, -1)
+
+
+def agreement(tokens: np.ndarray, original: np.ndarray) -> float:
+    """The share of sixteenths at which `tokens` sound what `original` sounds (the same pitch,
+    or both silent): how much of a melody a noised or restored version keeps."""
+    a, b = sounding_pitch(tokens), sounding_pitch(original)
+    n = min(len(a), len(b))
+    return float((a[:n] == b[:n]).mean()) if n else 1.0
+
+
+def reconstruction(pipe: MelodyDiffusion, tokens: np.ndarray) -> np.ndarray:
+    """The melody as the VAE gives it back from its own latents (step 0 of every run): what a
+    reverse run that found the melody's latents exactly would give."""
+    return pipe.decode(pipe.codec.encode(tokens)[None])[0][: len(tokens)]
+
+
+_orders: dict[int, np.ndarray] = {}
+
+
+def latent_order(pipe: MelodyDiffusion) -> np.ndarray:
+    """The model space's dims by how much they vary over the example melodies' chunks, most
+    first: drawn in this order (`shown_latents`), a melody's latents are strong at the top and
+    pale at the bottom, as the data is, and noise, the same in every dim, is speckle everywhere."""
+    key = id(pipe.codec)
+    if key not in _orders:
+        x = torch.cat([pipe.codec.encode(load_melody(p)[1].tokens) for p in list_examples()])
+        _orders[key] = np.argsort(-x.var(0).numpy(), kind="stable") if len(x) > 1 else np.arange(pipe.codec.dim)
+    return _orders[key]
+
+
+def shown_latents(pipe: MelodyDiffusion, latents: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(chunks, dim) latents with their dims in `latent_order`, for `pianoroll.draw_latents`."""
+    return np.asarray(latents, dtype=np.float32)[:, latent_order(pipe)]
+
+
+def reverse_steps(start_t: int, steps: int) -> list[int]:
+    """The timesteps of a reverse run of `steps` steps from `start_t` (evenly spaced, both ends kept)."""
+    return sorted({int(round(v)) for v in np.linspace(1, start_t, steps)} | {start_t})
 
 
 @dataclass
@@ -342,13 +404,16 @@ class ReverseFrame:
     t: int  # the noise step the sample is at after this frame
     x_t: np.ndarray  # decoded tokens of the noisy sample
     x0: np.ndarray | None  # decoded tokens of the model's x0 estimate (None for the start)
+    latents: np.ndarray  # (chunks, dim) the noisy sample itself, model space
+    x0_latents: np.ndarray | None  # (chunks, dim) the x0 estimate (None for the start)
 
 
 def reverse_trace(pipe: MelodyDiffusion, tokens: np.ndarray, start_t: int, steps: int, seed: int = 0,
                   sampler: str = "ddim") -> list[ReverseFrame]:
     """A reverse run from `tokens` noised to step `start_t` (1000 = from almost pure noise: a new
     melody; smaller = the model restores a melody close to the given one), on `steps` evenly
-    spaced steps down to 0, every frame decoded (all in one batch)."""
+    spaced steps down to 0, every frame decoded (all in one batch). The chain is the pipeline's
+    own (`MelodyDiffusion.sampler`: its clip), unguided and in no style."""
     schedule = pipe.schedule
     n = schedule.num_steps
     start_t, steps = int(start_t), int(steps)
@@ -356,8 +421,7 @@ def reverse_trace(pipe: MelodyDiffusion, tokens: np.ndarray, start_t: int, steps
         raise GenerateError(f"the start step must be between 1 and {n}, got {start_t}")
     if not 1 <= steps <= start_t:
         raise GenerateError(f"the number of steps must be between 1 and the start step ({start_t}), got {steps}")
-    ts = sorted({int(round(v)) for v in np.linspace(1, start_t, steps)} | {start_t})
-    chain = make_sampler(sampler, schedule, ts)
+    chain = pipe.sampler(sampler, reverse_steps(start_t, steps))
     g = torch.Generator().manual_seed(int(seed))
     x0 = pipe.codec.encode(tokens)[None]
     eps = torch.randn(x0.shape, generator=g)
@@ -373,19 +437,63 @@ def reverse_trace(pipe: MelodyDiffusion, tokens: np.ndarray, start_t: int, steps
     decoded = pipe.decode(torch.cat(xs + x0s))
     size = len(tokens)
     k = len(xs)
-    frames = [ReverseFrame(levels[0], decoded[0][:size], None)]
+    frames = [ReverseFrame(levels[0], decoded[0][:size], None, xs[0][0].numpy(), None)]
     for j in range(1, k):
-        frames.append(ReverseFrame(levels[j], decoded[j][:size], decoded[k + j - 1][:size]))
+        frames.append(ReverseFrame(levels[j], decoded[j][:size], decoded[k + j - 1][:size], xs[j][0].numpy(),
+                                   x0s[j - 1][0].numpy()))
     return frames
 
 
-def reverse_caption(frame: ReverseFrame, index: int, count: int) -> str:
+@dataclass
+class Restoration:
+    """One reverse run from a noised melody: how much of the melody its start and its end keep."""
+
+    start_t: int
+    seed: int
+    start: float  # `agreement` of the decoded noisy start with the melody
+    end: float  # ... of the run's end
+
+
+def restoration(pipe: MelodyDiffusion, tokens: np.ndarray, starts: Sequence[int], seeds: Sequence[int],
+                steps: int = 20, sampler: str = "ddim") -> list[Restoration]:
+    """`reverse_trace`'s run from every start step with every seed (all seeds of a start in one
+    batch), measured: does the model bring a noised melody back? (Issue 27: with the x0 clip of
+    [-1, 1] instead of the model space's, every run ended further from the melody than its start.)"""
+    schedule = pipe.schedule
+    x0 = pipe.codec.encode(tokens)[None]
+    out = []
+    for start_t in starts:
+        chain = pipe.sampler(sampler, reverse_steps(int(start_t), min(steps, int(start_t))))
+        eps = torch.cat([torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        x = schedule.q_sample(x0.expand(len(seeds), -1, -1), schedule.noise_level(int(start_t)), eps)
+        noisy = pipe.decode(x)
+        g = torch.Generator().manual_seed(int(seeds[0]))
+        with torch.no_grad():
+            for i in range(chain.num_steps):
+                x = chain.step(pipe.eps(x, chain.noise_levels(i, len(seeds))), i, x, g).prev_sample
+        for s, a, b in zip(seeds, noisy, pipe.decode(x), strict=True):
+            out.append(Restoration(int(start_t), int(s), agreement(a[: len(tokens)], tokens),
+                                   agreement(b[: len(tokens)], tokens)))
+    return out
+
+
+def reverse_caption(frames: list[ReverseFrame], index: int, original: np.ndarray, vae: float) -> str:
+    """Plain words for a frame of a reverse run, from what is shown: how much of the original
+    melody the noisy sample and the model's guess keep (`agreement`), against the run's start
+    and the VAE's own reconstruction (`vae`)."""
+    f, count = frames[index], len(frames) - 1
+    start = agreement(frames[0].x_t, original)
     if index == 0:
-        return (f"**Start (step {frame.t}):** the noisy latents the reverse process starts from. "
-                "Move the slider to run the model one step at a time.")
-    if frame.t == 0:
-        return (f"**Done ({index}/{count - 1}):** all noise removed; this is the model's melody. "
-                "With a trained model it sounds like the music it learnt from.")
-    return (f"**Step {index} of {count - 1} (noise step {frame.t}):** the model looks at the noisy "
-            "latents, predicts the noise in them and removes part of it. Top: the noisy sample now; "
-            "bottom: the model's current guess of the finished melody.")
+        return (f"**Start (step {f.t}):** the melody noised to step {f.t}; decoded, {start:.0%} of its "
+                "sixteenths still sound as in it. Move the slider or press Play to run the model step by step.")
+    now = agreement(f.x_t, original)
+    if f.t == 0:
+        if frames[0].t >= 900:
+            return (f"**Done ({index}/{count}):** all noise removed: a new melody. It shares {now:.0%} of its "
+                    "sixteenths with the melody, which the run started too noisy to remember.")
+        return (f"**Done ({index}/{count}):** all noise removed: {now:.0%} of the sixteenths sound as in the "
+                f"melody (its noisy start: {start:.0%}; the VAE's own reconstruction: {vae:.0%}).")
+    guess = agreement(f.x0, original) if f.x0 is not None else math.nan
+    return (f"**Step {index} of {count} (noise step {f.t}):** the model predicts the noise in the latents and "
+            f"removes part of it. Top: the noisy sample, {now:.0%} like the melody; bottom: the model's guess "
+            f"of the finished melody, {guess:.0%} like it.")

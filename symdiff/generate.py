@@ -362,10 +362,11 @@ class MelodyDiffusion:
     def seq_len(self) -> int:
         return self.model.config.seq_len
 
-    def sampler(self, name: str = DEFAULT_SAMPLER, steps: int | None = None) -> Sampler:
-        """A sampler on this model's schedule and clip (`schedulers.make_sampler` checks the settings)."""
+    def sampler(self, name: str = DEFAULT_SAMPLER, steps: int | Sequence[int] | None = None) -> Sampler:
+        """A sampler on this model's schedule and clip (`schedulers.make_sampler` checks the
+        settings): `steps` a count, or the timesteps to visit (a run from a noised melody)."""
         steps = DEFAULT_STEPS.get(name) if steps is None else steps
-        return make_sampler(name, self.schedule, steps, self.codec.config.clip)
+        return make_sampler(name, self.schedule, steps, clip=self.codec.config.clip)
 
     @property
     def infill_methods(self) -> tuple[str, ...]:

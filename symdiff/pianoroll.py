@@ -76,6 +76,17 @@ def pitch_range(*melodies: Tokens) -> tuple[int, int]:
     return int(pitches.min()), int(pitches.max())
 
 
+def shared_pitches(melodies: Sequence[Tokens], reach: int = 12) -> tuple[int, int]:
+    """One pitch range for melodies drawn together: all their notes, but at most `reach`
+    semitones beyond the first melody's range (a stray note of a random latent, e.g. at C8,
+    would squash every row; it is drawn at the edge instead)."""
+    lo, hi = pitch_range(*melodies)
+    if not len(note_spans(melodies[0])[2]):
+        return lo, hi
+    a, b = pitch_range(melodies[0])
+    return max(lo, a - reach), min(hi, b + reach)
+
+
 def num_bars(tokens: Tokens) -> int:
     return max(1, math.ceil(len(tokens) / STEPS_PER_BAR))
 
@@ -104,6 +115,7 @@ def draw_pianoroll(
     tokens = np.asarray(tokens)
     starts, ends, note_pitches = note_spans(tokens)
     lo, hi = pitches if pitches is not None else pitch_range(tokens)
+    note_pitches = np.clip(note_pitches, lo - PITCH_MARGIN, hi + PITCH_MARGIN)  # a far note sits at the edge
     y0, y1 = lo - PITCH_MARGIN - 0.5, hi + PITCH_MARGIN + 0.5
     n_bars = bars if bars is not None else num_bars(tokens)
 
@@ -238,20 +250,21 @@ def plot_rows(
     bars_per_tick: int = 4,
     *,
     title: str | None = None,
-    share_pitch: bool = False,
+    share_pitch: bool = True,
     width_px: int = 1000,
     row_height_px: int = 150,
     dpi: int = 100,
     barlines: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> Figure:
     """Several melodies stacked as labelled rows on one time axis, like Figure 2
-    (original / diffusion / interpolation / prior). Each row shows its own pitch range
-    unless `share_pitch`; the box, when given, is drawn on every row."""
+    (original / diffusion / interpolation / prior). With `share_pitch` (the default) every row
+    has one pitch axis, `shared_pitches`, so rows compare at a glance; the box, when given, is
+    drawn on every row."""
     if not rows:
         raise ValueError("plot_rows needs at least one (label, tokens) row")
     n = len(rows)
     bars = max(num_bars(t) for _, t in rows)
-    shared = pitch_range(*(t for _, t in rows)) if share_pitch else None
+    shared = shared_pitches([t for _, t in rows]) if share_pitch else None
     top = 40 if title else 22
     fig = new_figure(width_px, top + 30 + n * row_height_px + (n - 1) * 18, dpi)
     axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
@@ -285,7 +298,7 @@ def plot_stages(
     ncols = max(1, min(int(ncols), n))
     nrows = math.ceil(n / ncols)
     bars = max(num_bars(t) for _, t in stages)
-    shared = pitch_range(*(t for _, t in stages))
+    shared = shared_pitches([t for _, t in stages])
     top = 40 if title else 22
     fig = new_figure(width_px, top + 30 + nrows * panel_height_px + (nrows - 1) * 18, dpi)
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
@@ -305,6 +318,108 @@ def plot_stages(
             ax.tick_params(labelleft=False)
     if title:
         fig.suptitle(title, fontsize=11, y=1 - 6 / (fig.get_size_inches()[1] * dpi), va="top")
+    return fig
+
+
+# --- latents ----------------------------------------------------------------------------
+
+LATENT_CMAP = "RdBu_r"
+LATENT_LIMIT = 3.0  # the colour scale's ends, in model-space units (the data's std is about 1)
+
+
+def draw_latents(ax: Axes, latents: np.ndarray, *, bars: int | None = None, label: str | None = None,
+                 fontsize: float = 9.0, limit: float = LATENT_LIMIT) -> Axes:
+    """A melody's latents (chunks, dims) as an image: one column per 2-bar chunk, under the bars
+    it encodes, its dims top to bottom, blue below 0, red above. Pure noise is speckle; a melody's
+    latents show rows that run across chunks (what its phrases share) and repeated columns."""
+    x = np.asarray(latents, dtype=np.float32)
+    k, d = x.shape
+    ax.imshow(x.T, aspect="auto", cmap=LATENT_CMAP, vmin=-limit, vmax=limit, interpolation="nearest",
+              extent=(0, 2 * k, d, 0))
+    ax.set_xlim(0, bars if bars is not None else 2 * k)
+    if k > 1:
+        ax.add_collection(LineCollection([[(2 * c, 0), (2 * c, d)] for c in range(1, k)], colors="white",
+                                         linewidths=1.0), autolim=False)
+    ax.set_yticks([])
+    ax.set_ylabel(f"{d} dims", fontsize=fontsize - 1.5, labelpad=2)
+    ax.set_xticks([])
+    ax.tick_params(labelsize=fontsize - 1, length=2, pad=2)
+    if label:
+        ax.set_title(label, loc="left", fontsize=fontsize, pad=3)
+    return ax
+
+
+def plot_latent_rolls(
+    panels: Sequence[tuple[str, np.ndarray, Tokens]],
+    ncols: int = 1,
+    *,
+    title: str | None = None,
+    pitches: tuple[int, int] | None = None,
+    width_px: int = 1000,
+    panel_height_px: int = 230,
+    dpi: int = 100,
+    fontsize: float = 9.0,
+) -> Figure:
+    """Panels of (label, latents (chunks, dims), tokens): each the latents as an image
+    (`draw_latents`) over the melody they decode to, on one time axis, all panels on one pitch
+    axis (`pitches`, default `shared_pitches` of the panels), read left to right, top to bottom."""
+    if not panels:
+        raise ValueError("plot_latent_rolls needs at least one panel")
+    n = len(panels)
+    ncols = max(1, min(int(ncols), n))
+    nrows = math.ceil(n / ncols)
+    shared = pitches or shared_pitches([t for _, _, t in panels])
+    bars = max(max(num_bars(t), 2 * len(x)) for _, x, t in panels)
+    top = 46 if title else 24  # room for the first panel's label
+    gap = 40  # room for a panel's bar numbers and the next panel's label
+    fig = new_figure(width_px, top + 30 + nrows * panel_height_px + (nrows - 1) * gap, dpi)
+    _margins(fig, top=top)
+    outer = fig.add_gridspec(nrows, ncols, hspace=gap / panel_height_px, wspace=16 * ncols / width_px)
+    for k, (label, latents, tokens) in enumerate(panels):
+        r, c = divmod(k, ncols)
+        inner = outer[r, c].subgridspec(2, 1, height_ratios=[0.45, 0.55], hspace=0.06)
+        ax_lat = fig.add_subplot(inner[0])
+        ax_roll = fig.add_subplot(inner[1])
+        draw_latents(ax_lat, latents, bars=bars, label=label, fontsize=fontsize)
+        draw_pianoroll(ax_roll, tokens, pitches=shared, bars=bars, bars_per_tick=4 if ncols == 1 else 8,
+                       show_xlabel=r == nrows - 1, fontsize=fontsize)
+        if c:
+            ax_lat.tick_params(labelleft=False)
+            ax_roll.tick_params(labelleft=False)
+    if title:
+        fig.suptitle(title, fontsize=fontsize + 2, y=1 - 6 / (fig.get_size_inches()[1] * dpi), va="top")
+    return fig
+
+
+def plot_restoration(
+    curves: Sequence[tuple[str, Sequence[int], Sequence[float], Sequence[float], float]],
+    *,
+    title: str | None = None,
+    width_px: int = 1000,
+    height_px: int = 320,
+    dpi: int = 100,
+) -> Figure:
+    """Does a reverse run bring a noised melody back? For each melody (label, start steps, the
+    noisy start's agreement with it, the run's end's agreement, the VAE's own agreement): the end
+    as a solid line, the start dashed, the VAE's reconstruction dotted (a run that found the
+    melody's latents exactly)."""
+    fig = new_figure(width_px, height_px, dpi)
+    ax = fig.add_subplot(1, 1, 1)
+    _margins(fig, left=64, right=230, top=28 if title else 10, bottom=40)
+    colors = ("#1f4e8c", "#b45309", "#2e7d32", "#6b21a8", "#c2185b", "#455a64")
+    for (label, starts, noisy, restored, vae), color in zip(curves, colors * 4, strict=False):
+        ax.plot(starts, restored, "-o", color=color, markersize=3.5, linewidth=1.6, label=f"{label}: end of run")
+        ax.plot(starts, noisy, "--", color=color, linewidth=1.0, label="    noisy start")
+        ax.axhline(vae, color=color, linestyle=":", linewidth=1.0, label="    the VAE's own")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("the noise step the run starts from", fontsize=9)
+    ax.set_ylabel("sixteenths like the melody", fontsize=9)
+    ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
+    ax.grid(True, color="#e6e6e6", linewidth=0.6)
+    ax.tick_params(labelsize=8)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7.5, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10, loc="left")
     return fig
 
 

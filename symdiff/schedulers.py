@@ -449,10 +449,13 @@ class SamplerError(SymdiffError):
     """Sampler settings that cannot run (unknown name, steps outside 1..N); the message is for the user."""
 
 
-def make_sampler(name: str, schedule: NoiseSchedule, steps: int | Sequence[int] | None = None,
-                 clip: float | None = 1.0) -> Sampler:
+def make_sampler(name: str, schedule: NoiseSchedule, steps: int | Sequence[int] | None, *,
+                 clip: float | None) -> Sampler:
     """The one place sampler settings are checked: a name of `SAMPLERS`, and `steps` a count in
-    1..N or a list of distinct timesteps in 1..N (None: the sampler's default, at most N)."""
+    1..N or a list of distinct timesteps in 1..N (None: the sampler's default, at most N).
+    `clip` has no default: it is the x0 clip of the model's space (`CodecConfig.clip`), and a
+    default of 1 clamped the standardized space (std 1, values up to 10.8) to [-1, 1], so a
+    reverse run of the Learn tab ended further from its melody than its noisy start (issue 27)."""
     if name not in SAMPLERS:
         raise SamplerError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
     n = schedule.num_steps

@@ -5,6 +5,7 @@ a clear message while the server keeps running; outputs only in the app's tempor
 which is gone after the app stops."""
 from __future__ import annotations
 
+import re
 import time
 import wave
 from pathlib import Path
@@ -76,7 +77,7 @@ def test_api_lists_every_action(client):
 
 
 def test_generate_outputs_and_seed(client, server):
-    status, cv, mmd, roll, stages, wav, midi = client.predict(8, "ddim", 12, 5, api_name="/generate")
+    status, cv, settled, roll, stages, wav, midi = client.predict(8, "ddim", 12, 5, api_name="/generate")
     assert status.startswith("Done") and "8 bars" in status
     rows = cv["value"]["data"]
     metrics = {r[1] for r in rows}
@@ -84,7 +85,9 @@ def test_generate_outputs_and_seed(client, server):
     assert all(0.0 <= r[2] <= 1.0 for r in rows)
     steps = sorted({r[0] for r in rows})
     assert steps[0] == 1 and steps[-1] == 12 and len(steps) >= 4  # measured every few steps
-    assert [r[1] for r in mmd["value"]["data"]] == ["latent MMD"] * len(steps)
+    decided = settled["value"]["data"]  # how much of the guess is decided, from the second look on
+    assert {r[1] for r in decided} == {"sixteenths kept from the last look"} and len(decided) == len(steps) - 1
+    assert decided[-1][2] > 0.9 and all(0.0 <= r[2] <= 1.0 for r in decided)
     assert Image.open(roll).size[0] == 1000 and Image.open(stages).size[0] == 1000
     assert 0 < wav_seconds(wav) <= 8 * 2.0 + 1.0  # 8 bars at 120 qpm + the release
     tokens = melody.read_midi(midi).chosen.tokens
@@ -207,14 +210,22 @@ def test_learn_tab(client):
     img, wav, caption = client.predict("oneills_003_4-4_melody.mid", 300, 0, api_name="/learn_noise")
     assert "Step 300 of 1000" in caption and wav_seconds(wav) > 0 and Image.open(img).size[0] == 1000
     _, _, caption0 = client.predict("oneills_003_4-4_melody.mid", 0, 0, api_name="/learn_noise")
-    assert "melody itself" in caption0
+    assert "the melody's own latents" in caption0 and re.search(r"give back \d+% of the melody's", caption0)
     # (the run itself is session state, which gradio_client does not return)
-    step, img, wav, caption = client.predict("oneills_003_4-4_melody.mid", 1000, 6, 0, api_name="/learn_reverse")
-    assert step["maximum"] == 6 and step["value"] == 0 and "Start" in caption
+    step, film, img, wav, caption = client.predict("oneills_003_4-4_melody.mid", 1000, 6, 0,
+                                                   api_name="/learn_reverse")
+    assert step["maximum"] == 6 and step["value"] == 0 and "Start" in caption and Image.open(film).size[0] == 1000
     img, wav, caption = client.predict(3, api_name="/learn_step")  # the same session's run
     assert "Step 3 of 6" in caption
     img, wav, caption = client.predict(6, api_name="/learn_step")
     assert "Done" in caption
+    step, img, caption = client.predict(api_name="/learn_play")  # plays through to the end
+    assert step == 6 and "Done" in caption and "a new melody" in caption
+    # issue 27: how much of the melody reverse runs bring back, measured for the chosen melody
+    curve, caption = client.predict("oneills_003_4-4_melody.mid", api_name="/learn_curve")
+    start, end = map(int, re.search(r"from 20: (\d+)% -> (\d+)%", caption).groups())
+    vae = int(re.search(r"reconstruction keeps (\d+)%", caption).group(1))
+    assert Image.open(curve).size[0] == 1000 and end >= vae  # from step 20 the run keeps what the VAE keeps
 
 
 @pytest.mark.parametrize("name, match", [
@@ -262,6 +273,17 @@ def test_upload_size_limit(client, server, tmp_path):
 ])
 def test_bad_ranges(client, server, first, last, match):
     expect_error(client, server, match, handle_file(str(ALOHA)), "5", first, last, "ddim", 5, 0, api_name="/infill")
+
+
+def test_a_bad_range_is_said_at_the_range_field(client, server):
+    """Issue 27: a range that cannot be regenerated is explained where the range is shown, not as
+    a red "Error" in every output box; the preview keeps the last good range."""
+    _, text = client.predict(handle_file(str(ALOHA)), "auto", 3, 90, api_name="/preview")
+    assert text.startswith("**This range cannot be regenerated:**") and "choose bars 3-20" in text
+    _, text = client.predict(handle_file(str(ALOHA)), "auto", 9, 4, api_name="/preview")
+    assert "the last bar comes before the first" in text and server.alive
+    img, text = client.predict(handle_file(str(ALOHA)), "auto", 3, 6, api_name="/preview")
+    assert text.startswith("Bars **3-6**") and Image.open(img).size[0] == 1000
 
 
 @pytest.mark.parametrize("args, match", [
@@ -354,12 +376,16 @@ def test_stop_removes_the_temporary_folder(server):
 def test_time_limit_and_sweep(tmp_path):
     """A server started with a 3 s limit per model run stops a long infill and a long generate
     with a message (and serves on); uploads, outputs and their folders older than --max-age are
-    swept while nobody asks anything."""
+    swept while nobody asks anything; what the page itself shows (the example run, the restoration
+    curve: gradio's copies of the blocks' first values) stays."""
     from app_server import start_app
 
     # --max-age 10: long enough for a slowed client to fetch its result before the sweep
     srv = start_app(tmp_path / "app.log", "--time-limit", "3", "--max-age", "10", "--sweep-every", "1")
     try:
+        assert srv.tmp_root is not None
+        page = {p for p in (srv.tmp_root / "gradio").rglob("*")}  # the page's own files, there at start
+        assert any(p.name == "restoration.png" for p in page)
         c = Client(srv.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "dl"))
         expect_error(c, srv, "limit of 3 s", handle_file(str(ALOHA)), "auto", 1, 20, "ddpm", 1000, 0,
                      api_name="/infill")
@@ -370,11 +396,13 @@ def test_time_limit_and_sweep(tmp_path):
         root = srv.tmp_root
         assert any(p.suffix == ".mid" for p in root.rglob("*"))  # the upload, the generated MIDI
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and any(p not in (root / "requests", root / "gradio")
-                                                  for p in root.rglob("*")):
+        def left() -> list[Path]:
+            return [p for p in root.rglob("*") if p not in (root / "requests", root / "gradio") and p not in page]
+
+        while time.monotonic() < deadline and left():
             time.sleep(1)
-        left = [p for p in root.rglob("*") if p not in (root / "requests", root / "gradio")]
-        assert left == [], left
+        assert left() == [], left()
+        assert any(p.name == "restoration.png" and p.exists() for p in page)  # kept: the page shows it
         assert srv.alive
     finally:
         srv.stop()

@@ -58,7 +58,7 @@ def test_generate(page, server, tmp_path):
     expect(page.locator("#generate-roll img")).to_be_visible()
     expect(page.locator("#generate-stages img")).to_be_visible()
     # the live plots drew their lines (vega marks with a path)
-    for plot in ("#generate-cv", "#generate-mmd"):
+    for plot in ("#generate-cv", "#generate-settled"):
         expect(page.locator(f"{plot} canvas, {plot} svg").first).to_be_visible()
     expect(page.locator("#generate-midi a[href*='symdiff_64bars_seed0.mid']").first).to_be_attached()
     expect(page.locator("#generate-audio audio, #generate-audio [data-testid*='waveform']").first).to_be_attached()
@@ -68,6 +68,42 @@ def test_generate(page, server, tmp_path):
     assert shot.stat().st_size > 50_000
     if os.environ.get("SYMDIFF_README_SCREENSHOT") == "1":
         shutil.copyfile(shot, REPO / "assets" / "screenshot_generate.png")
+    assert server.alive
+
+
+@pytest.mark.parametrize("width, height", [(1280, 800), (390, 844)])
+def test_first_ten_seconds(browser, server, tmp_path, width, height):
+    """Issue 27: on a laptop and on a phone, Generate is above the fold, and before any click the
+    page shows an example result (a piano roll, its audio and MIDI), not empty boxes."""
+    context = browser.new_context(viewport={"width": width, "height": height}, is_mobile=width < 600)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server.url)
+    expect(page.locator("#generate-button")).to_be_visible()
+    assert page.locator("#generate-button").bounding_box()["y"] + 40 <= height  # above the fold
+    expect(page.locator("#generate-status")).to_contain_text("An example")
+    expect(page.locator("#generate-roll img")).to_be_visible()
+    expect(page.locator("#generate-midi a[href*='symdiff_example_16bars_seed0.mid']").first).to_be_attached()
+    # the roll's labels readable: drawn 1000 px wide, shown at least 720 px wide (a phone scrolls it)
+    assert page.locator("#generate-roll img").bounding_box()["width"] >= 720
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(tmp_path / f"first_{width}x{height}.png"))
+    context.close()
+
+
+def test_stop_says_where_it_stopped(page, server, tmp_path):
+    """Issue 27: Stop says that the run stopped, at which step, and shows the partial result."""
+    page.locator("#generate-settings").get_by_text("Settings").click()
+    box = page.locator("#generate-steps input[type=number]")
+    box.fill("1000")
+    box.press("Enter")
+    page.locator("#generate-button").click()
+    expect(page.locator("#generate-status")).to_contain_text("Sampling: step", timeout=TIMEOUT_MS)
+    page.locator("#generate-stop").click()
+    expect(page.locator("#generate-status")).to_contain_text("Stopped at step", timeout=TIMEOUT_MS)
+    assert "of 1000" in text_of(page, "#generate-status")
+    expect(page.locator("#generate-roll img")).to_be_visible()  # the partial result
+    page.screenshot(path=str(tmp_path / "stopped.png"), full_page=True)
     assert server.alive
 
 
@@ -148,14 +184,27 @@ def test_bad_upload_shows_a_message(page, server, tmp_path):
 def test_learn(page, server, tmp_path):
     page.get_by_role("tab", name="Learn").click()
     expect(page.locator("#learn-caption")).to_contain_text("Step 300 of 1000")
+    expect(page.locator("#learn-caption")).to_contain_text("still sound as in the melody (step 0: ")
     expect(page.locator("#learn-noise-roll img")).to_be_visible()
+    expect(page.locator("#learn-curve img")).to_be_visible()  # the committed restoration curve
     page.locator("#learn-run").click()
     expect(page.locator("#learn-step-caption")).to_contain_text("Start (step 1000)")
+    expect(page.locator("#learn-film img")).to_be_visible()
     # step to the end of the run through the slider's number box
     box = page.locator("#learn-step input[type=number]")
     box.fill("20")
     box.press("Enter")
     box.blur()
     expect(page.locator("#learn-step-caption")).to_contain_text("Done", timeout=TIMEOUT_MS)
+    expect(page.locator("#learn-step-caption")).to_contain_text("a new melody")
     page.screenshot(path=str(tmp_path / "learn.png"), full_page=True)
+    # a restoring run: from step 20 the end keeps what the VAE keeps (issue 27)
+    start = page.locator("#learn-start input[type=number]")
+    start.fill("20")
+    start.press("Enter")
+    page.locator("#learn-run").click()
+    expect(page.locator("#learn-step-caption")).to_contain_text("Start (step 20)")
+    page.locator("#learn-play").click()
+    expect(page.locator("#learn-step-caption")).to_contain_text("the VAE's own reconstruction: ", timeout=TIMEOUT_MS)
+    page.screenshot(path=str(tmp_path / "learn_restore.png"), full_page=True)
     assert server.alive

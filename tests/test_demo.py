@@ -175,6 +175,12 @@ def test_refinement_trace_measures_the_x0_estimate(pipe, reference):
     assert trace.trace[-1].values == demo.sample_metrics(res.tokens[0], res.latents[0], reference)
     rows = trace.rows()
     assert {r["metric"] for r in rows} == set(demo.METRIC_NAMES) | {demo.LATENT_METRIC}
+    # what the live view draws: the guess, the noisy latents, how much of the guess is decided
+    assert np.array_equal(trace.trace[-1].tokens, res.tokens[0])
+    assert trace.trace[-1].latents.shape == (4, pipe.codec.dim)
+    settled = trace.settled_rows()
+    assert [r["step"] for r in settled] == [2, 5, 8, 10] and math.isnan(trace.trace[0].settled)
+    assert settled[-1]["value"] == demo.agreement(trace.trace[-1].tokens, trace.trace[-2].tokens)
 
 
 def test_refinement_trace_can_be_cancelled(pipe, reference):
@@ -183,7 +189,7 @@ def test_refinement_trace_can_be_cancelled(pipe, reference):
                                  on_point=lambda p: stop.set())  # stop after the first point
     with pytest.raises(demo.Cancelled):
         pipe.generate(1, 4, "ddim", 20, seed=0, callback=trace)
-    assert len(trace.trace) == 1
+    assert len(trace.trace) == 1 and trace.reached == 1  # where it stopped: after the first step
 
 
 def test_forward_noise(pipe):
@@ -201,8 +207,11 @@ def test_forward_noise(pipe):
     eps = (x_end - level * x0) / math.sqrt(1 - level**2)  # the same noise at every t with one seed
     level_500 = demo.noise_level(pipe, 500)
     assert torch.allclose(eps, (xa - level_500 * x0) / math.sqrt(1 - level_500**2), atol=1e-4)
-    assert "melody itself" in demo.noise_caption(pipe, 0)
-    assert "pure noise" in demo.noise_caption(pipe, 1000)
+    # the captions say what the picture shows: the share of sixteenths kept, the VAE's own at step 0
+    assert "give back 71% of the melody's sixteenths" in demo.noise_caption(pipe, 0, 0.714, 0.714)
+    late = demo.noise_caption(pipe, 1000, 0.06, 0.714)
+    assert "6% of the sixteenths still sound as in the melody (step 0: 71%)" in late and "noise" in late
+    assert "speckle" not in demo.noise_caption(pipe, 100, 0.65, 0.714)
     with pytest.raises(GenerateError, match="between 0 and 1000"):
         demo.forward_noise(pipe, tokens, 1001)
 
@@ -214,12 +223,40 @@ def test_reverse_trace(pipe):
     assert [f.t for f in frames] == sorted((f.t for f in frames), reverse=True)
     assert all(len(f.x_t) == len(tokens) and (f.x0 is None or len(f.x0) == len(tokens)) for f in frames)
     assert np.array_equal(frames[-1].x_t, frames[-1].x0)  # the last step lands on its x0 estimate
+    assert all(f.latents.shape == (4, pipe.codec.dim) for f in frames) and frames[0].x0_latents is None
     again = demo.reverse_trace(pipe, tokens, 1000, 5, seed=0)
     assert all(np.array_equal(f.x_t, g.x_t) for f, g in zip(frames, again, strict=True))
     short = demo.reverse_trace(pipe, tokens, 20, 20, seed=0)  # every step from t = 20
     assert [f.t for f in short] == list(range(20, -1, -1))
-    assert "Start" in demo.reverse_caption(frames[0], 0, 6) and "Done" in demo.reverse_caption(frames[-1], 5, 6)
+    assert demo.reverse_caption(frames, 0, tokens, 0.7).startswith("**Start (step 1000):**")
+    assert "a new melody" in demo.reverse_caption(frames, 5, tokens, 0.7)
+    kept = demo.agreement(short[-1].x_t, tokens)
+    assert f"{kept:.0%} of the sixteenths sound as in the melody" in demo.reverse_caption(short, 20, tokens, 0.7)
+    assert "Step 3 of 20 (noise step 17)" in demo.reverse_caption(short, 3, tokens, 0.7)
     for args, match in [((0, 5), "start step"), ((1001, 5), "start step"), ((10, 11), "number of steps"),
                         ((10, 0), "number of steps")]:
         with pytest.raises(GenerateError, match=match):
             demo.reverse_trace(pipe, tokens, *args)
+
+
+def test_a_reverse_run_restores_its_melody(pipe):
+    """Issue 27: the Learn tab's reverse run, started from a lightly noised melody, must bring it
+    back. It ended further from the melody than its noisy start at every start step (from step
+    20: 25% of sixteenths against the start's 74%) while its sampler clipped x0 to [-1, 1] in a
+    model space of std 1; now from step 20 it keeps what the VAE itself keeps, and from step 300
+    it ends nearer the melody than it started."""
+    tokens = demo.learn_melody(demo.load_melody(MIDI / "oneills_003_4-4_melody.mid")[1].tokens)
+    vae = demo.agreement(demo.reconstruction(pipe, tokens), tokens)  # the VAE's own loss (72% of this reel)
+    runs = demo.restoration(pipe, tokens, [20, 300], seeds=[0, 1, 2])
+    assert np.mean([r.end for r in runs if r.start_t == 20]) >= vae
+    assert all(r.end > r.start + 0.05 for r in runs if r.start_t == 300)
+    frames = demo.reverse_trace(pipe, tokens, 20, 20, seed=0)  # what the tab draws
+    assert demo.agreement(frames[-1].x_t, tokens) >= vae
+
+
+def test_agreement_counts_sounding_pitches():
+    tokens = np.array([melody.pitch_to_token(60), 0, 0, 1, melody.pitch_to_token(62), 0, 0, 0], dtype=np.uint8)
+    assert demo.sounding_pitch(tokens).tolist() == [tokens[0]] * 3 + [-1] + [tokens[4]] * 4
+    other = tokens.copy()
+    other[3] = 0  # the C held through the rest
+    assert demo.agreement(tokens, tokens) == 1.0 and demo.agreement(other, tokens) == 7 / 8

@@ -126,16 +126,23 @@ def test_rows_like_figure_2(foster64, bach):
     fig = pr.plot_rows(rows, box_bars=(16, 48), title="infilling")
     axes = fig.axes
     assert [ax.get_title(loc="left") for ax in axes] == [r[0] for r in rows]
+    lo, hi = pr.shared_pitches([t for _, t in rows])
     for ax, (_, tokens) in zip(axes, rows, strict=True):
         assert ax.get_xlim() == (0, 64)
-        np.testing.assert_allclose(drawn_notes(ax), expected_notes(tokens), atol=1e-9)
+        want = [(a, b, min(max(p, lo - pr.PITCH_MARGIN), hi + pr.PITCH_MARGIN))  # a far note sits at the edge
+                for a, b, p in expected_notes(tokens)]
+        np.testing.assert_allclose(sorted(map(tuple, drawn_notes(ax))), sorted(want), atol=1e-9)
         (box,) = boxes(ax)
         assert (box.get_x(), box.get_width()) == (16, 32)
     # rows share the time axis; only the bottom row labels it
     assert axes[0].get_shared_x_axes().joined(axes[0], axes[-1])
     assert axes[-1].get_xlabel() == "bar" and axes[0].get_xlabel() == ""
-    # each row its own pitch range: the wide prior row does not squash the original
-    assert np.diff(axes[3].get_ylim())[0] > 2 * np.diff(axes[0].get_ylim())[0]
+    # one pitch axis for every row (issue 27), reaching at most an octave past the original's range,
+    # so the prior's stray notes (up to C8 here) do not squash the melody
+    assert len({ax.get_ylim() for ax in axes}) == 1
+    a, b = pr.pitch_range(foster64)
+    assert (lo, hi) == (max(pr.pitch_range(*(t for _, t in rows))[0], a - 12), b + 12) and hi < 100
+    assert [pr.plot_rows(rows, share_pitch=False).axes[k].get_ylim() for k in (0, 3)] != [axes[0].get_ylim()] * 2
     assert fig.get_size_inches()[0] * fig.dpi == 1000
 
 
@@ -193,3 +200,26 @@ def test_fast_enough_for_the_app(foster64):
         pr.figure_png(pr.plot_pianoroll(foster64, box_bars=(16, 48)))
         best = min(best, time.process_time() - t)
     assert best < 0.5, best
+
+
+def test_latents_over_their_melody(foster64, bach):
+    """Issue 27: the latents themselves, one column per 2-bar chunk under the bars it encodes, over
+    the melody they decode to; panels share one pitch axis and one time axis."""
+    lat = np.random.default_rng(0).standard_normal((32, 257))
+    fig = pr.plot_latent_rolls([("a", lat, foster64), ("b", lat[:4], bach[: 8 * 16])], ncols=2, title="t")
+    lat_a, roll_a, lat_b, roll_b = fig.axes
+    (img,) = lat_a.images
+    assert img.get_array().shape == (257, 32) and list(img.get_extent()) == [0, 64, 257, 0]
+    assert lat_b.images[0].get_array().shape == (257, 4)
+    assert roll_a.get_ylim() == roll_b.get_ylim() and lat_a.get_xlim() == roll_b.get_xlim() == (0, 64)
+    assert lat_a.get_title(loc="left") == "a" and len(drawn_notes(roll_b)) == int((bach[:128] >= 2).sum())
+    with pytest.raises(ValueError):
+        pr.plot_latent_rolls([])
+
+
+def test_restoration_curve():
+    fig = pr.plot_restoration([("reel", [20, 300], [0.7, 0.4], [0.72, 0.55], 0.71)], title="t")
+    (ax,) = fig.axes
+    end, start, vae = ax.get_lines()
+    assert list(end.get_ydata()) == [0.72, 0.55] and list(start.get_ydata()) == [0.7, 0.4]
+    assert list(vae.get_ydata()) == [0.71, 0.71] and ax.get_ylim()[1] > 1.0
