@@ -21,7 +21,7 @@ import torch
 from symdiff import melody
 from symdiff.atomic import write_text
 from symdiff.data.corpus import style_of
-from symdiff.data.dataset import DEFAULT_PATH, Lines
+from symdiff.dataset import DEFAULT_PATH, Lines
 from symdiff.evaluation.fidelity import COHERENCE, SHARES, coherence_figures, summarize
 from symdiff.generate import DEFAULT_STEPS, MelodyDiffusion
 from symdiff.options import DEFAULT_SAMPLER

@@ -31,7 +31,7 @@ import torch
 from symdiff import melody
 from symdiff.atomic import write_text
 from symdiff.data.corpus import STYLES
-from symdiff.data.dataset import DEFAULT_PATH, Lines
+from symdiff.dataset import DEFAULT_PATH, Lines
 from symdiff.evaluation.fidelity import coherence_figures, select_pieces, summarize
 from symdiff.generate import DEFAULT_STEPS, MelodyDiffusion
 from symdiff.options import DEFAULT_SAMPLER
