@@ -82,7 +82,8 @@ def test_the_replaced_bars_set_the_rate_and_the_rests_allowed():
 
 def test_a_draw_off_its_sections_key_is_a_fault():
     """Der Lindenbaum's first section (E major up to step 288): bars 9-12 moved a semitone up
-    leave its key; a tune of one key (the reel) has no key target, its window holds the key."""
+    leave its key; a tune of one key (the reel) has no key target, its window holds the key, but
+    for bars that continue it."""
     found, tokens = line("schubert_lindenbaum_3-4_triplets.mid")
     span = (96, 192)
     goal = fit.targets(tokens, span, keys=found.keys)
@@ -93,6 +94,10 @@ def test_a_draw_off_its_sections_key_is_a_fault():
     assert "key" in [f.what for f in fit.faults(shifted, goal)]
     reel, reel_tokens = line("nottingham_cuckoos_nest_reel.mid")
     assert fit.targets(reel_tokens, (4 * BAR, 8 * BAR), keys=reel.keys).key is None
+    # continued by 8 bars: the new bars are held to the key of the 8 before them, D major
+    longer = np.concatenate([reel_tokens, np.zeros(8 * BAR, dtype=reel_tokens.dtype)])
+    goal = fit.targets(longer, (len(reel_tokens), len(longer)), keys=reel.keys)
+    assert str(goal.key) == "D major" and goal.key == fit.find_key(reel_tokens[-8 * BAR :])
 
 
 def test_a_range_that_ends_the_tune_keeps_its_final_pitch_class():
