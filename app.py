@@ -63,6 +63,7 @@ from symdiff.precision import choose_threads, resolve_device  # noqa: E402
 log = logging.getLogger("symdiff.app")
 
 MAX_BARS = MAX_NEW_BARS  # past 64, written 32 bars at a time (`MelodyDiffusion.generate`)
+DEFAULT_BARS = 64  # one window of the model, the paper's length (past it, every 32 bars cost another window)
 MAX_VARIATIONS = 4  # side by side, each with its audio and MIDI
 VARY_NUM = 3
 VARY_STRENGTH = 0.3  # eval/variations.md: about two thirds of the 16ths still sound the original's pitch
@@ -782,7 +783,7 @@ def build(app: SymdiffApp) -> gr.Blocks:
                             g_run = gr.Button("Generate", variant="primary", elem_id="generate-button")
                             g_stop = gr.Button("Stop", variant="secondary", elem_id="generate-stop")
                         with gr.Accordion("Settings", open=False, elem_id="generate-settings"):  # the result first
-                            g_bars = gr.Slider(1, MAX_BARS, value=MAX_BARS, step=1, label="Bars")
+                            g_bars = gr.Slider(1, MAX_BARS, value=DEFAULT_BARS, step=1, label="Bars")
                             g_sampler = gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler",
                                                  info="DDPM (the paper's): 80-200 steps. DPM-Solver++ SDE: 20 "
                                                       "steps, far faster, a little less close to the piece "
