@@ -576,7 +576,8 @@ class SymdiffApp:
     # --- vary -------------------------------------------------------------------------------
 
     @user_errors
-    def vary(self, midi_file, track, first_bar, last_bar, strength, num, sampler, steps, seed):
+    def vary(self, midi_file, track, first_bar, last_bar, strength, num, sampler, steps, seed,
+             request: gr.Request = None):  # type: ignore[assignment]  # gradio fills it in
         """Variations of the chosen bars: the status, the rows (original and each variation), the
         original's audio, then audio and MIDI of each of MAX_VARIATIONS slots (None past `num`)."""
         try:
@@ -593,21 +594,28 @@ class SymdiffApp:
         t0 = time.perf_counter()
         plan, tokens = demo.plan_bars(found, cand, first_bar, last_bar, self.pipe.seq_len)
         first, last = int(first_bar), int(last_bar)
-        stop, ticks = threading.Event(), queue.Queue[tuple[int, int, str]]()
+        stop, ticks = self._session_stop(request), queue.Queue[tuple[int, int, str]]()
         slots = [gr.skip()] * (2 * MAX_VARIATIONS)
+        reached = [0, steps]
 
         def report(done: int, total: int, stage: str) -> None:
             if stop.is_set():
                 raise demo.Cancelled()
+            reached[:] = [done, total]
             ticks.put((done, total, stage))
 
         yield f"Varying bars {first}-{last} at strength {strength:g} ...", gr.skip(), gr.skip(), *slots
-        res = yield from threaded(
-            self._on_free_cores(lambda: self.pipe.vary(tokens, strength, plan.steps, num, sampler, steps, seed,
-                                                       keys=found.keys, pickup=found.bars.onset_pickup,
-                                                       progress=Progress(report))), ticks, stop,
-            lambda t: (f"Varying: {t[2]}, step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), *slots),
-            self.time_limit_s)
+        try:
+            res = yield from threaded(
+                self._on_free_cores(lambda: self.pipe.vary(tokens, strength, plan.steps, num, sampler, steps, seed,
+                                                           keys=found.keys, pickup=found.bars.onset_pickup,
+                                                           progress=Progress(report))), ticks, stop,
+                lambda t: (f"Varying: {t[2]}, step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), *slots),
+                self.time_limit_s)
+        except demo.Cancelled:  # Stop was pressed
+            yield (f"**Stopped** at step {reached[0]} of {reached[1]}: no variations written (a chain stopped "
+                   "halfway has no bars to give).", gr.skip(), gr.skip(), *slots)
+            return
         crop, box, lines = self._view(found, plan, tokens)
         span = slice(*plan.steps)
         close = [melody.agreement(out[span], tokens[span]) for out in res.tokens]
@@ -736,7 +744,7 @@ class SymdiffApp:
 
 
 INTRO = """# symdiff: a model that writes melodies by removing noise
-**Generate** a new melody, **Infill** bars of your own MIDI file, or **Learn** how it works.
+**Generate** a new melody, **Infill** bars of your own MIDI file or **Vary** them, or **Learn** how it works.
 """
 ABOUT = """**How it works.** A [MusicVAE](https://magenta.tensorflow.org/music-vae) turns every 2 bars of a
 melody into a list of numbers (its latents); a transformer diffusion model learnt sequences of 32
@@ -917,11 +925,12 @@ def build(app: SymdiffApp) -> gr.Blocks:
                                           elem_id="vary-num")
                         v_sampler = gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler")
                         v_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS[DEFAULT_SAMPLER], step=1,
-                                            label="Diffusion steps (a strength of s runs s of them)")
+                                            label="Diffusion steps (a strength of s runs s of them)",
+                                            elem_id="vary-steps")
                         v_seed = gr.Number(0, precision=0, label="Seed")
                         with gr.Row():
                             v_run = gr.Button("Vary", variant="primary", elem_id="vary-button")
-                            v_stop = gr.Button("Stop", variant="secondary")
+                            v_stop = gr.Button("Stop", variant="secondary", elem_id="vary-stop")
                     with gr.Column(scale=3):
                         v_range = gr.Markdown("Upload a MIDI file or pick an example.", label="Range",
                                               elem_id="vary-range")
@@ -947,11 +956,9 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 v_last.input(api_visibility="private", trigger_mode="always_last", **v_preview_args)
                 v_preview.select(app.pick_bar, [v_geo, v_first, v_last, v_clicks], [v_first, v_last, v_clicks],
                                  api_visibility="private").then(api_visibility="private", **v_preview_args)
-                vary_event = v_run.click(app.vary, [v_file, v_track, v_first, v_last, v_strength, v_num, v_sampler,
-                                                    v_steps, v_seed],
-                                         [v_status, v_rows, v_audio_orig, *v_slots], api_name="vary",
-                                         concurrency_id="model")
-                v_stop.click(None, None, None, cancels=[vary_event], api_visibility="private")
+                v_run.click(app.vary, [v_file, v_track, v_first, v_last, v_strength, v_num, v_sampler, v_steps, v_seed],
+                            [v_status, v_rows, v_audio_orig, *v_slots], api_name="vary", concurrency_id="model")
+                v_stop.click(app.stop, None, None, api_visibility="private", concurrency_id="light")
                 v_sampler.input(default_steps, v_sampler, v_steps, api_visibility="private")
                 v_num.change(vary_slots, v_num, v_slots, api_visibility="private")
 

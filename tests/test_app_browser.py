@@ -107,6 +107,24 @@ def test_stop_says_where_it_stopped(page, server, tmp_path):
     assert server.alive
 
 
+def test_vary_stops_and_says_so(page, server, tmp_path):
+    """Issue 27: Stop in the Vary tab says at which step of the job it stopped, and that nothing
+    was written."""
+    page.get_by_role("tab", name="Vary").click()
+    page.set_input_files("#vary-file input[type=file]", str(MIDI / "oneills_020_jig_6-8.mid"))
+    expect(page.locator("#vary-range")).to_contain_text("16 bars of 6/8")
+    box = page.locator("#vary-steps input[type=number]")
+    box.fill("1000")
+    box.press("Enter")
+    page.locator("#vary-button").click()
+    expect(page.locator("#vary-status")).to_contain_text("Varying:", timeout=TIMEOUT_MS)
+    page.locator("#vary-stop").click()
+    expect(page.locator("#vary-status")).to_contain_text("Stopped at step", timeout=TIMEOUT_MS)
+    assert "no variations written" in text_of(page, "#vary-status")
+    page.screenshot(path=str(tmp_path / "vary_stopped.png"), full_page=True)
+    assert server.alive
+
+
 def x_on_roll(img, bar: float, bars: float) -> float:
     """Where the middle of a bar lies on the preview (its plot area: 58 px .. 1000 - 14 px of 1000),
     for a roll of `bars` equal bars."""
