@@ -776,6 +776,20 @@ def style_dropdown(styles: tuple[str, ...], elem_id: str, heard: bool = False) -
                        + "which of the corpus' styles to write in; any: the model's own mix.")
 
 
+def file_and_bars(app: SymdiffApp, tab: str) -> tuple[gr.File, gr.Dropdown, gr.Number, gr.Number]:
+    """A tab's MIDI file (with the examples), track and bar range, elem_ids `{tab}-file` and so on.
+    Numbers, not sliders: files of any length; 0 is a pickup bar."""
+    file = gr.File(label="MIDI file", file_types=[".mid", ".midi"], type="filepath", elem_id=f"{tab}-file")
+    if app.examples:
+        gr.Examples([[str(p)] for p in app.examples], inputs=[file], label="Examples")
+    track = gr.Dropdown([("auto: the most melodic track", "auto")], value="auto", label="Track",
+                        allow_custom_value=True, elem_id=f"{tab}-track")
+    with gr.Row():
+        first = gr.Number(1, precision=0, minimum=0, label="First bar", elem_id=f"{tab}-first")
+        last = gr.Number(1, precision=0, minimum=0, label="Last bar", elem_id=f"{tab}-last")
+    return file, track, first, last
+
+
 def build(app: SymdiffApp) -> gr.Blocks:
     n_steps = app.pipe.schedule.num_steps
     example = app.example or {}
@@ -852,15 +866,7 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 clicks = gr.State(0)
                 with gr.Row():
                     with gr.Column(scale=1, min_width=260):
-                        i_file = gr.File(label="MIDI file", file_types=[".mid", ".midi"], type="filepath",
-                                         elem_id="infill-file")
-                        if app.examples:
-                            gr.Examples([[str(p)] for p in app.examples], inputs=[i_file], label="Examples")
-                        i_track = gr.Dropdown([("auto: the most melodic track", "auto")], value="auto",
-                                              label="Track", allow_custom_value=True, elem_id="infill-track")
-                        with gr.Row():  # numbers, not sliders: files of any length; 0 is a pickup bar
-                            i_first = gr.Number(1, precision=0, minimum=0, label="First bar", elem_id="infill-first")
-                            i_last = gr.Number(1, precision=0, minimum=0, label="Last bar", elem_id="infill-last")
+                        i_file, i_track, i_first, i_last = file_and_bars(app, "infill")
                         i_sampler = gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler")
                         i_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS[DEFAULT_SAMPLER], step=1,
                                             label="Diffusion steps")
@@ -907,15 +913,7 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 v_clicks = gr.State(0)
                 with gr.Row():
                     with gr.Column(scale=1, min_width=260):
-                        v_file = gr.File(label="MIDI file", file_types=[".mid", ".midi"], type="filepath",
-                                         elem_id="vary-file")
-                        if app.examples:
-                            gr.Examples([[str(p)] for p in app.examples], inputs=[v_file], label="Examples")
-                        v_track = gr.Dropdown([("auto: the most melodic track", "auto")], value="auto",
-                                              label="Track", allow_custom_value=True, elem_id="vary-track")
-                        with gr.Row():
-                            v_first = gr.Number(1, precision=0, minimum=0, label="First bar", elem_id="vary-first")
-                            v_last = gr.Number(1, precision=0, minimum=0, label="Last bar", elem_id="vary-last")
+                        v_file, v_track, v_first, v_last = file_and_bars(app, "vary")
                         v_strength = gr.Slider(0.05, 1.0, value=VARY_STRENGTH, step=0.05, label="Strength",
                                                elem_id="vary-strength",
                                                info="How far the variations may go: the share of the diffusion's "
