@@ -91,16 +91,22 @@ def test_first_ten_seconds(browser, server, tmp_path, width, height):
     context.close()
 
 
+def run_then_stop(page, tab: str, running: str) -> None:
+    """Start `tab`'s run at 1000 steps and press Stop once its status says `running`; it must then
+    say that it stopped, and at which step."""
+    box = page.locator(f"#{tab}-steps input[type=number]")
+    box.fill("1000")
+    box.press("Enter")
+    page.locator(f"#{tab}-button").click()
+    expect(page.locator(f"#{tab}-status")).to_contain_text(running, timeout=TIMEOUT_MS)
+    page.locator(f"#{tab}-stop").click()
+    expect(page.locator(f"#{tab}-status")).to_contain_text("Stopped at step", timeout=TIMEOUT_MS)
+
+
 def test_stop_says_where_it_stopped(page, server, tmp_path):
     """Issue 27: Stop says that the run stopped, at which step, and shows the partial result."""
     page.locator("#generate-settings").get_by_text("Settings").click()
-    box = page.locator("#generate-steps input[type=number]")
-    box.fill("1000")
-    box.press("Enter")
-    page.locator("#generate-button").click()
-    expect(page.locator("#generate-status")).to_contain_text("Sampling: step", timeout=TIMEOUT_MS)
-    page.locator("#generate-stop").click()
-    expect(page.locator("#generate-status")).to_contain_text("Stopped at step", timeout=TIMEOUT_MS)
+    run_then_stop(page, "generate", "Sampling: step")
     assert "of 1000" in text_of(page, "#generate-status")
     expect(page.locator("#generate-roll img")).to_be_visible()  # the partial result
     page.screenshot(path=str(tmp_path / "stopped.png"), full_page=True)
@@ -113,13 +119,7 @@ def test_vary_stops_and_says_so(page, server, tmp_path):
     page.get_by_role("tab", name="Vary").click()
     page.set_input_files("#vary-file input[type=file]", str(MIDI / "oneills_020_jig_6-8.mid"))
     expect(page.locator("#vary-range")).to_contain_text("16 bars of 6/8")
-    box = page.locator("#vary-steps input[type=number]")
-    box.fill("1000")
-    box.press("Enter")
-    page.locator("#vary-button").click()
-    expect(page.locator("#vary-status")).to_contain_text("Varying:", timeout=TIMEOUT_MS)
-    page.locator("#vary-stop").click()
-    expect(page.locator("#vary-status")).to_contain_text("Stopped at step", timeout=TIMEOUT_MS)
+    run_then_stop(page, "vary", "Varying:")
     assert "no variations written" in text_of(page, "#vary-status")
     page.screenshot(path=str(tmp_path / "vary_stopped.png"), full_page=True)
     assert server.alive
