@@ -1,19 +1,18 @@
-"""Render melodies (tokens or scores) to audio, offline, with one of three backends.
+"""Render melodies (tokens or scores) to audio, offline, with one of two backends.
 
 - "fluidsynth": FluidSynth through pyfluidsynth (`import fluidsynth`), usable when the system
   library libfluidsynth is present (Debian: `apt-get install fluidsynth`, the Space's
   packages.txt). It plays a General MIDI soundfont found on the system (Debian's
-  fluid-soundfont-gm, /usr/share/sounds/sf2/FluidR3_GM.sf2), else the bundled TimGM6mb.sf2.
-- "tinysoundfont": TinySoundFont (PyPI `tinysoundfont`, a manylinux wheel, no system library)
-  with TimGM6mb.sf2, the small GM soundfont that ships inside the pretty_midi package. This is
-  what a plain `pip install -r requirements.txt` gives. (tinysoundfont declares a dependency on
-  PyAudio, which it needs only for live playback and which cannot build without PortAudio's
-  headers; requirements.txt satisfies it with a metadata-only placeholder, see
-  third_party/pyaudio-stub.)
-- "sine": a small additive synthesizer in numpy, always there, the last resort.
+  fluid-soundfont-gm, /usr/share/sounds/sf2/FluidR3_GM.sf2), else TimGM6mb.sf2, the small GM
+  soundfont inside the pretty_midi package. The notes are fed to one synthesizer event by
+  event: pretty_midi's own `fluidsynth()` loads the soundfont again for every instrument and
+  took 7.5 s for a 32-bar melody with FluidR3 where this takes 0.4 s.
+- "sine": a small additive synthesizer in numpy (a few partials under a piano-like envelope),
+  always there: what a plain `pip install -r requirements.txt` without the system library gives.
+  pretty_midi's `synthesize()` plays bare sine waves that click at every note.
 
 `backend="auto"` takes the first available in that order. `SYMDIFF_SOUNDFONT=/path/x.sf2`
-overrides the soundfont of both soundfont backends.
+overrides the soundfont.
 
 Bounded work: a render lasts at most `max_seconds` (MAX_SECONDS by default; notes are cut
 there), and `playback_qpm` brings a file's tempo into PLAYBACK_QPM, so that a valid 64-bar file
@@ -42,7 +41,7 @@ from .errors import SymdiffError
 from .melody import DEFAULT_QPM, tokens_to_score
 from .notes import Note, Score
 
-BACKENDS = ("fluidsynth", "tinysoundfont", "sine")
+BACKENDS = ("fluidsynth", "sine")
 SYSTEM_SOUNDFONTS = (
     "/usr/share/sounds/sf2/FluidR3_GM.sf2",  # Debian/Ubuntu fluid-soundfont-gm
     "/usr/share/soundfonts/FluidR3_GM.sf2",  # Arch, Fedora
@@ -86,15 +85,10 @@ def system_soundfont() -> Path | None:
     return None
 
 
-def soundfont_for(backend: str) -> Path | None:
-    """The soundfont a backend uses by default: FluidSynth prefers the system's (FluidR3_GM,
-    better and 148 MB), TinySoundFont the bundled one; $SYMDIFF_SOUNDFONT wins for both."""
-    env = os.environ.get(SOUNDFONT_ENV)
-    if env and Path(env).is_file():
-        return Path(env)
-    if backend == "fluidsynth":
-        return system_soundfont() or bundled_soundfont()
-    return bundled_soundfont() or system_soundfont()
+def soundfont() -> Path | None:
+    """The soundfont FluidSynth plays: $SYMDIFF_SOUNDFONT, else the system's (FluidR3_GM, better
+    and 148 MB), else pretty_midi's bundled one."""
+    return system_soundfont() or bundled_soundfont()
 
 
 def _fluidsynth():
@@ -107,14 +101,6 @@ def _fluidsynth():
     return fluidsynth if synth is not None and hasattr(synth, "get_samples") else None
 
 
-def _tinysoundfont():
-    try:
-        import tinysoundfont
-    except (ImportError, OSError):
-        return None
-    return tinysoundfont if hasattr(tinysoundfont, "Synth") else None
-
-
 def backend_problem(backend: str) -> str | None:
     """Why a backend cannot render here, or None when it can."""
     if backend == "sine":
@@ -123,12 +109,9 @@ def backend_problem(backend: str) -> str | None:
         if _fluidsynth() is None:
             return ("FluidSynth is unavailable: needs `pip install pyfluidsynth` and the system "
                     "library (apt-get install fluidsynth)")
-    elif backend == "tinysoundfont":
-        if _tinysoundfont() is None:
-            return "TinySoundFont is unavailable: `pip install tinysoundfont`"
     else:
         return f"unknown audio backend {backend!r}; choose from {', '.join(BACKENDS)} or 'auto'"
-    if soundfont_for(backend) is None:
+    if soundfont() is None:
         return f"{backend}: no soundfont found (install pretty_midi, or set ${SOUNDFONT_ENV})"
     return None
 
@@ -177,74 +160,35 @@ def _channels(notes: Sequence[Note]) -> dict[tuple[int, bool], int]:
 
 # --- event-driven soundfont rendering -----------------------------------------------------
 
-class _Synth:
-    """What the event loop needs from a soundfont synthesizer."""
+class _FluidSynth:
+    """One FluidSynth synthesizer with one soundfont loaded, rendering mono float frames."""
 
-    def program(self, chan: int, program: int, is_drum: bool) -> None: ...
-    def noteon(self, chan: int, key: int, velocity: int) -> None: ...
-    def noteoff(self, chan: int, key: int) -> None: ...
-    def generate(self, frames: int) -> np.ndarray:  # mono float
-        raise NotImplementedError
-    def close(self) -> None: ...
-
-
-class _FluidSynth(_Synth):
-    def __init__(self, sample_rate: int, soundfont: Path):
+    def __init__(self, sample_rate: int, path: Path):
         fluidsynth = _fluidsynth()
         self.synth = fluidsynth.Synth(gain=0.5, samplerate=float(sample_rate))
-        self.sfid = self.synth.sfload(str(soundfont))
+        self.sfid = self.synth.sfload(str(path))
         if self.sfid == -1:
             self.synth.delete()
-            raise AudioError(f"FluidSynth could not load the soundfont {soundfont}")
+            raise AudioError(f"FluidSynth could not load the soundfont {path}")
 
-    def program(self, chan, program, is_drum):
+    def program(self, chan: int, program: int, is_drum: bool) -> None:
         self.synth.program_select(chan, self.sfid, 128 if is_drum else 0, 0 if is_drum else program)
 
-    def noteon(self, chan, key, velocity):
+    def noteon(self, chan: int, key: int, velocity: int) -> None:
         self.synth.noteon(chan, key, velocity)
 
-    def noteoff(self, chan, key):
+    def noteoff(self, chan: int, key: int) -> None:
         self.synth.noteoff(chan, key)
 
-    def generate(self, frames):
+    def generate(self, frames: int) -> np.ndarray:
         s16 = np.asarray(self.synth.get_samples(frames), dtype=np.float32)  # interleaved stereo
         return s16.reshape(-1, 2).mean(axis=1) / 32768.0
 
-    def close(self):
+    def close(self) -> None:
         self.synth.delete()
 
 
-class _TinySoundFont(_Synth):
-    def __init__(self, sample_rate: int, soundfont: Path):
-        tinysoundfont = _tinysoundfont()
-        self.synth = tinysoundfont.Synth(gain=0.0, samplerate=int(sample_rate))
-        try:
-            self.sfid = self.synth.sfload(str(soundfont))
-        except Exception as e:  # tinysoundfont raises a bare Exception on an unreadable file
-            raise AudioError(f"TinySoundFont could not load the soundfont {soundfont}: {e}") from None
-
-    def program(self, chan, program, is_drum):
-        try:
-            self.synth.program_select(chan, self.sfid, 128 if is_drum else 0,
-                                      0 if is_drum else program, is_drums=is_drum)
-        except RuntimeError:  # preset missing from the soundfont: fall back to the piano
-            self.synth.program_select(chan, self.sfid, 0, 0)
-
-    def noteon(self, chan, key, velocity):
-        self.synth.noteon(chan, key, velocity)
-
-    def noteoff(self, chan, key):
-        self.synth.noteoff(chan, key)
-
-    def generate(self, frames):
-        buf = self.synth.generate_simple(frames)  # interleaved stereo float32
-        return np.frombuffer(buf, dtype=np.float32).reshape(-1, 2).mean(axis=1)
-
-    def close(self):
-        pass  # nothing to free by hand: the SoundFont goes with the object
-
-
-def _render_events(synth: _Synth, notes: Sequence[Note], sample_rate: int, frames: int) -> np.ndarray:
+def _render_events(synth: _FluidSynth, notes: Sequence[Note], sample_rate: int, frames: int) -> np.ndarray:
     """Play the notes through a synthesizer, rendering the frames between events."""
     channels = _channels(notes)
     for (program, is_drum), chan in channels.items():
@@ -271,12 +215,11 @@ def _render_events(synth: _Synth, notes: Sequence[Note], sample_rate: int, frame
     return out
 
 
-def _render_soundfont(kind, notes, sample_rate, frames, soundfont) -> np.ndarray:
-    cls = _FluidSynth if kind == "fluidsynth" else _TinySoundFont
-    path = soundfont or soundfont_for(kind)
+def _render_fluidsynth(notes: Sequence[Note], sample_rate: int, frames: int, path: str | Path | None) -> np.ndarray:
+    path = path or soundfont()
     if path is None:  # resolve_backend found one; it can have gone since
-        raise AudioError(f"{kind}: no soundfont found (install pretty_midi, or set ${SOUNDFONT_ENV})")
-    synth = cls(sample_rate, Path(path))
+        raise AudioError(f"fluidsynth: no soundfont found (install pretty_midi, or set ${SOUNDFONT_ENV})")
+    synth = _FluidSynth(sample_rate, Path(path))
     try:
         return _render_events(synth, notes, sample_rate, frames)
     finally:
@@ -349,7 +292,7 @@ def render(
     times, programs and velocities. The audio is peak-normalised to `peak` and ends at most
     `release` seconds after the last note ends; a melody without notes gives silence of its
     length; nothing after `max_seconds` is played. `backend`: "auto" (the best available),
-    "fluidsynth", "tinysoundfont" or "sine".
+    "fluidsynth" or "sine".
     """
     sample_rate = int(sample_rate)
     if not 8000 <= sample_rate <= 96000:
@@ -368,7 +311,7 @@ def render(
     if kind == "sine":
         audio = _render_sine(notes, sample_rate, frames)
     else:
-        audio = _render_soundfont(kind, notes, sample_rate, frames, soundfont)
+        audio = _render_fluidsynth(notes, sample_rate, frames, soundfont)
     return sample_rate, _finish(audio, end_frame, sample_rate, peak)
 
 

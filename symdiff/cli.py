@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import logging
 import sys
@@ -99,6 +100,9 @@ def cmd_data_build(args: argparse.Namespace) -> None:
         if report["interrupted"]:
             sys.exit(130)
         return
+    if importlib.util.find_spec("music21") is None:
+        raise UsageError("building from music21's corpus needs music21: pip install 'symdiff[data]' "
+                         "(or use --midi-dir)")
     from .data.corpus import build
 
     lines, counts = build(Path(args.out), args.sources, args.workers, not args.no_halve, args.limit)

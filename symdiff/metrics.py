@@ -28,13 +28,12 @@ In the inference layer because the app shows the first two live (`demo.Refinemen
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from math import sqrt
 
 import numpy as np
-import scipy.linalg
-from scipy.special import erf
 
 from .melody import NO_EVENT, STEPS_PER_BAR, is_onset, token_to_pitch
 
@@ -45,6 +44,7 @@ EMPTY_FRAME = (1.0, 1e-6)  # SCHmUBERT's Gaussian for a frame without notes
 FEATURES = ("pitch", "duration")
 _SQRT2 = sqrt(2.0)
 _QUERY_CHUNK = 1 << 21  # symbols of sample windows searched at once (bounds the memory)
+_ERF = np.frompyfunc(math.erf, 1, 1)
 
 
 # --- notes ------------------------------------------------------------------------------------
@@ -96,6 +96,11 @@ def gaussian_overlap(mu1, sigma1, mu2, sigma2) -> np.ndarray:
         x1, x2 = (a + b) / dv, (a - b) / dv
         general = 1.0 - (np.abs(_cdf(x1, ym, ys) - _cdf(x1, xm, xs)) + np.abs(_cdf(x2, ym, ys) - _cdf(x2, xm, xs)))
     return np.where(dv == 0, equal, general)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """math.erf elementwise (float64): the one special function these metrics need, without scipy."""
+    return np.asarray(_ERF(x), dtype=np.float64)
 
 
 def _cdf(x: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -195,15 +200,13 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError(f"vector sizes differ: {a.shape[1]} and {b.shape[1]}")
     ca = np.atleast_2d(np.cov(a, rowvar=False))
     cb = np.atleast_2d(np.cov(b, rowvar=False))
-    root = scipy.linalg.sqrtm(ca @ cb)
-    if np.iscomplexobj(root):
-        # C_a C_b has a real non-negative spectrum; an imaginary part is round-off unless large
-        scale = max(1.0, float(np.abs(root.real).max()))
-        if np.abs(root.imag).max() > 1e-3 * scale:
-            raise ValueError(f"sqrtm(C_a C_b) has a large imaginary part ({np.abs(root.imag).max():.3g})")
-        root = root.real
+    # tr (C_a C_b)^(1/2) = sum of the square roots of the eigenvalues of the symmetric PSD matrix
+    # C_a^(1/2) C_b C_a^(1/2) (the same spectrum); round-off below zero is clipped
+    w, v = np.linalg.eigh(ca)
+    half = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    root_trace = float(np.sqrt(np.clip(np.linalg.eigvalsh(half @ cb @ half), 0.0, None)).sum())
     diff = a.mean(axis=0) - b.mean(axis=0)
-    return float(diff @ diff + np.trace(ca) + np.trace(cb) - 2.0 * np.trace(root))
+    return float(diff @ diff + np.trace(ca) + np.trace(cb) - 2.0 * root_trace)
 
 
 def mmd_polynomial(a: np.ndarray, b: np.ndarray) -> float:

@@ -97,6 +97,15 @@ def test_data_build_and_stats_json(runs, capsys):
 
 # --- in process: the same main() the console script calls -----------------------------------
 
+def test_data_build_without_music21_says_what_to_install(tmp_path, monkeypatch, capsys):
+    """music21 is the `data` extra, not an app dependency: without it, one line saying so."""
+    monkeypatch.setitem(sys.modules, "music21", None)  # what an install without the extra has
+    assert main(["data", "build", "--out", str(tmp_path / "x.npz"), "--sources", "josquin"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'symdiff[data]'" in err
+    assert not (tmp_path / "x.npz").exists()
+
+
 @pytest.mark.parametrize("kind, text", [
     ("missing", "no such file"),
     ("empty", "the file is empty"),

@@ -53,7 +53,7 @@ LATENT_MODELS = [d for d in sorted((REPO / "checkpoints").iterdir()) if (d / "co
 
 
 def docs() -> list[Path]:
-    """Every markdown file we write (not third_party, not test data)."""
+    """Every markdown file we write (not test data)."""
     found = [README, ARCHITECTURE, *sorted((REPO / "docs").glob("*.md")), *CARDS, *sorted(EVAL.rglob("*.md")),
              *sorted(REPO.glob("data/*.md")), *sorted(REPO.glob("assets/*.md"))]
     return [p for p in found if p.is_file()]

@@ -87,12 +87,17 @@ def test_the_checker_resolves_relative_and_lazy_imports():
     ("app", ("symdiff.demo", "symdiff.metrics", "symdiff.dataset")),  # the Gradio app and the Space
 ], ids=["pipeline", "app"])
 def test_importing_the_pipeline_or_the_app_loads_no_data_training_or_evaluation_module(imports, loads):
-    code = f"import sys, {imports}\nprint('\\n'.join(sorted(m for m in sys.modules if m.startswith('symdiff'))))"
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            cwd=PACKAGE.parent).stdout.split()
+    """Nor what only they need: music21 (the `data` extra), scipy and note_seq (tests and Magenta
+    parity), none of which the app's requirements.txt installs."""
+    code = f"import sys, {imports}\nprint('\\n'.join(sorted(sys.modules)))"
+    everything = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                cwd=PACKAGE.parent).stdout.split()
+    loaded = [m for m in everything if m.startswith("symdiff")]
     assert set(loads) <= set(loaded), loaded
     outside = [m for m in loaded if m.split(".")[1:2] and m.split(".")[1] in SUBPACKAGES]
     assert not outside, f"importing {imports} loads {outside}"
+    extras = sorted({m.split(".")[0] for m in everything} & {"music21", "scipy", "note_seq"})
+    assert not extras, f"importing {imports} loads {extras}"
 
 
 # Run `symdiff ARGS` in a fresh interpreter and list the modules it loaded (after a marker line).

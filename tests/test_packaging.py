@@ -16,7 +16,7 @@ import tomllib
 REPO = Path(__file__).resolve().parent.parent
 # Imported only inside a function that says what to install when they are missing.
 OPTIONAL = {"tensorflow": "scripts/install-magenta.sh", "fluidsynth": "the app extra",
-            "tinysoundfont": "requirements.txt"}
+            "music21": "the data extra"}
 
 
 def third_party_imports(paths: list[Path]) -> set[str]:
