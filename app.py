@@ -82,6 +82,9 @@ DENSITY_LABELS: dict[str, str | None] = {DENSITY_REPLACED: "replaced", "as the r
 # windows 14.5-14.9, 0.925-0.936, 11-14%).
 GENERATE_STEPS = 80
 EXAMPLE_BARS = 16  # the example run on the Generate tab before any click
+CLEAR_TO_UPLOAD = "or clear it (x, top right of the file) and upload your own."
+OPENING_EXAMPLE = "liliuokalani_aloha_oe_voice_piano.mid"  # loaded in Infill and Vary before any click: a song
+# with a piano part, so the whole arrangement coming back shows
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # MIDI files are small; 2 MB is generous
 CONCURRENCY = 2  # model runs at once (the Space has 2 vCPUs)
 QUEUE_SIZE = 64  # requests waiting beyond that are told the app is busy
@@ -450,13 +453,29 @@ class SymdiffApp:
         if upload_path(midi_file) is None:
             return (gr.Dropdown(choices=[("auto: the most melodic track", "auto")], value="auto"), 1, 1,
                     None, "Upload a MIDI file or pick an example.", None)
+        choices, first, last, img, text, geo = self._file_view(midi_file, whole)
+        return gr.Dropdown(choices=choices, value="auto"), first, last, img, text, geo
+
+    def _file_view(self, midi_file, whole: bool):
+        """A file's track choices, default range and its preview -> (choices, first, last, image,
+        range text, geometry)."""
         found, cand = self._load(midi_file)
         auto = "auto: the most melodic track" if not cand.chordal else \
             f"auto: track {cand.index}, in chords (this file has no single-line melody)"
         choices = [(auto, "auto")] + [(demo.track_label(found, c), str(c.index)) for c in found.candidates]
         first, last = demo.whole_range(found.bars, self.pipe.seq_len) if whole else demo.default_range(found.bars)
-        img, text, geo = self._preview(found, cand, first, last)
-        return gr.Dropdown(choices=choices, value="auto"), first, last, img, text, geo
+        return choices, first, last, *self._preview(found, cand, first, last)
+
+    def opening(self, whole: bool = False) -> dict:
+        """What the Infill (or, `whole`, the Vary) tab shows before any click: an example file
+        loaded, its default range picked and previewed, so the tab opens on music, not on empty boxes."""
+        names = {p.name: p for p in self.examples}
+        path = names.get(OPENING_EXAMPLE) or next(iter(names.values()), None)
+        if path is None:
+            return {}
+        choices, first, last, preview, text, geo = self._file_view(str(path), whole)
+        return {"file": str(path), "choices": choices, "first": first, "last": last, "preview": preview,
+                "range": text, "geo": geo}
 
     def _view(self, found: melody.MidiMelodies, plan, tokens: np.ndarray):
         """What a picture shows: the model's window around the range (a long song is not drawn
@@ -776,17 +795,18 @@ def style_dropdown(styles: tuple[str, ...], elem_id: str, heard: bool = False) -
                        + "which of the corpus' styles to write in; any: the model's own mix.")
 
 
-def file_and_bars(app: SymdiffApp, tab: str) -> tuple[gr.File, gr.Dropdown, gr.Number, gr.Number]:
-    """A tab's MIDI file (with the examples), track and bar range, elem_ids `{tab}-file` and so on.
-    Numbers, not sliders: files of any length; 0 is a pickup bar."""
-    file = gr.File(label="MIDI file", file_types=[".mid", ".midi"], type="filepath", elem_id=f"{tab}-file")
+def file_and_bars(app: SymdiffApp, tab: str, opening: dict) -> tuple[gr.File, gr.Dropdown, gr.Number, gr.Number]:
+    """A tab's MIDI file (with the examples), track and bar range, elem_ids `{tab}-file` and so on,
+    set to `opening` (`SymdiffApp.opening`). Numbers, not sliders: files of any length; 0 is a pickup bar."""
+    file = gr.File(opening.get("file"), label="MIDI file", file_types=[".mid", ".midi"], type="filepath",
+                   elem_id=f"{tab}-file")
     if app.examples:
         gr.Examples([[str(p)] for p in app.examples], inputs=[file], label="Examples")
-    track = gr.Dropdown([("auto: the most melodic track", "auto")], value="auto", label="Track",
-                        allow_custom_value=True, elem_id=f"{tab}-track")
+    choices = opening.get("choices", [("auto: the most melodic track", "auto")])
+    track = gr.Dropdown(choices, value="auto", label="Track", allow_custom_value=True, elem_id=f"{tab}-track")
     with gr.Row():
-        first = gr.Number(1, precision=0, minimum=0, label="First bar", elem_id=f"{tab}-first")
-        last = gr.Number(1, precision=0, minimum=0, label="Last bar", elem_id=f"{tab}-last")
+        first = gr.Number(opening.get("first", 1), precision=0, minimum=0, label="First bar", elem_id=f"{tab}-first")
+        last = gr.Number(opening.get("last", 1), precision=0, minimum=0, label="Last bar", elem_id=f"{tab}-last")
     return file, track, first, last
 
 
@@ -862,11 +882,12 @@ def build(app: SymdiffApp) -> gr.Blocks:
 
             # --- Infill ---
             with gr.Tab("Infill", id="infill"):
-                geo = gr.State(None)  # where the preview's plot area lies, for clicks on it
+                opening = app.opening()
+                geo = gr.State(opening.get("geo"))  # where the preview's plot area lies, for clicks on it
                 clicks = gr.State(0)
                 with gr.Row():
                     with gr.Column(scale=1, min_width=260):
-                        i_file, i_track, i_first, i_last = file_and_bars(app, "infill")
+                        i_file, i_track, i_first, i_last = file_and_bars(app, "infill", opening)
                         i_sampler = gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler")
                         i_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS[DEFAULT_SAMPLER], step=1,
                                             label="Diffusion steps")
@@ -881,10 +902,12 @@ def build(app: SymdiffApp) -> gr.Blocks:
                             i_run = gr.Button("Infill", variant="primary", elem_id="infill-button")
                             i_stop = gr.Button("Stop", variant="secondary", elem_id="infill-stop")
                     with gr.Column(scale=3):
-                        i_range = gr.Markdown("Upload a MIDI file or pick an example.", label="Range",
-                                              elem_id="infill-range")
-                        i_preview = roll_image("Your melody: pick the bars to regenerate", elem_id="infill-preview")
-                        i_status = gr.Markdown(label="Status", elem_id="infill-status")
+                        i_range = gr.Markdown(opening.get("range", "Upload a MIDI file or pick an example."),
+                                              label="Range", elem_id="infill-range")
+                        i_preview = roll_image("Your melody: pick the bars to regenerate", elem_id="infill-preview",
+                                               value=opening.get("preview"))
+                        i_status = gr.Markdown(f"An example is loaded: press **Infill**, {CLEAR_TO_UPLOAD}"
+                                               if opening else "", label="Status", elem_id="infill-status")
                         i_rows = roll_image("Original / diffusion / interpolation / prior", elem_id="infill-rows")
                         with gr.Row():
                             i_audio_orig = gr.Audio(label="Original", type="numpy", interactive=False)
@@ -909,11 +932,12 @@ def build(app: SymdiffApp) -> gr.Blocks:
 
             # --- Vary ---
             with gr.Tab("Vary", id="vary"):
-                v_geo = gr.State(None)
+                v_opening = app.opening(whole=True)
+                v_geo = gr.State(v_opening.get("geo"))
                 v_clicks = gr.State(0)
                 with gr.Row():
                     with gr.Column(scale=1, min_width=260):
-                        v_file, v_track, v_first, v_last = file_and_bars(app, "vary")
+                        v_file, v_track, v_first, v_last = file_and_bars(app, "vary", v_opening)
                         v_strength = gr.Slider(0.05, 1.0, value=VARY_STRENGTH, step=0.05, label="Strength",
                                                elem_id="vary-strength",
                                                info="How far the variations may go: the share of the diffusion's "
@@ -930,10 +954,12 @@ def build(app: SymdiffApp) -> gr.Blocks:
                             v_run = gr.Button("Vary", variant="primary", elem_id="vary-button")
                             v_stop = gr.Button("Stop", variant="secondary", elem_id="vary-stop")
                     with gr.Column(scale=3):
-                        v_range = gr.Markdown("Upload a MIDI file or pick an example.", label="Range",
-                                              elem_id="vary-range")
-                        v_preview = roll_image("Your melody: pick the bars to vary", elem_id="vary-preview")
-                        v_status = gr.Markdown(label="Status", elem_id="vary-status")
+                        v_range = gr.Markdown(v_opening.get("range", "Upload a MIDI file or pick an example."),
+                                              label="Range", elem_id="vary-range")
+                        v_preview = roll_image("Your melody: pick the bars to vary", elem_id="vary-preview",
+                                               value=v_opening.get("preview"))
+                        v_status = gr.Markdown(f"An example is loaded: press **Vary**, {CLEAR_TO_UPLOAD}"
+                                               if v_opening else "", label="Status", elem_id="vary-status")
                         v_rows = roll_image("Original and its variations", elem_id="vary-rows")
                         v_audio_orig = gr.Audio(label="Original", type="numpy", interactive=False)
                         v_slots = []

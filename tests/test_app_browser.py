@@ -91,6 +91,19 @@ def test_first_ten_seconds(browser, server, tmp_path, width, height):
     context.close()
 
 
+def test_infill_and_vary_open_on_an_example(page, server, tmp_path):
+    """Issue 27: the Infill and Vary tabs open on an example song, its range picked and drawn, so
+    one click runs them; nothing is empty before a run."""
+    for tab, name in (("infill", "Infill"), ("vary", "Vary")):
+        page.get_by_role("tab", name=name).click()
+        expect(page.locator(f"#{tab}-file")).to_contain_text("liliuokalani_aloha_oe_voice_piano")
+        expect(page.locator(f"#{tab}-range")).to_contain_text("20 bars of 4/4")
+        expect(page.locator(f"#{tab}-preview img")).to_be_visible()
+        expect(page.locator(f"#{tab}-status")).to_contain_text("An example is loaded")
+        page.screenshot(path=str(tmp_path / f"{tab}_opening.png"), full_page=True)
+    expect(page.locator("#vary-range")).to_contain_text("Bars 1-")
+
+
 def run_then_stop(page, tab: str, running: str) -> None:
     """Start `tab`'s run at 1000 steps and press Stop once its status says `running`; it must then
     say that it stopped, and at which step."""
@@ -117,12 +130,20 @@ def test_vary_stops_and_says_so(page, server, tmp_path):
     """Issue 27: Stop in the Vary tab says at which step of the job it stopped, and that nothing
     was written."""
     page.get_by_role("tab", name="Vary").click()
-    page.set_input_files("#vary-file input[type=file]", str(MIDI / "oneills_020_jig_6-8.mid"))
+    upload(page, "vary", MIDI / "oneills_020_jig_6-8.mid")
     expect(page.locator("#vary-range")).to_contain_text("16 bars of 6/8")
     run_then_stop(page, "vary", "Varying:")
     assert "no variations written" in text_of(page, "#vary-status")
     page.screenshot(path=str(tmp_path / "vary_stopped.png"), full_page=True)
     assert server.alive
+
+
+def upload(page, tab: str, path) -> None:
+    """Upload a file to a tab as a user does: the example the tab opens with cleared (x) first."""
+    loaded = page.locator(f"#{tab}-file").get_by_role("button", name="Clear")
+    if loaded.count():
+        loaded.click()
+    page.set_input_files(f"#{tab}-file input[type=file]", str(path))
 
 
 def x_on_roll(img, bar: float, bars: float) -> float:
@@ -145,7 +166,7 @@ def click_bars(page, first: int, last: int, bars: float) -> None:
 
 def test_infill_with_an_upload(page, server, tmp_path):
     page.get_by_role("tab", name="Infill").click()
-    page.set_input_files("#infill-file input[type=file]", str(ALOHA))
+    upload(page, "infill", ALOHA)
     expect(page.locator("#infill-range")).to_contain_text("Bars 9-16")  # the default range
     # choose the solo voice (track 4, it sings to bar 12 of the file's 20)
     page.locator("#infill-track input").click()
@@ -170,7 +191,7 @@ def test_a_jig_in_its_own_meter(page, server, tmp_path):
     """Issue 12: a 6/8 jig's bars are the score's (16, not the 12 of a 4/4 grid), and a click
     on its roll picks the bar under the pointer."""
     page.get_by_role("tab", name="Infill").click()
-    page.set_input_files("#infill-file input[type=file]", str(MIDI / "oneills_020_jig_6-8.mid"))
+    upload(page, "infill", MIDI / "oneills_020_jig_6-8.mid")
     expect(page.locator("#infill-range")).to_contain_text("16 bars of 6/8")
     expect(page.locator("#infill-range")).to_contain_text("Bars 9-16")
     page.wait_for_timeout(1000)
@@ -188,13 +209,12 @@ def test_a_jig_in_its_own_meter(page, server, tmp_path):
 
 def test_bad_upload_shows_a_message(page, server, tmp_path):
     page.get_by_role("tab", name="Infill").click()
-    page.set_input_files("#infill-file input[type=file]", str(MIDI / "bad" / "not_midi.mid"))
+    upload(page, "infill", MIDI / "bad" / "not_midi.mid")
     expect(page.get_by_text("not_midi.mid: not a MIDI file (no MThd header)").first).to_be_visible()
     page.screenshot(path=str(tmp_path / "bad_upload.png"), full_page=True)
     assert "Traceback" not in page.content()
     # the app still works: a good file afterwards
-    page.locator("#infill-file").get_by_role("button", name="Clear").click()
-    page.set_input_files("#infill-file input[type=file]", str(ALOHA))
+    upload(page, "infill", ALOHA)
     expect(page.locator("#infill-range")).to_contain_text("regenerated")
     assert server.alive
 
