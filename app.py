@@ -82,6 +82,7 @@ DENSITY_LABELS: dict[str, str | None] = {DENSITY_REPLACED: "replaced", "as the r
 # windows 14.5-14.9, 0.925-0.936, 11-14%).
 GENERATE_STEPS = 80
 EXAMPLE_BARS = 16  # the example run on the Generate tab before any click
+EXAMPLE_WAIT_S = 300.0  # a page opened while the example is drawn waits this long for it
 CLEAR_TO_UPLOAD = "or clear it (x, top right of the file) and upload your own."
 OPENING_EXAMPLE = "liliuokalani_aloha_oe_voice_piano.mid"  # loaded in Infill and Vary before any click: a song
 # with a piano part, so the whole arrangement coming back shows
@@ -312,7 +313,8 @@ class SymdiffApp:
         self.examples = demo.list_examples()
         self.jobs, self.max_threads = CONCURRENCY, None  # model runs at once; torch threads per run at most
         self._stops: dict[str, threading.Event] = {}  # each browser session's latest run, for Stop
-        self.example: dict | None = None  # what the Generate tab shows before a run (`example_run`)
+        self.example: dict = {}  # what the Generate tab shows before a run (`example_run`), once drawn
+        self.example_ready = threading.Event()  # set when `example` is drawn (or failed: then it stays {})
 
     def _on_free_cores(self, work):
         """`work` on its share of the cores idle when it starts (`precision.choose_threads`): a
@@ -411,6 +413,26 @@ class SymdiffApp:
         yield (f"Done in {time.perf_counter() - t0:.1f} s (sampling {sampled:.1f} s): {bars} bars"
                f"{f' of {style}' if style else ''}, {notes} notes.", *self._plots(trace, steps), roll, stages, wav,
                str(midi_path))
+
+    def draw_example(self) -> None:
+        """`example_run` into `example`, in a thread beside the server's start: the page answers
+        at once and shows the example when it is drawn (`shown_example`); it is also the warm-up."""
+        def draw():
+            try:
+                self.example = self.example_run()
+            except Exception:  # the app works without its example
+                log.exception("the Generate tab's example could not be drawn")
+            finally:
+                self.example_ready.set()
+
+        threading.Thread(target=self._on_free_cores(draw), name="symdiff-example", daemon=True).start()
+
+    def shown_example(self):
+        """What a page shows in Generate when it opens: the example once it is drawn."""
+        self.example_ready.wait(EXAMPLE_WAIT_S)
+        e = self.example
+        return (e.get("status", "Press **Generate**."), e.get("cv"), e.get("settled"), e.get("roll"),
+                e.get("stages"), e.get("wav"), e.get("midi"))
 
     def example_run(self, bars: int = EXAMPLE_BARS, seed: int = 0) -> dict:
         """A Generate run at the tab's settings, shown before any click so the page is never empty."""
@@ -812,7 +834,6 @@ def file_and_bars(app: SymdiffApp, tab: str, opening: dict) -> tuple[gr.File, gr
 
 def build(app: SymdiffApp) -> gr.Blocks:
     n_steps = app.pipe.schedule.num_steps
-    example = app.example or {}
     example_names = [p.name for p in app.examples]
     with gr.Blocks(title="symdiff: symbolic music diffusion", analytics_enabled=False) as ui:
         gr.Markdown(INTRO)
@@ -839,14 +860,13 @@ def build(app: SymdiffApp) -> gr.Blocks:
                                                        "1: the paper's sampler, which drifts in key and register; "
                                                        "higher: tighter, with more repetition.",
                                                   elem_id="generate-context")
-                        g_status = gr.Markdown(app.example["status"] if app.example else "Press **Generate**.",
-                                               label="Status", elem_id="generate-status")
+                        g_status = gr.Markdown("Drawing an example ...", label="Status", elem_id="generate-status")
                     with gr.Column(scale=3):
-                        g_roll = roll_image("Piano roll", elem_id="generate-roll", value=example.get("roll"))
+                        g_roll = roll_image("Piano roll", elem_id="generate-roll")
                         with gr.Row():
-                            g_audio = gr.Audio(example.get("wav"), label="Listen", type="numpy", interactive=False,
+                            g_audio = gr.Audio(label="Listen", type="numpy", interactive=False,
                                                elem_id="generate-audio")
-                            g_midi = gr.File(example.get("midi"), label="MIDI", interactive=False,
+                            g_midi = gr.File(label="MIDI", interactive=False,
                                              elem_id="generate-midi")
                 gr.Markdown("**While it samples:** every few steps the model guesses the finished melody (x0). "
                             "Left: that guess measured against real music from the training data, framewise "
@@ -858,23 +878,24 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column():
                         gr.HTML(legend(demo.METRIC_NAMES))
-                        g_cv = gr.LinePlot(example.get("cv"), x="step", y="value", color="metric", y_lim=[0, 1],
+                        g_cv = gr.LinePlot(None, x="step", y="value", color="metric", y_lim=[0, 1],
                                            x_lim=[0, GENERATE_STEPS],
                                            color_map=METRIC_COLORS, title="Consistency / Variance of the guess",
                                            x_title="diffusion step", y_title="1 = like the data", height=280,
                                            label="Consistency / Variance", elem_id="generate-cv")
                     with gr.Column():
                         gr.HTML(legend([demo.SETTLED]))
-                        g_settled = gr.LinePlot(example.get("settled"), x="step", y="value", color="metric",
+                        g_settled = gr.LinePlot(None, x="step", y="value", color="metric",
                                                 y_lim=[0, 1], x_lim=[0, GENERATE_STEPS], color_map=METRIC_COLORS,
                                                 title="How much of the melody is decided",
                                                 x_title="diffusion step", y_title="share unchanged", height=280,
                                                 label="Decided", elem_id="generate-settled")
                 gr.Markdown("**Refinement stages:** the x0 estimate, decoded to notes, at a few steps of the run.")
-                g_stages = roll_image("Refinement stages", elem_id="generate-stages", value=example.get("stages"))
-                g_run.click(app.generate, [g_bars, g_sampler, g_steps, g_seed, g_style, g_context],
-                            [g_status, g_cv, g_settled, g_roll, g_stages, g_audio, g_midi],
+                g_stages = roll_image("Refinement stages", elem_id="generate-stages")
+                g_outputs = [g_status, g_cv, g_settled, g_roll, g_stages, g_audio, g_midi]
+                g_run.click(app.generate, [g_bars, g_sampler, g_steps, g_seed, g_style, g_context], g_outputs,
                             api_name="generate", concurrency_id="model")
+                ui.load(app.shown_example, None, g_outputs, api_visibility="private", concurrency_limit=None)
                 g_stop.click(app.stop, None, None, api_visibility="private", concurrency_id="light")
                 g_sampler.input(functools.partial(default_steps, ddpm=GENERATE_STEPS), g_sampler, g_steps,
                                 api_visibility="private")
@@ -1054,13 +1075,14 @@ def load(
     diffusion: str | Path = DEFAULT_DIFFUSION, reference_windows: int = 300, latent_windows: int = 32,
     device: str = "cpu",
 ) -> SymdiffApp:
-    """The model on `device`, the reference statistics and a warm-up run (so the first visitor waits less)."""
+    """The model on `device`, the reference statistics, and the example drawn in the background
+    (also the warm-up, so the first visitor waits less)."""
     t0 = time.perf_counter()
     pipe = MelodyDiffusion.from_pretrained(diffusion, device=device)
     ref = demo.reference_stats(pipe, num_windows=reference_windows, latent_windows=latent_windows)
     app = SymdiffApp(pipe, ref)
-    app.example = app.example_run()  # also the warm-up
-    log.info("model, reference (%d windows) and warm-up ready in %.1f s", ref.num_windows, time.perf_counter() - t0)
+    app.draw_example()
+    log.info("model and reference (%d windows) ready in %.1f s", ref.num_windows, time.perf_counter() - t0)
     return app
 
 
