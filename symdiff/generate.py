@@ -167,14 +167,20 @@ def weak_chunks(tokens: np.ndarray) -> np.ndarray:
     return out
 
 
-def floor_gap(tokens: np.ndarray) -> float:
-    """How far a new melody falls below the floor (0: not at all): its stray chunks, its silent
-    bars beyond SILENT_SHARE and its bars under a held note beyond HELD_BARS, added up."""
+def floor_rank(tokens: np.ndarray) -> tuple[float, int]:
+    """How a draw of a new melody ranks (lower is better): how far it falls below the floor (0:
+    not at all; its stray chunks, its silent bars beyond SILENT_SHARE and its bars under a held
+    note beyond HELD_BARS, added up), then, of draws equally near the floor, the one keeping the
+    most silent bars. Why: the floor caps silence, it
+    should not take away the rests music has; taking the first draw at the floor instead left new
+    melodies with 10.4% silent bars against real windows' 12.6% (seeds 0-2), the one keeping the
+    most rests with 10.6%."""
     tokens = np.asarray(tokens)
     onset, held = _bar_facts(tokens)
-    silent = max(0.0, float(len(onset) - onset.sum() - SILENT_SHARE * len(onset)))
+    silent = int(len(onset) - onset.sum())
+    over = max(0.0, silent - SILENT_SHARE * len(onset))
     held_over = sum(hi - lo - HELD_BARS for lo, hi in _held_runs(held))
-    return float(stray_chunks(tokens).sum() + silent + held_over)
+    return float(stray_chunks(tokens).sum() + over + held_over), -silent
 
 
 def context_guidance_for(sampler: str) -> float:
@@ -496,7 +502,7 @@ class MelodyDiffusion:
         notes that fit; and a few samples fell silent for much of their length (SILENT_SHARE)."""
         x = x.clone()
         tokens = self.decode(x)
-        gap = [floor_gap(t) for t in tokens]
+        rank = [floor_rank(t) for t in tokens]
         for r in range(REPAIR_ROUNDS):
             weak = torch.from_numpy(np.stack([weak_chunks(t) for t in tokens]))
             silent = torch.from_numpy(np.stack([melody.silent_chunks(melody.to_chunks(t)) for t in tokens]))
@@ -509,8 +515,8 @@ class MelodyDiffusion:
             redo = self.sample_latents(len(rows), x.shape[1], sampler, None if seed is None else seed + 1 + r, step,
                                        mask=weak[rows], known=x[rows], style=style, music=(weak & silent)[rows])
             for j, (i, t) in enumerate(zip(rows, self.decode(redo), strict=True)):
-                if (g := floor_gap(t)) < gap[i]:  # a redraw no nearer the floor is not taken
-                    x[i], tokens[i], gap[i] = redo[j], t, g
+                if (k := floor_rank(t)) < rank[i]:  # a redraw ranking no better is not taken
+                    x[i], tokens[i], rank[i] = redo[j], t, k
         return x
 
     def repair(self, x: torch.Tensor, melodies: list[np.ndarray], plan: InfillPlan, targets: list[fit.Targets],

@@ -23,7 +23,7 @@ from symdiff.generate import (
     GenerateError,
     Progress,
     context_guidance_for,
-    floor_gap,
+    floor_rank,
     longest_held,
     parse_bar_range,
     plan_infill,
@@ -488,18 +488,19 @@ def test_the_floor_of_a_new_melody():
     allows: the chunks holding them that bring it back to a fifth (7 of 24) are below the floor;
     blanked all through, bringing it back would take 15 of 24 chunks, more than half, so the whole
     melody is; a note held from bar 17 through bar 28 puts its chunks below it too; the reel itself
-    is above it."""
+    is above it. Of draws equally near the floor, the one with more rests ranks first."""
     reel = melody.read_midi(MIDI / "nottingham_cuckoos_nest_reel.mid").chosen.tokens[: 48 * BARS].copy()
-    assert not weak_chunks(reel).any() and floor_gap(reel) == 0.0
+    assert not weak_chunks(reel).any() and floor_rank(reel) == (0.0, 0)
     def blank(upto: int) -> np.ndarray:  # every other bar a rest up to bar `upto`
         gaps = reel.copy()
         for b in range(0, upto, 2):
             gaps[(b + 1) * BARS : (b + 2) * BARS] = melody.NO_EVENT
             gaps[(b + 1) * BARS] = melody.NOTE_OFF
         return gaps
-    assert floor_gap(blank(32)) == 4.0 and weak_chunks(blank(32)).sum() == 16 - 9  # a fifth of 48 is 9
-    assert floor_gap(blank(48)) == 12.0 and weak_chunks(blank(48)).all()  # one silent bar in each chunk
+    assert floor_rank(blank(32)) == (4.0, -16) and weak_chunks(blank(32)).sum() == 16 - 9  # a fifth of 48 is 9
+    assert floor_rank(blank(48)) == (12.0, -24) and weak_chunks(blank(48)).all()  # one silent bar in each chunk
     held = reel.copy()
     held[16 * BARS + 1 : 28 * BARS] = melody.NO_EVENT
-    assert longest_held(held) == 11 and floor_gap(held) == 3.0
+    assert longest_held(held) == 11 and floor_rank(held) == (3.0, -11)
     assert np.flatnonzero(weak_chunks(held)).tolist() == list(range(8, 14))
+    assert floor_rank(blank(8)) < floor_rank(blank(4)) < floor_rank(reel)  # 4, 2, 0 rests: all above the floor
