@@ -373,9 +373,27 @@ class SymdiffApp:
         context = float(context)
         self.pipe.sampler(sampler, steps)  # the one check of sampler settings
         t0 = time.perf_counter()
-        stop, points = self._session_stop(request), queue.Queue[demo.TracePoint]()
+        stop, points = self._session_stop(request), queue.Queue[demo.TracePoint | tuple[int, int, str]]()
         trace = demo.RefinementTrace(self.pipe, self.reference, bars, points=min(steps, 16), stages=4,
                                      on_point=points.put, stop=stop)
+
+        first_draw: list[int] = []  # its passes: the first stage's total when it is reported first
+
+        def report(done: int, total: int, stage: str) -> None:
+            """The stages after the first draw (the floor's redraws, a long melody's continuations),
+            which the trace does not follow, in the status."""
+            if stop.is_set():
+                raise demo.Cancelled()
+            first_draw[:] = first_draw or [total]
+            if done > first_draw[0]:
+                points.put((done, total, stage))
+
+        def show(u: demo.TracePoint | tuple[int, int, str]):
+            if isinstance(u, tuple):
+                return (f"Sampling: {u[2]}, pass {u[0]} of {u[1]} ...", *(gr.skip(),) * 6)
+            return (f"Sampling: step {u.step} of {u.total} ...", *self._plots(trace, steps), self._live(u, title),
+                    gr.skip(), gr.skip(), gr.skip())
+
         title = (f"{bars} bars{f' ({style})' if style else ''}, {sampler.upper()} {steps} steps, "
                  f"context guidance {context:g}, seed {seed}")
         longer = f" (the first {self.pipe.seq_len * 2}, then 32 at a time)" if bars > self.pipe.seq_len * 2 else ""
@@ -384,9 +402,8 @@ class SymdiffApp:
         try:
             result = yield from threaded(
                 self._on_free_cores(lambda: self.pipe.generate(1, bars, sampler, steps, seed, callback=trace,
-                                                               style=style, context_guidance=context)), points, stop,
-                lambda p: (f"Sampling: step {p.step} of {p.total} ...", *self._plots(trace, steps),
-                           self._live(p, title), gr.skip(), gr.skip(), gr.skip()),
+                                                               style=style, context_guidance=context,
+                                                               progress=Progress(report))), points, stop, show,
                 self.time_limit_s)
         except demo.Cancelled:  # Stop was pressed: say where, and show what there is
             if not trace.trace:

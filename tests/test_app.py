@@ -102,6 +102,19 @@ def test_generate_outputs_and_seed(client, server):
     assert plain[0].startswith("Done") and Path(plain[-1]).read_bytes() != Path(midi).read_bytes()
 
 
+def test_a_long_generate_says_every_stage(client, server):
+    """Issue 26: past the first window (and in the floor's redraws) the status goes on counting:
+    the continuation's passes come after the first draw's, never back to 1."""
+    job = client.submit(72, "ddim", 4, 0, api_name="/generate")
+    job.result(timeout=300)
+    said = [str(o[0]) for o in job.outputs()]
+    passes = [tuple(map(int, m.groups())) for s in said if (m := re.search(r"pass (\d+) of (\d+)", s))]
+    assert passes, said
+    assert all(done > 4 for done, _ in passes)  # after the first draw's 4 steps
+    assert [d for d, _ in passes] == sorted(d for d, _ in passes) and all(d <= t for d, t in passes)
+    assert said[-1].startswith("Done") and "72 bars" in said[-1]
+
+
 def test_default_generate_is_quick(client, server):
     """Issue 6: the default Generate (64 bars, DDPM 80 steps) answers in under 5 s on 2 idle
     cores (bench/bench_app_load.py measures it); here a loose bound on the server's CPU time,
