@@ -82,7 +82,11 @@ DENSITY_LABELS: dict[str, str | None] = {DENSITY_REPLACED: "replaced", "as the r
 # windows 14.5-14.9, 0.925-0.936, 11-14%).
 GENERATE_STEPS = 80
 EXAMPLE_BARS = 16  # the example run on the Generate tab before any click
-EXAMPLE_WAIT_S = 300.0  # a page opened while the example is drawn waits this long for it
+EXAMPLE_WAIT_S = 300.0
+# Generate draws its live picture at most once in this many seconds: each takes about 0.2 s of the
+# core the model runs on, and drawing all 16 trace points took 3.7 of a default Generate's 8.6 s
+# (2-core EPYC, one thread)
+LIVE_EVERY_S = 1.0  # a page opened while the example is drawn waits this long for it
 CLEAR_TO_UPLOAD = "or clear it (x, top right of the file) and upload your own."
 OPENING_EXAMPLE = "liliuokalani_aloha_oe_voice_piano.mid"  # loaded in Infill and Vary before any click: a song
 # with a piano part, so the whole arrangement coming back shows
@@ -388,10 +392,15 @@ class SymdiffApp:
             if done > first_draw[0]:
                 points.put((done, total, stage))
 
+        drawn = [0.0]  # when the live picture was last drawn
+
         def show(u: demo.TracePoint | tuple[int, int, str]):
             if isinstance(u, tuple):
                 return (f"Sampling: {u[2]}, pass {u[0]} of {u[1]} ...", *(gr.skip(),) * 6)
-            return (f"Sampling: step {u.step} of {u.total} ...", *self._plots(trace, steps), self._live(u, title),
+            live = gr.skip()
+            if time.perf_counter() - drawn[0] >= LIVE_EVERY_S:  # a picture costs the model's core 0.2 s
+                live, drawn[0] = self._live(u, title), time.perf_counter()
+            return (f"Sampling: step {u.step} of {u.total} ...", *self._plots(trace, steps), live,
                     gr.skip(), gr.skip(), gr.skip())
 
         title = (f"{bars} bars{f' ({style})' if style else ''}, {sampler.upper()} {steps} steps, "

@@ -41,7 +41,7 @@ def run(command: list[str], one_thread: bool) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run([sys.executable, "-m", "symdiff.cli", *command, "--quiet", "--out", f"{tmp}/out"],
                              env=env, capture_output=True, text=True, check=True).stdout
-    found = re.search(r" in ([\d.]+) s \(.*?(\d+) threads\)", out)
+    found = re.search(r" in ([\d.]+) s \(.*?(\d+) threads?\)", out)
     if not found:
         raise SystemExit(f"no time in the command's output: {out!r}")
     return float(found.group(1)), int(found.group(2))
