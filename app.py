@@ -858,6 +858,18 @@ def file_and_bars(app: SymdiffApp, tab: str, opening: dict) -> tuple[gr.File, gr
     return file, track, first, last
 
 
+def range_and_status(tab: str, button: str, verb: str, opening: dict) -> tuple[gr.Markdown, gr.Image, gr.Markdown]:
+    """A tab's range text, the preview to pick bars on and the status, set to `opening`
+    (`SymdiffApp.opening`); elem_ids `{tab}-range` and so on."""
+    text = gr.Markdown(opening.get("range", "Upload a MIDI file or pick an example."), label="Range",
+                       elem_id=f"{tab}-range")
+    preview = roll_image(f"Your melody: pick the bars to {verb}", elem_id=f"{tab}-preview",
+                         value=opening.get("preview"))
+    status = gr.Markdown(f"An example is loaded: press **{button}**, {CLEAR_TO_UPLOAD}" if opening else "",
+                         label="Status", elem_id=f"{tab}-status")
+    return text, preview, status
+
+
 def build(app: SymdiffApp) -> gr.Blocks:
     n_steps = app.pipe.schedule.num_steps
     example_names = [p.name for p in app.examples]
@@ -949,12 +961,7 @@ def build(app: SymdiffApp) -> gr.Blocks:
                             i_run = gr.Button("Infill", variant="primary", elem_id="infill-button")
                             i_stop = gr.Button("Stop", variant="secondary", elem_id="infill-stop")
                     with gr.Column(scale=3):
-                        i_range = gr.Markdown(opening.get("range", "Upload a MIDI file or pick an example."),
-                                              label="Range", elem_id="infill-range")
-                        i_preview = roll_image("Your melody: pick the bars to regenerate", elem_id="infill-preview",
-                                               value=opening.get("preview"))
-                        i_status = gr.Markdown(f"An example is loaded: press **Infill**, {CLEAR_TO_UPLOAD}"
-                                               if opening else "", label="Status", elem_id="infill-status")
+                        i_range, i_preview, i_status = range_and_status("infill", "Infill", "regenerate", opening)
                         i_rows = roll_image("Original / diffusion / interpolation / prior", elem_id="infill-rows")
                         with gr.Row():
                             i_audio_orig = gr.Audio(label="Original", type="numpy", interactive=False)
@@ -1001,12 +1008,7 @@ def build(app: SymdiffApp) -> gr.Blocks:
                             v_run = gr.Button("Vary", variant="primary", elem_id="vary-button")
                             v_stop = gr.Button("Stop", variant="secondary", elem_id="vary-stop")
                     with gr.Column(scale=3):
-                        v_range = gr.Markdown(v_opening.get("range", "Upload a MIDI file or pick an example."),
-                                              label="Range", elem_id="vary-range")
-                        v_preview = roll_image("Your melody: pick the bars to vary", elem_id="vary-preview",
-                                               value=v_opening.get("preview"))
-                        v_status = gr.Markdown(f"An example is loaded: press **Vary**, {CLEAR_TO_UPLOAD}"
-                                               if v_opening else "", label="Status", elem_id="vary-status")
+                        v_range, v_preview, v_status = range_and_status("vary", "Vary", "vary", v_opening)
                         v_rows = roll_image("Original and its variations", elem_id="vary-rows")
                         v_audio_orig = gr.Audio(label="Original", type="numpy", interactive=False)
                         v_slots = []
