@@ -82,11 +82,11 @@ DENSITY_LABELS: dict[str, str | None] = {DENSITY_REPLACED: "replaced", "as the r
 # windows 14.5-14.9, 0.925-0.936, 11-14%).
 GENERATE_STEPS = 80
 EXAMPLE_BARS = 16  # the example run on the Generate tab before any click
-EXAMPLE_WAIT_S = 300.0
+EXAMPLE_WAIT_S = 300.0  # a page opened while the example is drawn waits this long for it
 # Generate draws its live picture at most once in this many seconds: each takes about 0.2 s of the
 # core the model runs on, and drawing all 16 trace points took 3.7 of a default Generate's 8.6 s
 # (2-core EPYC, one thread)
-LIVE_EVERY_S = 1.0  # a page opened while the example is drawn waits this long for it
+LIVE_EVERY_S = 1.0
 CLEAR_TO_UPLOAD = "or clear it (x, top right of the file) and upload your own."
 OPENING_EXAMPLE = "liliuokalani_aloha_oe_voice_piano.mid"  # loaded in Infill and Vary before any click: a song
 # with a piano part, so the whole arrangement coming back shows
@@ -375,21 +375,18 @@ class SymdiffApp:
         steps = whole("steps", steps, 1, MAX_STEPS)
         seed = whole("seed", seed, 0, MAX_SEED)
         context = float(context)
-        self.pipe.sampler(sampler, steps)  # the one check of sampler settings
+        first_draw = self.pipe.sampler(sampler, steps).num_steps  # the one check of sampler settings
         t0 = time.perf_counter()
         stop, points = self._session_stop(request), queue.Queue[demo.TracePoint | tuple[int, int, str]]()
         trace = demo.RefinementTrace(self.pipe, self.reference, bars, points=min(steps, 16), stages=4,
                                      on_point=points.put, stop=stop)
-
-        first_draw: list[int] = []  # its passes: the first stage's total when it is reported first
 
         def report(done: int, total: int, stage: str) -> None:
             """The stages after the first draw (the floor's redraws, a long melody's continuations),
             which the trace does not follow, in the status."""
             if stop.is_set():
                 raise demo.Cancelled()
-            first_draw[:] = first_draw or [total]
-            if done > first_draw[0]:
+            if done > first_draw:
                 points.put((done, total, stage))
 
         drawn = [0.0]  # when the live picture was last drawn

@@ -32,11 +32,14 @@ from bench_app_load import call_args  # noqa: E402
 from bench_app_load import load as app_load  # noqa: E402
 from bench_threads import cpu_model, run  # noqa: E402
 
+from app import GENERATE_STEPS  # noqa: E402
+from symdiff.generate import DEFAULT_SAMPLER  # noqa: E402
 from symdiff.precision import cpu_has_native_bf16  # noqa: E402
 
 SAMPLE = ["sample", "--num", "1", "--bars", "64", "--seed", "0"]
 INFILL = ["infill", "tests/data/midi/foster_brown_hair_lead_sheet.mid", "--bars", "17-24", "--seed", "1"]
 INSPECT = ["inspect", "tests/data/midi/oneills_020_jig_6-8.mid"]
+APP_DEFAULTS = {"bars": 64, "sampler": DEFAULT_SAMPLER, "steps": GENERATE_STEPS}  # the app's default Generate
 
 
 def median_of(repeat: int, fn: Callable[[], float]) -> tuple[float, list[float]]:
@@ -55,10 +58,8 @@ def app_latency(url: str, kind: str, repeat: int) -> list[float]:
     """Client-to-client seconds of the app's default `kind` call, after one warm-up."""
     from gradio_client import Client, handle_file
 
-    sampler, steps = _app_defaults()
-    args = argparse.Namespace(bars=64, sampler=sampler, steps=steps)
     c = Client(url, verbose=False, analytics_enabled=False, download_files=False)
-    data, api = call_args(kind, args, handle_file)
+    data, api = call_args(kind, argparse.Namespace(**APP_DEFAULTS), handle_file)
     if kind == "generate":
         data = ()  # the tab's own defaults
     times = []
@@ -113,8 +114,7 @@ def main() -> None:
                         row(f"app {kind}, client to client", case, single[kind], runs, 2.0)
                     if not busy:
                         c = app_load(server.url, argparse.Namespace(
-                            clients=args.clients, requests=1, endpoint="generate", bars=64, timeout=600.0,
-                            **{k: v for k, v in zip(("sampler", "steps"), _app_defaults(), strict=True)}))
+                            clients=args.clients, requests=1, endpoint="generate", timeout=600.0, **APP_DEFAULTS))
                         p50 = c["latency_s"].get("p50", float("inf"))
                         rows.append((f"app, {args.clients} concurrent Generates", case,
                                      f"{c['failed']} failed; p50 {p50:.2f} s = {p50 / single['generate']:.1f}x "
@@ -131,12 +131,6 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
-
-
-def _app_defaults() -> tuple[str, int]:
-    from app import GENERATE_STEPS
-    from symdiff.generate import DEFAULT_SAMPLER
-    return DEFAULT_SAMPLER, GENERATE_STEPS
 
 
 if __name__ == "__main__":

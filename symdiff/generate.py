@@ -171,10 +171,9 @@ def floor_rank(tokens: np.ndarray) -> tuple[float, int]:
     """How a draw of a new melody ranks (lower is better): how far it falls below the floor (0:
     not at all; its stray chunks, its silent bars beyond SILENT_SHARE and its bars under a held
     note beyond HELD_BARS, added up), then, of draws equally near the floor, the one keeping the
-    most silent bars. Why: the floor caps silence, it
-    should not take away the rests music has; taking the first draw at the floor instead left new
-    melodies with 10.4% silent bars against real windows' 12.6% (seeds 0-2), the one keeping the
-    most rests with 10.6%."""
+    most silent bars. Why: the floor caps silence, it should not take away the rests music has;
+    taking the first draw at the floor instead left new melodies with 10.4% silent bars against
+    real windows' 12.6% (seeds 0-2), the one keeping the most rests with 10.6%."""
     tokens = np.asarray(tokens)
     onset, held = _bar_facts(tokens)
     silent = int(len(onset) - onset.sum())
