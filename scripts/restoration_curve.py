@@ -2,9 +2,10 @@
 bars, as the app's Learn tab), the melody's latents are noised to a start step and the model's
 reverse run (DDIM, 20 steps, `demo.reverse_trace`'s chain) goes back to step 0; both ends are
 decoded and compared with the melody, sixteenth by sixteenth (`demo.agreement`), beside the VAE's
-own reconstruction. Writes eval/restoration.{json,md,png}; the app's Learn tab shows the PNG.
+own reconstruction, and the RMS distance of both ends from the melody's latents. Writes
+eval/restoration.{json,md,png}; the app's Learn tab shows the PNG.
 
-    python scripts/restoration_curve.py [--seeds 5] [--out eval/restoration]
+    python scripts/restoration_curve.py [--seeds 20] [--out eval/restoration]
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ STARTS = (10, 20, 50, 100, 200, 300, 500, 700, 1000)
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--out", type=Path, default=ROOT / "eval" / "restoration")
     args = ap.parse_args()
@@ -37,10 +38,14 @@ def main() -> None:
         tokens = demo.learn_melody(demo.load_melody(path)[1].tokens)
         vae = demo.agreement(demo.reconstruction(pipe, tokens), tokens)
         runs = demo.restoration(pipe, tokens, STARTS, seeds, steps=args.steps)
-        noisy = [float(np.mean([r.start for r in runs if r.start_t == t])) for t in STARTS]
-        end = [float(np.mean([r.end for r in runs if r.start_t == t])) for t in STARTS]
+        at = {t: [r for r in runs if r.start_t == t] for t in STARTS}
+        noisy = [float(np.mean([r.start for r in at[t]])) for t in STARTS]
+        end = [float(np.mean([r.end for r in at[t]])) for t in STARTS]
+        gain_se = [float(np.std([r.end - r.start for r in at[t]], ddof=1) / np.sqrt(len(seeds))) for t in STARTS]
         rows.append({"melody": path.name, "vae": vae, "starts": list(STARTS), "noisy": noisy, "end": end,
-                     "end_min": [min(r.end for r in runs if r.start_t == t) for t in STARTS]})
+                     "gain_se": gain_se, "end_min": [min(r.end for r in at[t]) for t in STARTS],
+                     "start_error": [float(np.mean([r.start_error for r in at[t]])) for t in STARTS],
+                     "end_error": [float(np.mean([r.end_error for r in at[t]])) for t in STARTS]})
         curves.append((path.stem.split("_")[0], STARTS, noisy, end, vae))
         print(path.name, f"VAE {vae:.3f}", " ".join(f"{t}:{a:.2f}->{b:.2f}" for t, a, b in zip(STARTS, noisy, end,
                                                                                                strict=True)))
@@ -51,12 +56,19 @@ def main() -> None:
     lines = [f"# Reverse runs from a noised melody (DDIM {args.steps} steps, seeds {seeds[0]}-{seeds[-1]}, "
              f"first {demo.LEARN_BARS} bars)", "",
              "Share of sixteenths that sound as in the melody (same pitch or both silent), mean over seeds: "
-             "the noisy start -> the end of the reverse run; VAE: the melody's own reconstruction, what a run "
+             "the noisy start -> the end of the reverse run, then the end's gain over its start and the standard "
+             "error of that gain (paired by seed), in points; VAE: the melody's own reconstruction, what a run "
              "that found its latents exactly would give. Written by `scripts/restoration_curve.py`.", "", head,
              "|---|---|" + "---|" * len(STARTS)]
     for r in rows:
-        cells = " | ".join(f"{a:.0%} -> **{b:.0%}**" for a, b in zip(r["noisy"], r["end"], strict=True))
-        lines.append(f"| {r['melody']} | {r['vae']:.0%} | {cells} |")
+        cells = " | ".join(f"{a:.1%} -> **{b:.1%}** ({100 * (b - a):+.1f} ± {100 * se:.1f})"
+                           for a, b, se in zip(r["noisy"], r["end"], r["gain_se"], strict=True))
+        lines.append(f"| {r['melody']} | {r['vae']:.1%} | {cells} |")
+    lines += ["", "RMS distance from the melody's latents (model space, where the data has std 1): the noisy "
+              "start's x_t / sqrt(alpha_bar) -> the run's end.", "", head, "|---|---|" + "---|" * len(STARTS)]
+    for r in rows:
+        cells = " | ".join(f"{a:.3f} -> **{b:.3f}**" for a, b in zip(r["start_error"], r["end_error"], strict=True))
+        lines.append(f"| {r['melody']} | 0 | {cells} |")
     write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
     fig = pianoroll.plot_restoration(curves, title=f"A noised melody, restored by the model (DDIM {args.steps} "
                                                    f"steps, mean of {len(seeds)} seeds)")

@@ -452,6 +452,8 @@ class Restoration:
     seed: int
     start: float  # `agreement` of the decoded noisy start with the melody
     end: float  # ... of the run's end
+    start_error: float  # RMS distance of the start's x0 (x_t / sqrt(alpha_bar)) from the melody's latents
+    end_error: float  # ... of the run's end: the model restores when this is below `start_error`
 
 
 def restoration(pipe: MelodyDiffusion, tokens: np.ndarray, starts: Sequence[int], seeds: Sequence[int],
@@ -467,13 +469,15 @@ def restoration(pipe: MelodyDiffusion, tokens: np.ndarray, starts: Sequence[int]
         eps = torch.cat([torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
         x = schedule.q_sample(x0.expand(len(seeds), -1, -1), schedule.noise_level(int(start_t)), eps)
         noisy = pipe.decode(x)
+        start_err = (x / schedule.noise_level(int(start_t)) - x0).pow(2).mean((1, 2)).sqrt()
         g = torch.Generator().manual_seed(int(seeds[0]))
         with torch.no_grad():
             for i in range(chain.num_steps):
                 x = chain.step(pipe.eps(x, chain.noise_levels(i, len(seeds))), i, x, g).prev_sample
-        for s, a, b in zip(seeds, noisy, pipe.decode(x), strict=True):
+        end_err = (x - x0).pow(2).mean((1, 2)).sqrt()
+        for s, a, b, ea, eb in zip(seeds, noisy, pipe.decode(x), start_err, end_err, strict=True):
             out.append(Restoration(int(start_t), int(s), agreement(a[: len(tokens)], tokens),
-                                   agreement(b[: len(tokens)], tokens)))
+                                   agreement(b[: len(tokens)], tokens), float(ea), float(eb)))
     return out
 
 

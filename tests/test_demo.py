@@ -247,9 +247,13 @@ def test_a_reverse_run_restores_its_melody(pipe):
     it ends nearer the melody than it started."""
     tokens = demo.learn_melody(demo.load_melody(MIDI / "oneills_003_4-4_melody.mid")[1].tokens)
     vae = demo.agreement(demo.reconstruction(pipe, tokens), tokens)  # the VAE's own loss (72% of this reel)
-    runs = demo.restoration(pipe, tokens, [20, 300], seeds=[0, 1, 2])
+    runs = demo.restoration(pipe, tokens, [20, 100, 300], seeds=[0, 1, 2])
     assert np.mean([r.end for r in runs if r.start_t == 20]) >= vae
     assert all(r.end > r.start + 0.05 for r in runs if r.start_t == 300)
+    # every run ends nearer the melody's latents than it started (measured: 0.57-0.60 of the
+    # start's distance from 20, 0.39-0.46 from 100 and 300); from 20 and 100 what decoding shows
+    # of it is the VAE's own flips at its decision boundaries (eval/restoration.md)
+    assert all(r.end_error < (0.7 if r.start_t == 20 else 0.55) * r.start_error for r in runs)
     frames = demo.reverse_trace(pipe, tokens, 20, 20, seed=0)  # what the tab draws
     assert demo.agreement(frames[-1].x_t, tokens) >= vae
 
