@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import dataclasses
 import functools
 import inspect
 import logging
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ from symdiff.generate import (  # noqa: E402
     DEFAULT_STEPS,
     MelodyDiffusion,
     Progress,
+    Request,
+    Result,
     context_guidance_for,
 )
 from symdiff.options import DEVICES, MAX_NEW_BARS  # noqa: E402
@@ -87,11 +90,20 @@ EXAMPLE_WAIT_S = 300.0  # a page opened while the example is drawn waits this lo
 # core the model runs on, and drawing all 16 trace points took 3.7 of a default Generate's 8.6 s
 # (2-core EPYC, one thread)
 LIVE_EVERY_S = 1.0
+# A run's status is sent at most this often: every update is a message gradio processes, and 20
+# Generates at once sending one a model step took half the server's time (2-core EPYC)
+UPDATE_EVERY_S = 0.25
 CLEAR_TO_UPLOAD = "or clear it (x, top right of the file) and upload your own."
 OPENING_EXAMPLE = "liliuokalani_aloha_oe_voice_piano.mid"  # loaded in Infill and Vary before any click: a song
 # with a piano part, so the whole arrangement coming back shows
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # MIDI files are small; 2 MB is generous
 CONCURRENCY = 2  # model runs at once (the Space has 2 vCPUs)
+# Concurrent Generates of one shape are drawn as one batch (`GenerateBatcher`): at most this many
+# requests a batch, gathered for BATCH_WAIT_S after the first arrives while no batch runs. 20 at
+# once (bench/bench_app_load.py, 2-core EPYC): 6 a batch ended them all in 73-89 s, one at a time
+# in 97 s; 10 and 24 a batch held every request until the big batch ended (p50 64 and 106 s).
+MAX_BATCH = 6
+BATCH_WAIT_S = 0.05
 QUEUE_SIZE = 64  # requests waiting beyond that are told the app is busy
 REQUEST_MAX_AGE_S = 15 * 60  # uploads and outputs older than this are swept
 SWEEP_EVERY_S = 5 * 60
@@ -204,9 +216,10 @@ def sound(tokens: np.ndarray, qpm: float) -> tuple[int, np.ndarray]:
     return sr, audio.to_int16(a)
 
 
-def threaded(work, updates: queue.Queue, stop: threading.Event, show, limit_s: float):
+def threaded(work, updates: queue.Queue, stop: threading.Event, show, limit_s: float,
+             every: Callable[[], float] = lambda: UPDATE_EVERY_S):
     """Run `work()` in a thread while yielding `show(u)` for what it puts on `updates` (only the
-    newest when they come faster); `work` must end soon after `stop` is set. `stop` is set when
+    newest, at most one every `every()` seconds); `work` must end soon after `stop` is set. `stop` is set when
     the request is cancelled (gradio closes this generator) or after `limit_s` seconds, which
     becomes a message. Returns what `work` returned; raises what it raised."""
     out: dict = {}
@@ -230,14 +243,20 @@ def threaded(work, updates: queue.Queue, stop: threading.Event, show, limit_s: f
     timer.start()
     worker.start()
     try:
+        shown = 0.0
         while (u := updates.get()) is not None:
-            while not updates.empty():  # skip to the newest when drawing lags behind
-                nxt = updates.get()
+            # at most one update every `every()` seconds, the newest (each costs gradio a message)
+            while (left := shown + every() - time.perf_counter()) > 0 or not updates.empty():
+                try:
+                    nxt = updates.get(timeout=max(left, 0.0))
+                except queue.Empty:
+                    break
                 if nxt is None:
                     updates.put(None)
                     break
                 u = nxt
             yield show(u)
+            shown = time.perf_counter()
     finally:
         stop.set()  # a cancelled request stops the chain at its next step
         timer.cancel()
@@ -248,6 +267,119 @@ def threaded(work, updates: queue.Queue, stop: threading.Event, show, limit_s: f
     if "error" in out:
         raise out["error"]
     return out["result"]
+
+
+class _Job:
+    """A Generate waiting in `GenerateBatcher`: its request, and what it got."""
+
+    def __init__(self, key: tuple, request: Request, trace: demo.RefinementTrace | None, stop: threading.Event):
+        self.key, self.request, self.trace, self.stop = key, request, trace, stop
+        self.done = threading.Event()
+        self.result: Result | None = None
+        self.error: BaseException | None = None
+        self.batch = 0  # requests drawn together with it, itself included
+
+
+class GenerateBatcher:
+    """Concurrent Generates of one shape (bars, sampler, steps) drawn as one
+    `MelodyDiffusion.generate_batch`, by one thread, one batch at a time. Why: on a CPU a model
+    call on 40 rows costs about 10 times one on 2 (2-core EPYC), so requests queued one after
+    another each pay for calls a batch shares; their traces are decoded together too
+    (`demo.traced_together`). A request gets the melody it would get alone. Its Stop (or time
+    limit) ends its wait at once and mutes its trace and progress; the batch goes on for the
+    others."""
+
+    def __init__(self, pipe: MelodyDiffusion, on_free_cores, max_batch: int = MAX_BATCH,
+                 wait_s: float = BATCH_WAIT_S):
+        self.pipe, self.on_free_cores, self.max_batch, self.wait_s = pipe, on_free_cores, max_batch, wait_s
+        self._pending: list[_Job] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.waiting = 0  # requests submitted and not answered: the app draws less often the more there are
+
+    def draw(self, bars: int, sampler: str, steps: int, request: Request, trace: demo.RefinementTrace | None,
+             stop: threading.Event) -> tuple[Result, int]:
+        """`request`'s melodies, drawn with whatever else is waiting, `trace` following its first
+        melody -> (them, how many requests were drawn together); raises `demo.Cancelled` when
+        `stop` is set first, and what the pipeline raised for it."""
+        job = _Job((bars, sampler, steps), self._muted(request, stop), trace, stop)
+        with self._cond:
+            self._pending.append(job)
+            self.waiting += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="symdiff-batcher", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        try:
+            while not job.done.wait(0.1):
+                if stop.is_set():
+                    raise demo.Cancelled()
+        finally:
+            with self._cond:
+                self.waiting -= 1
+                if job in self._pending:
+                    self._pending.remove(job)
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result, job.batch
+
+    @staticmethod
+    def _muted(request: Request, stop: threading.Event) -> Request:
+        """`request` with a callback and progress that do nothing once `stop` is set, and never
+        raise `demo.Cancelled` into the batch (the request's own wait says it stopped)."""
+        def guard(f):
+            if f is None:
+                return None
+
+            def call(*args):
+                if not stop.is_set():
+                    with contextlib.suppress(demo.Cancelled):
+                        f(*args)
+            return call
+
+        progress = None if request.progress is None else Progress(guard(request.progress.report))
+        return dataclasses.replace(request, callback=guard(request.callback), progress=progress)
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+            time.sleep(self.wait_s)  # let the requests sent together arrive
+            with self._cond:
+                if not self._pending:
+                    continue
+                key = self._pending[0].key
+                batch = [j for j in self._pending if j.key == key and not j.stop.is_set()][: self.max_batch]
+                self._pending = [j for j in self._pending if j not in batch and not j.stop.is_set()]
+            if batch:
+                self._run(batch)
+
+    def _run(self, batch: list[_Job]) -> None:
+        bars, sampler, steps = batch[0].key
+        t0 = time.perf_counter()
+        try:
+            traces = demo.traced_together(self.pipe, [j.trace for j in batch], [j.request.num for j in batch])
+            results = self.on_free_cores(lambda: self.pipe.generate_batch([j.request for j in batch], bars, sampler,
+                                                                          steps, callback=traces))()
+        except SymdiffError as e:
+            if len(batch) > 1:  # whose request it was: each alone says
+                for j in batch:
+                    self._run([j])
+                return
+            batch[0].error = e
+            batch[0].done.set()
+            return
+        except Exception as e:  # noqa: BLE001 (handed to each request's thread, which reports it)
+            for j in batch:
+                j.error = e
+                j.done.set()
+            return
+        log.info("drew %d Generate requests together in %.1f s", len(batch), time.perf_counter() - t0)
+        for j, r in zip(batch, results, strict=True):
+            j.result, j.batch = r, len(batch)
+            j.done.set()
 
 
 METRIC_COLORS = {"pitch consistency": "#1f4e8c", "pitch variance": "#7fb2e5", "duration consistency": "#b45309",
@@ -319,6 +451,7 @@ class SymdiffApp:
         self._stops: dict[str, threading.Event] = {}  # each browser session's latest run, for Stop
         self.example: dict = {}  # what the Generate tab shows before a run (`example_run`), once drawn
         self.example_ready = threading.Event()  # set when `example` is drawn (or failed: then it stays {})
+        self.batcher = GenerateBatcher(pipe, self._on_free_cores)  # concurrent Generates share model calls
 
     def _on_free_cores(self, work):
         """`work` on its share of the cores idle when it starts (`precision.choose_threads`): a
@@ -395,7 +528,8 @@ class SymdiffApp:
             if isinstance(u, tuple):
                 return (f"Sampling: {u[2]}, pass {u[0]} of {u[1]} ...", *(gr.skip(),) * 6)
             live = gr.skip()
-            if time.perf_counter() - drawn[0] >= LIVE_EVERY_S:  # a picture costs the model's core 0.2 s
+            # a picture costs the model's core 0.2 s: the more requests wait on it, the rarer
+            if time.perf_counter() - drawn[0] >= LIVE_EVERY_S * max(1, self.batcher.waiting):
                 live, drawn[0] = self._live(u, title), time.perf_counter()
             return (f"Sampling: step {u.step} of {u.total} ...", *self._plots(trace, steps), live,
                     gr.skip(), gr.skip(), gr.skip())
@@ -406,11 +540,10 @@ class SymdiffApp:
         yield (f"Sampling {bars} bars{longer} with {sampler.upper()}, {steps} steps ...", *self._plots(trace, steps),
                gr.skip(), None, None, None)
         try:
-            result = yield from threaded(
-                self._on_free_cores(lambda: self.pipe.generate(1, bars, sampler, steps, seed, callback=trace,
-                                                               style=style, context_guidance=context,
-                                                               progress=Progress(report))), points, stop, show,
-                self.time_limit_s)
+            wanted = Request(1, seed, style, context_guidance=context, progress=Progress(report))
+            result, together = yield from threaded(lambda: self.batcher.draw(bars, sampler, steps, wanted, trace, stop),
+                                                   points, stop, show, self.time_limit_s,
+                                                   lambda: UPDATE_EVERY_S * max(1, self.batcher.waiting))
         except demo.Cancelled:  # Stop was pressed: say where, and show what there is
             if not trace.trace:
                 yield "Stopped before the first step.", *self._plots(trace, steps), gr.skip(), None, None, None
@@ -433,7 +566,8 @@ class SymdiffApp:
         midi_path = request_dir() / f"symdiff_{bars}bars_seed{seed}.mid"
         melody.tokens_to_midi(tokens, midi_path, melody.DEFAULT_QPM)  # atomic, like every write
         notes = int(melody.is_onset(tokens).sum())
-        yield (f"Done in {time.perf_counter() - t0:.1f} s (sampling {sampled:.1f} s): {bars} bars"
+        shared = f", drawn together with {together - 1} other request{'s' * (together > 2)}" if together > 1 else ""
+        yield (f"Done in {time.perf_counter() - t0:.1f} s (sampling {sampled:.1f} s{shared}): {bars} bars"
                f"{f' of {style}' if style else ''}, {notes} notes.", *self._plots(trace, steps), roll, stages, wav,
                str(midi_path))
 
@@ -929,7 +1063,7 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 g_stages = roll_image("Refinement stages", elem_id="generate-stages")
                 g_outputs = [g_status, g_cv, g_settled, g_roll, g_stages, g_audio, g_midi]
                 g_run.click(app.generate, [g_bars, g_sampler, g_steps, g_seed, g_style, g_context], g_outputs,
-                            api_name="generate", concurrency_id="model")
+                            api_name="generate", concurrency_id="generate", concurrency_limit=QUEUE_SIZE)
                 ui.load(app.shown_example, None, g_outputs, api_visibility="private", concurrency_limit=None)
                 g_stop.click(app.stop, None, None, api_visibility="private", concurrency_id="light")
                 g_sampler.input(functools.partial(default_steps, ddpm=GENERATE_STEPS), g_sampler, g_steps,

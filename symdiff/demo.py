@@ -37,6 +37,7 @@ from . import fit, melody, metrics, pianoroll
 from .baselines import interpolate_infill, prior_latents
 from .dataset import random_windows
 from .generate import GenerateError, InfillPlan, MelodyDiffusion, plan_infill, splice_bars
+from .schedulers import Callback
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = REPO / "assets" / "examples"
@@ -273,21 +274,27 @@ class RefinementTrace:
     _stage_at: set[int] | None = None
 
     def __call__(self, i: int, total: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
+        if self.due(i, total):
+            self.record(i, total, x_t[0], x0_hat[0], self.pipe.decode(x0_hat[:1])[0])
+
+    def due(self, i: int, total: int) -> bool:
+        """Step i is done: is it one of the points? (Raises `Cancelled` once `stop` is set.)"""
         if self.stop is not None and self.stop.is_set():
             raise Cancelled()
         self.reached = i + 1
         if self._when is None or self._stage_at is None:  # the first step: both set together
             self._stage_at = {0} | (set(checkpoints(total, self.stages - 1)) if self.stages > 1 else set())
             self._when = set(checkpoints(total, self.points)) | self._stage_at
-        if i not in self._when:
-            return
-        x0 = x0_hat[:1]
-        tokens = self.pipe.decode(x0)[0][: self.bars * melody.STEPS_PER_BAR]
+        return i in self._when
+
+    def record(self, i: int, total: int, x_t: torch.Tensor, x0: torch.Tensor, decoded: np.ndarray) -> None:
+        """The point after step i: `x_t` and `x0` (k, d) of the first melody, `decoded` its x0."""
+        tokens = decoded[: self.bars * melody.STEPS_PER_BAR]
         settled = agreement(tokens, self.trace[-1].tokens) if self.trace else math.nan
-        point = TracePoint(i + 1, total, sample_metrics(tokens, x0[0], self.reference), tokens,
-                           x_t[0].detach().float().cpu().numpy(), settled)
+        point = TracePoint(i + 1, total, sample_metrics(tokens, x0, self.reference), tokens,
+                           x_t.detach().float().cpu().numpy(), settled)
         self.trace.append(point)
-        if i in self._stage_at:
+        if self._stage_at is not None and i in self._stage_at:
             self.stage_tokens.append((f"x0 estimate after step {i + 1}/{total}", tokens))
         if self.on_point is not None:
             self.on_point(point)
@@ -301,6 +308,30 @@ class RefinementTrace:
         """(step, metric, value) rows of SETTLED: how much of the melody each point keeps of the last."""
         return [{"step": p.step, "metric": SETTLED, "value": p.settled}
                 for p in self.trace if not math.isnan(p.settled)]
+
+
+def traced_together(pipe: MelodyDiffusion, traces: Sequence[RefinementTrace | None], rows: Sequence[int]) -> Callback:
+    """One sampler callback for the traces of a batch of requests (`rows[j]` melodies each, in
+    order): the x0 estimates due at a step are decoded in one VAE call, not one a request. Why:
+    20 Generates at once spent a quarter of the server's time decoding their traces one by one.
+    A trace whose `stop` is set is left out; the batch goes on for the others."""
+    starts = np.cumsum([0, *rows])[:-1]
+    live = [True] * len(traces)
+
+    def call(i: int, total: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
+        due = []
+        for j, (t, a) in enumerate(zip(traces, starts, strict=True)):
+            if t is not None and live[j]:
+                try:
+                    if t.due(i, total):
+                        due.append((t, int(a)))
+                except Cancelled:
+                    live[j] = False
+        if due:
+            decoded = pipe.decode(x0_hat[[a for _, a in due]])
+            for (t, a), tokens in zip(due, decoded, strict=True):
+                t.record(i, total, x_t[a], x0_hat[a], tokens)
+    return call
 
 
 # --- learn: the forward and the reverse process ------------------------------------------------

@@ -51,7 +51,7 @@ from .options import (
     SAMPLER_CONTEXT_GUIDANCE,
 )
 from .precision import autocast, resolve_precision
-from .schedulers import Callback, Sampler, ScheduleConfig, make_sampler
+from .schedulers import Callback, Noise, Sampler, ScheduleConfig, make_sampler
 
 # Register repair of new melodies (`MelodyDiffusion.repair_samples`): a chunk holding a note more
 # than REGISTER_MARGIN semitones outside its melody's 10-90% pitch band is regenerated from the
@@ -322,6 +322,47 @@ def _both(*callbacks: Callable[..., object] | None) -> Callback | None:
     return call
 
 
+def _split(callbacks: Sequence[Callback | None], rows: Sequence[int]) -> Callback | None:
+    """One sampler callback of a batched chain calling each request's callback with its rows."""
+    if not any(callbacks):
+        return None
+    bounds = np.cumsum([0, *rows])
+
+    def call(i: int, total: int, x: torch.Tensor, x0: torch.Tensor) -> None:
+        for c, a, b in zip(callbacks, bounds[:-1], bounds[1:], strict=True):
+            if c is not None and b > a:
+                c(i, total, x[a:b], x0[a:b])
+    return call
+
+
+def _per_row(value: Any, rows: int) -> list:
+    """A setting of every row: one value for all, or a sequence of one per row."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * rows
+    if len(values) != rows:
+        raise GenerateError(f"{len(values)} settings given for {rows} rows")
+    return values
+
+
+def _weight(values: list[float], device: torch.device) -> float | torch.Tensor:
+    """Per-row guidance weights for `guided_eps`: a float where all rows share it (bit for bit
+    what one request alone computes), else (B, 1, 1)."""
+    return values[0] if len(set(values)) == 1 else torch.tensor(values, device=device).reshape(-1, 1, 1)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One caller's new melodies in a batched draw (`MelodyDiffusion.generate_batch`): what may
+    differ between the rows of one chain."""
+
+    num: int = 1
+    seed: int | None = None
+    style: str | None = None  # one of the model's styles; None or ANY_STYLE: any
+    guidance: float = DEFAULT_GUIDANCE  # weighs the style, where one is asked for
+    context_guidance: float | None = None  # None: the sampler's (`context_guidance_for`)
+    callback: Callback | None = None  # follows this request's melodies through the first draw
+    progress: Progress | None = None  # follows this request's whole job
+
+
 @dataclass
 class Result:
     """What a generation returns: tokens of each melody, and its model-space latents."""
@@ -402,8 +443,8 @@ class MelodyDiffusion:
         with autocast(self.precision, x.device.type):
             return self.model(x, level, known=known, keep=keep, style=style, alone=alone).float()
 
-    def guided_eps(self, cond: dict[str, torch.Tensor], guidance: float = 1.0,
-                   context_guidance: float = 1.0) -> Callable:
+    def guided_eps(self, cond: dict[str, torch.Tensor], guidance: float | torch.Tensor = 1.0,
+                   context_guidance: float | torch.Tensor = 1.0) -> Callable:
         """The eps_fn of a generation conditioned on `cond` (known chunks: `known` and `keep`;
         style labels: `style`; may be empty), one batched model call per step whatever it mixes.
 
@@ -419,9 +460,10 @@ class MelodyDiffusion:
         what the rest of the piece says, and c > 1 stresses it. This is guidance by a weaker view
         of the same model, as autoguidance guides by a weaker model (Karras et al. 2024). The
         chunks-alone view is a row of the same batch (`TransformerDDPM`'s `alone`), not k rows
-        of one chunk."""
+        of one chunk. Either weight may be (B, 1, 1), one per row (a batch of requests)."""
         known, keep, style = cond.get("known"), cond.get("keep"), cond.get("style")
-        views = ["piece"] + (["uncond"] if guidance != 1.0 else []) + (["alone"] if context_guidance != 1.0 else [])
+        views = (["piece"] + (["uncond"] if bool(torch.any(torch.as_tensor(guidance) != 1.0)) else [])
+                 + (["alone"] if bool(torch.any(torch.as_tensor(context_guidance) != 1.0)) else []))
         if views == ["piece"]:
             return functools.partial(self.eps, **cond)
 
@@ -447,11 +489,12 @@ class MelodyDiffusion:
 
         return eps_fn
 
-    def sample_latents(self, num: int, chunks: int, sampler: Sampler, seed: int | None = None,
+    def sample_latents(self, num: int, chunks: int, sampler: Sampler, seed: int | Noise | None = None,
                        callback: Callback | None = None, mask: torch.Tensor | None = None,
                        known: torch.Tensor | None = None, method: str | None = None,
-                       guidance: float = DEFAULT_GUIDANCE, style: str | None = None,
-                       context_guidance: float = 1.0, music: torch.Tensor | None = None,
+                       guidance: float | Sequence[float] = DEFAULT_GUIDANCE,
+                       style: str | None | Sequence[str | None] = None,
+                       context_guidance: float | Sequence[float] = 1.0, music: torch.Tensor | None = None,
                        init: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
         """(num, chunks, d) model-space latents from the reverse chain (infilling with mask/known,
         by `method`, see `INFILL_METHODS`; in a `style` of `self.styles`, None or ANY_STYLE for any). `guidance`
@@ -460,26 +503,31 @@ class MelodyDiffusion:
         weighs what each chunk takes from the rest of the piece (`guided_eps`). `music` (num,
         chunks) bool: generated chunks that must play, not rest: their silence flag (a codec with
         the "flag" rule) is held at "music" through the chain, as a known value is. `init` (1 or num,
-        chunks, d): the chain starts from it noised to `strength` (`Sampler.sample`, SDEdit)."""
+        chunks, d): the chain starts from it noised to `strength` (`Sampler.sample`, SDEdit).
+        `seed` a `Noise`, and `style`, `guidance` and `context_guidance` sequences of one per row:
+        the rows of a batch of requests, each drawn as it would be alone."""
         if not 1 <= chunks <= self.seq_len:
             raise GenerateError(f"the model generates 1 to {self.seq_len} chunks at once, got {chunks}")
-        for name, w in (("guidance", guidance), ("context guidance", context_guidance)):
-            if not 0.0 <= w <= 10.0:
-                raise GenerateError(f"{name} must be between 0 and 10, got {w}")
+        weights = _per_row(guidance, num)
+        contexts = _per_row(context_guidance, num) if chunks > 1 else [1.0] * num  # a single chunk: its own piece
+        for name, ws in (("guidance", weights), ("context guidance", contexts)):
+            for w in ws:
+                if not 0.0 <= w <= 10.0:
+                    raise GenerateError(f"{name} must be between 0 and 10, got {w}")
         on = functools.partial(torch.as_tensor, device=self.device)  # inputs come from the CPU (numpy, the codec)
         mask, known, music, init = (None if t is None else on(t) for t in (mask, known, music, init))
         cond: dict[str, torch.Tensor] = {}
         if known is not None and self.check_method(method) == "conditioned":
             cond["keep"] = ~torch.as_tensor(mask, dtype=torch.bool).expand(num, chunks)
             cond["known"] = torch.as_tensor(known).expand(num, chunks, -1)
-        if style not in (None, ANY_STYLE):
-            try:
-                label = self.model.config.style_index(style)
-            except ValueError as e:
-                raise GenerateError(str(e)) from None
-            cond["style"] = torch.full((num,), label, dtype=torch.long, device=self.device)
-        eps_fn = self.guided_eps(cond, guidance if cond else 1.0,
-                                 context_guidance if chunks > 1 else 1.0)  # a single chunk is its own whole piece
+        try:
+            labels = [self.model.config.style_index(None if s == ANY_STYLE else s) for s in _per_row(style, num)]
+        except ValueError as e:
+            raise GenerateError(str(e)) from None
+        if any(labels):
+            cond["style"] = torch.tensor(labels, dtype=torch.long, device=self.device)
+        weights = [w if "keep" in cond or label else 1.0 for w, label in zip(weights, labels, strict=True)]
+        eps_fn = self.guided_eps(cond, _weight(weights, self.device), _weight(contexts, self.device))
         if music is not None and mask is not None and known is not None and self.codec.config.flag:
             chunk_mask = torch.as_tensor(mask, dtype=torch.bool).expand(num, chunks)
             forced = chunk_mask & torch.as_tensor(music, dtype=torch.bool)
@@ -487,18 +535,23 @@ class MelodyDiffusion:
             mask[..., -1] &= ~forced
             known = torch.as_tensor(known).expand(num, chunks, -1).clone()
             known[..., -1] = torch.where(forced, torch.full_like(known[..., -1], -FLAG_SILENT), known[..., -1])
-        return sampler.sample(eps_fn, (num, chunks, self.codec.dim), seed=seed, callback=callback,
+        noise = seed if isinstance(seed, Noise) else Noise.from_seeds([seed], [num])
+        return sampler.sample(eps_fn, (num, chunks, self.codec.dim), generator=noise, callback=callback,
                               mask=mask, known=known, device=self.device, init=init, strength=strength)
 
-    def repair_samples(self, x: torch.Tensor, sampler: Sampler, seed: int | None = None,
-                       style: str | None = None, progress: Progress | None = None) -> torch.Tensor:
+    def repair_samples(self, x: torch.Tensor, sampler: Sampler, requests: Sequence[Request]) -> torch.Tensor:
         """New melodies (B, k, d) with their chunks below the floor (`weak_chunks`) regenerated
         from the rest of each melody, up to REPAIR_ROUNDS times, as REPAIR_DRAWS candidates each
         in one batched chain, the one nearest the floor taken where it is nearer than before.
+        `requests` say whose the rows of `x` are, in order (their `num` sum to B): each request's
+        redraws take its style, its noise (from seed + 1 + round) and its progress.
         Why: a sample's chunks agree on a register less well than real music does; the extra
         range of our samples came from single notes far outside it (measured: 18 such chunks in
         64 DDPM samples, none in 64 real windows), which the conditioned infill replaces with
         notes that fit; and a few samples fell silent for much of their length (SILENT_SHARE)."""
+        if sum(q.num for q in requests) != len(x):
+            raise ValueError(f"requests for {sum(q.num for q in requests)} melodies, {len(x)} given")
+        owner = [j for j, q in enumerate(requests) for _ in range(q.num)]
         x = x.clone()
         tokens = self.decode(x)
         rank = [floor_rank(t) for t in tokens]
@@ -508,11 +561,16 @@ class MelodyDiffusion:
             rows = [int(i) for i in torch.nonzero(weak.any(1)).flatten() for _ in range(REPAIR_DRAWS)]
             if not rows:
                 break
-            melodies = len(rows) // REPAIR_DRAWS
-            what = f"drawing weak bars of {melodies} melod{'ies' if melodies > 1 else 'y'} again"
-            step = progress.stage(what, sampler.num_steps) if progress else None
-            redo = self.sample_latents(len(rows), x.shape[1], sampler, None if seed is None else seed + 1 + r, step,
-                                       mask=weak[rows], known=x[rows], style=style, music=(weak & silent)[rows])
+            counts = [sum(owner[i] == j for i in rows) for j in range(len(requests))]
+            steps = []
+            for q, n in zip(requests, counts, strict=True):
+                melodies = n // REPAIR_DRAWS
+                what = f"drawing weak bars of {melodies} melod{'ies' if melodies > 1 else 'y'} again"
+                steps.append(q.progress.stage(what, sampler.num_steps) if q.progress and n else None)
+            noise = Noise.from_seeds([None if q.seed is None else q.seed + 1 + r for q in requests], counts)
+            redo = self.sample_latents(len(rows), x.shape[1], sampler, noise, _split(steps, counts),
+                                       mask=weak[rows], known=x[rows], style=[requests[owner[i]].style for i in rows],
+                                       music=(weak & silent)[rows])
             for j, (i, t) in enumerate(zip(rows, self.decode(redo), strict=True)):
                 if (k := floor_rank(t)) < rank[i]:  # a redraw ranking no better is not taken
                     x[i], tokens[i], rank[i] = redo[j], t, k
@@ -586,34 +644,53 @@ class MelodyDiffusion:
         """`num` new melodies of `bars` bars (up to MAX_NEW_BARS), in `style` (None or ANY_STYLE: any), with
         `context_guidance` (`guided_eps`; 1 = none; None: the sampler's, `context_guidance_for`); with
         `repair`, chunks below the floor regenerated (`repair_samples`). `callback` follows the
-        first draw's steps, `progress` the whole job's. Past one window (2 * seq_len bars) each
-        melody's first window is drawn so, then continued (`extend`) in its style; its
-        `Result.latents` are then the whole melody encoded (mu), not the chains' own."""
+        first draw's steps, `progress` the whole job's. One request of `generate_batch`."""
+        return self.generate_batch([Request(num, seed, style, guidance, context_guidance, callback, progress)],
+                                   bars, sampler, steps, repair)[0]
+
+    def generate_batch(self, requests: Sequence[Request], bars: int = 64, sampler: str = DEFAULT_SAMPLER,
+                       steps: int | None = None, repair: bool = True, callback: Callback | None = None) -> list[Result]:
+        """Every request's new melodies of `bars` bars, all in one batched chain (and each repair
+        round in one more): concurrent callers share the model's calls, whose cost on a CPU grows
+        far slower than their rows. `callback` follows all rows of the first draw, beside each
+        request's own. Each request gets what it would get alone (its own noise,
+        `Noise`; its style and weights), up to the float rounding of a larger matmul. Past one
+        window (2 * seq_len bars) each melody's first window is drawn so, then continued
+        (`extend`) in its style; its `Result.latents` are then the whole melody encoded (mu), not
+        the chains' own."""
         window = self.seq_len * melody.BARS_PER_CHUNK
         if not 1 <= bars <= MAX_NEW_BARS:
             raise GenerateError(f"bars must be between 1 and {MAX_NEW_BARS}, got {bars}")
-        if not 1 <= num <= 4096:
-            raise GenerateError(f"num must be between 1 and 4096, got {num}")
+        if not requests or not all(1 <= q.num <= 4096 for q in requests):
+            raise GenerateError("num must be between 1 and 4096")
         t0 = time.perf_counter()
         if bars > window:
-            first = self.generate(num, window, sampler, steps, seed, callback, style, guidance, repair,
-                                  context_guidance, progress)
-            tokens = [self.extend(t, bars - window, sampler=sampler, steps=steps, seed=None if seed is None else
-                                  seed + 1 + j, style=style or ANY_STYLE, guidance=guidance, repair=repair,
-                                  progress=progress).tokens[0]
-                      for j, t in enumerate(first.tokens)]
-            latents = torch.stack([self.codec.encode(t) for t in tokens])
-            return Result(tokens, latents, time.perf_counter() - t0, style=first.style)
+            out = []
+            for q, first in zip(requests, self.generate_batch(requests, window, sampler, steps, repair, callback),
+                                strict=True):
+                tokens = [self.extend(t, bars - window, sampler=sampler, steps=steps, seed=None if q.seed is None else
+                                      q.seed + 1 + j, style=q.style or ANY_STYLE, guidance=q.guidance, repair=repair,
+                                      progress=q.progress).tokens[0]
+                          for j, t in enumerate(first.tokens)]
+                latents = torch.stack([self.codec.encode(t) for t in tokens])
+                out.append(Result(tokens, latents, time.perf_counter() - t0, style=first.style))
+            return out
         chain = self.sampler(sampler, steps)
-        if context_guidance is None:
-            context_guidance = context_guidance_for(sampler)
-        step = progress.stage(f"drawing {num} melod{'ies' if num > 1 else 'y'}", chain.num_steps) if progress else None
-        x = self.sample_latents(num, -(-bars // melody.BARS_PER_CHUNK), chain, seed, _both(callback, step),
-                                guidance=guidance, style=style, context_guidance=context_guidance)
+        rows = [q.num for q in requests]
+        calls = [_both(q.callback, q.progress.stage(f"drawing {q.num} melod{'ies' if q.num > 1 else 'y'}",
+                                                    chain.num_steps) if q.progress else None) for q in requests]
+        x = self.sample_latents(
+            sum(rows), -(-bars // melody.BARS_PER_CHUNK), chain, Noise.from_seeds([q.seed for q in requests], rows),
+            _both(callback, _split(calls, rows)), guidance=[q.guidance for q in requests for _ in range(q.num)],
+            style=[q.style for q in requests for _ in range(q.num)],
+            context_guidance=[context_guidance_for(sampler) if q.context_guidance is None else q.context_guidance
+                              for q in requests for _ in range(q.num)])
         if repair:
-            x = self.repair_samples(x, chain, seed, style, progress)
+            x = self.repair_samples(x, chain, requests)
         tokens = [t[: bars * melody.STEPS_PER_BAR] for t in self.decode(x)]
-        return Result(tokens, x.cpu(), time.perf_counter() - t0, style=style or ANY_STYLE)
+        bounds = np.cumsum([0, *rows])
+        return [Result(tokens[a:b], x[a:b].cpu(), time.perf_counter() - t0, style=q.style or ANY_STYLE)
+                for q, a, b in zip(requests, bounds[:-1], bounds[1:], strict=True)]
 
     def infill(self, tokens: np.ndarray, span: tuple[int, int], sampler: str = DEFAULT_SAMPLER,
                steps: int | None = None, seed: int | None = None, callback: Callback | None = None,

@@ -130,6 +130,39 @@ def diffusion_loss(eps_pred: torch.Tensor, eps: torch.Tensor, mask: torch.Tensor
     return (err * m).sum() / (m.sum() * err.shape[-1]).clamp_min(1.0)
 
 
+class Noise:
+    """A chain's randomness: its rows in groups, each group drawn from a generator of its own in
+    a fixed order. Why: the requests batched into one chain (`MelodyDiffusion.generate_batch`)
+    each get the noise they would get alone, so a seed gives the same melody however many other
+    requests share its model calls."""
+
+    def __init__(self, generators: Sequence[torch.Generator], rows: Sequence[int]):
+        if len(generators) != len(rows) or any(n < 0 for n in rows):
+            raise ValueError("Noise needs one generator per group of rows")
+        self.generators, self.rows = list(generators), [int(n) for n in rows]
+
+    @classmethod
+    def from_seeds(cls, seeds: Sequence[int | None], rows: Sequence[int]) -> Noise:
+        """One CPU generator per group (the same noise on every device); None: fresh entropy."""
+        gens = []
+        for seed in seeds:
+            g = torch.Generator()
+            if seed is None:
+                g.seed()  # without touching torch's global generator
+            else:
+                g.manual_seed(int(seed))
+            gens.append(g)
+        return cls(gens, rows)
+
+    def randn(self, shape: Sequence[int], device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+        """N(0, I) of `shape` (B, ...): each group's rows from its generator, B the rows' sum."""
+        if shape[0] != sum(self.rows):
+            raise ValueError(f"noise for {shape[0]} rows asked of groups of {self.rows}")
+        parts = [torch.randn((n, *shape[1:]), generator=g, device=g.device, dtype=torch.float32)
+                 for g, n in zip(self.generators, self.rows, strict=True) if n]
+        return torch.cat(parts).to(device, dtype)
+
+
 @dataclass
 class StepOutput:
     prev_sample: torch.Tensor  # x at the next (lower) noise level
@@ -223,7 +256,7 @@ class Sampler:
         return x0.clamp(-self.clip, self.clip) if self.clip is not None else x0
 
     def step(self, eps: torch.Tensor, t_index: int, x_t: torch.Tensor,
-             generator: torch.Generator | None = None) -> StepOutput:
+             generator: torch.Generator | Noise | None = None) -> StepOutput:
         raise NotImplementedError
 
     @torch.no_grad()
@@ -232,7 +265,7 @@ class Sampler:
         eps_fn: EpsFn,
         shape: Sequence[int],
         steps: int | Sequence[int] | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Noise | None = None,
         seed: int | None = None,
         callback: Callback | None = None,
         mask: torch.Tensor | None = None,
@@ -247,7 +280,8 @@ class Sampler:
         steps: S (or an explicit list of timesteps); None keeps the current ones.
         generator / seed: all randomness (start, step noise, infill noise) comes from one
             generator drawn in a fixed order, so a seed gives the same output bit for bit; the
-            default generator is the CPU's, so a seed draws the same noise on every device.
+            default generator is the CPU's, so a seed draws the same noise on every device. A
+            `Noise` instead: a generator per group of rows (a batch of requests).
         callback(i, total, x_t, x0_hat): after every step i = 0..total-1, with the new sample
             (known positions already overwritten) and that step's clipped x0 prediction.
         mask, known: infilling (paper Algorithm 1). mask (k,) or (B, k) bool over the chunk
@@ -262,13 +296,13 @@ class Sampler:
         """
         if steps is not None:
             self.set_timesteps(steps)
-        if generator is None:
-            generator = torch.Generator()
-            if seed is None:
-                generator.seed()  # fresh entropy, without touching torch's global generator
-        if seed is not None:
-            generator.manual_seed(seed)
         shape = tuple(shape)
+        if generator is None:
+            generator = Noise.from_seeds([seed], [shape[0]])
+        elif isinstance(generator, torch.Generator):
+            if seed is not None:
+                generator.manual_seed(seed)
+            generator = Noise([generator], [shape[0]])
         keep = None
         if mask is not None or known is not None:
             if mask is None or known is None:
@@ -322,7 +356,9 @@ class Sampler:
         return next((i for i, t in enumerate(self.timesteps) if t <= top), self.num_steps - 1)
 
     @staticmethod
-    def _randn(shape, generator, device, dtype) -> torch.Tensor:
+    def _randn(shape, generator: torch.Generator | Noise, device, dtype) -> torch.Tensor:
+        if isinstance(generator, Noise):
+            return generator.randn(shape, device, dtype)
         return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device, dtype)
 
 
@@ -338,7 +374,7 @@ class DDPMAncestral(Sampler):
     default_steps = 1000
 
     def step(self, eps: torch.Tensor, t_index: int, x_t: torch.Tensor,
-             generator: torch.Generator | None = None) -> StepOutput:
+             generator: torch.Generator | Noise | None = None) -> StepOutput:
         i = t_index
         ab, ab_prev, beta = self.alpha_bar[i], self.alpha_bar_prev[i], self.betas[i]
         alpha = 1.0 - beta
@@ -372,7 +408,7 @@ class DDIM(Sampler):
         super().__init__(schedule, steps, clip, spacing)
 
     def step(self, eps: torch.Tensor, t_index: int, x_t: torch.Tensor,
-             generator: torch.Generator | None = None) -> StepOutput:
+             generator: torch.Generator | Noise | None = None) -> StepOutput:
         i = t_index
         ab, ab_prev = self.alpha_bar[i], self.alpha_bar_prev[i]
         x0 = self.predict_x0(eps, i, x_t)
@@ -414,7 +450,7 @@ class DPMSolverPP(Sampler):
         return 0.5 * math.log(ab / (1.0 - ab))
 
     def step(self, eps: torch.Tensor, t_index: int, x_t: torch.Tensor,
-             generator: torch.Generator | None = None) -> StepOutput:
+             generator: torch.Generator | Noise | None = None) -> StepOutput:
         i = t_index
         ab, ab_prev = self.alpha_bar[i], self.alpha_bar_prev[i]
         x0 = self.predict_x0(eps, i, x_t)

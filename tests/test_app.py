@@ -102,6 +102,21 @@ def test_generate_outputs_and_seed(client, server):
     assert plain[0].startswith("Done") and Path(plain[-1]).read_bytes() != Path(midi).read_bytes()
 
 
+def test_concurrent_generates_are_drawn_as_one_batch(client, server, tmp_path):
+    """Issue 26: Generates sent at once share the model's calls (`GenerateBatcher`), and each
+    gets the melody its seed gives alone."""
+    clients = [Client(server.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / str(i)))
+               for i in range(3)]
+    jobs = [c.submit(8, "ddim", 12, seed, api_name="/generate") for c, seed in zip(clients, (21, 22, 23), strict=True)]
+    together = [job.result(timeout=300) for job in jobs]
+    assert any("drawn together with" in r[0] for r in together), [r[0] for r in together]
+    for seed, r in zip((21, 22, 23), together, strict=True):
+        alone = client.predict(8, "ddim", 12, seed, api_name="/generate")
+        assert "drawn together" not in alone[0]
+        assert melody.read_midi(alone[-1]).chosen.tokens.tolist() == melody.read_midi(r[-1]).chosen.tokens.tolist()
+    assert server.alive
+
+
 def test_a_long_generate_says_every_stage(client, server):
     """Issue 26: past the first window (and in the floor's redraws) the status goes on counting:
     the continuation's passes come after the first draw's, never back to 1."""

@@ -22,6 +22,7 @@ from symdiff.generate import (
     CONTEXT_GUIDANCE,
     GenerateError,
     Progress,
+    Request,
     context_guidance_for,
     floor_rank,
     longest_held,
@@ -104,10 +105,35 @@ def test_register_repair_regenerates_only_stray_chunks(pipe):
     assert not stray_chunks(tokens[: 3 * 32]).any()  # 3 chunks: too few notes for a band
     x = pipe.codec.encode(tokens)[None]
     assert stray_chunks(pipe.decode(x)[0]).tolist() == [i == 5 for i in range(8)]  # the VAE keeps the leap
-    fixed = pipe.repair_samples(x, pipe.sampler("ddim", 10), seed=0)
+    fixed = pipe.repair_samples(x, pipe.sampler("ddim", 10), [Request(1, 0)])
     keep = torch.arange(8) != 5
     assert torch.equal(fixed[0, keep], x[0, keep]) and not torch.equal(fixed[0, 5], x[0, 5])
     assert not stray_chunks(pipe.decode(fixed)[0]).any()
+
+
+def test_a_batch_draws_each_request_as_alone(pipe):
+    """Issue 26: concurrent requests share one batched chain (`generate_batch`, the app's
+    Generates); each gets the melodies it gets alone (its own seed's noise, style, weights and
+    redraws), its callback sees its rows, its progress counts its own stages."""
+    asked = [Request(2, 5), Request(1, 6, "folk", context_guidance=1.0), Request(1, 3, guidance=1.5)]
+    seen: list[list[int]] = [[] for _ in asked]
+    reports: list[list[tuple[int, int, str]]] = [[] for _ in asked]
+    batch = pipe.generate_batch(
+        [dataclasses.replace(q, callback=lambda i, n, x, x0, j=j: seen[j].append(len(x)),
+                             progress=Progress(lambda d, t, what, j=j: reports[j].append((d, t, what))))
+         for j, q in enumerate(asked)], 16, "ddpm", 20)
+    redrawn = 0
+    for q, got, rows, said in zip(asked, batch, seen, reports, strict=True):
+        alone = pipe.generate(q.num, 16, "ddpm", 20, q.seed, style=q.style, guidance=q.guidance,
+                              context_guidance=q.context_guidance, progress=Progress(lambda *_: None))
+        assert all(np.array_equal(a, b) for a, b in zip(got.tokens, alone.tokens, strict=True))
+        assert torch.allclose(got.latents, alone.latents, atol=1e-3) and got.style == (q.style or ANY_STYLE)
+        assert rows == [q.num] * 20  # the first draw's steps, this request's rows only
+        assert [d for d, _, _ in said] == list(range(1, len(said) + 1)) and said[-1][0] == said[-1][1]
+        redrawn += any("again" in what for _, _, what in said)
+    assert redrawn  # the floor's redraws were batched too (these seeds need some)
+    with pytest.raises(GenerateError, match="num must be"):
+        pipe.generate_batch([], 16)
 
 
 def slow_tune() -> np.ndarray:

@@ -92,6 +92,7 @@ from ..generate import (
     DEFAULT_SAMPLER,
     SILENT_SHARE,
     MelodyDiffusion,
+    Request,
     context_guidance_for,
     longest_held,
     plan_infill,
@@ -510,9 +511,10 @@ def coherence(pipe: MelodyDiffusion, num: int = DEFAULT_SAMPLES, sampler: str = 
     made = {cg: pipe.generate(num, bars, sampler, steps, seed, callback=lambda *_: bar.update(1), repair=False,
                               context_guidance=cg).latents for cg in (context_guidance, 1.0)}
     bar.close()
+    alone = [Request(num, seed)]
     melodies = {"real test windows": real,
-                "diffusion samples": pipe.decode(pipe.repair_samples(made[context_guidance], chain, seed)),
-                "diffusion samples, no context guidance": pipe.decode(pipe.repair_samples(made[1.0], chain, seed)),
+                "diffusion samples": pipe.decode(pipe.repair_samples(made[context_guidance], chain, alone)),
+                "diffusion samples, no context guidance": pipe.decode(pipe.repair_samples(made[1.0], chain, alone)),
                 "diffusion samples, plain chain": pipe.decode(made[1.0])}
     figs = {name: [coherence_figures(t) for t in tokens] for name, tokens in melodies.items()}
     report = Report("coherence", {**_settings(pipe, checkpoint, data, sampler, steps, seed), "melodies": num,
