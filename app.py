@@ -278,6 +278,10 @@ class _Job:
         self.result: Result | None = None
         self.error: BaseException | None = None
         self.batch = 0  # requests drawn together with it, itself included
+        self.peers: list[_Job] = [self]  # the jobs of its batch, once it is in one
+
+    def all_stopped(self) -> bool:
+        return all(j.stop.is_set() for j in self.peers)
 
 
 class GenerateBatcher:
@@ -302,7 +306,8 @@ class GenerateBatcher:
         """`request`'s melodies, drawn with whatever else is waiting, `trace` following its first
         melody -> (them, how many requests were drawn together); raises `demo.Cancelled` when
         `stop` is set first, and what the pipeline raised for it."""
-        job = _Job((bars, sampler, steps), self._muted(request, stop), trace, stop)
+        job = _Job((bars, sampler, steps), request, trace, stop)
+        job.request = self._muted(job)
         with self._cond:
             self._pending.append(job)
             self.waiting += 1
@@ -325,17 +330,23 @@ class GenerateBatcher:
         return job.result, job.batch
 
     @staticmethod
-    def _muted(request: Request, stop: threading.Event) -> Request:
-        """`request` with a callback and progress that do nothing once `stop` is set, and never
-        raise `demo.Cancelled` into the batch (the request's own wait says it stopped)."""
+    def _muted(job: _Job) -> Request:
+        """`job`'s request with a callback and progress that do nothing once its stop is set and
+        never raise `demo.Cancelled` into the batch (the request's own wait says it stopped),
+        unless every request of the batch has stopped: then the batch stops at its next step."""
+        request = job.request
+
         def guard(f):
             if f is None:
                 return None
 
             def call(*args):
-                if not stop.is_set():
-                    with contextlib.suppress(demo.Cancelled):
-                        f(*args)
+                if job.stop.is_set():
+                    if job.all_stopped():
+                        raise demo.Cancelled()
+                    return
+                with contextlib.suppress(demo.Cancelled):
+                    f(*args)
             return call
 
         progress = None if request.progress is None else Progress(guard(request.progress.report))
@@ -353,6 +364,8 @@ class GenerateBatcher:
                 key = self._pending[0].key
                 batch = [j for j in self._pending if j.key == key and not j.stop.is_set()][: self.max_batch]
                 self._pending = [j for j in self._pending if j not in batch and not j.stop.is_set()]
+                for j in batch:
+                    j.peers = batch
             if batch:
                 self._run(batch)
 
