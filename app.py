@@ -270,18 +270,33 @@ def threaded(work, updates: queue.Queue, stop: threading.Event, show, limit_s: f
 
 
 class _Job:
-    """A Generate waiting in `GenerateBatcher`: its request, and what it got."""
+    """A Generate waiting in `GenerateBatcher`: its request (callback and progress muted once
+    `stop` is set, `_guard`), and what it got."""
 
     def __init__(self, key: tuple, request: Request, trace: demo.RefinementTrace | None, stop: threading.Event):
-        self.key, self.request, self.trace, self.stop = key, request, trace, stop
+        self.key, self.trace, self.stop = key, trace, stop
+        progress = None if request.progress is None else Progress(self._guard(request.progress.report))
+        self.request = dataclasses.replace(request, callback=self._guard(request.callback), progress=progress)
         self.done = threading.Event()
         self.result: Result | None = None
         self.error: BaseException | None = None
-        self.batch = 0  # requests drawn together with it, itself included
         self.peers: list[_Job] = [self]  # the jobs of its batch, once it is in one
 
-    def all_stopped(self) -> bool:
-        return all(j.stop.is_set() for j in self.peers)
+    def _guard(self, f):
+        """`f`, doing nothing once `stop` is set and never raising `demo.Cancelled` into the batch
+        (the request's own wait says it stopped), unless every request of the batch has stopped:
+        then the batch stops at its next step."""
+        if f is None:
+            return None
+
+        def call(*args):
+            if self.stop.is_set():
+                if all(j.stop.is_set() for j in self.peers):
+                    raise demo.Cancelled()
+                return
+            with contextlib.suppress(demo.Cancelled):
+                f(*args)
+        return call
 
 
 class GenerateBatcher:
@@ -307,7 +322,6 @@ class GenerateBatcher:
         melody -> (them, how many requests were drawn together); raises `demo.Cancelled` when
         `stop` is set first, and what the pipeline raised for it."""
         job = _Job((bars, sampler, steps), request, trace, stop)
-        job.request = self._muted(job)
         with self._cond:
             self._pending.append(job)
             self.waiting += 1
@@ -327,30 +341,7 @@ class GenerateBatcher:
         if job.error is not None:
             raise job.error
         assert job.result is not None
-        return job.result, job.batch
-
-    @staticmethod
-    def _muted(job: _Job) -> Request:
-        """`job`'s request with a callback and progress that do nothing once its stop is set and
-        never raise `demo.Cancelled` into the batch (the request's own wait says it stopped),
-        unless every request of the batch has stopped: then the batch stops at its next step."""
-        request = job.request
-
-        def guard(f):
-            if f is None:
-                return None
-
-            def call(*args):
-                if job.stop.is_set():
-                    if job.all_stopped():
-                        raise demo.Cancelled()
-                    return
-                with contextlib.suppress(demo.Cancelled):
-                    f(*args)
-            return call
-
-        progress = None if request.progress is None else Progress(guard(request.progress.report))
-        return dataclasses.replace(request, callback=guard(request.callback), progress=progress)
+        return job.result, len(job.peers)
 
     def _serve(self) -> None:
         while True:
@@ -391,7 +382,7 @@ class GenerateBatcher:
             return
         log.info("drew %d Generate requests together in %.1f s", len(batch), time.perf_counter() - t0)
         for j, r in zip(batch, results, strict=True):
-            j.result, j.batch = r, len(batch)
+            j.result = r
             j.done.set()
 
 

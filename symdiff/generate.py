@@ -561,7 +561,7 @@ class MelodyDiffusion:
             rows = [int(i) for i in torch.nonzero(weak.any(1)).flatten() for _ in range(REPAIR_DRAWS)]
             if not rows:
                 break
-            counts = [sum(owner[i] == j for i in rows) for j in range(len(requests))]
+            counts = np.bincount([owner[i] for i in rows], minlength=len(requests)).tolist()
             steps = []
             for q, n in zip(requests, counts, strict=True):
                 melodies = n // REPAIR_DRAWS
@@ -677,14 +677,18 @@ class MelodyDiffusion:
             return out
         chain = self.sampler(sampler, steps)
         rows = [q.num for q in requests]
+
+        def each_row(setting: Callable[[Request], Any]) -> list:
+            return [setting(q) for q in requests for _ in range(q.num)]
+
         calls = [_both(q.callback, q.progress.stage(f"drawing {q.num} melod{'ies' if q.num > 1 else 'y'}",
                                                     chain.num_steps) if q.progress else None) for q in requests]
         x = self.sample_latents(
             sum(rows), -(-bars // melody.BARS_PER_CHUNK), chain, Noise.from_seeds([q.seed for q in requests], rows),
-            _both(callback, _split(calls, rows)), guidance=[q.guidance for q in requests for _ in range(q.num)],
-            style=[q.style for q in requests for _ in range(q.num)],
-            context_guidance=[context_guidance_for(sampler) if q.context_guidance is None else q.context_guidance
-                              for q in requests for _ in range(q.num)])
+            _both(callback, _split(calls, rows)), guidance=each_row(lambda q: q.guidance),
+            style=each_row(lambda q: q.style),
+            context_guidance=each_row(lambda q: context_guidance_for(sampler) if q.context_guidance is None
+                                      else q.context_guidance))
         if repair:
             x = self.repair_samples(x, chain, requests)
         tokens = [t[: bars * melody.STEPS_PER_BAR] for t in self.decode(x)]
