@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import json
 import logging
 import math
 import os
@@ -109,9 +110,14 @@ REQUEST_MAX_AGE_S = 15 * 60  # uploads and outputs older than this are swept
 SWEEP_EVERY_S = 5 * 60
 TIME_LIMIT_S = 120.0  # a model run (generate, infill) is stopped after this long
 SAMPLERS = ("ddpm", "dpmpp-sde", "ddim")
-WIDTH_PX = 1000
+WIDTH_PX = 1000  # figures on a laptop: drawn 1000 px wide, shown scaled to the column
+PHONE_PX = 640  # a page narrower than this gets figures drawn for its width, shown 1:1 (`SymdiffApp.width`)
+MIN_WIDTH_PX = 300
+PAGE_MARGIN_PX = 66  # a phone page's width less a figure's column (measured in chromium at 390 px)
+MAX_SESSIONS = 10_000  # page widths remembered (`SymdiffApp.set_width`), the oldest forgotten first
 RESTORE_STARTS = (20, 100, 300, 600, 1000)  # the Learn tab's curve for one melody
 RESTORE_FIGURE = Path(__file__).resolve().parent / "eval" / "restoration.png"  # scripts/restoration_curve.py
+RESTORE_DATA = RESTORE_FIGURE.with_suffix(".json")  # what it plots
 
 
 class _UserError(SymdiffError):
@@ -391,9 +397,11 @@ METRIC_COLORS = {"pitch consistency": "#1f4e8c", "pitch variance": "#7fb2e5", "d
 
 
 def legend(names) -> str:
-    """An HTML legend (gradio's LinePlot draws none when it starts empty)."""
-    return "".join(f'<span style="margin-right:1.2em;white-space:nowrap"><span style="color:{METRIC_COLORS[n]};'
-                   f'font-size:1.3em">&#9644;</span> {n}</span>' for n in names)
+    """An HTML legend (gradio's LinePlot draws none when it starts empty), its names on as many lines
+    as the column needs (on a phone the third ran off the edge)."""
+    return ('<div style="display:flex;flex-wrap:wrap;column-gap:1.2em">'
+            + "".join(f'<span style="white-space:nowrap"><span style="color:{METRIC_COLORS[n]};font-size:1.3em">'
+                      f'&#9644;</span> {n}</span>' for n in names) + "</div>")
 
 
 def metric_frame(rows: list[dict] | None = None) -> pd.DataFrame:
@@ -409,17 +417,15 @@ def roll_image(label: str, **kwargs) -> gr.Image:
                     buttons=["download", "fullscreen"], elem_classes=["roll"], **kwargs)
 
 
-# On a phone a figure (drawn 1000 px wide) is shown 720 px wide and scrolls sideways, so its labels
-# stay readable (at the phone's 326 px they were 3-4 px high), and the image's buttons (full
-# screen, download), which covered the music, are hidden.
+# On a phone a figure is drawn for the page's width (`SymdiffApp.width`) and shown 1:1, the full
+# width of its column, so its labels keep their size; the image's buttons (full screen, download),
+# which covered the music, are hidden.
 CSS = """
 @media (max-width: 640px) {
   .roll .icon-button-wrapper { display: none !important; }
-  .roll .image-container { overflow-x: auto !important; justify-content: flex-start !important; }
-  .roll .image-container > button, .roll .image-frame { width: 720px !important; max-width: none !important;
-                                                        flex: none !important; }
-  .roll img { width: 720px !important; max-width: none !important; height: auto !important;
-              object-fit: fill !important; }
+  .roll .image-container > button, .roll .image-frame { width: 100% !important; }
+  .roll img { width: 100% !important; max-width: none !important; height: auto !important;
+              object-fit: contain !important; }
 }
 """
 
@@ -453,6 +459,7 @@ class SymdiffApp:
         self.examples = demo.list_examples()
         self.jobs, self.max_threads = CONCURRENCY, None  # model runs at once; torch threads per run at most
         self._stops: dict[str, threading.Event] = {}  # each browser session's latest run, for Stop
+        self._widths: dict[str, int] = {}  # each browser session's figure width (`set_width`)
         self.example: dict = {}  # what the Generate tab shows before a run (`example_run`), once drawn
         self.example_ready = threading.Event()  # set when `example` is drawn (or failed: then it stays {})
         self.batcher = GenerateBatcher(pipe, self._on_free_cores)  # concurrent Generates share model calls
@@ -478,12 +485,32 @@ class SymdiffApp:
         return (gr.LinePlot(value=cv if len(cv) else None, x_lim=[0, steps], color_map=METRIC_COLORS),
                 gr.LinePlot(value=settled if len(settled) else None, x_lim=[0, steps], color_map=METRIC_COLORS))
 
-    def _live(self, p: demo.TracePoint, title: str) -> np.ndarray:
+    def _live(self, p: demo.TracePoint, title: str, width: int) -> np.ndarray:
         """The run at a trace point: its noisy latents over the model's guess of the finished melody."""
         return image(pianoroll.plot_latent_rolls(
             [(f"step {p.step} of {p.total}: the noisy latents (top, one column per 2 bars) and the model's guess "
               "of the finished melody (bottom)", demo.shown_latents(self.pipe, p.latents), p.tokens)],
-            title=title, width_px=WIDTH_PX, panel_height_px=300))
+            title=title, width_px=width, panel_height_px=300))
+
+    @staticmethod
+    def _stages(trace: demo.RefinementTrace, width: int) -> np.ndarray:
+        """The refinement stages side by side, or one under another on a phone."""
+        return image(pianoroll.plot_stages(trace.stage_tokens, ncols=2 if width >= WIDTH_PX else 1, width_px=width))
+
+    def set_width(self, page_px, request: gr.Request = None):  # type: ignore[assignment]  # gradio fills it in
+        """Remember the width of this session's page (CSS px, sent by the browser on load)."""
+        if request is not None and request.session_hash and isinstance(page_px, (int, float)) and page_px > 0:
+            self._widths.pop(request.session_hash, None)
+            self._widths[request.session_hash] = int(page_px)
+            while len(self._widths) > MAX_SESSIONS:
+                self._widths.pop(next(iter(self._widths)))
+
+    def width(self, request: gr.Request | None) -> int:
+        """The width to draw this session's figures at: WIDTH_PX on a laptop (shown scaled to the
+        column); on a phone the page's own width less its margins, so a figure shows 1:1 and its
+        labels keep their size (a 1000 px figure on a 390 px phone has 3-4 px labels)."""
+        page = self._widths.get(request.session_hash or "", WIDTH_PX) if request is not None else WIDTH_PX
+        return WIDTH_PX if page >= PHONE_PX else max(MIN_WIDTH_PX, page - PAGE_MARGIN_PX)
 
     def _session_stop(self, request: gr.Request | None) -> threading.Event:
         """A fresh stop signal for this browser session's run (`stop` sets it)."""
@@ -512,6 +539,7 @@ class SymdiffApp:
         steps = whole("steps", steps, 1, MAX_STEPS)
         seed = whole("seed", seed, 0, MAX_SEED)
         context = float(context)
+        width = self.width(request)
         first_draw = self.pipe.sampler(sampler, steps).num_steps  # the one check of sampler settings
         t0 = time.perf_counter()
         stop, points = self._session_stop(request), queue.Queue[demo.TracePoint | tuple[int, int, str]]()
@@ -534,7 +562,7 @@ class SymdiffApp:
             live = gr.skip()
             # a picture costs the model's core 0.2 s: the more requests wait on it, the rarer
             if time.perf_counter() - drawn[0] >= LIVE_EVERY_S * max(1, self.batcher.waiting):
-                live, drawn[0] = self._live(u, title), time.perf_counter()
+                live, drawn[0] = self._live(u, title, width), time.perf_counter()
             return (f"Sampling: step {u.step} of {u.total} ...", *self._plots(trace, steps), live,
                     gr.skip(), gr.skip(), gr.skip())
 
@@ -553,19 +581,19 @@ class SymdiffApp:
                 yield "Stopped before the first step.", *self._plots(trace, steps), gr.skip(), None, None, None
                 return
             last = trace.trace[-1]
-            stages = image(pianoroll.plot_stages(trace.stage_tokens, ncols=2, width_px=WIDTH_PX))
+            stages = self._stages(trace, width)
             yield (f"**Stopped** at step {trace.reached} of {last.total}. Above: the partial result, the model's "
                    f"guess of the finished melody at step {last.step} (not repaired, no MIDI file).",
-                   *self._plots(trace, steps), self._live(last, f"Stopped at step {last.step}: " + title), stages,
-                   sound(last.tokens, melody.DEFAULT_QPM), None)
+                   *self._plots(trace, steps), self._live(last, f"Stopped at step {last.step}: " + title, width),
+                   stages, sound(last.tokens, melody.DEFAULT_QPM), None)
             return
         tokens = result.tokens[0]
         sampled = time.perf_counter() - t0
         roll = image(pianoroll.plot_latent_rolls(
             [("the finished latents (top, one column per 2 bars) and the melody they decode to (bottom)",
               demo.shown_latents(self.pipe, result.latents[0]), tokens)],
-            title=title, width_px=WIDTH_PX, panel_height_px=300))
-        stages = image(pianoroll.plot_stages(trace.stage_tokens, ncols=2, width_px=WIDTH_PX))
+            title=title, width_px=width, panel_height_px=300))
+        stages = self._stages(trace, width)
         wav = sound(tokens, melody.DEFAULT_QPM)
         midi_path = request_dir() / f"symdiff_{bars}bars_seed{seed}.mid"
         melody.tokens_to_midi(tokens, midi_path, melody.DEFAULT_QPM)  # atomic, like every write
@@ -588,12 +616,20 @@ class SymdiffApp:
 
         threading.Thread(target=self._on_free_cores(draw), name="symdiff-example", daemon=True).start()
 
-    def shown_example(self):
-        """What a page shows in Generate when it opens: the example once it is drawn."""
+    def shown_example(self, request: gr.Request = None):  # type: ignore[assignment]  # gradio fills it in
+        """What a page shows in Generate when it opens: the example once it is drawn (drawn again
+        for a phone's width)."""
         self.example_ready.wait(EXAMPLE_WAIT_S)
-        e = self.example
-        return (e.get("status", "Press **Generate**."), e.get("cv"), e.get("settled"), e.get("roll"),
-                e.get("stages"), e.get("wav"), e.get("midi"))
+        e, width = self.example, self.width(request)
+        roll, stages = e.get("roll"), e.get("stages")
+        if e and width != WIDTH_PX:
+            roll, stages = self._example_roll(e["tokens"], e["title"], width), self._stages(e["trace"], width)
+        return (e.get("status", "Press **Generate**."), e.get("cv"), e.get("settled"), roll, stages, e.get("wav"),
+                e.get("midi"))
+
+    @staticmethod
+    def _example_roll(tokens: np.ndarray, title: str, width: int) -> np.ndarray:
+        return image(pianoroll.plot_pianoroll(tokens, title=title, width_px=width, height_px=260))
 
     def example_run(self, bars: int = EXAMPLE_BARS, seed: int = 0) -> dict:
         """A Generate run at the tab's settings, shown before any click so the page is never empty."""
@@ -606,9 +642,9 @@ class SymdiffApp:
         return {"midi": str(midi_path),
                 "status": f"An example: {bars} bars the model wrote ({DEFAULT_SAMPLER.upper()} {GENERATE_STEPS} steps, "
                           f"seed {seed}). Press **Generate** for your own.",
-                "roll": image(pianoroll.plot_pianoroll(tokens, title=f"Example: {bars} bars, seed {seed}",
-                                                       width_px=WIDTH_PX, height_px=260)),
-                "stages": image(pianoroll.plot_stages(trace.stage_tokens, ncols=2, width_px=WIDTH_PX)),
+                "tokens": tokens, "trace": trace, "title": f"Example: {bars} bars, seed {seed}",
+                "roll": self._example_roll(tokens, f"Example: {bars} bars, seed {seed}", WIDTH_PX),
+                "stages": self._stages(trace, WIDTH_PX),
                 "wav": sound(tokens, melody.DEFAULT_QPM), "cv": cv[cv.metric != demo.LATENT_METRIC],
                 "settled": metric_frame(trace.settled_rows())}
 
@@ -630,16 +666,16 @@ class SymdiffApp:
                 f"{found.bars.describe()}. Every other bar stays yours.")
 
     @user_errors
-    def load_midi(self, midi_file, whole: bool = False):
+    def load_midi(self, midi_file, whole: bool = False, request: gr.Request = None):  # type: ignore[assignment]
         """A new file: its tracks, the bar sliders fitted to the default melody (with `whole`, all
         of it up to one window: the Vary tab), and a preview."""
         if upload_path(midi_file) is None:
             return (gr.Dropdown(choices=[("auto: the most melodic track", "auto")], value="auto"), 1, 1,
                     None, "Upload a MIDI file or pick an example.", None)
-        choices, first, last, img, text, geo = self._file_view(midi_file, whole)
+        choices, first, last, img, text, geo = self._file_view(midi_file, whole, self.width(request))
         return gr.Dropdown(choices=choices, value="auto"), first, last, img, text, geo
 
-    def _file_view(self, midi_file, whole: bool):
+    def _file_view(self, midi_file, whole: bool, width: int = WIDTH_PX):
         """A file's track choices, default range and its preview -> (choices, first, last, image,
         range text, geometry)."""
         found, cand = self._load(midi_file)
@@ -647,7 +683,7 @@ class SymdiffApp:
             f"auto: track {cand.index}, in chords (this file has no single-line melody)"
         choices = [(auto, "auto")] + [(demo.track_label(found, c), str(c.index)) for c in found.candidates]
         first, last = demo.whole_range(found.bars, self.pipe.seq_len) if whole else demo.default_range(found.bars)
-        return choices, first, last, *self._preview(found, cand, first, last)
+        return choices, first, last, *self._preview(found, cand, first, last, width)
 
     def opening(self, whole: bool = False) -> dict:
         """What the Infill (or, `whole`, the Vary) tab shows before any click: an example file
@@ -667,35 +703,43 @@ class SymdiffApp:
         box = tuple((s - v0) / melody.STEPS_PER_BAR for s in plan.steps)
         return slice(v0, v1), box, demo.barlines(found.bars, v0, v1)
 
-    def _preview(self, found: melody.MidiMelodies, cand: melody.Candidate, first: int, last: int):
+    def _preview(self, found: melody.MidiMelodies, cand: melody.Candidate, first: int, last: int, width: int):
         plan, tokens = demo.plan_bars(found, cand, first, last, self.pipe.seq_len)
         crop, box, lines = self._view(found, plan, tokens)
         shown = f"bars {found.bars.number_at(crop.start)}-{found.bars.number_at(crop.stop - 1)}"
-        fig = pianoroll.plot_pianoroll(tokens[crop], box_bars=box, width_px=WIDTH_PX, height_px=240, barlines=lines,
+        fig = pianoroll.plot_pianoroll(tokens[crop], box_bars=box, width_px=width, height_px=240, barlines=lines,
                                        title=f"Track {cand.index}, {shown} of {found.bars.describe()}. Click the "
                                              "roll to pick the first and then the last bar.")
         pos = fig.axes[0].get_position()
-        geo = {"x0": pos.x0, "x1": pos.x1, "steps": crop.stop - crop.start, "starts": lines[0], "numbers": lines[1]}
+        geo = {"x0": pos.x0, "x1": pos.x1, "width": width, "steps": crop.stop - crop.start, "starts": lines[0],
+               "numbers": lines[1]}
         return image(fig, counted=True), self._range_text(found, first, last), geo
 
     @user_errors
-    def preview(self, midi_file, track, first_bar, last_bar):
+    def preview(self, midi_file, track, first_bar, last_bar, request: gr.Request = None):  # type: ignore[assignment]
         """The preview of a range; a range that cannot be regenerated is said at the range field
         (the picture keeps the last good range)."""
         found, cand = self._load(midi_file, track)
         try:
             first = whole("first bar", first_bar, 0, melody.BAR_MAP_STEPS)
             last = whole("last bar", last_bar, 0, melody.BAR_MAP_STEPS)
-            return self._preview(found, cand, first, last)
+            return self._preview(found, cand, first, last, self.width(request))
         except SymdiffError as e:
             return gr.skip(), f"**This range cannot be regenerated:** {e}.", gr.skip()
+
+    def phone_preview(self, midi_file, track, first_bar, last_bar,
+                      request: gr.Request = None):  # type: ignore[assignment]  # gradio fills it in
+        """The opening preview drawn again for a phone's width (a laptop keeps the one drawn at start)."""
+        if self.width(request) == WIDTH_PX:
+            return gr.skip(), gr.skip(), gr.skip()
+        return self.preview(midi_file, track, first_bar, last_bar, request)
 
     @user_errors
     def pick_bar(self, geo, first_bar, last_bar, clicks, evt: gr.SelectData):
         """A click on the preview: the first click sets the first bar, the next the last bar."""
         if not geo or evt is None or not isinstance(evt.index, (list, tuple)):
             return gr.skip(), gr.skip(), gr.skip()
-        x = float(evt.index[0]) / WIDTH_PX
+        x = float(evt.index[0]) / geo.get("width", WIDTH_PX)
         frac = (x - geo["x0"]) / max(1e-9, geo["x1"] - geo["x0"])
         step = min(max(frac, 0.0), 0.999999) * geo["steps"]
         bar = int(geo["numbers"][max(0, int(np.searchsorted(geo["starts"], step, side="right")) - 1)])
@@ -758,7 +802,7 @@ class SymdiffApp:
         if (prior := base["prior"]) is not None:
             rows.append(("prior", prior[crop]))
         shown = f"bars {found.bars.number_at(crop.start)}-{found.bars.number_at(crop.stop - 1)}"
-        fig = pianoroll.plot_rows(rows, box_bars=box, width_px=WIDTH_PX, row_height_px=130, barlines=lines,
+        fig = pianoroll.plot_rows(rows, box_bars=box, width_px=self.width(request), row_height_px=130, barlines=lines,
                                   title=f"Bars {first}-{last} infilled ({shown} of {found.bars.describe()})")
         qpm = found.qpm
         out = request_dir() / f"infilled_bars{first}-{last}_seed{seed}.mid"
@@ -824,7 +868,7 @@ class SymdiffApp:
         rows = [("original", tokens[crop])] + [(f"variation {i + 1} ({c:.0%} as the original)", out[crop])
                                                for i, (out, c) in enumerate(zip(res.tokens, close, strict=True))]
         shown = f"bars {found.bars.number_at(crop.start)}-{found.bars.number_at(crop.stop - 1)}"
-        fig = pianoroll.plot_rows(rows, box_bars=box, width_px=WIDTH_PX, row_height_px=110, barlines=lines,
+        fig = pianoroll.plot_rows(rows, box_bars=box, width_px=self.width(request), row_height_px=110, barlines=lines,
                                   share_pitch=True, title=f"Bars {first}-{last} varied at strength {strength:g} "
                                                           f"({shown} of {found.bars.describe()})")
         qpm, folder, remarks = found.qpm, request_dir(), list(res.remarks)
@@ -854,14 +898,16 @@ class SymdiffApp:
         _, cand = demo.load_melody(names[example])
         return demo.learn_melody(cand.tokens)
 
-    def _panels(self, panels, ncols: int = 1, title: str | None = None, pitches=None):
-        """(label, latents, tokens) panels drawn as latents over their melody (`pianoroll.plot_latent_rolls`)."""
+    def _panels(self, panels, width: int, ncols: int = 1, title: str | None = None, pitches=None):
+        """(label, latents, tokens) panels drawn as latents over their melody (`pianoroll.plot_latent_rolls`),
+        one under another on a phone."""
         shown = [(label, demo.shown_latents(self.pipe, x), t) for label, x, t in panels]
-        return image(pianoroll.plot_latent_rolls(shown, ncols=ncols, title=title, pitches=pitches, width_px=WIDTH_PX,
+        ncols = ncols if width >= WIDTH_PX else 1
+        return image(pianoroll.plot_latent_rolls(shown, ncols=ncols, title=title, pitches=pitches, width_px=width,
                                                  panel_height_px=230 if ncols == 1 else 200))
 
     @user_errors
-    def learn_noise(self, example, t, seed):
+    def learn_noise(self, example, t, seed, request: gr.Request = None):  # type: ignore[assignment]
         n = self.pipe.schedule.num_steps
         t = whole("noise step", t, 0, n)
         seed = whole("seed", seed, 0, MAX_SEED)
@@ -872,40 +918,40 @@ class SymdiffApp:
         pitches = pianoroll.shared_pitches([tokens, noisy])
         img = self._panels([("the melody and its latents (step 0)", clean, tokens),
                             (f"noised to step {t} of {n}: the latents, and what they decode to ({kept:.0%} of the "
-                             "sixteenths as in the melody)", x_t, noisy)], pitches=pitches)
+                             "sixteenths as in the melody)", x_t, noisy)], self.width(request), pitches=pitches)
         return img, sound(noisy, melody.DEFAULT_QPM), demo.noise_caption(self.pipe, t, kept, vae)
 
-    def _frame(self, frames, i, tokens):
+    def _frame(self, frames, i, tokens, width: int):
         f = frames[i]
         vae = demo.agreement(demo.reconstruction(self.pipe, tokens), tokens)
         pitches = pianoroll.shared_pitches([tokens] + [g.x_t for g in frames])
         panels = [(f"the noisy sample at noise step {f.t}", f.latents, f.x_t)]
         if f.x0 is not None and f.x0_latents is not None:
             panels.append(("the model's guess of the finished melody", f.x0_latents, f.x0))
-        return (self._panels(panels, pitches=pitches), sound(f.x_t, melody.DEFAULT_QPM),
+        return (self._panels(panels, width, pitches=pitches), sound(f.x_t, melody.DEFAULT_QPM),
                 demo.reverse_caption(frames, i, tokens, vae))
 
-    def _filmstrip(self, frames, tokens, count: int = 5):
+    def _filmstrip(self, frames, tokens, width: int, count: int = 5):
         """`count` frames of the run, start to end, as latents over their melody."""
         pick = sorted({round(j * (len(frames) - 1) / (count - 1)) for j in range(count)})
         pitches = pianoroll.shared_pitches([tokens] + [frames[j].x_t for j in pick])
         start, end = (demo.agreement(frames[j].x_t, tokens) for j in (0, -1))
         return self._panels([(f"noise step {frames[j].t}", frames[j].latents, frames[j].x_t) for j in pick],
-                            ncols=len(pick), pitches=pitches,
+                            width, ncols=len(pick), pitches=pitches,
                             title=f"The reverse run from noise step {frames[0].t}: the latents over what they decode "
                                   f"to; {start:.0%} -> {end:.0%} of the sixteenths as in the melody")
 
     @user_errors
-    def learn_reverse(self, example, start_t, steps, seed):
+    def learn_reverse(self, example, start_t, steps, seed, request: gr.Request = None):  # type: ignore[assignment]
         n = self.pipe.schedule.num_steps
         start_t = whole("start step", start_t, 1, n)
         steps = whole("steps", steps, 1, 100)
         seed = whole("seed", seed, 0, MAX_SEED)
         tokens = self._learn_tokens(example)
         frames = demo.reverse_trace(self.pipe, tokens, start_t, min(steps, start_t), seed)
-        run = {"frames": frames, "tokens": tokens}
+        run, width = {"frames": frames, "tokens": tokens}, self.width(request)
         return (run, gr.Slider(minimum=0, maximum=len(frames) - 1, value=0, step=1),
-                self._filmstrip(frames, tokens), *self._frame(frames, 0, tokens))
+                self._filmstrip(frames, tokens, width), *self._frame(frames, 0, tokens, width))
 
     @staticmethod
     def _run(run):
@@ -914,23 +960,34 @@ class SymdiffApp:
         return run["frames"], run["tokens"]
 
     @user_errors
-    def learn_step(self, run, i):
+    def learn_step(self, run, i, request: gr.Request = None):  # type: ignore[assignment]  # gradio fills it in
         frames, tokens = self._run(run)
         i = whole("step", i, 0, len(frames) - 1)
-        return self._frame(frames, i, tokens)
+        return self._frame(frames, i, tokens, self.width(request))
 
     @user_errors
-    def learn_play(self, run):
+    def learn_play(self, run, request: gr.Request = None):  # type: ignore[assignment]  # gradio fills it in
         """The run's frames one after another (the slider follows), about three a second."""
         frames, tokens = self._run(run)
         for i in range(len(frames)):
-            img, _, caption = self._frame(frames, i, tokens)
+            img, _, caption = self._frame(frames, i, tokens, self.width(request))
             yield i, img, caption
             if i < len(frames) - 1:
                 time.sleep(0.3)
 
+    def measured_curve(self, request: gr.Request = None):  # type: ignore[assignment]  # gradio fills it in
+        """The committed restoration curve (RESTORE_FIGURE) drawn again for a phone's width."""
+        width = self.width(request)
+        if width == WIDTH_PX or not RESTORE_DATA.is_file():
+            return gr.skip()
+        d = json.loads(RESTORE_DATA.read_text())
+        curves = [(m["melody"].split("_")[0], m["starts"], m["noisy"], m["end"], m["vae"]) for m in d["melodies"]]
+        return image(pianoroll.plot_restoration(curves, width_px=width, title=(
+            f"A noised melody, restored by the model ({d['sampler'].upper()} {d['steps']} steps, mean of "
+            f"{len(d['seeds'])} seeds)")))
+
     @user_errors
-    def learn_curve(self, example):
+    def learn_curve(self, example, request: gr.Request = None):  # type: ignore[assignment]  # gradio fills it in
         """How much of this melody reverse runs from several start steps bring back (3 seeds each)."""
         tokens = self._learn_tokens(example)
         runs = demo.restoration(self.pipe, tokens, RESTORE_STARTS, seeds=[0, 1, 2])
@@ -939,7 +996,7 @@ class SymdiffApp:
         vae = demo.agreement(demo.reconstruction(self.pipe, tokens), tokens)
         fig = pianoroll.plot_restoration([(Path(example).stem.split("_")[0], RESTORE_STARTS, noisy, end, vae)],
                                          title=f"{example}: reverse runs (DDIM 20 steps, mean of 3 seeds)",
-                                         width_px=WIDTH_PX)
+                                         width_px=self.width(request))
         cells = ", ".join(f"from {t}: {a:.0%} -> {b:.0%}" for t, a, b in zip(RESTORE_STARTS, noisy, end, strict=True))
         return image(fig), (f"Sixteenths as in the melody, noisy start -> end of the run: {cells}. The VAE's own "
                             f"reconstruction keeps {vae:.0%}: a run that found its latents exactly.")
@@ -1068,7 +1125,12 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 g_outputs = [g_status, g_cv, g_settled, g_roll, g_stages, g_audio, g_midi]
                 g_run.click(app.generate, [g_bars, g_sampler, g_steps, g_seed, g_style, g_context], g_outputs,
                             api_name="generate", concurrency_id="generate", concurrency_limit=QUEUE_SIZE)
-                ui.load(app.shown_example, None, g_outputs, api_visibility="private", concurrency_limit=None)
+                # the page's width first (a phone gets figures drawn for it), then the example
+                page_width = gr.Number(visible=False, elem_id="page-width")
+                opened = ui.load(None, None, page_width, js="() => document.documentElement.clientWidth",
+                                 api_visibility="private", queue=False)
+                opened = opened.then(app.set_width, page_width, None, api_visibility="private", queue=False)
+                opened.then(app.shown_example, None, g_outputs, api_visibility="private", concurrency_limit=None)
                 g_stop.click(app.stop, None, None, api_visibility="private", concurrency_id="light")
                 g_sampler.input(functools.partial(default_steps, ddpm=GENERATE_STEPS), g_sampler, g_steps,
                                 api_visibility="private")
@@ -1118,6 +1180,8 @@ def build(app: SymdiffApp) -> gr.Blocks:
                                            concurrency_id="model")
                 i_stop.click(app.stop, None, None, api_visibility="private", concurrency_id="light")
                 i_sampler.input(default_steps, i_sampler, i_steps, api_visibility="private")
+                opened.then(app.phone_preview, preview_args["inputs"], preview_args["outputs"],
+                            api_visibility="private", concurrency_id="light")
 
             # --- Vary ---
             with gr.Tab("Vary", id="vary"):
@@ -1168,6 +1232,8 @@ def build(app: SymdiffApp) -> gr.Blocks:
                             [v_status, v_rows, v_audio_orig, *v_slots], api_name="vary", concurrency_id="model")
                 v_stop.click(app.stop, None, None, api_visibility="private", concurrency_id="light")
                 v_sampler.input(default_steps, v_sampler, v_steps, api_visibility="private")
+                opened.then(app.phone_preview, v_preview_args["inputs"], v_preview_args["outputs"],
+                            api_visibility="private", concurrency_id="light")
                 v_num.change(vary_slots, v_num, v_slots, api_visibility="private")
 
             # --- Learn ---
@@ -1221,6 +1287,7 @@ def build(app: SymdiffApp) -> gr.Blocks:
                 l_example.input(api_visibility="private", **noise_args)
                 l_seed.submit(api_visibility="private", **noise_args)
                 learn_tab.select(api_visibility="private", **noise_args)
+                learn_tab.select(app.measured_curve, None, c_img, api_visibility="private", concurrency_id="light")
                 r_run.click(app.learn_reverse, [l_example, r_start, r_steps, l_seed],
                             [run_state, r_step, r_film, r_roll, r_audio, r_caption], api_name="learn_reverse",
                             concurrency_id="model")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,6 +37,11 @@ BOX_COLOR = "#d62728"
 PITCH_MARGIN = 2  # semitones of air above and below the melody
 EMPTY_RANGE = (60, 72)  # pitch range shown for a melody without notes
 MAX_MAJOR_TICKS = 32
+MIN_TICK_PX = 26  # bar numbers at least this far apart, so a figure drawn for a phone stays legible
+GLYPH_EM = 0.55  # an average glyph's width in ems, for breaking titles into lines that fit
+NARROW_PX = 640  # a figure narrower than this is laid out for a phone
+LINE_PX, TITLE_LINE_PX = 15, 18  # a wrapped label's and title's extra line, at 100 dpi
+AXES_MARGIN_PX = 72  # the default margins left and right of the plot area (`_margins`)
 MAX_BAR_LINES = 256
 NOTE_GID = "notes"
 BOX_GID = "infill-box"
@@ -144,7 +150,8 @@ def draw_pianoroll(
         positions, numbers = np.asarray(barlines[0]) / STEPS_PER_BAR, np.asarray(barlines[1])
         keep = (positions >= 0) & (positions < n_bars)  # bars that begin in view (the frame closes the last)
         positions, numbers = positions[keep], numbers[keep]
-    while len(positions) / step > MAX_MAJOR_TICKS:
+    px_per_bar = axis_px(ax) / max(n_bars, 1)
+    while step < len(positions) and (len(positions) / step > MAX_MAJOR_TICKS or step * px_per_bar < MIN_TICK_PX):
         step *= 2
     # (The lines are one LineCollection each, not minor ticks: matplotlib Tick objects cost
     # about 3 ms apiece, which made a 4-row figure take most of a second.)
@@ -175,7 +182,7 @@ def draw_pianoroll(
     if box_bars is not None:
         draw_box(ax, box_bars, y0, y1)
     if label:
-        ax.set_title(label, loc="left", fontsize=fontsize, pad=3)
+        ax.set_title(wrap(label, axis_px(ax), fontsize), loc="left", fontsize=fontsize, pad=3)
     if show_xlabel:
         ax.set_xlabel("bar", fontsize=fontsize - 1, labelpad=1)
     return ax
@@ -192,6 +199,25 @@ def draw_box(ax: Axes, box_bars: tuple[int, int], y0: float, y1: float) -> Recta
     )
     ax.add_patch(box)
     return box
+
+
+def axis_px(ax: Axes) -> float:
+    """The width of `ax`'s plot area in the figure's pixels."""
+    fig = ax.get_figure(root=True)
+    assert isinstance(fig, Figure)
+    return float(ax.get_position().width * fig.get_figwidth() * fig.dpi)
+
+
+def wrap(text: str, width_px: float, fontsize: float, dpi: int = 100) -> str:
+    """`text` broken into lines that fit `width_px` at `fontsize` points: a figure drawn for a
+    phone keeps its titles whole instead of running them off its edge."""
+    per_line = max(12, int(width_px / (GLYPH_EM * fontsize * dpi / 72)))
+    return "\n".join(textwrap.wrap(text, per_line)) or text
+
+
+def extra_lines(texts: Sequence[str | None], width_px: float, fontsize: float, dpi: int = 100) -> int:
+    """How many more lines than one the longest of `texts` takes when wrapped (`wrap`)."""
+    return max((wrap(t, width_px, fontsize, dpi).count("\n") for t in texts if t), default=0)
 
 
 def new_figure(width_px: int, height_px: int, dpi: int) -> Figure:
@@ -236,9 +262,10 @@ def plot_pianoroll(
                        pitches=pitches, label=title, color=color, barlines=barlines)
         fig = ax.figure
         return fig if isinstance(fig, Figure) else fig.figure  # an Axes of a SubFigure: its Figure
-    fig = new_figure(width_px, height_px, dpi)
+    lines = extra_lines([title], width_px - AXES_MARGIN_PX, 9.0, dpi)
+    fig = new_figure(width_px, height_px + lines * LINE_PX, dpi)
     ax = fig.add_subplot(1, 1, 1)
-    _margins(fig, top=24 if title else 10)
+    _margins(fig, top=24 + lines * LINE_PX if title else 10)
     draw_pianoroll(ax, tokens, box_bars=box_bars, bars_per_tick=bars_per_tick,
                    pitches=pitches, label=title, color=color, barlines=barlines)
     return fig
@@ -265,17 +292,20 @@ def plot_rows(
     n = len(rows)
     bars = max(num_bars(t) for _, t in rows)
     shared = shared_pitches([t for _, t in rows]) if share_pitch else None
-    top = 40 if title else 22
-    fig = new_figure(width_px, top + 30 + n * row_height_px + (n - 1) * 18, dpi)
+    labels = extra_lines([label for label, _ in rows], width_px - AXES_MARGIN_PX, 9.0, dpi) * LINE_PX
+    top = (40 + extra_lines([title], width_px, 11.0, dpi) * TITLE_LINE_PX if title else 22) + labels
+    gap = 18 + labels
+    fig = new_figure(width_px, top + 30 + n * row_height_px + (n - 1) * gap, dpi)
     axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
-    _margins(fig, top=top, hspace_px=18 + 4, nrows=n)
+    _margins(fig, top=top, hspace_px=gap + 4, nrows=n)
     for i, (ax, (label, tokens)) in enumerate(zip(axes, rows, strict=True)):
         draw_pianoroll(ax, tokens, box_bars=box_bars, bars_per_tick=bars_per_tick,
                        pitches=shared, bars=bars, label=label, show_xlabel=i == n - 1, barlines=barlines)
         if i < n - 1:
             ax.tick_params(labelbottom=False)
     if title:
-        fig.suptitle(title, fontsize=11, y=1 - 6 / (fig.get_size_inches()[1] * dpi), va="top")
+        fig.suptitle(wrap(title, width_px, 11.0, dpi), fontsize=11, y=1 - 6 / (fig.get_size_inches()[1] * dpi),
+                     va="top")
     return fig
 
 
@@ -299,10 +329,12 @@ def plot_stages(
     nrows = math.ceil(n / ncols)
     bars = max(num_bars(t) for _, t in stages)
     shared = shared_pitches([t for _, t in stages])
-    top = 40 if title else 22
-    fig = new_figure(width_px, top + 30 + nrows * panel_height_px + (nrows - 1) * 18, dpi)
+    panel_px = (width_px - AXES_MARGIN_PX - 14 * (ncols - 1)) / ncols
+    labels = extra_lines([label for label, _ in stages], panel_px, 8.5, dpi) * LINE_PX
+    top = (40 + extra_lines([title], width_px, 11.0, dpi) * TITLE_LINE_PX if title else 22) + labels
+    fig = new_figure(width_px, top + 30 + nrows * panel_height_px + (nrows - 1) * (18 + labels), dpi)
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
-    _margins(fig, top=top, hspace_px=22, wspace_px=14, nrows=nrows, ncols=ncols)
+    _margins(fig, top=top, hspace_px=22 + labels, wspace_px=14, nrows=nrows, ncols=ncols)
     for k, ax in enumerate(axes.flat):
         if k >= n:
             ax.set_visible(False)
@@ -317,7 +349,8 @@ def plot_stages(
         if k % ncols:
             ax.tick_params(labelleft=False)
     if title:
-        fig.suptitle(title, fontsize=11, y=1 - 6 / (fig.get_size_inches()[1] * dpi), va="top")
+        fig.suptitle(wrap(title, width_px, 11.0, dpi), fontsize=11, y=1 - 6 / (fig.get_size_inches()[1] * dpi),
+                     va="top")
     return fig
 
 
@@ -345,7 +378,7 @@ def draw_latents(ax: Axes, latents: np.ndarray, *, bars: int | None = None, labe
     ax.set_xticks([])
     ax.tick_params(labelsize=fontsize - 1, length=2, pad=2)
     if label:
-        ax.set_title(label, loc="left", fontsize=fontsize, pad=3)
+        ax.set_title(wrap(label, axis_px(ax), fontsize), loc="left", fontsize=fontsize, pad=3)
     return ax
 
 
@@ -370,8 +403,11 @@ def plot_latent_rolls(
     nrows = math.ceil(n / ncols)
     shared = pitches or shared_pitches([t for _, _, t in panels])
     bars = max(max(num_bars(t), 2 * len(x)) for _, x, t in panels)
-    top = 46 if title else 24  # room for the first panel's label
-    gap = 40  # room for a panel's bar numbers and the next panel's label
+    panel_px = (width_px - AXES_MARGIN_PX - 16 * (ncols - 1)) / ncols
+    labels = extra_lines([label for label, _, _ in panels], panel_px, fontsize, dpi) * LINE_PX
+    titled = 22 + extra_lines([title], width_px, fontsize + 2, dpi) * TITLE_LINE_PX if title else 0
+    top = 24 + titled + labels  # room for the title and the first panel's label
+    gap = 40 + labels  # room for a panel's bar numbers and the next panel's label
     fig = new_figure(width_px, top + 30 + nrows * panel_height_px + (nrows - 1) * gap, dpi)
     _margins(fig, top=top)
     outer = fig.add_gridspec(nrows, ncols, hspace=gap / panel_height_px, wspace=16 * ncols / width_px)
@@ -387,7 +423,8 @@ def plot_latent_rolls(
             ax_lat.tick_params(labelleft=False)
             ax_roll.tick_params(labelleft=False)
     if title:
-        fig.suptitle(title, fontsize=fontsize + 2, y=1 - 6 / (fig.get_size_inches()[1] * dpi), va="top")
+        fig.suptitle(wrap(title, width_px, fontsize + 2, dpi), fontsize=fontsize + 2,
+                     y=1 - 6 / (fig.get_size_inches()[1] * dpi), va="top")
     return fig
 
 
@@ -402,10 +439,14 @@ def plot_restoration(
     """Does a reverse run bring a noised melody back? For each melody (label, start steps, the
     noisy start's agreement with it, the run's end's agreement, the VAE's own agreement): the end
     as a solid line, the start dashed, the VAE's reconstruction dotted (a run that found the
-    melody's latents exactly)."""
-    fig = new_figure(width_px, height_px, dpi)
+    melody's latents exactly). Narrower than `NARROW_PX`, the legend goes under the plot."""
+    narrow = width_px < NARROW_PX
+    legend_px = 14 * 3 * len(curves) + 10 if narrow else 0
+    title = wrap(title, width_px - 80, 10.0, dpi) if title else None
+    top = 18 + 15 * (title.count("\n") + 1) if title else 10
+    fig = new_figure(width_px, height_px + legend_px + top - 28, dpi)
     ax = fig.add_subplot(1, 1, 1)
-    _margins(fig, left=64, right=230, top=28 if title else 10, bottom=40)
+    _margins(fig, left=64, right=14 if narrow else 230, top=top, bottom=40 + legend_px)
     colors = ("#1f4e8c", "#b45309", "#2e7d32", "#6b21a8", "#c2185b", "#455a64")
     for (label, starts, noisy, restored, vae), color in zip(curves, colors * 4, strict=False):
         ax.plot(starts, restored, "-o", color=color, markersize=3.5, linewidth=1.6, label=f"{label}: end of run")
@@ -417,7 +458,10 @@ def plot_restoration(
     ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
     ax.grid(True, color="#e6e6e6", linewidth=0.6)
     ax.tick_params(labelsize=8)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7.5, frameon=False)
+    if narrow:
+        ax.legend(loc="upper left", bbox_to_anchor=(-0.15, -40 / (height_px - 68)), fontsize=7.5, frameon=False)
+    else:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7.5, frameon=False)
     if title:
         ax.set_title(title, fontsize=10, loc="left")
     return fig
