@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from symdiff.atomic import read_json, write_text  # noqa: E402
 from symdiff.checkpoint import upgrade_config  # noqa: E402
 from symdiff.codec import LatentScaler  # noqa: E402
-from symdiff.train.diffusion import KNOWN_MODES, STYLE_DROP  # noqa: E402
+from symdiff.train.diffusion import DISTILL_RANGE, DISTILL_WEIGHTS, KNOWN_MODES, STYLE_DROP  # noqa: E402
 
 
 def portable(path: str | None) -> str | None:
@@ -150,6 +150,18 @@ def main() -> None:
                  if e.get("balance_scope") == "known" else "all of them")
         conditioning += (f"- Windows drawn style-balanced (`--style-balance {e['style_balance']:g}`: toward an equal "
                          f"share per style), {scope}.\n")
+    if cfg.get("guided"):
+        teacher = portable(full.get("teacher", {}).get("path"))
+        full.setdefault("teacher", {})["path"] = teacher
+        write_text(args.out / "config.json", json.dumps(full, indent=1) + "\n")
+        ranges = "; ".join(f"{k} {a:g} to {b:g}" for k, (a, b) in DISTILL_RANGE.items())
+        conditioning += (f"- Guidance distilled from `{teacher}` (`symdiff train diffusion --teacher`, after Meng et "
+                         "al. 2023): the student takes the classifier-free and context guidance weights as an input "
+                         "and learns, on the teacher's own noisy windows, known chunks and styles, the guided eps the "
+                         "teacher mixes from two or three views, so each step is one row. Weights drawn per window: "
+                         f"the defaults on {DISTILL_WEIGHTS['default']:.0%}, none on {DISTILL_WEIGHTS['none']:.0%}, "
+                         f"else uniform ({ranges}); the classifier-free weight only where something is known or a "
+                         "style given, the context weight only where nothing is known.\n")
     init = e.get("init_from")
     fresh = init["new_weights"] if init else []
     new = f"; new weights {', '.join(fresh)} at their initial values" if fresh else ""

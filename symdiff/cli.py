@@ -208,7 +208,7 @@ def cmd_train_latent(args: argparse.Namespace) -> None:
         save_minutes=args.save_minutes, eval_windows=args.eval_windows, precision=precision,
         seed=args.seed, ema=args.ema, silence=args.silence, bucket=args.bucket, log_every=args.log_every,
         standardize=args.standardize, init_from=args.init_from, style_balance=args.style_balance,
-        balance_scope=args.balance_scope,
+        balance_scope=args.balance_scope, **({"teacher": args.teacher} if args.model == "diffusion" else {}),
     )
     best = state["best_loss"]
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 evaluates and reports
@@ -697,6 +697,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the windows --style-balance draws: all, or only those with known music (a "
                             "conditional config; new melodies keep the corpus' mix)")
         s.add_argument("--seed", type=int, default=0)
+        if model == "diffusion":
+            s.add_argument("--teacher", type=Path,
+                           help="distil this checkpoint's guidance into a student of a guided config "
+                                "(--set guided=true; start it with --init-from the teacher)")
         precision_arg(s)
         s.set_defaults(func=cmd_train_latent)
 

@@ -15,6 +15,7 @@ architecture in the checkpoint; the training recipe lives with the training code
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +67,10 @@ class DiffusionConfig(ConfigIO):
     # a 257-dim latent through its dense layers comes near a restated chunk but never onto it, so
     # this head lets each position take a known chunk's clean latent as its x0 estimate.
     copy: bool = False
+    # `guided`: a student distilled from a guided teacher (`symdiff.train.diffusion`, after Meng et
+    # al. 2023): it takes the two guidance weights as an input and gives in one row what the
+    # teacher mixes from two or three views (`guided`), so a guided step costs a third to a half.
+    guided: bool = False
 
     def __post_init__(self) -> None:
         if self.prediction not in ("eps", "v"):
@@ -75,6 +80,8 @@ class DiffusionConfig(ConfigIO):
         if self.copy and not (self.conditional and self.prediction == "v"):
             raise ValueError("the copy head points at known chunks and mixes into a v prediction: "
                              "it needs conditional and prediction 'v'")
+        if self.guided and not self.trunk_noise:
+            raise ValueError("the guidance weights enter through the trunk's noise embedding: they need trunk_noise")
 
     def style_index(self, style: str | None) -> int:
         """The label of `style` (0 for None: any style); an unknown name is refused."""
@@ -197,6 +204,10 @@ class TransformerDDPM(LatentTransformer):
                 nn.Linear(cfg.noise_dim, cfg.film), nn.SiLU(), nn.Linear(cfg.film, cfg.film))
         if cfg.styles:
             self.style_embed = nn.Embedding(1 + len(cfg.styles), cfg.film)
+        if cfg.guided:  # (noise encoding, classifier-free weight - 1, context weight - 1) -> the trunk's
+            # embedding: what guidance adds changes with the noise level
+            self.guidance_embed = nn.Sequential(nn.Linear(cfg.noise_dim + 2, cfg.film), nn.SiLU(),
+                                                nn.Linear(cfg.film, cfg.film))
         self.films = nn.ModuleList(DenseFiLM(cfg.noise_dim, cfg.film, cfg.dense) for _ in range(cfg.res_blocks))
         self.blocks = nn.ModuleList(DenseResBlock(cfg.dense) for _ in range(cfg.res_blocks))
         self.ln_out = nn.LayerNorm(cfg.dense, eps=LN_EPS)
@@ -211,17 +222,23 @@ class TransformerDDPM(LatentTransformer):
             layer.zero_modulation()
         if cfg.styles:
             nn.init.zeros_(self.style_embed.weight)  # every label starts as "any style"
+        if cfg.guided:  # a student starts as its teacher's unguided view
+            last = self.guidance_embed[-1]
+            assert isinstance(last, nn.Linear)
+            nn.init.zeros_(last.weight)
 
     def forward(self, x: torch.Tensor, noise_level: torch.Tensor | float, mask: torch.Tensor | None = None,
                 known: torch.Tensor | None = None, keep: torch.Tensor | None = None,
-                style: torch.Tensor | None = None, alone: torch.Tensor | None = None) -> torch.Tensor:
+                style: torch.Tensor | None = None, alone: torch.Tensor | None = None,
+                guidance: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, k, d); noise_level sqrt(alpha_bar), (B,) or a scalar; mask (B, k) bool, True at
         real positions (each row needs at least one). A conditional config also takes `known`
         (B, k, d) and `keep` (B, k) bool, True where `known` holds the music (both None:
         nothing is known, unconditional generation); a config with `styles` takes `style` (B,)
         labels (`DiffusionConfig.style_index`; None: any style). `alone` (B,) bool: rows whose
         chunks are each seen as a piece of their own (`LatentTransformer.trunk`; such a row should
-        know no chunk). Returns eps; zero at padded positions."""
+        know no chunk). A `guided` config takes `guidance` (B, 2): each row's classifier-free and
+        context guidance weights (None: 1 and 1, no guidance). Returns eps; zero at padded positions."""
         b = x.shape[0]
         # The encoding multiplies by 5000: keep the level in float32 whatever the input dtype.
         level = torch.as_tensor(noise_level, device=x.device).float().reshape(-1)
@@ -246,6 +263,13 @@ class TransformerDDPM(LatentTransformer):
             cond = cond + self.style_embed(label).to(cond.dtype)
         elif style is not None:
             raise ValueError("this diffusion model was not trained with style labels (config.styles)")
+        if self.config.guided:
+            assert cond is not None  # guided needs trunk_noise (`DiffusionConfig.__post_init__`)
+            w = torch.ones(b, 2, device=x.device) if guidance is None else torch.as_tensor(guidance, device=x.device)
+            g = torch.cat([enc.float(), w.float().expand(b, 2) - 1.0], dim=-1)
+            cond = cond + self.guidance_embed(g.to(cond.dtype))
+        elif guidance is not None:
+            raise ValueError("this diffusion model was not distilled to take guidance weights (config.guided)")
         h = self.trunk(inp, mask, cond=cond, alone=alone)
         for film, block in zip(self.films, self.blocks, strict=True):
             scale, shift = film(enc)
@@ -267,3 +291,37 @@ class TransformerDDPM(LatentTransformer):
         if mask is not None:
             eps = eps.masked_fill(~mask.unsqueeze(-1), 0.0)
         return eps
+
+
+def guided_views(net: Callable[..., torch.Tensor], x: torch.Tensor, level: torch.Tensor,
+                 guidance: float | torch.Tensor = 1.0, context: float | torch.Tensor = 1.0,
+                 known: torch.Tensor | None = None, keep: torch.Tensor | None = None,
+                 style: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The guided eps of `net` (a `TransformerDDPM` or a call with its signature) mixed from the
+    views its weights need, all rows of one batched call: classifier-free guidance (`guidance` w
+    != 1) eps_uncond + w (eps_piece - eps_uncond), the unconditional view knowing no chunk and
+    no style; then context guidance (`context` c != 1) eps_alone + c (eps - eps_alone), the
+    chunks-alone view seeing each chunk as a piece of its own (`alone`). Weights are floats or
+    (B, 1, 1), one per row. What `MelodyDiffusion.guided_eps` samples with, and what a guided
+    student is distilled from."""
+    views = (["piece"] + (["uncond"] if bool(torch.any(torch.as_tensor(guidance) != 1.0)) else [])
+             + (["alone"] if bool(torch.any(torch.as_tensor(context) != 1.0)) else []))
+    b, n = x.shape[0], len(views)
+    nothing = torch.zeros((b, x.shape[1]), dtype=torch.bool, device=x.device)
+    padded = {} if mask is None else {"mask": mask.repeat(n, 1)}
+    out = net(
+        x.repeat(n, 1, 1), level.repeat(n), **padded,
+        known=None if known is None else known.repeat(n, 1, 1),
+        keep=None if keep is None else torch.cat([keep if v == "piece" else nothing for v in views]),
+        style=None if style is None else torch.cat([torch.zeros_like(style) if v == "uncond" else style
+                                                    for v in views]),
+        alone=None if "alone" not in views else torch.cat([torch.full((b,), v == "alone", device=x.device)
+                                                           for v in views]),
+    ).reshape(n, *x.shape)
+    e = dict(zip(views, out, strict=True))
+    eps = e["piece"]
+    if "uncond" in e:
+        eps = e["uncond"] + guidance * (eps - e["uncond"])
+    if "alone" in e:
+        eps = e["alone"] + context * (eps - e["alone"])
+    return eps

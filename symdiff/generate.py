@@ -38,7 +38,7 @@ import torch
 
 from . import fit, melody
 from .codec import FLAG_SILENT, LatentCodec
-from .diffusion import TransformerDDPM
+from .diffusion import TransformerDDPM, guided_views
 from .errors import SymdiffError
 from .options import (
     CONTEXT_GUIDANCE,
@@ -436,12 +436,13 @@ class MelodyDiffusion:
     @torch.no_grad()
     def eps(self, x: torch.Tensor, level: torch.Tensor, known: torch.Tensor | None = None,
             keep: torch.Tensor | None = None, style: torch.Tensor | None = None,
-            alone: torch.Tensor | None = None) -> torch.Tensor:
+            alone: torch.Tensor | None = None, guidance: torch.Tensor | None = None) -> torch.Tensor:
         """The noise prediction the samplers call (under `self.precision`); `known`/`keep`
         condition a conditional model on the known chunks, `style` (B,) labels a model with styles,
-        `alone` (B,) marks rows whose chunks are each seen as a piece of their own."""
+        `alone` (B,) marks rows whose chunks are each seen as a piece of their own, `guidance` (B, 2)
+        gives a distilled student its weights (`TransformerDDPM.forward`)."""
         with autocast(self.precision, x.device.type):
-            return self.model(x, level, known=known, keep=keep, style=style, alone=alone).float()
+            return self.model(x, level, known=known, keep=keep, style=style, alone=alone, guidance=guidance).float()
 
     def guided_eps(self, cond: dict[str, torch.Tensor], guidance: float | torch.Tensor = 1.0,
                    context_guidance: float | torch.Tensor = 1.0) -> Callable:
@@ -459,35 +460,19 @@ class MelodyDiffusion:
         pieces (issue 11); the difference between seeing the piece and seeing the chunk alone is
         what the rest of the piece says, and c > 1 stresses it. This is guidance by a weaker view
         of the same model, as autoguidance guides by a weaker model (Karras et al. 2024). The
-        chunks-alone view is a row of the same batch (`TransformerDDPM`'s `alone`), not k rows
-        of one chunk. Either weight may be (B, 1, 1), one per row (a batch of requests)."""
-        known, keep, style = cond.get("known"), cond.get("keep"), cond.get("style")
-        views = (["piece"] + (["uncond"] if bool(torch.any(torch.as_tensor(guidance) != 1.0)) else [])
-                 + (["alone"] if bool(torch.any(torch.as_tensor(context_guidance) != 1.0)) else []))
-        if views == ["piece"]:
+        views are rows of one batch (`diffusion.guided_views`). Either weight may be (B, 1, 1),
+        one per row (a batch of requests). A distilled student (`DiffusionConfig.guided`) takes
+        the weights as its input instead and runs one row."""
+        if self.model.config.guided:  # a distilled student: the weights are its input, one row a step
+            def student(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+                w = [torch.as_tensor(v, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
+                     for v in (guidance, context_guidance)]
+                return self.eps(x, level, **cond, guidance=torch.stack(w, dim=1))
+
+            return student
+        if not any(bool(torch.any(torch.as_tensor(v) != 1.0)) for v in (guidance, context_guidance)):
             return functools.partial(self.eps, **cond)
-
-        def eps_fn(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-            b, n = x.shape[0], len(views)
-            nothing = torch.zeros((b, x.shape[1]), dtype=torch.bool, device=x.device)
-            out = self.eps(
-                x.repeat(n, 1, 1), level.repeat(n),
-                None if known is None else known.repeat(n, 1, 1),
-                None if keep is None else torch.cat([keep if v == "piece" else nothing for v in views]),
-                None if style is None else torch.cat([torch.zeros_like(style) if v == "uncond" else style
-                                                      for v in views]),
-                None if "alone" not in views else torch.cat([torch.full((b,), v == "alone", device=x.device)
-                                                             for v in views]),
-            ).reshape(n, *x.shape)
-            e = dict(zip(views, out, strict=True))
-            eps = e["piece"]
-            if "uncond" in e:
-                eps = e["uncond"] + guidance * (eps - e["uncond"])
-            if "alone" in e:
-                eps = e["alone"] + context_guidance * (eps - e["alone"])
-            return eps
-
-        return eps_fn
+        return functools.partial(guided_views, self.eps, guidance=guidance, context=context_guidance, **cond)
 
     def sample_latents(self, num: int, chunks: int, sampler: Sampler, seed: int | Noise | None = None,
                        callback: Callback | None = None, mask: torch.Tensor | None = None,
@@ -526,7 +511,8 @@ class MelodyDiffusion:
             raise GenerateError(str(e)) from None
         if any(labels):
             cond["style"] = torch.tensor(labels, dtype=torch.long, device=self.device)
-        weights = [w if "keep" in cond or label else 1.0 for w, label in zip(weights, labels, strict=True)]
+        knows = "keep" in cond and bool(cond["keep"].any())  # (a whole-window variation knows no chunk)
+        weights = [w if knows or label else 1.0 for w, label in zip(weights, labels, strict=True)]
         eps_fn = self.guided_eps(cond, _weight(weights, self.device), _weight(contexts, self.device))
         if music is not None and mask is not None and known is not None and self.codec.config.flag:
             chunk_mask = torch.as_tensor(mask, dtype=torch.bool).expand(num, chunks)

@@ -20,7 +20,7 @@ from symdiff.dataset import DEFAULT_PATH, Lines
 from symdiff.diffusion import DiffusionConfig, TransformerDDPM
 from symdiff.generate import GenerateError, MelodyDiffusion
 from symdiff.schedulers import DDIM, ScheduleConfig
-from symdiff.train.diffusion import KNOWN_MODES, diffusion_step_loss, random_known
+from symdiff.train.diffusion import KNOWN_MODES, diffusion_step_loss, distill_step_loss, random_known
 from symdiff.train.latents import (
     TrainLatentsError,
     corpus_weights,
@@ -324,3 +324,70 @@ def test_style_balance_evens_the_styles_drawn():
     assert np.allclose(shares(0.75, rank=1, world=2), [0.316, 0.259, 0.425], atol=0.03)
     with pytest.raises(TrainLatentsError, match="between 0 and 1"):
         style_balanced_weights(labels, 1.5)
+
+
+def test_distil_a_guided_student(setup, capsys):
+    """`--teacher T --set guided=true --init-from T`: a student that takes the guidance weights as
+    input starts as its teacher's plain view (its guidance embedding at zero), learns the teacher's
+    guided eps (the loss falls on a fixed batch), and samples and infills with one model row per
+    chain row a step, where its teacher runs two or three."""
+    teacher_out, out = setup / "run_teacher", setup / "run_student"
+    assert main(argv(setup, teacher_out, 1, "--standardize", "--silence", "flag", "--config", "cpu-copy")) == 0
+    teacher = TransformerDDPM.from_pretrained(teacher_out / "best")
+    args = argv(setup, out, 2, "--standardize", "--silence", "flag", "--config", "cpu-copy", "--teacher",
+                str(teacher_out / "best"), "--init-from", str(teacher_out / "best"))
+    args[args.index("--set") + 1 : args.index("--set") + 1] = ["guided=true"]
+    assert main(args) == 0
+    student = TransformerDDPM.from_pretrained(out / "best")
+    assert student.config.guided and student.sections["teacher"]["path"] == str(teacher_out / "best")
+    assert student.sections["training"]["init_from"]["new_weights"] == [
+        "guidance_embed.0.bias", "guidance_embed.0.weight", "guidance_embed.2.bias", "guidance_embed.2.weight"]
+
+    # at the start it is the teacher's plain view, whatever the weights
+    fresh = TransformerDDPM(student.config)
+    fresh.load_state_dict({**fresh.state_dict(), **teacher.state_dict()})
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, teacher.config.data_dim, generator=gen)
+    keep = torch.tensor([[True, False, False, True], [False] * 4])
+    cond = {"known": torch.randn(x.shape, generator=gen), "keep": keep, "style": torch.tensor([1, 0])}
+    plain = teacher.eval()(x, torch.tensor([0.3, 0.7]), **cond)
+    weights = torch.tensor([[3.0, 1.0], [1.0, 2.5]])
+    torch.testing.assert_close(fresh.eval()(x, torch.tensor([0.3, 0.7]), guidance=weights, **cond), plain)
+    with pytest.raises(ValueError, match="not distilled"):
+        teacher(x, torch.tensor([0.3, 0.7]), guidance=weights, **cond)
+
+    # the distillation loss falls on one batch (a teacher whose views differ: weights off their init)
+    with torch.no_grad():
+        for w in teacher.parameters():
+            w.add_(0.05 * torch.randn(w.shape, generator=gen))
+    fresh.load_state_dict({**fresh.state_dict(), **teacher.state_dict()})
+    x0, mask = torch.randn(8, 4, teacher.config.data_dim, generator=gen), torch.ones(8, 4, dtype=torch.bool)
+    fresh.train()
+    opt = torch.optim.Adam(fresh.parameters(), lr=1e-3)
+    schedule = ScheduleConfig().build()
+    losses = []
+    for _ in range(30):
+        loss = distill_step_loss(fresh, x0, mask, torch.Generator().manual_seed(1), Runtime(torch.device("cpu"), 0, 1),
+                                 False, schedule, teacher, style=torch.tensor([1, 2, 3, 0] * 2))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+    # it samples and infills, one row a chain row
+    pipe = MelodyDiffusion.from_pretrained(out / "best")
+    rows: list[int] = []
+    pipe.model.register_forward_hook(lambda module, inputs, output: rows.append(inputs[0].shape[0]))
+    pipe.generate(2, 8, steps=5, seed=0, style="folk", repair=False)
+    line = Lines.load(setup / "corpus.npz").tokens[0][: 8 * 16]
+    res = pipe.infill(line, (2 * 16, 6 * 16), steps=5, seed=0, style="folk", repair=False)
+    assert np.array_equal(res.tokens[0][6 * 16 :], line[6 * 16 :])
+    assert rows == [2] * 5 + [1] * 5
+
+    # a student needs a guided config
+    capsys.readouterr()
+    args = argv(setup, setup / "run_unguided", 1, "--standardize", "--silence", "flag", "--config", "cpu-copy",
+                "--teacher", str(teacher_out / "best"))
+    assert main(args) == 2
+    assert "guided=true" in capsys.readouterr().err

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-from ..diffusion import CONFIGS, DiffusionConfig, TransformerDDPM
+from ..diffusion import CONFIGS, DiffusionConfig, TransformerDDPM, guided_views
+from ..options import CONTEXT_GUIDANCE, DEFAULT_GUIDANCE
 from ..schedulers import NoiseSchedule, ScheduleConfig, diffusion_loss
-from .latents import Objective, train_on_latents
+from .latents import Objective, TrainLatentsError, train_on_latents
 from .loop import Recipe, Runtime, unwrap
 
 # Every preset trains with the paper's schedule and the official recipe.
@@ -87,10 +88,76 @@ def diffusion_step_loss(net, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Ge
     return diffusion_loss(pred, noise.eps, scored, weight)
 
 
+# The guidance weights a student is distilled at (`distill_step_loss`), each drawn per window:
+# the default's on half of them (where students are used), none on a quarter (the plain view, what
+# hearing the style asks), and uniform in the range around them on the rest, so other weights
+# asked for still mean what they meant.
+DISTILL_WEIGHTS = {"default": 0.5, "none": 0.25}
+DISTILL_RANGE = {"guidance": (1.0, 5.0), "context": (1.0, 4.0)}
+
+
+def draw_guidance(default: float, span: tuple[float, float], guided: torch.Tensor,
+                  gen: torch.Generator) -> torch.Tensor:
+    """(B,) weights by `DISTILL_WEIGHTS` for the rows that are `guided` (B,) bool, 1 for the others."""
+    dev = gen.device
+    u = torch.rand(guided.shape[0], generator=gen, device=dev)
+    spread = span[0] + (span[1] - span[0]) * torch.rand(guided.shape[0], generator=gen, device=dev)
+    p_default, p_none = DISTILL_WEIGHTS["default"], DISTILL_WEIGHTS["none"]
+    w = torch.where(u < p_default, torch.full_like(u, default),
+                    torch.where(u < p_default + p_none, torch.ones_like(u), spread))
+    return torch.where(guided.to(dev), w, torch.ones_like(w)).to(guided.device)
+
+
+def distill_step_loss(net, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Generator, rt: Runtime,
+                      bf16: bool, schedule: NoiseSchedule, teacher: TransformerDDPM,
+                      style: torch.Tensor | None = None, corpus_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Guidance distillation (Meng et al. 2023, its first stage): a `guided` student, given the
+    weights, predicts in one row the eps its teacher mixes from its views (`guided_views`), at
+    the noisy windows, known chunks and styles the teacher was trained on (`diffusion_step_loss`),
+    scored as the teacher was (v-weighted on the unknown chunks). The classifier-free weight goes
+    to rows with something to weigh (known chunks or a style), the context weight to rows with
+    nothing known, as `MelodyDiffusion.sample_latents` gives them."""
+    noise = schedule.training_noise(x0, gen)
+    keep = random_known(mask, gen)
+    cond: dict[str, torch.Tensor] = {"known": x0, "keep": keep}
+    if style is not None:
+        drop = torch.rand(style.shape, generator=gen, device=gen.device) < STYLE_DROP
+        cond["style"] = torch.where(drop.to(style.device), torch.zeros_like(style), style)
+    nothing_known = ~keep.any(1)
+    has_style = cond["style"] > 0 if style is not None else torch.zeros_like(nothing_known)
+    w = draw_guidance(DEFAULT_GUIDANCE, DISTILL_RANGE["guidance"], ~nothing_known | has_style, gen)
+    c = draw_guidance(CONTEXT_GUIDANCE, DISTILL_RANGE["context"], nothing_known, gen)
+    with torch.no_grad(), rt.autocast(bf16):
+        target = guided_views(teacher, noise.x_t, noise.noise_level, w[:, None, None], c[:, None, None],
+                              mask=mask, **cond).float()
+    with rt.autocast(bf16):
+        pred = net(noise.x_t, noise.noise_level, mask, guidance=torch.stack([w, c], dim=1), **cond)
+    student = unwrap(net)
+    assert isinstance(student, TransformerDDPM)  # nn.Module types its attributes as Tensor | Module
+    weight = student.config.loss_weight(noise.noise_level)
+    if corpus_weight is not None:
+        row = torch.where(nothing_known.to(corpus_weight.device), corpus_weight, torch.ones_like(corpus_weight))
+        weight = row if weight is None else weight * row
+    return diffusion_loss(pred, target, mask & ~keep, weight)
+
+
 def train_diffusion(cfg: DiffusionConfig, schedule: ScheduleConfig, recipe: Recipe, vae: Path, out: Path,
-                    **kwargs) -> dict:
+                    teacher: Path | None = None, **kwargs) -> dict:
     """Train a TransformerDDPM (`train_on_latents` takes the options); the schedule is stored with
-    every checkpoint."""
-    objective = Objective(TransformerDDPM, functools.partial(diffusion_step_loss, schedule=schedule.build()),
-                          "valid_loss", "held-out loss {:.5f}", "train diffusion", {"schedule": schedule})
+    every checkpoint. With `teacher` (a checkpoint), distil it into a `guided` student of the
+    same architecture (`distill_step_loss`; start it from the teacher's weights with `init_from`),
+    on the teacher's own noise schedule."""
+    if teacher is None:
+        loss = functools.partial(diffusion_step_loss, schedule=schedule.build())
+        objective = Objective(TransformerDDPM, loss, "valid_loss", "held-out loss {:.5f}", "train diffusion",
+                              {"schedule": schedule})
+        return train_on_latents(objective, cfg, recipe, vae, out, **kwargs)
+    if not cfg.guided:
+        raise TrainLatentsError("a student takes the guidance weights: distil into a config with guided=true "
+                                "(--set guided=true)")
+    net = TransformerDDPM.from_pretrained(teacher).eval().requires_grad_(False)
+    schedule = ScheduleConfig.from_dict(net.sections.get("schedule", {}))
+    loss = functools.partial(distill_step_loss, schedule=schedule.build(), teacher=net)
+    objective = Objective(TransformerDDPM, loss, "valid_loss", "held-out distillation loss {:.5f}",
+                          "distil diffusion", {"schedule": schedule, "teacher": {"path": str(teacher)}})
     return train_on_latents(objective, cfg, recipe, vae, out, **kwargs)
