@@ -8,7 +8,10 @@ cores as found) and beside one busy process (`python -c "while True: pass"`):
 - the app's default Generate and Infill, client to client (gradio_client, after a warm-up), and
   `--clients` concurrent default Generates (failures, p50 against the single latency).
 
-    python bench/bench_speed.py [--repeat 3] [--clients 20] [--skip-app]
+    python bench/bench_speed.py [--repeat 3] [--clients 20] [--skip-app] [--reference CHECKPOINT]
+
+`--reference` (default checkpoints/diffusion-cond, the quality reference the distilled default
+is gated against) times the melody and the infill again with that checkpoint, in the same run.
 
 Prints the CPU model, whether it has native bf16, the load average before each case, then one
 markdown table. Limits are the issue's; "ok" says whether this run met them.
@@ -78,6 +81,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--skip-app", action="store_true")
+    ap.add_argument("--reference", default="checkpoints/diffusion-cond",
+                    help="a checkpoint timed beside the default (none: skip)")
     args = ap.parse_args()
     print(f"{cpu_model()}, {os.cpu_count()} cores, native bf16: {cpu_has_native_bf16()}")
     rows: list[tuple[str, str, str, str, str]] = []  # (figure, case, value, limit, ok)
@@ -104,6 +109,11 @@ def main() -> None:
                     row(f"{name}, model time", case, chosen, chosen_runs, 1.0)
                     row(f"{name}, chosen threads / one thread", case, chosen / one, [one], 1.2 if busy else 1.0,
                         unit="x")
+                    if args.reference != "none":
+                        ref_command = [*command, "--checkpoint", args.reference]
+                        ref, ref_runs = median_of(args.repeat, lambda c=ref_command: run(c, one_thread=False)[0])
+                        row(f"{name}, model time of {Path(args.reference).name} (the reference)", case, ref, ref_runs,
+                            1.0)
                 t, runs = median_of(args.repeat, lambda: wall(INSPECT))
                 row("inspect, whole process", case, t, runs, 1.5)
                 if server is not None:

@@ -151,7 +151,7 @@ def main() -> None:
         conditioning += (f"- Windows drawn style-balanced (`--style-balance {e['style_balance']:g}`: toward an equal "
                          f"share per style), {scope}.\n")
     if cfg.get("guided"):
-        teacher = portable(full.get("teacher", {}).get("path"))
+        teacher = portable(str(Path(full.get("teacher", {}).get("path", "")).resolve()))
         full.setdefault("teacher", {})["path"] = teacher
         write_text(args.out / "config.json", json.dumps(full, indent=1) + "\n")
         ranges = "; ".join(f"{k} {a:g} to {b:g}" for k, (a, b) in DISTILL_RANGE.items())
