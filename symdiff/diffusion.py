@@ -69,7 +69,7 @@ class DiffusionConfig(ConfigIO):
     copy: bool = False
     # `guided`: a student distilled from a guided teacher (`symdiff.train.diffusion`, after Meng et
     # al. 2023): it takes the two guidance weights as an input and gives in one row what the
-    # teacher mixes from two or three views (`guided`), so a guided step costs a third to a half.
+    # teacher mixes from two or three views (`guided_views`), so a guided step is one row.
     guided: bool = False
 
     def __post_init__(self) -> None:
