@@ -969,8 +969,9 @@ class SymdiffApp:
     def learn_play(self, run, request: gr.Request = None):  # type: ignore[assignment]  # gradio fills it in
         """The run's frames one after another (the slider follows), about three a second."""
         frames, tokens = self._run(run)
+        width = self.width(request)
         for i in range(len(frames)):
-            img, _, caption = self._frame(frames, i, tokens, self.width(request))
+            img, _, caption = self._frame(frames, i, tokens, width)
             yield i, img, caption
             if i < len(frames) - 1:
                 time.sleep(0.3)
@@ -980,11 +981,7 @@ class SymdiffApp:
         width = self.width(request)
         if width == WIDTH_PX or not RESTORE_DATA.is_file():
             return gr.skip()
-        d = json.loads(RESTORE_DATA.read_text())
-        curves = [(m["melody"].split("_")[0], m["starts"], m["noisy"], m["end"], m["vae"]) for m in d["melodies"]]
-        return image(pianoroll.plot_restoration(curves, width_px=width, title=(
-            f"A noised melody, restored by the model ({d['sampler'].upper()} {d['steps']} steps, mean of "
-            f"{len(d['seeds'])} seeds)")))
+        return image(demo.restoration_figure(json.loads(RESTORE_DATA.read_text()), width))
 
     @user_errors
     def learn_curve(self, example, request: gr.Request = None):  # type: ignore[assignment]  # gradio fills it in

@@ -33,7 +33,7 @@ def main() -> None:
     torch.set_num_threads(1)
     pipe = MelodyDiffusion.from_pretrained()
     seeds = list(range(args.seeds))
-    rows, curves = [], []
+    rows = []
     for path in demo.list_examples():
         tokens = demo.learn_melody(demo.load_melody(path)[1].tokens)
         vae = demo.agreement(demo.reconstruction(pipe, tokens), tokens)
@@ -46,12 +46,11 @@ def main() -> None:
                      "gain_se": gain_se, "end_min": [min(r.end for r in at[t]) for t in STARTS],
                      "start_error": [float(np.mean([r.start_error for r in at[t]])) for t in STARTS],
                      "end_error": [float(np.mean([r.end_error for r in at[t]])) for t in STARTS]})
-        curves.append((path.stem.split("_")[0], STARTS, noisy, end, vae))
         print(path.name, f"VAE {vae:.3f}", " ".join(f"{t}:{a:.2f}->{b:.2f}" for t, a, b in zip(STARTS, noisy, end,
                                                                                                strict=True)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(args.out.with_suffix(".json"), json.dumps({"sampler": "ddim", "steps": args.steps, "seeds": seeds,
-                                                        "bars": demo.LEARN_BARS, "melodies": rows}, indent=1))
+    data = {"sampler": "ddim", "steps": args.steps, "seeds": seeds, "bars": demo.LEARN_BARS, "melodies": rows}
+    write_text(args.out.with_suffix(".json"), json.dumps(data, indent=1))
     head = "| melody | VAE | " + " | ".join(f"from {t}" for t in STARTS) + " |"
     lines = [f"# Reverse runs from a noised melody (DDIM {args.steps} steps, seeds {seeds[0]}-{seeds[-1]}, "
              f"first {demo.LEARN_BARS} bars)", "",
@@ -70,9 +69,7 @@ def main() -> None:
         cells = " | ".join(f"{a:.3f} -> **{b:.3f}**" for a, b in zip(r["start_error"], r["end_error"], strict=True))
         lines.append(f"| {r['melody']} | 0 | {cells} |")
     write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
-    fig = pianoroll.plot_restoration(curves, title=f"A noised melody, restored by the model (DDIM {args.steps} "
-                                                   f"steps, mean of {len(seeds)} seeds)")
-    pianoroll.save_png(fig, args.out.with_suffix(".png"))
+    pianoroll.save_png(demo.restoration_figure(data), args.out.with_suffix(".png"))
     print(f"wrote {args.out}.json, .md, .png")
 
 

@@ -512,6 +512,16 @@ def restoration(pipe: MelodyDiffusion, tokens: np.ndarray, starts: Sequence[int]
     return out
 
 
+def restoration_figure(data: dict, width_px: int = 1000):
+    """The restoration curve of every melody in `data` (what `scripts/restoration_curve.py`
+    writes to eval/restoration.json: sampler, steps, seeds, and per melody its start steps and
+    agreements), drawn `width_px` wide (`pianoroll.plot_restoration`)."""
+    curves = [(m["melody"].split("_")[0], m["starts"], m["noisy"], m["end"], m["vae"]) for m in data["melodies"]]
+    return pianoroll.plot_restoration(curves, width_px=width_px, title=(
+        f"A noised melody, restored by the model ({data['sampler'].upper()} {data['steps']} steps, mean of "
+        f"{len(data['seeds'])} seeds)"))
+
+
 def reverse_caption(frames: list[ReverseFrame], index: int, original: np.ndarray, vae: float) -> str:
     """Plain words for a frame of a reverse run, from what is shown: how much of the original
     melody the noisy sample and the model's guess keep (`agreement`), against the run's start

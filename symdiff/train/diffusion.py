@@ -15,13 +15,14 @@ schedule and a training recipe; `--set KEY=VALUE` changes any field of the three
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..diffusion import CONFIGS, DiffusionConfig, TransformerDDPM, guided_views
 from ..options import CONTEXT_GUIDANCE, DEFAULT_GUIDANCE
-from ..schedulers import NoiseSchedule, ScheduleConfig, diffusion_loss
+from ..schedulers import NoiseSchedule, ScheduleConfig, TrainingNoise, diffusion_loss
 from .latents import Objective, TrainLatentsError, train_on_latents
 from .loop import Recipe, Runtime, unwrap
 
@@ -58,18 +59,26 @@ def random_known(mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return keep.to(mask.device)
 
 
-def diffusion_step_loss(net, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Generator, rt: Runtime,
-                        bf16: bool, schedule: NoiseSchedule, style: torch.Tensor | None = None,
-                        corpus_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. 6 on a padded batch: noise x0 at a continuous level, predict eps (v-weighted for a
-    v-predicting config). A conditional config sees random known chunks (`random_known`), clean,
-    beside the noisy x_t, and is scored on the unknown ones only. `style`: the windows' style
-    labels, for a config with `styles`, dropped to 0 on `STYLE_DROP` of them. `corpus_weight` (B,):
-    the weights that bring windows drawn style-balanced back to the corpus' mix, applied to the
-    windows with nothing known (importance weighting, `--balance-scope known`)."""
-    model = unwrap(net)
-    assert isinstance(model, TransformerDDPM)  # nn.Module types its attributes as Tensor | Module
-    cfg = model.config
+@dataclass
+class Draw:
+    """What one training step draws for a padded batch: the noisy windows, the model's conditioning
+    (known chunks, style labels) and the loss's per-window weight and scored positions."""
+
+    noise: TrainingNoise
+    cond: dict[str, torch.Tensor]
+    scored: torch.Tensor  # (B, k) bool: real positions the loss is taken on
+    weight: torch.Tensor | None  # (B,) or None
+
+
+def draw_step(cfg: DiffusionConfig, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Generator,
+              schedule: NoiseSchedule, style: torch.Tensor | None = None,
+              corpus_weight: torch.Tensor | None = None) -> Draw:
+    """Noise x0 at a continuous level; a conditional config sees random known chunks
+    (`random_known`), clean, beside the noisy x_t, and is scored on the unknown ones only;
+    `style` (a config with `styles`) dropped to 0 on `STYLE_DROP` of the windows. The weight is
+    the config's (v-weighted for a v-predicting one), times `corpus_weight` (B,) on the windows
+    with nothing known: the weights that bring windows drawn style-balanced back to the corpus'
+    mix (importance weighting, `--balance-scope known`)."""
     noise = schedule.training_noise(x0, gen)  # on x0's device, whatever the generator's
     cond, scored = {}, mask
     if cfg.conditional:
@@ -78,14 +87,25 @@ def diffusion_step_loss(net, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Ge
     if style is not None:
         drop = torch.rand(style.shape, generator=gen, device=gen.device) < STYLE_DROP
         cond["style"] = torch.where(drop.to(style.device), torch.zeros_like(style), style)
-    with rt.autocast(bf16):
-        pred = net(noise.x_t, noise.noise_level, mask, **cond)
     weight = cfg.loss_weight(noise.noise_level)
     if corpus_weight is not None:
         nothing_known = ~cond["keep"].any(1)
         row = torch.where(nothing_known.to(corpus_weight.device), corpus_weight, torch.ones_like(corpus_weight))
         weight = row if weight is None else weight * row
-    return diffusion_loss(pred, noise.eps, scored, weight)
+    return Draw(noise, cond, scored, weight)
+
+
+def diffusion_step_loss(net, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Generator, rt: Runtime,
+                        bf16: bool, schedule: NoiseSchedule, style: torch.Tensor | None = None,
+                        corpus_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 6 on a padded batch (`draw_step` draws the noise, the known chunks and the styles):
+    predict eps, v-weighted for a v-predicting config."""
+    model = unwrap(net)
+    assert isinstance(model, TransformerDDPM)  # nn.Module types its attributes as Tensor | Module
+    d = draw_step(model.config, x0, mask, gen, schedule, style, corpus_weight)
+    with rt.autocast(bf16):
+        pred = net(d.noise.x_t, d.noise.noise_level, mask, **d.cond)
+    return diffusion_loss(pred, d.noise.eps, d.scored, d.weight)
 
 
 # The guidance weights a student is distilled at (`distill_step_loss`), each drawn per window:
@@ -113,32 +133,23 @@ def distill_step_loss(net, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Gene
                       style: torch.Tensor | None = None, corpus_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Guidance distillation (Meng et al. 2023, its first stage): a `guided` student, given the
     weights, predicts in one row the eps its teacher mixes from its views (`guided_views`), at
-    the noisy windows, known chunks and styles the teacher was trained on (`diffusion_step_loss`),
-    scored as the teacher was (v-weighted on the unknown chunks). The classifier-free weight goes
-    to rows with something to weigh (known chunks or a style), the context weight to rows with
-    nothing known, as `MelodyDiffusion.sample_latents` gives them."""
-    noise = schedule.training_noise(x0, gen)
-    keep = random_known(mask, gen)
-    cond: dict[str, torch.Tensor] = {"known": x0, "keep": keep}
-    if style is not None:
-        drop = torch.rand(style.shape, generator=gen, device=gen.device) < STYLE_DROP
-        cond["style"] = torch.where(drop.to(style.device), torch.zeros_like(style), style)
-    nothing_known = ~keep.any(1)
-    has_style = cond["style"] > 0 if style is not None else torch.zeros_like(nothing_known)
-    w = draw_guidance(DEFAULT_GUIDANCE, DISTILL_RANGE["guidance"], ~nothing_known | has_style, gen)
-    c = draw_guidance(CONTEXT_GUIDANCE, DISTILL_RANGE["context"], nothing_known, gen)
-    with torch.no_grad(), rt.autocast(bf16):
-        target = guided_views(teacher, noise.x_t, noise.noise_level, w[:, None, None], c[:, None, None],
-                              mask=mask, **cond).float()
-    with rt.autocast(bf16):
-        pred = net(noise.x_t, noise.noise_level, mask, guidance=torch.stack([w, c], dim=1), **cond)
+    the noisy windows, known chunks and styles the teacher was trained on (`draw_step`), scored
+    as the teacher was. The classifier-free weight goes to rows with something to weigh (known
+    chunks or a style), the context weight to rows with nothing known, as
+    `MelodyDiffusion.sample_latents` gives them."""
     student = unwrap(net)
     assert isinstance(student, TransformerDDPM)  # nn.Module types its attributes as Tensor | Module
-    weight = student.config.loss_weight(noise.noise_level)
-    if corpus_weight is not None:
-        row = torch.where(nothing_known.to(corpus_weight.device), corpus_weight, torch.ones_like(corpus_weight))
-        weight = row if weight is None else weight * row
-    return diffusion_loss(pred, target, mask & ~keep, weight)
+    d = draw_step(student.config, x0, mask, gen, schedule, style, corpus_weight)
+    nothing_known = ~d.cond["keep"].any(1)
+    has_style = d.cond["style"] > 0 if style is not None else torch.zeros_like(nothing_known)
+    w = draw_guidance(DEFAULT_GUIDANCE, DISTILL_RANGE["guidance"], ~nothing_known | has_style, gen)
+    c = draw_guidance(CONTEXT_GUIDANCE, DISTILL_RANGE["context"], nothing_known, gen)
+    x_t, level = d.noise.x_t, d.noise.noise_level
+    with torch.no_grad(), rt.autocast(bf16):
+        target = guided_views(teacher, x_t, level, w[:, None, None], c[:, None, None], mask=mask, **d.cond).float()
+    with rt.autocast(bf16):
+        pred = net(x_t, level, mask, guidance=torch.stack([w, c], dim=1), **d.cond)
+    return diffusion_loss(pred, target, d.scored, d.weight)
 
 
 def train_diffusion(cfg: DiffusionConfig, schedule: ScheduleConfig, recipe: Recipe, vae: Path, out: Path,
