@@ -471,7 +471,8 @@ def device_arg(s: argparse.ArgumentParser) -> None:
 
 def precision_arg(s: argparse.ArgumentParser) -> None:
     s.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto (the default): bf16 autocast on a GPU or a CPU with AMX/AVX512-BF16, else fp32")
+                   help="auto (the default): bf16 autocast on a GPU, and for training on a CPU with "
+                        "AMX/AVX512-BF16; else fp32")
 
 
 def build_parser() -> argparse.ArgumentParser:

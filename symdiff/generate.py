@@ -380,16 +380,16 @@ class MelodyDiffusion:
 
     def __init__(self, model: TransformerDDPM, codec: LatentCodec, precision: str = "fp32",
                  schedule: ScheduleConfig | None = None):
-        """`precision`: 'fp32' by default (one melody at a time, this model's matmuls are too
-        small for bf16 units to pay), 'bf16', or 'auto' (bf16 where the hardware has it natively,
-        see `symdiff.precision`; what the CLI uses). `self.precision` is the resolved one.
+        """`precision`: 'fp32' by default, 'bf16', or 'auto' (what the CLI uses: bf16 on a GPU,
+        fp32 on a CPU, whose few rows a call are too small for bf16 units to pay, see
+        `symdiff.precision`). `self.precision` is the resolved one.
         `schedule`: the noise schedule the model was trained with (default: its checkpoint's)."""
         self.model, self.codec = model.eval(), codec
         if schedule is None:
             schedule = ScheduleConfig.from_dict(model.sections.get("schedule", {}))
         self.schedule = schedule.build()
         self.device = next(model.parameters()).device  # the codec's VAE may sit elsewhere (`from_pretrained`)
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = resolve_precision(precision, self.device, sampling=True)
         if model.config.data_dim != codec.dim:
             raise ValueError(f"the model has {model.config.data_dim} dims, the codec {codec.dim}")
 

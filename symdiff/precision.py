@@ -4,7 +4,12 @@ bf16 autocast pays only where the hardware has native bf16 units: a CUDA GPU, or
 AMX or AVX512-BF16 (2-2.5x faster training on our AMX CPUs). Elsewhere it is a trap: on an AVX2
 CPU a bf16 matmul runs ~100x slower than fp32 and `nn.LSTM` under CPU autocast raises ("could
 not create a primitive descriptor"). So `auto` (the default everywhere) picks bf16 only where
-it is native, fp32 otherwise; `bf16` and `fp32` are taken as asked. The environment variable
+it is native, fp32 otherwise; `bf16` and `fp32` are taken as asked. Sampling on a CPU is fp32
+even where bf16 is native: its model calls hold 1 to 12 rows (a melody and its guidance views, a
+few requests), and there autocast's cast of the weights at every call costs more than the bf16
+matmul saves (one call on 64 bars, 2 threads: fp32 4.8 ms against bf16 9.5 ms at 2 rows on our
+AMX Xeon, equal near 12 rows, bf16 ahead only from about 24; the AVX512-BF16 EPYC, 8.9 against
+9.7 ms at 2 rows). Training's batches of 128 windows are where bf16 pays. The environment variable
 SYMDIFF_PRECISION=bf16|fp32 overrides what `auto` picks (tests use it to run as on an AVX2 CPU).
 
 Threads by load (`choose_threads`): torch's OpenMP threads wait for each other at every op, so
@@ -46,8 +51,9 @@ def cpu_has_native_bf16() -> bool:
     return bool(flags & _NATIVE_CPU_FLAGS)
 
 
-def resolve_precision(choice: str = "auto", device: str | torch.device = "cpu") -> str:
-    """'auto' | 'bf16' | 'fp32' -> 'bf16' or 'fp32' for a run on `device` (see the module doc)."""
+def resolve_precision(choice: str = "auto", device: str | torch.device = "cpu", sampling: bool = False) -> str:
+    """'auto' | 'bf16' | 'fp32' -> 'bf16' or 'fp32' for a run on `device`; `sampling`: the small
+    calls of generation, fp32 on any CPU (see the module doc)."""
     if choice not in PRECISIONS:
         raise SymdiffError(f"precision must be one of {', '.join(PRECISIONS)}, got {choice!r}")
     if choice != "auto":
@@ -60,7 +66,7 @@ def resolve_precision(choice: str = "auto", device: str | torch.device = "cpu") 
     device = torch.device(device)
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() and not sampling else "fp32"
 
 
 def resolve_device(choice: str = "auto") -> str:

@@ -71,6 +71,8 @@ def test_precision_resolves_by_hardware_and_the_env_forces_it(monkeypatch):
     native = "amx_bf16" in flags or "avx512_bf16" in flags
     if flags:
         assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", "cpu", sampling=True) == "fp32"  # a sample's few rows a call
+    assert resolve_precision("bf16", "cpu", sampling=True) == "bf16"
     assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
     monkeypatch.setenv(ENV, "fp32")  # as on an AVX2-only CPU
     assert resolve_precision("auto") == "fp32"
