@@ -45,6 +45,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 
 from symdiff import audio, demo, melody, pianoroll  # noqa: E402
 from symdiff.arrangement import write_arrangement  # noqa: E402
@@ -98,7 +99,7 @@ CLEAR_TO_UPLOAD = "or clear it (x, top right of the file) and upload your own."
 OPENING_EXAMPLE = "liliuokalani_aloha_oe_voice_piano.mid"  # loaded in Infill and Vary before any click: a song
 # with a piano part, so the whole arrangement coming back shows
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # MIDI files are small; 2 MB is generous
-CONCURRENCY = 2  # model runs at once (the Space has 2 vCPUs)
+CONCURRENCY = 2  # requests served at once (the Space has 2 vCPUs); their model runs take turns
 # Concurrent Generates of one shape are drawn as one batch (`GenerateBatcher`): at most this many
 # requests a batch, gathered for BATCH_WAIT_S after the first arrives while no batch runs. 20 at
 # once (bench/bench_app_load.py, 2-core EPYC): 6 a batch ended them all in 73-89 s, one at a time
@@ -273,6 +274,52 @@ def threaded(work, updates: queue.Queue, stop: threading.Event, show, limit_s: f
     if "error" in out:
         raise out["error"]
     return out["result"]
+
+
+class ModelThread:
+    """Every model run of the app (the Generate batches, infills, variations, the example) on one
+    long-lived thread, one run at a time, each on the cores idle when it starts
+    (`precision.choose_threads`). Why one thread: each thread that once ran a team of OpenMP
+    threads keeps it parked, and once a process holds more such threads than cores, libgomp
+    stops spinning and the threads of a run wait on each other far longer. Runs on fresh threads
+    with two cores each sampled a lone Generate in 4.3 s, one thread a run 2.8 s, this 2.2 s (AMX
+    Xeon, 2 idle cores). Between runs the process' default is one thread, so gradio's threads
+    (decoding, drawing) never start teams of their own."""
+
+    def __init__(self, most: int | None = None):
+        self.most = most  # torch threads per run at most (None: the threads torch started with)
+        self._jobs: queue.Queue[tuple[Callable, dict, threading.Event]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def on_free_cores(self, work: Callable) -> Callable:
+        """`work` as a call that runs it on the model thread when its turn comes and returns
+        what it returned (or raises what it raised)."""
+        def run():
+            out: dict = {}
+            done = threading.Event()
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._serve, name="symdiff-model", daemon=True)
+                    self._thread.start()
+            self._jobs.put((work, out, done))
+            done.wait()
+            if "error" in out:
+                raise out["error"]
+            return out["result"]
+        return run
+
+    def _serve(self) -> None:
+        while True:
+            work, out, done = self._jobs.get()
+            try:
+                choose_threads(1, self.most)
+                out["result"] = work()
+            except BaseException as e:  # noqa: BLE001 (handed to the caller's thread)
+                out["error"] = e
+            finally:
+                torch.set_num_threads(1)  # the default for threads that start computing now
+                done.set()
 
 
 class _Job:
@@ -457,21 +504,12 @@ class SymdiffApp:
     def __init__(self, pipe: MelodyDiffusion, reference: demo.Reference, time_limit_s: float = TIME_LIMIT_S):
         self.pipe, self.reference, self.time_limit_s = pipe, reference, time_limit_s
         self.examples = demo.list_examples()
-        self.jobs, self.max_threads = CONCURRENCY, None  # model runs at once; torch threads per run at most
+        self.cores = ModelThread()
         self._stops: dict[str, threading.Event] = {}  # each browser session's latest run, for Stop
         self._widths: dict[str, int] = {}  # each browser session's figure width (`set_width`)
         self.example: dict = {}  # what the Generate tab shows before a run (`example_run`), once drawn
         self.example_ready = threading.Event()  # set when `example` is drawn (or failed: then it stays {})
-        self.batcher = GenerateBatcher(pipe, self._on_free_cores)  # concurrent Generates share model calls
-
-    def _on_free_cores(self, work):
-        """`work` on its share of the cores idle when it starts (`precision.choose_threads`): a
-        core another process keeps busy would stall every torch thread of the run."""
-        def run():
-            choose_threads(self.jobs, self.max_threads)
-            return work()
-
-        return run
+        self.batcher = GenerateBatcher(pipe, self.cores.on_free_cores)  # concurrent Generates share model calls
 
     # --- generate ---------------------------------------------------------------------------
 
@@ -614,7 +652,7 @@ class SymdiffApp:
             finally:
                 self.example_ready.set()
 
-        threading.Thread(target=self._on_free_cores(draw), name="symdiff-example", daemon=True).start()
+        threading.Thread(target=self.cores.on_free_cores(draw), name="symdiff-example", daemon=True).start()
 
     def shown_example(self, request: gr.Request = None):  # type: ignore[assignment]  # gradio fills it in
         """What a page shows in Generate when it opens: the example once it is drawn (drawn again
@@ -783,9 +821,9 @@ class SymdiffApp:
         yield f"Infilling bars {first}-{last} ...{chords}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
             res = yield from threaded(
-                self._on_free_cores(lambda: self.pipe.infill(tokens, plan.steps, sampler, steps, seed, density=rate,
-                                                             keys=found.keys, pickup=found.bars.onset_pickup,
-                                                             style=style, progress=Progress(report))), ticks, stop,
+                self.cores.on_free_cores(lambda: self.pipe.infill(
+                    tokens, plan.steps, sampler, steps, seed, density=rate, keys=found.keys,
+                    pickup=found.bars.onset_pickup, style=style, progress=Progress(report))), ticks, stop,
                 lambda t: (f"Infilling: {t[2]}, step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), gr.skip(),
                            gr.skip()),
                 self.time_limit_s)
@@ -853,9 +891,9 @@ class SymdiffApp:
         yield f"Varying bars {first}-{last} at strength {strength:g} ...", gr.skip(), gr.skip(), *slots
         try:
             res = yield from threaded(
-                self._on_free_cores(lambda: self.pipe.vary(tokens, strength, plan.steps, num, sampler, steps, seed,
-                                                           keys=found.keys, pickup=found.bars.onset_pickup,
-                                                           progress=Progress(report))), ticks, stop,
+                self.cores.on_free_cores(lambda: self.pipe.vary(
+                    tokens, strength, plan.steps, num, sampler, steps, seed, keys=found.keys,
+                    pickup=found.bars.onset_pickup, progress=Progress(report))), ticks, stop,
                 lambda t: (f"Varying: {t[2]}, step {t[0]} of {t[1]} ...", gr.skip(), gr.skip(), *slots),
                 self.time_limit_s)
         except demo.Cancelled:  # Stop was pressed
@@ -1323,9 +1361,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--diffusion", default=str(DEFAULT_DIFFUSION), help="diffusion checkpoint folder")
     p.add_argument("--reference-windows", type=int, default=300, help="training windows for the reference statistics")
-    p.add_argument("--concurrency", type=int, default=CONCURRENCY, help="model runs at once")
-    p.add_argument("--threads", type=int,
-                   help="torch threads per model run at most (default: the idle cores // concurrency)")
+    p.add_argument("--concurrency", type=int, default=CONCURRENCY,
+                   help="requests served at once (their model runs take turns on one thread)")
+    p.add_argument("--threads", type=int, help="torch threads of a model run at most (default: the idle cores)")
     p.add_argument("--time-limit", type=float, default=TIME_LIMIT_S, help="seconds a model run may take")
     p.add_argument("--max-age", type=float, default=REQUEST_MAX_AGE_S, help="seconds uploads and outputs are kept")
     p.add_argument("--sweep-every", type=float, default=SWEEP_EVERY_S, help="seconds between sweeps of old files")
@@ -1339,11 +1377,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log.info("temporary files (uploads, outputs) live in %s, removed at exit", TMP_ROOT)
     signal.signal(signal.SIGTERM, _stop)  # a stopped Space/container: close cleanly, remove TMP_ROOT
-    # `concurrency` runs at once share the cores idle when each starts (on 2 idle cores: 1 thread each)
-    choose_threads(args.concurrency, args.threads)
+    torch.set_num_threads(1)  # every thread's default but a model run's (`ModelThread`)
     app = load(args.diffusion, args.reference_windows, device=device)
     app.time_limit_s = args.time_limit
-    app.jobs, app.max_threads = args.concurrency, args.threads
+    app.cores.most = args.threads
     ui = build(app)
     threading.Thread(target=sweep_forever, args=(TMP_ROOT, args.sweep_every, args.max_age, ui), name="symdiff-sweep",
                      daemon=True).start()

@@ -15,7 +15,10 @@ SYMDIFF_PRECISION=bf16|fp32 overrides what `auto` picks (tests use it to run as 
 Threads by load (`choose_threads`): torch's OpenMP threads wait for each other at every op, so
 one thread descheduled by another process stalls them all; on 2 shared cores a default sample
 took 71 s with 2 threads beside one busy process and 5.1 s with 1 (issue 26). A run therefore
-takes only the cores that were idle just before it starts, as /proc/stat counts them.
+takes only the cores that were idle just before it starts, as /proc/stat counts them. numpy's
+BLAS gets one thread (`limit_threads`, `choose_threads`): its threads spin for a while after each
+call, and the app's numpy work between model calls (a trace's metrics) then stalls torch's
+threads: a Generate of the app took 3.6 s against 1.8 s with one BLAS thread (AMX Xeon, 2 cores).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from .errors import SymdiffError
 from .options import DEVICES, PRECISIONS
@@ -98,9 +102,10 @@ def available_cores() -> int:
 
 def limit_threads(jobs: int = 1) -> int:
     """At most cores // jobs torch threads (at least 1), so `jobs` runs at once never
-    oversubscribe the cores; returns the count set."""
+    oversubscribe the cores, and one BLAS thread; returns the count set."""
     n = max(1, min(torch.get_num_threads(), available_cores() // max(1, jobs)))
     torch.set_num_threads(n)
+    threadpool_limits(1, user_api="blas")  # (module doc)
     return n
 
 
@@ -152,4 +157,5 @@ def choose_threads(jobs: int = 1, most: int | None = None, probe_s: float = PROB
         free = max(0.0, len(cpus) - os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0.0
     n = min(threads_for(free, len(cpus), jobs), _STARTUP_THREADS, most or _STARTUP_THREADS)
     torch.set_num_threads(n)
+    threadpool_limits(1, user_api="blas")  # (module doc)
     return n
