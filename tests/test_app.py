@@ -434,3 +434,55 @@ def test_time_limit_and_sweep(tmp_path):
         assert srv.alive
     finally:
         srv.stop()
+
+
+def test_model_runs_take_turns_on_one_thread():
+    """Issue 26: every model run of the app (`app.ModelThread`) runs on one long-lived thread, one
+    at a time, hands back what it returned or raised to its caller, and leaves the process'
+    default at one torch thread, so no other thread starts an OpenMP team of its own."""
+    import threading
+
+    import torch
+
+    from app import ModelThread
+
+    before = torch.get_num_threads()
+    runner, lock = ModelThread(), threading.Lock()
+    ran_on, running, most = [], [0], [0]
+
+    def work(i: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            ran_on.append(threading.get_ident())
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        if i == 3:
+            raise ValueError("run 3 failed")
+        return i * 10
+
+    got: dict[int, object] = {}
+
+    def ask(i: int) -> None:
+        try:
+            got[i] = runner.on_free_cores(lambda: work(i))()
+        except ValueError as e:
+            got[i] = str(e)
+
+    try:
+        callers = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(10)
+        assert got == {0: 0, 1: 10, 2: 20, 3: "run 3 failed"}
+        assert most[0] == 1 and len(set(ran_on)) == 1  # one at a time, all on one thread
+        assert ran_on[0] not in {t.ident for t in callers} | {threading.get_ident()}
+        fresh: list[int] = []
+        t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        assert fresh == [1]
+    finally:
+        torch.set_num_threads(before)
