@@ -71,6 +71,12 @@ class DiffusionConfig(ConfigIO):
     # al. 2023): it takes the two guidance weights as an input and gives in one row what the
     # teacher mixes from two or three views (`guided_views`), so a guided step is one row.
     guided: bool = False
+    # `guided_copy`: a guided student's copy share is scaled by its classifier-free weight w. The
+    # teacher's guided x0 moves w times its conditional view's copy toward the known chunk, up to
+    # w times the noise std; a student capped at the noise std alone must rebuild the rest through
+    # its dense layers, and the first student restated 5.5% of chorale chunks where its teacher
+    # restated 39% (docs/sampler.md).
+    guided_copy: bool = False
 
     def __post_init__(self) -> None:
         if self.prediction not in ("eps", "v"):
@@ -82,6 +88,8 @@ class DiffusionConfig(ConfigIO):
                              "it needs conditional and prediction 'v'")
         if self.guided and not self.trunk_noise:
             raise ValueError("the guidance weights enter through the trunk's noise embedding: they need trunk_noise")
+        if self.guided_copy and not (self.guided and self.copy):
+            raise ValueError("guided_copy scales a guided student's copy share: it needs guided and copy")
 
     def style_index(self, style: str | None) -> int:
         """The label of `style` (0 for None: any style); an unknown name is refused."""
@@ -266,7 +274,8 @@ class TransformerDDPM(LatentTransformer):
         if self.config.guided:
             assert cond is not None  # guided needs trunk_noise (`DiffusionConfig.__post_init__`)
             w = torch.ones(b, 2, device=x.device) if guidance is None else torch.as_tensor(guidance, device=x.device)
-            g = torch.cat([enc.float(), w.float().expand(b, 2) - 1.0], dim=-1)
+            w = w.float().expand(b, 2)
+            g = torch.cat([enc.float(), w - 1.0], dim=-1)
             cond = cond + self.guidance_embed(g.to(cond.dtype))
         elif guidance is not None:
             raise ValueError("this diffusion model was not distilled to take guidance weights (config.guided)")
@@ -286,6 +295,8 @@ class TransformerDDPM(LatentTransformer):
                 # v = v_net + share (a x_t - proposal - s v_net), no division.
                 assert seen is not None  # copy needs conditional (`DiffusionConfig.__post_init__`)
                 proposal, share = self.copy_head(h, x32, *seen, a, s)
+                if self.config.guided_copy:  # as far as the teacher's guided copy reaches (config)
+                    share = share * w[:, :1, None]
                 v = v + share * (a * x32 - proposal - s * v)
             eps = a * v + s * x32
         if mask is not None:

@@ -416,6 +416,37 @@ def test_the_copy_head_is_silent_when_nothing_is_known():
         assert torch.equal(model(x, level), closed)
 
 
+def test_a_guided_copy_reaches_as_far_as_the_teachers_guidance():
+    """`guided_copy`: a guided student's copy share is scaled by its classifier-free weight w, as
+    far as its teacher's guided copy reaches. With the guidance embedding at its start (zero) the
+    net is the same at every w, so the step from w = 1 grows exactly as w - 1, at every chunk of
+    a row that knows some and nowhere in a row that knows none; at w = 1 it is the plain student."""
+    torch.manual_seed(0)
+    plain_cfg = replace(CONFIGS["cpu-copy"], data_dim=24, guided=True)
+    plain = TransformerDDPM(plain_cfg).eval()
+    model = TransformerDDPM(replace(plain_cfg, guided_copy=True)).eval()
+    model.load_state_dict(plain.state_dict())
+    set_gate(model, 0.0)
+    set_gate(plain, 0.0)
+    g = torch.Generator().manual_seed(0)
+    x, known = torch.randn(2, 8, 24, generator=g), torch.randn(2, 8, 24, generator=g)
+    keep = torch.zeros(2, 8, dtype=torch.bool)
+    keep[0, :3] = True  # the second row knows nothing: no copy there
+    level = torch.tensor([0.4, 0.4])
+
+    def eps(net: TransformerDDPM, w: float) -> torch.Tensor:
+        return net(x, level, known=known, keep=keep, guidance=torch.tensor([[w, 1.0]] * 2))
+
+    with torch.no_grad():
+        torch.testing.assert_close(eps(model, 1.0), eps(plain, 1.0))
+        step = {w: eps(model, w) - eps(model, 1.0) for w in (2.0, 3.0)}
+    torch.testing.assert_close(step[3.0], 2 * step[2.0])
+    assert step[2.0][0, 3:].abs().amax(-1).min() > 0
+    assert step[2.0][1].abs().max() == 0.0
+    with pytest.raises(ValueError, match="guided_copy"):
+        replace(CONFIGS["cpu-copy"], guided_copy=True)
+
+
 def test_the_copy_head_needs_a_conditional_v_config():
     with pytest.raises(ValueError, match="copy head"):
         replace(CONFIGS["cpu-copy"], conditional=False)
