@@ -162,6 +162,10 @@ def main() -> None:
                          f"the defaults on {DISTILL_WEIGHTS['default']:.0%}, none on {DISTILL_WEIGHTS['none']:.0%}, "
                          f"else uniform ({ranges}); the classifier-free weight only where something is known or a "
                          "style given, the context weight only where nothing is known.\n")
+        if cfg.get("guided_copy"):
+            conditioning += ("- Guided copy (`DiffusionConfig.guided_copy`): the copy head's share is scaled by the "
+                             "classifier-free weight, so the student's copy reaches as far toward a known chunk as "
+                             "its teacher's guided one.\n")
     init = e.get("init_from")
     fresh = init["new_weights"] if init else []
     new = f"; new weights {', '.join(fresh)} at their initial values" if fresh else ""
