@@ -282,15 +282,14 @@ class ModelThread:
     (`precision.choose_threads`). Why one thread: each thread that once ran a team of OpenMP
     threads keeps it parked, and once a process holds more such threads than cores, libgomp
     stops spinning and the threads of a run wait on each other far longer. Runs on fresh threads
-    with two cores each sampled a lone Generate in 4.3 s, one thread a run 2.8 s, this 2.2 s (AMX
+    with two cores each sampled a lone Generate in 4.3 s, one thread a run 2.8 s, this 2.0 s (AMX
     Xeon, 2 idle cores). Between runs the process' default is one thread, so gradio's threads
     (decoding, drawing) never start teams of their own."""
 
     def __init__(self, most: int | None = None):
         self.most = most  # torch threads per run at most (None: the threads torch started with)
         self._jobs: queue.Queue[tuple[Callable, dict, threading.Event]] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        threading.Thread(target=self._serve, name="symdiff-model", daemon=True).start()
 
     def on_free_cores(self, work: Callable) -> Callable:
         """`work` as a call that runs it on the model thread when its turn comes and returns
@@ -298,10 +297,6 @@ class ModelThread:
         def run():
             out: dict = {}
             done = threading.Event()
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._serve, name="symdiff-model", daemon=True)
-                    self._thread.start()
             self._jobs.put((work, out, done))
             done.wait()
             if "error" in out:
